@@ -1,0 +1,60 @@
+"""rigd's hardware abstraction layer: one `Device` interface over GPUs, FPGA cards, ASIC miners
+and the host. Usable alone: `from hal import discover`. Never imports `agent`."""
+
+from hal.device import (
+    AsicBoard,
+    AsicTelemetry,
+    Capability,
+    Device,
+    DeviceInfo,
+    DeviceKind,
+    GpuProcess,
+    GpuTelemetry,
+    Health,
+    HealthState,
+    HostTelemetry,
+    PoolStatus,
+    Telemetry,
+    TempSensor,
+)
+from hal.errors import (
+    DeviceLost,
+    HalError,
+    InvalidArgument,
+    NotSupported,
+    PermissionDenied,
+    ProtocolError,
+    Timeout,
+    Unavailable,
+)
+from hal.registry import BackendStatus, Discovery, discover, known_backends, register
+
+__all__ = [
+    "AsicBoard",
+    "AsicTelemetry",
+    "BackendStatus",
+    "Capability",
+    "Device",
+    "DeviceInfo",
+    "DeviceKind",
+    "DeviceLost",
+    "Discovery",
+    "GpuProcess",
+    "GpuTelemetry",
+    "HalError",
+    "Health",
+    "HealthState",
+    "HostTelemetry",
+    "InvalidArgument",
+    "NotSupported",
+    "PermissionDenied",
+    "PoolStatus",
+    "ProtocolError",
+    "Telemetry",
+    "TempSensor",
+    "Timeout",
+    "Unavailable",
+    "discover",
+    "known_backends",
+    "register",
+]

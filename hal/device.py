@@ -1,0 +1,209 @@
+"""The one device interface every backend implements, and the value types it returns.
+
+Units live in field names (`power_w`, `energy_j`, `mem_used_bytes`). A field a device cannot
+give is None ("not applicable"), never zero and never an exception: one missing sensor must not
+hide the others.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from hal.errors import NotSupported
+
+
+class DeviceKind(enum.StrEnum):
+    GPU = "gpu"
+    FPGA = "fpga"
+    ASIC = "asic"
+    HOST = "host"
+    OPENCL = "opencl"  # an OpenCL compute device that is not claimed as a GPU or FPGA card
+
+
+class Capability(enum.StrEnum):
+    TELEMETRY = "telemetry"
+    SET_POWER_LIMIT = "set_power_limit"
+    LOCK_CLOCKS = "lock_clocks"
+    PERSISTENCE_MODE = "persistence_mode"
+    SLEEP_WAKE = "sleep_wake"
+    POOL_SWITCH = "pool_switch"
+    RESTART = "restart"
+    HASHING = "hashing"
+    INFERENCE = "inference"
+    PROGRAM_BITSTREAM = "program_bitstream"
+
+
+class HealthState(enum.StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    state: HealthState
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (HealthState.HEALTHY, HealthState.DEGRADED)
+
+
+HEALTHY = Health(HealthState.HEALTHY)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """Static facts about a device: read once at discovery, shown in inventory."""
+
+    id: str
+    kind: DeviceKind
+    name: str
+    vendor: str = ""
+    model: str = ""
+    serial: str = ""
+    firmware_version: str = ""
+    driver_version: str = ""
+    pci_bus_id: str = ""
+    simulated: bool = False
+    # Backend-specific facts, as text, for inventory display (e.g. "cuda_version", "bitstream").
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcess:
+    pid: int
+    used_mem_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuTelemetry:
+    power_limit_default_w: float | None = None
+    power_limit_min_w: float | None = None
+    power_limit_max_w: float | None = None
+    power_limit_enforced_w: float | None = None
+    utilization_gpu_pct: float | None = None
+    utilization_mem_pct: float | None = None
+    mem_total_bytes: int | None = None
+    mem_used_bytes: int | None = None
+    mem_free_bytes: int | None = None
+    clock_sm_mhz: int | None = None
+    clock_mem_mhz: int | None = None
+    fan_speed_pct: float | None = None
+    performance_state: int | None = None  # 0 = P0 (max performance) .. 15
+    throttle_reasons: tuple[str, ...] = ()
+    persistence_mode: bool | None = None
+    processes: tuple[GpuProcess, ...] = ()
+    last_xid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AsicBoard:
+    index: int
+    hashrate_hs: float | None = None
+    expected_hashrate_hs: float | None = None
+    temp_board_c: float | None = None
+    temp_chip_c: float | None = None
+    chips: int | None = None
+    expected_chips: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    url: str
+    user: str = ""
+    status: str = ""  # as the firmware says it ("Alive", "Dead", ...)
+    active: bool | None = None
+    accepted: int | None = None
+    rejected: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AsicTelemetry:
+    expected_hashrate_hs: float | None = None
+    boards: tuple[AsicBoard, ...] = ()
+    fans_rpm: tuple[int, ...] = ()
+    pools: tuple[PoolStatus, ...] = ()
+    uptime_s: int | None = None
+    errors: tuple[str, ...] = ()
+    is_mining: bool | None = None
+    firmware_family: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TempSensor:
+    name: str
+    temp_c: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostTelemetry:
+    cpu_count: int | None = None
+    cpu_util_pct: float | None = None
+    load_avg_1m: float | None = None
+    load_avg_5m: float | None = None
+    load_avg_15m: float | None = None
+    mem_total_bytes: int | None = None
+    mem_used_bytes: int | None = None
+    mem_available_bytes: int | None = None
+    temps: tuple[TempSensor, ...] = ()
+    uptime_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One reading of one device. Common fields first; kind-specific detail in one sub-record."""
+
+    device_id: str
+    kind: DeviceKind
+    timestamp_unix_s: float = field(default_factory=time.time)
+    health: Health = HEALTHY
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    energy_j: float | None = None
+    temp_c: float | None = None
+    utilization_pct: float | None = None
+    hashrate_hs: float | None = None
+    gpu: GpuTelemetry | None = None
+    asic: AsicTelemetry | None = None
+    host: HostTelemetry | None = None
+
+
+class Device:
+    """Base class for every device. Control calls default to NotSupported; backends override.
+
+    Subclasses set `id`, `kind` and `capabilities` in their constructor and implement
+    `info()` and `telemetry()`. Blocking calls must bound their own time (they raise Timeout).
+    """
+
+    id: str
+    kind: DeviceKind
+    capabilities: frozenset[Capability] = frozenset({Capability.TELEMETRY})
+
+    def info(self) -> DeviceInfo:
+        raise NotImplementedError
+
+    def telemetry(self) -> Telemetry:
+        raise NotImplementedError
+
+    def health(self) -> Health:
+        return HEALTHY
+
+    def set_power_limit(self, watts: float) -> None:
+        raise NotSupported(f"{self.id}: setting a power limit is not supported")
+
+    def sleep(self) -> None:
+        raise NotSupported(f"{self.id}: sleep is not supported")
+
+    def wake(self) -> None:
+        raise NotSupported(f"{self.id}: wake is not supported")
+
+    def close(self) -> None:
+        """Release handles, threads and sockets. Safe to call twice."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"

@@ -1,0 +1,63 @@
+"""The HAL's error set: small on purpose, each maps to exactly one gRPC status in the agent.
+
+Backends translate their library's errors (NVML codes, OpenCL errors, firmware replies) into
+these, so callers never need to know which backend raised.
+"""
+
+from __future__ import annotations
+
+
+class HalError(Exception):
+    """Base of every error the HAL raises on purpose."""
+
+
+class DeviceLost(HalError):
+    """The device stopped answering (GPU fell off the bus, miner unreachable). It may come back."""
+
+
+class NotSupported(HalError):
+    """This device or firmware cannot do that; never a silent no-op."""
+
+
+class PermissionDenied(HalError):
+    """The operation needs privileges the process lacks (the message says which)."""
+
+
+class InvalidArgument(HalError):
+    """A caller's value is out of range or malformed; device state is unchanged."""
+
+
+class Timeout(HalError):
+    """The device did not answer within the allotted time."""
+
+
+class Unavailable(HalError):
+    """A backend's library or hardware is missing, or a device is busy elsewhere."""
+
+
+class ProtocolError(HalError):
+    """A device answered with something we cannot parse; `raw` keeps the bytes for diagnosis."""
+
+    def __init__(self, message: str, raw: bytes = b"") -> None:
+        super().__init__(message)
+        self.raw = raw
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.raw:
+            return base
+        preview = self.raw[:120]
+        suffix = "…" if len(self.raw) > len(preview) else ""
+        return f"{base} (raw {len(self.raw)} bytes: {preview!r}{suffix})"
+
+
+__all__ = [
+    "DeviceLost",
+    "HalError",
+    "InvalidArgument",
+    "NotSupported",
+    "PermissionDenied",
+    "ProtocolError",
+    "Timeout",
+    "Unavailable",
+]

@@ -1,0 +1,111 @@
+"""Backend registry and discovery.
+
+A backend is a module (or any callable) with `discover(options) -> list[Device]`. It raises
+`Unavailable` when its library or hardware is missing; discovery records the reason and goes
+on, so a rig without GPUs still reports its host and miners. `InvalidArgument` (a bad option in
+the configuration) is not swallowed: a misconfigured agent should refuse to start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from hal.device import Device
+from hal.errors import InvalidArgument, Unavailable
+
+DiscoverFn = Callable[[Mapping[str, Any]], list[Device]]
+
+# Built-in backends, imported only when discovery asks for them (pynvml or pyopencl may be absent).
+_BUILTIN: dict[str, str] = {
+    "host": "hal.host",
+    "nvml": "hal.nvml",
+    "opencl": "hal.opencl",
+    "asic": "hal.asic",
+}
+_registered: dict[str, DiscoverFn] = {}
+
+DEFAULT_BACKENDS: tuple[str, ...] = ("host", "nvml", "opencl", "asic")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    name: str
+    available: bool
+    reason: str = ""
+    device_count: int = 0
+    discover_s: float = 0.0
+
+
+@dataclass(slots=True)
+class Discovery:
+    devices: list[Device] = field(default_factory=list)
+    backends: list[BackendStatus] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, Device]:
+        return {d.id: d for d in self.devices}
+
+    def close(self) -> None:
+        for device in self.devices:
+            device.close()
+
+
+def register(name: str, discover_fn: DiscoverFn) -> None:
+    """Add (or replace) a backend, e.g. a site-specific one, under `name`."""
+    _registered[name] = discover_fn
+
+
+def known_backends() -> list[str]:
+    return sorted({*_BUILTIN, *_registered})
+
+
+def _resolve(name: str) -> DiscoverFn:
+    if name in _registered:
+        return _registered[name]
+    module_name = _BUILTIN.get(name)
+    if module_name is None:
+        raise InvalidArgument(f"unknown backend {name!r}; known: {', '.join(known_backends())}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Unavailable(f"{module_name} cannot be imported: {exc}") from exc
+    fn: DiscoverFn = module.discover
+    return fn
+
+
+def discover(
+    backends: Iterable[str] = DEFAULT_BACKENDS,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Discovery:
+    """Run each named backend's discovery; never raises for a missing library or device."""
+    options = options or {}
+    result = Discovery()
+    seen: set[str] = set()
+    for name in backends:
+        start = time.perf_counter()
+        try:
+            devices = _resolve(name)(options.get(name, {}))
+        except InvalidArgument:
+            raise
+        except Unavailable as exc:
+            result.backends.append(
+                BackendStatus(name, False, str(exc), 0, time.perf_counter() - start)
+            )
+            continue
+        except Exception as exc:  # a backend bug must not take discovery down with it
+            result.backends.append(
+                BackendStatus(
+                    name, False, f"discovery failed: {type(exc).__name__}: {exc}", 0,
+                    time.perf_counter() - start,
+                )
+            )
+            continue
+        fresh = [d for d in devices if d.id not in seen]
+        seen.update(d.id for d in fresh)
+        result.devices.extend(fresh)
+        result.backends.append(
+            BackendStatus(name, True, "", len(fresh), time.perf_counter() - start)
+        )
+    return result
