@@ -1,0 +1,35 @@
+# Two commands: `make demo` runs rigd on its embedded demo rig; `make test` runs every check.
+# Both create .venv and install what is missing (Debian packages too, when run as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/system-deps.sh | sha256sum | cut -c1-12)
+
+.PHONY: demo test lint install clean protos bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	bash scripts/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+lint: install
+	$(BIN)/ruff check hal agent tests bench fpga protos
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+protos: install
+	$(BIN)/python protos/generate.py
+
+clean:
+	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache

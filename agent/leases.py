@@ -1,0 +1,121 @@
+"""One writer per rig: leases with fencing tokens.
+
+A controller acquires a lease and passes its fencing token with every mutating call. Tokens only
+grow (they start from the wall clock in milliseconds, so a restarted agent never reissues one), and
+a call whose token is not the live lease's is refused: a controller that paused past its lease's
+expiry cannot overwrite the decisions of the one that took over.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+
+class LeaseError(Exception):
+    """Base: the lease request cannot be honoured. `code` is the gRPC status name to use."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class LeaseNotFound(LeaseError):
+    code = "NOT_FOUND"
+
+
+class LeaseNotYours(LeaseError):
+    code = "PERMISSION_DENIED"
+
+
+MIN_TTL_S = 1
+MAX_TTL_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    lease_id: str
+    holder: str
+    owner: str  # the authenticated identity that acquired it
+    fencing_token: int
+    expire_unix_s: float
+
+
+class LeaseManager:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._last_token = int(time.time() * 1000)
+
+    def _live(self) -> Lease | None:
+        if self._lease is not None and self._lease.expire_unix_s <= time.time():
+            self._lease = None
+        return self._lease
+
+    @staticmethod
+    def _check_ttl(ttl_s: int) -> None:
+        if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
+            raise ValueError(f"ttl_s must be within {MIN_TTL_S} .. {MAX_TTL_S}, got {ttl_s}")
+
+    def acquire(self, holder: str, owner: str, ttl_s: int, preempt: bool = False) -> Lease:
+        self._check_ttl(ttl_s)
+        if not holder or len(holder) > 200:
+            raise ValueError("holder must be 1 .. 200 characters")
+        with self._lock:
+            live = self._live()
+            if live is not None and not preempt and live.owner != owner:
+                remaining = live.expire_unix_s - time.time()
+                raise LeaseError(
+                    f"rig is leased by {live.holder} ({live.owner}) for {remaining:.0f} s more"
+                )
+            self._last_token += 1
+            self._lease = Lease(
+                lease_id=secrets.token_hex(16),
+                holder=holder,
+                owner=owner,
+                fencing_token=self._last_token,
+                expire_unix_s=time.time() + ttl_s,
+            )
+            return self._lease
+
+    def _own(self, lease_id: str, owner: str) -> Lease:
+        live = self._live()
+        if live is None or live.lease_id != lease_id:
+            raise LeaseNotFound(f"lease {lease_id!r} is not live (expired, released or unknown)")
+        if live.owner != owner:
+            raise LeaseNotYours(f"lease {lease_id!r} belongs to {live.owner}")
+        return live
+
+    def renew(self, lease_id: str, owner: str, ttl_s: int) -> Lease:
+        self._check_ttl(ttl_s)
+        with self._lock:
+            live = self._own(lease_id, owner)
+            self._lease = Lease(
+                live.lease_id, live.holder, live.owner, live.fencing_token, time.time() + ttl_s
+            )
+            return self._lease
+
+    def release(self, lease_id: str, owner: str) -> None:
+        with self._lock:
+            self._own(lease_id, owner)
+            self._lease = None
+
+    def check(self, fencing_token: int) -> None:
+        """Admit a mutating call carrying `fencing_token` (0 = the caller holds no lease)."""
+        with self._lock:
+            live = self._live()
+            if live is None:
+                if fencing_token:
+                    raise LeaseError(
+                        f"fencing token {fencing_token} is stale: no lease is live (expired?)"
+                    )
+                return
+            if fencing_token != live.fencing_token:
+                given = f"token {fencing_token}" if fencing_token else "no fencing token"
+                raise LeaseError(
+                    f"rig is leased by {live.holder} (token {live.fencing_token}); {given} refused"
+                )
+
+    def current(self) -> Lease | None:
+        with self._lock:
+            return self._live()

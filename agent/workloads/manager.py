@@ -1,0 +1,49 @@
+"""What each device is doing now, and the workloads rigd itself runs (hashing for now).
+
+The switch state machine (SetWorkload) will live here; today the manager starts the hashing
+workloads named in the configuration and reports their status into telemetry.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.api import pb
+
+
+class RunningWorkload(Protocol):
+    def status(self) -> pb.WorkloadStatus: ...
+
+    def stop(self, timeout_s: float) -> None: ...
+
+
+@dataclass
+class _Entry:
+    device_id: str
+    workload: RunningWorkload
+
+
+class WorkloadManager:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, _Entry] = {}
+
+    def attach(self, device_id: str, workload: RunningWorkload) -> None:
+        with self._lock:
+            if device_id in self._running:
+                raise ValueError(f"{device_id} already runs a workload")
+            self._running[device_id] = _Entry(device_id, workload)
+
+    def status(self, device_id: str) -> pb.WorkloadStatus | None:
+        with self._lock:
+            entry = self._running.get(device_id)
+        return entry.workload.status() if entry is not None else None
+
+    def stop_all(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            entries = list(self._running.values())
+            self._running.clear()
+        for entry in entries:
+            entry.workload.stop(timeout_s)

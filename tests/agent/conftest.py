@@ -1,0 +1,115 @@
+"""A real rigd in a subprocess, on a Unix socket in a temp dir and a free loopback TCP port."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agent.api import pb, pb_grpc
+
+OPERATOR_TOKEN = "op-secret-token"
+ADMIN_TOKEN = "admin-secret-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RigdProcess:
+    proc: subprocess.Popen[str]
+    socket_path: str
+    tcp_address: str
+    audit_path: Path
+    log_path: Path
+
+    def stub(self, tcp: bool = False) -> pb_grpc.RigAgentStub:
+        target = self.tcp_address if tcp else f"unix:{self.socket_path}"
+        return pb_grpc.RigAgentStub(grpc.insecure_channel(target))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+def write_config(path: Path, socket_path: str, port: int, audit: Path, extra: str = "") -> None:
+    op = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
+    admin = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
+    path.write_text(f"""
+rig_id = "test-rig"
+[server]
+unix_socket = "{socket_path}"
+tcp_address = "127.0.0.1:{port}"
+drain_s = 1.0
+[auth]
+anonymous_role = "viewer"
+[[auth.tokens]]
+name = "controller"
+role = "operator"
+sha256 = "{op}"
+[[auth.tokens]]
+name = "boss"
+role = "admin"
+sha256 = "{admin}"
+[audit]
+path = "{audit}"
+[telemetry]
+interval_s = 0.2
+stream_queue_max = 2
+[hal]
+backends = ["host"]
+{extra}
+""")
+
+
+def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = ()) -> RigdProcess:
+    socket_path = str(tmp / "rigd.sock")
+    port = free_port()
+    audit = tmp / "audit.jsonl"
+    config = tmp / "rigd.toml"
+    write_config(config, socket_path, port, audit, extra_config)
+    log_path = tmp / "rigd.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.daemon", "--config", str(config), *args],
+        stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), text=True,  # noqa: SIM115
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    rigd = RigdProcess(proc, socket_path, f"127.0.0.1:{port}", audit, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rigd exited {proc.returncode}: {log_path.read_text()}")
+        if os.path.exists(socket_path):
+            try:
+                rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=2)
+                return rigd
+            except grpc.RpcError:
+                pass
+        time.sleep(0.1)
+    rigd.stop()
+    raise RuntimeError("rigd did not start within 60 s")
+
+
+@pytest.fixture
+def rigd(tmp_path: Path) -> Iterator[RigdProcess]:
+    process = start_rigd(tmp_path)
+    yield process
+    process.stop()
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
