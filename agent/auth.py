@@ -82,7 +82,7 @@ class AuditLog:
 
     def __init__(self, path: str = "") -> None:
         self._lock = threading.Lock()
-        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None
 
     def record(self, **event: Any) -> None:
         event = {"time_unix_s": round(time.time(), 6), **event}
@@ -107,7 +107,9 @@ class Authenticator:
         self._anonymous_role = config.anonymous_role
         self._cert_roles = dict(config.certificate_roles)
 
-    def identify(self, metadata: tuple[tuple[str, Any], ...], context: grpc.ServicerContext) -> Identity:
+    def identify(
+        self, metadata: tuple[tuple[str, Any], ...], context: grpc.ServicerContext
+    ) -> Identity:
         bearer = next((v for k, v in metadata if k == "authorization"), None)
         if bearer is not None:
             scheme, _, token = str(bearer).partition(" ")
@@ -134,11 +136,20 @@ def _text(value: str | bytes | None) -> str:
     return value or ""
 
 
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "<redacted>" if k in _REDACT else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
 def _summary(request: Any) -> dict[str, Any]:
+    """The request as audit-friendly JSON, secrets (at any depth) replaced."""
     if not isinstance(request, Message):
         return {}
-    body = MessageToDict(request, preserving_proto_field_name=True)
-    return {k: ("<redacted>" if k in _REDACT else v) for k, v in body.items()}
+    redacted: dict[str, Any] = _redact(MessageToDict(request, preserving_proto_field_name=True))
+    return redacted
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -152,12 +163,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        full_method: str = handler_call_details.method  # type: ignore[attr-defined]
+        full_method: str = handler_call_details.method
         if handler is None or not full_method.startswith(_SERVICE):
             return handler
         method = full_method[len(_SERVICE) :]
         needed = METHOD_ROLES.get(method, "admin")
-        metadata = tuple(handler_call_details.invocation_metadata or ())  # type: ignore[attr-defined]
+        metadata = tuple(handler_call_details.invocation_metadata or ())
         mutating = method in MUTATING
 
         def admit(request: Any, context: grpc.ServicerContext) -> Identity:
@@ -182,12 +193,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
                   started: float, error: BaseException | None) -> None:
             if not mutating:
                 return
-            code = context.code() if error is not None else None  # type: ignore[attr-defined]
+            code = context.code() if error is not None else None
             outcome = "OK" if error is None else (code.name if code else type(error).__name__)
             self._audit.record(
                 method=method, identity=identity.name, role=identity.role,
                 peer=context.peer(), request=_summary(request), outcome=outcome,
-                detail=_text(context.details()) if error is not None else "",  # type: ignore[attr-defined]
+                detail=_text(context.details()) if error is not None else "",
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 

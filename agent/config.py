@@ -250,7 +250,8 @@ def validate(config: Config, source: str = "config") -> None:
         role = getattr(config, role_field)
         if role not in (*ROLES, "none"):
             raise ConfigError(
-                f"{source}: auth.{role_field} must be one of {', '.join(ROLES)} or none, got {role!r}"
+                f"{source}: auth.{role_field} must be one of {', '.join(ROLES)} or none, "
+                f"got {role!r}"
             )
     for common_name, role in config.certificate_roles.items():
         if role not in ROLES:

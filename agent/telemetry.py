@@ -142,12 +142,16 @@ class TelemetryCollector:
     def latest(self, device_ids: Iterable[str] = (), max_age_s: float | None = None) -> list[
         pb.DeviceTelemetry
     ]:
-        """Readings no older than max_age_s (default: the sampling interval), in device order."""
+        """Readings no older than max_age_s, in device order.
+
+        The default allows two sampling intervals: the sampler refreshes every interval, so a
+        request never pays for a synchronous read unless the sampler is stuck.
+        """
         wanted = list(device_ids) or list(self.devices)
         unknown = [d for d in wanted if d not in self.devices]
         if unknown:
             raise KeyError(", ".join(unknown))
-        max_age = self.interval_s if max_age_s is None else max_age_s
+        max_age = 2 * self.interval_s if max_age_s is None else max_age_s
         with self._lock:
             fresh = time.monotonic() - self._latest_at <= max_age
             readings = self._latest
@@ -157,7 +161,9 @@ class TelemetryCollector:
 
     # -- streaming ------------------------------------------------------------------------
 
-    def subscribe(self, device_ids: Iterable[str], interval_s: float, queue_max: int) -> Subscription:
+    def subscribe(
+        self, device_ids: Iterable[str], interval_s: float, queue_max: int
+    ) -> Subscription:
         ids = frozenset(device_ids)
         unknown = ids - self.devices.keys()
         if unknown:

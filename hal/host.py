@@ -6,7 +6,8 @@ import os
 import platform
 import socket
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import psutil
 
@@ -31,18 +32,18 @@ class HostDevice(Device):
     def __init__(self, hostname: str | None = None) -> None:
         self.hostname = hostname or socket.gethostname()
         self.id = f"host/{self.hostname}"
+        self._cpu_model = _cpu_model()
         # psutil's cpu_percent(None) measures since the previous call; prime it once.
         psutil.cpu_percent(None)
 
     def info(self) -> DeviceInfo:
         uname = platform.uname()
-        cpu_model = _cpu_model()
         return DeviceInfo(
             id=self.id,
             kind=self.kind,
             name=self.hostname,
             vendor=uname.system,
-            model=cpu_model,
+            model=self._cpu_model,
             firmware_version=uname.release,
             attributes={
                 "cpu_count": str(psutil.cpu_count() or 0),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from hal.device import Device
 from hal.errors import InvalidArgument, Unavailable

@@ -85,7 +85,7 @@ def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = ()) ->
     log_path = tmp / "rigd.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.daemon", "--config", str(config), *args],
-        stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), text=True,  # noqa: SIM115
+        stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     rigd = RigdProcess(proc, socket_path, f"127.0.0.1:{port}", audit, log_path)
