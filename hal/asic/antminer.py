@@ -1,0 +1,189 @@
+"""Antminer on stock Bitmain firmware: bmminer RPC for reads, the web CGI for control.
+
+Reads: `summary` (hashrate, uptime), `stats` (boards, chips, temps, fans, expected rate),
+`pools`. Stock firmware has no power reading and no watt target: power_w stays None and
+set_power_limit raises NotSupported. Control goes through `/cgi-bin/set_miner_conf.cgi` with
+HTTP digest auth; the firmware replaces its whole config with what we send, so we read
+`get_miner_conf.cgi` first and send it back with only `miner-mode` changed
+(0 normal, 1 sleep, 3 low power).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from hal.asic import webclient
+from hal.asic.base import Miner, build_telemetry, reply_errors, usable
+from hal.asic.transport import Reply, dash_list, to_float, to_int
+from hal.device import AsicBoard, AsicTelemetry, Capability, PoolStatus, Telemetry
+from hal.errors import InvalidArgument, ProtocolError
+
+MINER_MODES = {"normal": 0, "sleep": 1, "low": 3}
+
+
+def rate_to_hs(value: Any, unit: str) -> float | None:
+    number = to_float(value)
+    if number is None:
+        return None
+    scale = {"H": 1.0, "KH": 1e3, "MH": 1e6, "GH": 1e9, "TH": 1e12, "PH": 1e15}
+    return number * scale.get(unit.upper().rstrip("/S"), 1e9)
+
+
+def antminer_boards(stats: Reply | None) -> tuple[list[AsicBoard], list[int], float | None,
+                                                  list[float]]:
+    """Boards, fans, expected hashrate and all temps from a bmminer-style `stats` reply."""
+    if stats is None:
+        return [], [], None, []
+    records = stats.section("STATS")
+    detail = next((r for r in records if "chain_rate1" in r or "fan_num" in r), None)
+    if detail is None:
+        return [], [], None, []
+    unit = str(detail.get("rate_unit") or "GH")
+    boards: list[AsicBoard] = []
+    temps: list[float] = []
+    for index in range(1, 17):
+        if f"chain_acn{index}" not in detail and f"chain_rate{index}" not in detail:
+            continue
+        chips = to_int(detail.get(f"chain_acn{index}"))
+        rate = rate_to_hs(detail.get(f"chain_rate{index}"), unit)
+        if not chips and not rate:
+            continue  # empty slot ("chain_acn4": 0, "chain_rate4": "")
+        chip_temps = [t for t in dash_list(detail.get(f"temp_chip{index}")) if t > 0]
+        pcb_temps = [t for t in dash_list(detail.get(f"temp_pcb{index}")) if t > 0]
+        if not pcb_temps and to_float(detail.get(f"temp{index}")):
+            pcb_temps = [float(detail[f"temp{index}"])]
+        temps += chip_temps + pcb_temps
+        boards.append(AsicBoard(
+            index=index - 1,
+            hashrate_hs=rate,
+            temp_board_c=max(pcb_temps) if pcb_temps else None,
+            temp_chip_c=max(chip_temps) if chip_temps else None,
+            chips=chips,
+        ))
+    fan_count = to_int(detail.get("fan_num")) or 0
+    fans = []
+    for index in range(1, max(fan_count, 4) + 1):
+        rpm = to_int(detail.get(f"fan{index}"))
+        if rpm is not None and (index <= fan_count or rpm > 0):
+            fans.append(rpm)
+    expected = rate_to_hs(detail.get("total_rateideal"), unit)
+    return boards, fans, expected, temps
+
+
+def cgminer_pools(reply: Reply | None) -> tuple[PoolStatus, ...]:
+    if reply is None:
+        return ()
+    pools = []
+    for record in reply.section("POOLS"):
+        pools.append(PoolStatus(
+            url=str(record.get("URL", "")),
+            user=str(record.get("User", "")),
+            status=str(record.get("Status", "")),
+            active=_truthy(record.get("Stratum Active")),
+            accepted=to_int(record.get("Accepted")),
+            rejected=to_int(record.get("Rejected")),
+        ))
+    return tuple(pools)
+
+
+def _truthy(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "y", "yes", "1")
+
+
+def summary_hashrate(reply: Reply | None) -> tuple[float | None, int | None]:
+    """Realtime hashrate and uptime from `summary` (GHS or MHS keys)."""
+    if reply is None:
+        return None, None
+    for record in reply.section("SUMMARY"):
+        uptime = to_int(record.get("Elapsed"))
+        for key, scale in (("GHS 5s", 1e9), ("MHS 5s", 1e6), ("GHS av", 1e9), ("MHS av", 1e6)):
+            value = to_float(record.get(key))
+            if value is not None:
+                return value * scale, uptime
+        return None, uptime
+    return None, None
+
+
+class AntminerMiner(Miner):
+    family = "antminer"
+    vendor = "Bitmain"
+    data_sources: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "hashrate": ("summary",),
+        "uptime": ("summary",),
+        "expected_hashrate": ("stats",),
+        "boards": ("stats",),
+        "fans": ("stats",),
+        "pools": ("pools",),
+    }
+    capabilities = frozenset({Capability.TELEMETRY, Capability.HASHING, Capability.SLEEP_WAKE,
+                              Capability.RESTART})
+
+    @classmethod
+    def parse_telemetry(cls, device_id: str, replies: Mapping[str, Reply]) -> Telemetry:
+        hashrate, uptime = summary_hashrate(usable(replies, "summary"))
+        boards, fans, expected, temps = antminer_boards(usable(replies, "stats"))
+        if hashrate is None and boards:
+            hashrate = sum(b.hashrate_hs or 0.0 for b in boards)
+        is_mining = None if hashrate is None else hashrate > 0
+        asic = AsicTelemetry(
+            expected_hashrate_hs=expected,
+            boards=tuple(boards),
+            fans_rpm=tuple(fans),
+            pools=cgminer_pools(usable(replies, "pools")),
+            uptime_s=uptime,
+            errors=reply_errors(replies),
+            is_mining=is_mining,
+        )
+        return build_telemetry(device_id, family=cls.family, hashrate_hs=hashrate,
+                               asic=asic, temps=temps)
+
+    # --- web control -----------------------------------------------------------------------
+    def _web(self) -> webclient.DigestClient:
+        return webclient.DigestClient(
+            self.config.host, self.config.web_port,
+            self.config.username or "root", self.config.password or "root",
+            timeout_s=self.config.timeout_s,
+        )
+
+    async def get_miner_conf(self) -> dict[str, Any]:
+        _status, body = await self._web().request("GET", "/cgi-bin/get_miner_conf.cgi")
+        return _json_object(body, "get_miner_conf")
+
+    async def set_mode(self, mode: str) -> None:
+        """Send the full config back with `miner-mode` changed (stock firmware replaces it all)."""
+        if mode not in MINER_MODES:
+            raise InvalidArgument(f"unknown Antminer mode {mode!r}; use {sorted(MINER_MODES)}")
+        conf = await self.get_miner_conf()
+        conf["miner-mode"] = MINER_MODES[mode]
+        _status, body = await self._web().request(
+            "POST", "/cgi-bin/set_miner_conf.cgi", json.dumps(conf).encode(),
+            content_type="application/json",
+        )
+        answer = _json_object(body, "set_miner_conf")
+        if str(answer.get("stats", "")).lower() != "success":
+            raise ProtocolError(f"{self.id}: set_miner_conf refused: {answer}", body)
+
+    async def async_sleep(self) -> None:
+        await self.set_mode("sleep")
+
+    async def async_wake(self) -> None:
+        await self.set_mode("normal")
+
+    async def async_restart(self) -> None:
+        await self._web().request("GET", "/cgi-bin/reboot.cgi")
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body.decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise ProtocolError(f"{what}: reply is not JSON", body) from exc
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what}: reply is not a JSON object", body)
+    return value

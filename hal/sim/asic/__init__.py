@@ -1,0 +1,27 @@
+"""Simulated ASIC firmware servers on loopback that replay real captured responses.
+
+One class per family (AntminerSim, LuxosSim, WhatsminerSim, AvalonSim, CgminerSim), a
+`SimFleet` that runs many in one background loop, and `start_demo_fleet()` for the demo rig.
+"""
+
+from hal.sim.asic.antminer import AntminerSim
+from hal.sim.asic.avalon import AvalonSim
+from hal.sim.asic.cgminer import CgminerSim
+from hal.sim.asic.fleet import SimFleet, start_demo_fleet
+from hal.sim.asic.luxos import LuxosSim
+from hal.sim.asic.server import Fault, FirmwareServer, MinerState
+from hal.sim.asic.whatsminer import WhatsminerSim, WhatsminerV3Sim
+
+__all__ = [
+    "AntminerSim",
+    "AvalonSim",
+    "CgminerSim",
+    "Fault",
+    "FirmwareServer",
+    "LuxosSim",
+    "MinerState",
+    "SimFleet",
+    "WhatsminerSim",
+    "WhatsminerV3Sim",
+    "start_demo_fleet",
+]

@@ -1,0 +1,167 @@
+"""Antminer S19 Pro on stock firmware (bmminer 49.0.1.3): RPC reads plus the digest-auth web CGI.
+
+RPC: version/summary/stats/devs/pools from the capture; `a+b` multi-commands are rejected (as
+some stock S19 firmware does). Web: `get_system_info.cgi` from the capture, `get_miner_conf.cgi`
+synthesised from the captured pools (no capture of it exists), `set_miner_conf.cgi` which, like
+the firmware, replaces the whole config and so refuses a body without `pools`; miner-mode 1
+sleeps, 0 wakes (after the warm-up), 3 is low power (hashrate x0.7). HTTP digest auth (MD5,
+qop=auth, realm "antMiner Configuration") on every CGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from typing import Any
+
+from hal.asic.webclient import parse_challenge
+from hal.sim.asic.server import (
+    FirmwareServer,
+    MinerState,
+    load_capture,
+    rewrite_numbers,
+)
+
+CAPTURES = "antminer_s19pro_stock_bmminer_49.0.1.3"
+REALM = "antMiner Configuration"
+LOW_POWER_FACTOR = 0.7
+_HASH_KEYS = ("GHS 5s", "GHS av", "GHS 30m", "chain_rate1", "chain_rate2", "chain_rate3",
+              "rate_30m", "total rate", "MHS 5s", "MHS av", "Total MH")
+
+
+class AntminerSim(FirmwareServer):
+    family = "antminer"
+    multi_allowed = False
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, warmup_s: float = 1.0,
+                 web_port: int = 0, username: str = "root", password: str = "root") -> None:
+        super().__init__(host, port, warmup_s=warmup_s)
+        self.state = MinerState(nominal_power_w=3250.0, idle_power_w=12.0, warmup_s=warmup_s)
+        self.low_power = False
+        self.username = username
+        self.password = password
+        self.requested_web_port = web_port
+        self._web: asyncio.base_events.Server | None = None
+        self._nonce = os.urandom(16).hex()
+        pools = json.loads(load_capture(f"{CAPTURES}/rpc_pools.json"))["POOLS"]
+        self.miner_conf: dict[str, Any] = {
+            "pools": [{"url": p["URL"], "user": p["User"], "pass": "x"} for p in pools],
+            "api-listen": True,
+            "api-network": True,
+            "api-groups": "A:stats:pools:devs:summary:version",
+            "api-allow": "A:0/0,W:*",
+            "bitmain-fan-ctrl": False,
+            "bitmain-fan-pwm": "100",
+            "bitmain-use-vil": True,
+            "bitmain-freq": "525",
+            "bitmain-voltage": "1360",
+            "bitmain-ccdelay": "0",
+            "bitmain-pwth": "0",
+            "bitmain-work-mode": "0",
+            "bitmain-freq-level": "100",
+            "miner-mode": 0,
+            "freq-level": "100",
+        }
+
+    async def start(self) -> None:
+        await super().start()
+        self._web = await asyncio.start_server(self._on_http, self.host, self.requested_web_port)
+
+    async def stop(self) -> None:
+        if self._web is not None:
+            self._web.close()
+            await self._web.wait_closed()
+            self._web = None
+        await super().stop()
+
+    @property
+    def web_port(self) -> int:
+        if self._web is None:
+            raise RuntimeError("server not started")
+        return int(self._web.sockets[0].getsockname()[1])
+
+    def discover_entry(self) -> dict[str, Any]:
+        return {**super().discover_entry(), "web_port": self.web_port,
+                "username": self.username, "password": self.password}
+
+    # --- RPC -------------------------------------------------------------------------------
+    def reply(self, command: str, parameter: str | None) -> bytes | None:
+        names = {"version": "rpc_version.json", "summary": "rpc_summary.json",
+                 "stats": "rpc_stats.json", "devs": "rpc_devs.json", "pools": "rpc_pools.json"}
+        if command not in names:
+            return None
+        text = load_capture(f"{CAPTURES}/{names[command]}").decode()
+        factor = self.state.hash_factor * (LOW_POWER_FACTOR if self.low_power else 1.0)
+        if factor != 1.0:
+            text = rewrite_numbers(text, _HASH_KEYS, lambda v: v * factor)
+        return text.encode()
+
+    # --- web CGI ---------------------------------------------------------------------------
+    async def _on_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = ([*lines[0].split(" "), "", "", ""])[:3]
+            headers = {k.strip().lower(): v.strip()
+                       for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            length = int(headers.get("content-length", "0") or 0)
+            body = await reader.readexactly(min(length, 1 << 20)) if length else b""
+            status, payload, extra = self.handle_http(method, path, headers, body)
+            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+            out = [f"HTTP/1.1 {status} {reason.get(status, 'OK')}",
+                   "Content-Type: application/json", f"Content-Length: {len(payload)}",
+                   "Connection: close", *extra]
+            writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + payload)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                TimeoutError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def _authorised(self, method: str, headers: dict[str, str]) -> bool:
+        fields = parse_challenge(headers.get("authorization", ""))
+        if fields.get("username") != self.username or fields.get("nonce") != self._nonce:
+            return False
+        ha1 = hashlib.md5(f"{self.username}:{REALM}:{self.password}".encode()).hexdigest()
+        ha2 = hashlib.md5(f"{method}:{fields.get('uri', '')}".encode()).hexdigest()
+        expected = hashlib.md5(
+            f"{ha1}:{self._nonce}:{fields.get('nc', '')}:{fields.get('cnonce', '')}:auth:{ha2}"
+            .encode()).hexdigest()
+        return fields.get("response") == expected
+
+    def handle_http(self, method: str, path: str, headers: dict[str, str],
+                    body: bytes) -> tuple[int, bytes, list[str]]:
+        challenge = [f'WWW-Authenticate: Digest realm="{REALM}", nonce="{self._nonce}", '
+                     f'qop="auth"']
+        if not self._authorised(method, headers):
+            return 401, b"", challenge
+        if path == "/cgi-bin/get_system_info.cgi":
+            return 200, load_capture(f"{CAPTURES}/web_get_system_info.json"), []
+        if path == "/cgi-bin/get_miner_conf.cgi":
+            return 200, json.dumps(self.miner_conf).encode(), []
+        if path == "/cgi-bin/set_miner_conf.cgi" and method == "POST":
+            try:
+                conf = json.loads(body)
+            except ValueError:
+                return 400, b'{"stats":"error","code":"M001","msg":"bad json"}', []
+            if not isinstance(conf, dict) or not conf.get("pools"):
+                # The firmware writes what it gets: a partial body would wipe the pools.
+                return 200, b'{"stats":"error","code":"M002","msg":"pools missing"}', []
+            self.miner_conf = conf
+            self._apply_mode(int(conf.get("miner-mode", 0)))
+            return 200, b'{"stats":"success","code":"M000","msg":"OK!"}', []
+        if path == "/cgi-bin/reboot.cgi":
+            self.state.sleeping = True
+            self.state.wake()
+            return 200, b'{"stats":"success","code":"M000","msg":"OK!"}', []
+        return 404, b"", []
+
+    def _apply_mode(self, mode: int) -> None:
+        if mode == 1:
+            self.state.sleep()
+            return
+        self.low_power = mode == 3
+        self.state.wake()

@@ -1,0 +1,139 @@
+"""Many simulated miners in one asyncio loop on a background thread, with per-miner faults.
+
+    fleet = SimFleet.of(["antminer", "luxos", "whatsminer"], warmup_s=1.0).start()
+    hal.asic.discover(fleet.discover_options())
+    fleet.set_fault(0, Fault.HANG)
+    fleet.stop()
+
+`python -m hal.sim.asic.fleet --count 500` runs a fleet in its own process (for benchmarks)
+and prints the discover options as one JSON line; it stops when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from hal.sim.asic.antminer import AntminerSim
+from hal.sim.asic.avalon import AvalonSim
+from hal.sim.asic.cgminer import CgminerSim
+from hal.sim.asic.luxos import LuxosSim
+from hal.sim.asic.server import LOOPBACK, Fault, FirmwareServer
+from hal.sim.asic.whatsminer import WhatsminerSim, WhatsminerV3Sim
+
+T = TypeVar("T")
+
+SIM_CLASSES: dict[str, Callable[..., FirmwareServer]] = {
+    "antminer": AntminerSim,
+    "luxos": LuxosSim,
+    "whatsminer": WhatsminerSim,
+    "whatsminer_v3": WhatsminerV3Sim,
+    "avalon": AvalonSim,
+    "cgminer": CgminerSim,
+}
+
+
+class SimFleet:
+    def __init__(self, miners: Sequence[FirmwareServer]) -> None:
+        self.miners = list(miners)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, families: Sequence[str], *, host: str = LOOPBACK,
+           **kwargs: Any) -> SimFleet:
+        miners = []
+        for family in families:
+            if family not in SIM_CLASSES:
+                raise ValueError(f"no simulator for {family!r}; have {sorted(SIM_CLASSES)}")
+            extra = {k: v for k, v in kwargs.items() if family != "cgminer"}
+            if family == "whatsminer_v3":
+                extra.pop("warmup_s", None)
+            miners.append(SIM_CLASSES[family](host, 0, **extra))
+        return cls(miners)
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        if self._loop is None:
+            raise RuntimeError("fleet not started")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+
+    def start(self) -> SimFleet:
+        if self._loop is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="sim-asic-fleet",
+                                        daemon=True)
+        self._thread.start()
+        self._loop = loop
+
+        async def start_all() -> None:
+            for miner in self.miners:
+                await miner.start()
+
+        self._run(start_all(), timeout_s=120.0)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def stop_all() -> None:
+            await asyncio.gather(*(m.stop() for m in self.miners), return_exceptions=True)
+
+        try:
+            self._run(stop_all())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> SimFleet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def addresses(self) -> list[str]:
+        return [m.address for m in self.miners]
+
+    def set_fault(self, index: int, fault: Fault | str) -> None:
+        self.miners[index].fault = Fault(fault)
+
+    def discover_options(self, **extra: Any) -> dict[str, Any]:
+        """Options for `hal.asic.discover` that point at every miner of this fleet."""
+        return {"miners": [m.discover_entry() for m in self.miners], **extra}
+
+
+def start_demo_fleet(warmup_s: float = 5.0) -> tuple[SimFleet, dict[str, Any]]:
+    """An Antminer S19 Pro (stock), a LuxOS S19k Pro and a Whatsminer, and the options for them."""
+    fleet = SimFleet.of(["antminer", "luxos", "whatsminer"], warmup_s=warmup_s).start()
+    return fleet, fleet.discover_options()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3)
+    parser.add_argument("--families", default="antminer,luxos,whatsminer,avalon")
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    families = args.families.split(",")
+    fleet = SimFleet.of([families[i % len(families)] for i in range(args.count)],
+                        warmup_s=args.warmup_s).start()
+    print(json.dumps(fleet.discover_options()), flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        fleet.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""LuxOS on an Antminer S19k Pro (LUXminer 2025.4.8): reads from the capture, sessions for writes.
+
+`logon` opens one session (a second logon while one is live is refused, like LuxOS); sessions
+expire after `session_ttl_s` of inactivity. `curtail <sid>,sleep|wakeup`, `profileset
+<sid>,<profile>`, `switchpool <sid>,<n>`, `logoff <sid>`. The logon/session/curtail/profileset
+replies are synthesised in LuxOS's reply shape (no capture of them exists); all reads are the
+capture with hashrate/power/profile/curtail fields rewritten to the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from hal.sim.asic.server import (
+    FirmwareServer,
+    MinerState,
+    load_capture,
+    rewrite_numbers,
+    rewrite_string,
+    status_reply,
+)
+
+CAPTURES = "luxos_antminer_s19kpro_asicrs"
+DESCRIPTION = "LUXminer 2025.4.8.220305-57b389c7"
+_READS = ("version", "summary", "stats", "devs", "pools", "power", "fans", "temps", "config",
+          "profiles", "events")
+_HASH_KEYS = ("GHS 5s", "GHS av", "GHS 1m", "GHS 5m", "GHS 15m", "GHS 30m", "chain_rate1",
+              "chain_rate2", "chain_rate3", "total rate", "rate_30m", "MHS 5s", "MHS 1m",
+              "MHS 5m", "MHS 15m", "MHS 30m")
+
+
+class LuxosSim(FirmwareServer):
+    family = "luxos"
+    multi_allowed = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, warmup_s: float = 1.0,
+                 session_ttl_s: float = 60.0) -> None:
+        super().__init__(host, port, warmup_s=warmup_s)
+        power = json.loads(load_capture(f"{CAPTURES}/power.json"))["POWER"][0]["Watts"]
+        self.state = MinerState(nominal_power_w=float(power), idle_power_w=15.0,
+                                warmup_s=warmup_s)
+        profiles = json.loads(load_capture(f"{CAPTURES}/profiles.json"))["PROFILES"]
+        self.profiles = {p["Profile Name"]: (float(p["Watts"]), float(p["Hashrate"]))
+                         for p in profiles}
+        config = json.loads(load_capture(f"{CAPTURES}/config.json"))["CONFIG"][0]
+        self.base_profile = str(config["Profile"])
+        self.profile = self.base_profile
+        self.session_ttl_s = session_ttl_s
+        self.session_id = ""
+        self._session_seen = 0.0
+        self.active_pool = 0
+
+    # --- sessions --------------------------------------------------------------------------
+    def _live_session(self) -> str:
+        if self.session_id and time.monotonic() - self._session_seen > self.session_ttl_s:
+            self.session_id = ""
+        return self.session_id
+
+    def expire_session(self) -> None:
+        """Tests: make the miner forget the session, as a timeout would."""
+        self.session_id = ""
+
+    def _ok(self, code: int, msg: str, extra: dict[str, object] | None = None) -> bytes:
+        body = status_reply("S", code, msg, DESCRIPTION)
+        return json.dumps({**body, **(extra or {})}).encode()
+
+    def _err(self, code: int, msg: str) -> bytes:
+        return json.dumps(status_reply("E", code, msg, DESCRIPTION)).encode()
+
+    def _check_session(self, parameter: str | None) -> tuple[bytes | None, list[str]]:
+        args = (parameter or "").split(",")
+        live = self._live_session()
+        if not live or args[0] != live:
+            return self._err(322, "Invalid session id"), []
+        self._session_seen = time.monotonic()
+        return None, args[1:]
+
+    # --- commands --------------------------------------------------------------------------
+    def reply(self, command: str, parameter: str | None) -> bytes | None:
+        if command == "session":
+            return self._ok(320, "Session", {"SESSION": [{"SessionID": self._live_session()}]})
+        if command == "logon":
+            if self._live_session():
+                return self._err(321, "Another session is active")
+            self.session_id = os.urandom(4).hex()
+            self._session_seen = time.monotonic()
+            return self._ok(320, "Logon", {"SESSION": [{"SessionID": self.session_id}]})
+        if command in ("logoff", "curtail", "profileset", "switchpool", "resetminer"):
+            error, args = self._check_session(parameter)
+            if error is not None:
+                return error
+            return self._write(command, args)
+        if command in _READS:
+            return self._read(command)
+        return None
+
+    def _write(self, command: str, args: list[str]) -> bytes:
+        if command == "logoff":
+            self.session_id = ""
+            return self._ok(321, "Logoff")
+        if command == "curtail":
+            mode = args[0] if args else ""
+            if mode == "sleep":
+                self.state.sleep()
+            elif mode == "wakeup":
+                self.state.wake()
+            else:
+                return self._err(355, f"Invalid curtail mode '{mode}'")
+            return self._ok(354, f"Curtail {mode}")
+        if command == "profileset":
+            name = args[0] if args else ""
+            if name not in self.profiles:
+                return self._err(341, f"Invalid profile '{name}'")
+            self.profile = name
+            base_watts = self.profiles[self.base_profile][0]
+            ratio = self.profiles[name][0] / base_watts
+            self.state.power_target_w = (
+                None if name == self.base_profile else self.state.nominal_power_w * ratio
+            )
+            return self._ok(340, f"Profile set to {name}")
+        if command == "switchpool":
+            index = int(args[0]) if args and args[0].isdigit() else -1
+            if not 0 <= index < 4:
+                return self._err(26, f"Invalid pool id {index}")
+            self.active_pool = index
+            return self._ok(27, f"Switching to pool {index}")
+        self.state.sleeping = True
+        self.state.wake()
+        return self._ok(10, "Reset miner")
+
+    def _read(self, command: str) -> bytes:
+        text = load_capture(f"{CAPTURES}/{command}.json").decode()
+        hash_ratio = self.state.hash_factor
+        if self.state.power_target_w is not None and not self.state.sleeping:
+            # A profile changes hashrate by its rated ratio, not exactly the power ratio.
+            rated = self.profiles[self.profile][1] / self.profiles[self.base_profile][1]
+            hash_ratio = 0.0 if self.state.warming else rated
+        if hash_ratio != 1.0:
+            text = rewrite_numbers(text, _HASH_KEYS, lambda v: v * hash_ratio)
+        if command == "power":
+            power = self.state.power_w()
+            text = rewrite_numbers(text, ("Watts",), lambda _v: power)
+        if command in ("config", "devs"):
+            text = rewrite_string(text, "Profile", self.profile)
+        if command == "config" and self.state.sleeping:
+            text = rewrite_string(text, "CurtailMode", "Sleep")
+        return text.encode()

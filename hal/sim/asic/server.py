@@ -1,0 +1,330 @@
+"""The shared core of the firmware simulators: a loopback asyncio TCP server that replays captures.
+
+Captures are static, so state (sleep, warm-up, power target) is applied by rewriting the
+relevant numeric fields of the capture text at serve time (`rewrite_numbers`): the bytes are
+otherwise exactly what the real firmware sent. Replies get cgminer's trailing NUL unless the
+family (Whatsminer) does not send one. Faults are injected per server on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import json
+import os
+import re
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+DATA_DIR = Path(__file__).with_name("data")
+LOOPBACK = "127.0.0.1"
+
+
+class Fault(enum.StrEnum):
+    NONE = "none"
+    HANG = "hang"  # accept, read the request, never answer
+    RESET = "reset"  # answer with a TCP RST
+    HALF = "half"  # write half the reply, then close
+    HUGE = "huge"  # a 10 MB reply
+    GARBAGE = "garbage"  # binary noise
+    NO_COMMA = "no_comma"  # `}{` between list objects
+    BARE_NAN = "bare_nan"  # a bare nan as a value
+    TRAILING = "trailing"  # extra `"}` after the final brace
+    STATUS_OBJECT = "status_object"  # STATUS as an object, not a list
+
+
+@functools.lru_cache(maxsize=256)
+def load_capture(relative: str) -> bytes:
+    """A capture's bytes, read once (a fleet of hundreds serves the same files)."""
+    return (DATA_DIR / relative).read_bytes()
+
+
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+
+
+def _format_like(original: str, value: float) -> str:
+    if "." in original:
+        decimals = len(original.split(".")[1])
+        return f"{value:.{decimals}f}"
+    return str(round(value))
+
+
+def rewrite_numbers(text: str, keys: Iterable[str], fn: Callable[[float], float]) -> str:
+    """Apply `fn` to the number after each `"key":` (quoted numbers stay quoted)."""
+    for key in keys:
+        pattern = re.compile(r'("' + re.escape(key) + r'"\s*:\s*"?)' + _NUMBER)
+        text = pattern.sub(lambda m: m.group(1) + _format_like(m.group(2),
+                                                               fn(float(m.group(2)))), text)
+    return text
+
+
+def rewrite_blob(text: str, keys: Iterable[str], fn: Callable[[float], float]) -> str:
+    """Same for Avalon's `Key[1 2 3]` blob fields (every number inside the brackets)."""
+    for key in keys:
+        pattern = re.compile(r"(\b" + re.escape(key) + r"\[)([^\]]*)(\])")
+
+        def repl(m: re.Match[str]) -> str:
+            inner = re.sub(_NUMBER, lambda n: _format_like(n.group(1), fn(float(n.group(1)))),
+                           m.group(2))
+            return m.group(1) + inner + m.group(3)
+
+        text = pattern.sub(repl, text)
+    return text
+
+
+def rewrite_string(text: str, key: str, value: str) -> str:
+    pattern = re.compile(r'("' + re.escape(key) + r'"\s*:\s*")([^"]*)(")')
+    return pattern.sub(lambda m: m.group(1) + value + m.group(3), text)
+
+
+@dataclass
+class MinerState:
+    """Mining, sleeping or warming up after a wake; an optional power target (watts)."""
+
+    nominal_power_w: float
+    idle_power_w: float
+    warmup_s: float = 1.0
+    sleeping: bool = False
+    warm_at: float = 0.0  # monotonic time the warm-up ends
+    power_target_w: float | None = None
+
+    def sleep(self) -> None:
+        self.sleeping = True
+
+    def wake(self) -> None:
+        if self.sleeping:
+            self.sleeping = False
+            self.warm_at = time.monotonic() + self.warmup_s
+
+    @property
+    def warming(self) -> bool:
+        return not self.sleeping and time.monotonic() < self.warm_at
+
+    @property
+    def target_factor(self) -> float:
+        if self.power_target_w is None or self.nominal_power_w <= 0:
+            return 1.0
+        return max(0.0, min(1.0, self.power_target_w / self.nominal_power_w))
+
+    @property
+    def hash_factor(self) -> float:
+        if self.sleeping or self.warming:
+            return 0.0
+        return self.target_factor
+
+    def power_w(self) -> float:
+        if self.sleeping:
+            return self.idle_power_w
+        if self.warming:
+            return self.idle_power_w + 0.5 * (self.nominal_power_w - self.idle_power_w)
+        return self.nominal_power_w * self.target_factor
+
+
+def status_reply(status: str, code: int, msg: str, description: str = "cgminer 4.11.1",
+                 when: int | None = None) -> dict[str, Any]:
+    return {"STATUS": [{"STATUS": status, "When": when or int(time.time()), "Code": code,
+                        "Msg": msg, "Description": description}], "id": 1}
+
+
+class FirmwareServer:
+    """One simulated miner's RPC port. Subclasses implement `reply(command, parameter)`."""
+
+    family: ClassVar[str] = ""
+    multi_allowed: ClassVar[bool] = True
+    trailing_nul: ClassVar[bool] = True
+    invalid_command_capture: ClassVar[str] = "cgminer_4.11.1_live_nodevice/badcmd.raw"
+
+    def __init__(self, host: str = LOOPBACK, port: int = 0, *, warmup_s: float = 1.0) -> None:
+        if not (host.startswith("127.") or host == "::1"):
+            raise ValueError("simulators listen on loopback only")
+        self.host = host
+        self.requested_port = port
+        self.warmup_s = warmup_s
+        self.fault = Fault.NONE
+        self.requests: list[str] = []
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_connect, self.host,
+                                                  self.requested_port, backlog=512)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        sockname: tuple[Any, ...] = self._server.sockets[0].getsockname()
+        return int(sockname[1])
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def discover_entry(self) -> dict[str, Any]:
+        """The `miners` entry that points the HAL at this simulator."""
+        return {"address": self.address, "family": self.family, "simulated": True}
+
+    # --- protocol --------------------------------------------------------------------------
+    async def _on_connect(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            request = await self._read_request(reader)
+            if request is None:
+                return
+            await self._answer(request, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        data = b""
+        while len(data) < 65536:
+            chunk = await asyncio.wait_for(reader.read(4096), timeout=5.0)
+            if not chunk:
+                break
+            data += chunk
+            text = data.rstrip(b"\x00").strip()
+            if text.startswith(b"{"):
+                try:
+                    json.loads(text)
+                    break
+                except ValueError:
+                    continue
+            else:
+                break  # the text form is one short line
+        return data or None
+
+    async def _answer(self, request: bytes, writer: asyncio.StreamWriter) -> None:
+        fault = self.fault
+        if fault is Fault.HANG:
+            await asyncio.sleep(3600)
+            return
+        if fault is Fault.RESET:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        if fault is Fault.GARBAGE:
+            writer.write(b"\xff\xfe" + os.urandom(4094))
+            await writer.drain()
+            return
+        if fault is Fault.HUGE:
+            writer.write(b'{"STATUS":[{"STATUS":"S","Code":11}],"SUMMARY":[{"Pad":"')
+            block = b"A" * 65536
+            for _ in range(160):  # 10 MiB
+                writer.write(block)
+                await writer.drain()
+            writer.write(b'"}],"id":1}\x00')
+            await writer.drain()
+            return
+        reply = self.dispatch(request)
+        reply = apply_quirk(reply, fault)
+        if fault is Fault.HALF:
+            writer.write(reply[: len(reply) // 2])
+            await writer.drain()
+            return
+        writer.write(reply)
+        await writer.drain()
+
+    def dispatch(self, request: bytes) -> bytes:
+        """Bytes to send for one request (JSON or text form, single or `a+b`)."""
+        text = request.rstrip(b"\x00").decode("utf-8", "replace").strip()
+        text_form = not text.startswith("{")
+        if text_form:
+            command, _, parameter = text.partition("|")
+            param: str | None = parameter or None
+            message: dict[str, Any] = {"command": command, "parameter": param}
+        else:
+            try:
+                message = json.loads(text)
+            except ValueError:
+                return self._finish(load_capture("cgminer_4.11.1_live_nodevice/badjson.raw"))
+            if not isinstance(message, dict):
+                return self._finish(load_capture("cgminer_4.11.1_live_nodevice/badjson.raw"))
+            command = str(message.get("command", message.get("cmd", "")))
+            param = message.get("parameter")
+            param = None if param is None else str(param)
+        self.requests.append(command)
+        custom = self.handle_message(message)
+        if custom is not None:
+            return self._finish(custom)
+        if "+" in command:
+            parts = command.split("+")
+            if not self.multi_allowed:
+                return self._finish(self.invalid_command())
+            merged: dict[str, Any] = {}
+            for part in parts:
+                one = self.reply(part, param)
+                body = one.rstrip(b"\x00") if one is not None else self.invalid_command()
+                merged[part] = [json.loads(body.rstrip(b"\x00"))]
+            merged["id"] = 1
+            return self._finish(json.dumps(merged).encode())
+        one = self.reply(command, param)
+        if one is None:
+            one = self.invalid_command()
+        return self._finish(one)
+
+    def _finish(self, body: bytes) -> bytes:
+        body = body.rstrip(b"\x00")
+        return body + b"\x00" if self.trailing_nul else body
+
+    def invalid_command(self) -> bytes:
+        return load_capture(self.invalid_command_capture)
+
+    # --- for subclasses --------------------------------------------------------------------
+    def handle_message(self, message: dict[str, Any]) -> bytes | None:
+        """A hook for requests that are not cgminer commands (Whatsminer's encrypted ones)."""
+        return None
+
+    def reply(self, command: str, parameter: str | None) -> bytes | None:
+        raise NotImplementedError
+
+
+def apply_quirk(reply: bytes, fault: Fault) -> bytes:
+    """Turn a good reply into one of the malformed forms real firmware sends."""
+    if fault is Fault.NONE:
+        return reply
+    nul = reply.endswith(b"\x00")
+    text = reply.rstrip(b"\x00").decode("utf-8", "replace")
+    if fault is Fault.NO_COMMA:
+        text = re.sub(r"\}\s*,\s*\{", "}{", text, count=1)
+    elif fault is Fault.BARE_NAN:
+        text = re.sub(r'("(?:GHS|MHS) [^"]*"\s*:\s*)-?\d+(?:\.\d+)?', r"\1nan", text, count=1)
+    elif fault is Fault.TRAILING:
+        text = text + '"}'
+    elif fault is Fault.STATUS_OBJECT:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return reply
+        if isinstance(data.get("STATUS"), list) and data["STATUS"]:
+            data["STATUS"] = data["STATUS"][0]
+        text = json.dumps(data)
+    else:
+        return reply
+    return text.encode() + (b"\x00" if nul else b"")

@@ -1,0 +1,173 @@
+"""Whatsminer (btminer API v2.0.5): plaintext reads from the capture, token + AES writes.
+
+`get_token` hands out {time, salt, newsalt}; a write is `{"enc": 1, "data": b64(AES-256-ECB(
+sha256(md5crypt(password, salt)), json + token))}` and is answered encrypted with the same key.
+A wrong password or a stale token gets Code 135 "check token err" in plaintext, like the
+firmware. Tokens live `token_ttl_s`. The get_token and write replies are synthesised in the
+firmware's shape; reads are the capture with hashrate/power/mineroff fields rewritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+from hal.asic._crypto import aes256_ecb_decrypt, aes256_ecb_encrypt
+from hal.asic.whatsminer import derive_token
+from hal.sim.asic.server import (
+    FirmwareServer,
+    MinerState,
+    load_capture,
+    rewrite_numbers,
+    rewrite_string,
+)
+
+CAPTURES = "whatsminer_api_v2_asicrs"
+_READS = {"summary", "devs", "pools", "get_version", "get_psu", "status", "get_miner_info",
+          "get_error_code"}
+_HASH_KEYS = ("MHS av", "HS RT", "MHS 5s")
+
+
+def _plain(status: str, code: int, msg: Any) -> bytes:
+    return json.dumps({"STATUS": status, "When": int(time.time()), "Code": code, "Msg": msg,
+                       "Description": ""}).encode()
+
+
+class WhatsminerSim(FirmwareServer):
+    family = "whatsminer"
+    multi_allowed = False
+    trailing_nul = False
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, warmup_s: float = 1.0,
+                 password: str = "admin", token_ttl_s: float = 1800.0) -> None:
+        super().__init__(host, port, warmup_s=warmup_s)
+        summary = json.loads(load_capture(f"{CAPTURES}/summary.json"))["SUMMARY"][0]
+        self.base_power_limit_w = float(summary["Power Limit"])
+        self.state = MinerState(nominal_power_w=float(summary["Power"]), idle_power_w=20.0,
+                                warmup_s=warmup_s)
+        self.password = password
+        self.token_ttl_s = token_ttl_s
+        self.salt = "BQ5hoXV9"
+        self._tokens: dict[str, tuple[bytes, float]] = {}  # sign -> (aes key, expiry)
+        self.active_pool = 0
+
+    def invalid_command(self) -> bytes:
+        return json.dumps({"STATUS": "E", "When": int(time.time()), "Code": 14,
+                           "Msg": "invalid cmd", "Description": "whatsminer v1.1"}).encode()
+
+    def handle_message(self, message: dict[str, Any]) -> bytes | None:
+        if message.get("enc") == 1 and "data" in message:
+            return self._encrypted(str(message["data"]))
+        if message.get("cmd") == "get_token":
+            newsalt = os.urandom(4).hex()
+            stamp = str(int(time.time()))[-4:]
+            key, sign = derive_token(self.password, self.salt, newsalt, stamp)
+            now = time.monotonic()
+            self._tokens = {s: v for s, v in self._tokens.items() if v[1] > now}
+            self._tokens[sign] = (key, now + self.token_ttl_s)
+            return _plain("S", 134, {"time": stamp, "salt": self.salt, "newsalt": newsalt})
+        return None
+
+    def _encrypted(self, data: str) -> bytes:
+        now = time.monotonic()
+        try:
+            cipher = base64.b64decode(data)
+        except ValueError:
+            return _plain("E", 135, "check token err")
+        for sign, (key, expiry) in self._tokens.items():
+            if expiry < now or len(cipher) % 16:
+                continue
+            try:
+                command = json.loads(aes256_ecb_decrypt(key, cipher).rstrip(b"\x00"))
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(command, dict) and command.get("token") == sign:
+                answer = self._write(command)
+                padded = answer + b"\x00" * (-len(answer) % 16)
+                enc = base64.b64encode(aes256_ecb_encrypt(key, padded)).decode()
+                return json.dumps({"enc": enc}).encode()
+        return _plain("E", 135, "check token err")
+
+    def _write(self, command: dict[str, Any]) -> bytes:
+        name = command.get("cmd")
+        if name == "power_off":
+            self.state.sleep()
+        elif name == "power_on":
+            self.state.wake()
+        elif name == "adjust_power_limit":
+            try:
+                watts = float(command.get("power_limit", ""))
+            except ValueError:
+                return _plain("E", 132, "power_limit must be a number")
+            if not 0 < watts <= 99999:
+                return _plain("E", 132, "power_limit out of range")
+            self.state.power_target_w = watts
+        elif name == "switch_pool":
+            self.active_pool = int(command.get("pool_id", 0))
+        elif name in ("restart_btminer", "reboot"):
+            self.state.sleeping = True
+            self.state.wake()
+        else:
+            return _plain("E", 14, "invalid cmd")
+        return _plain("S", 131, "API command OK")
+
+    def reply(self, command: str, parameter: str | None) -> bytes | None:
+        if command not in _READS:
+            return None
+        text = load_capture(f"{CAPTURES}/{command}.json").decode()
+        factor = self.state.hash_factor
+        if factor != 1.0:
+            text = rewrite_numbers(text, _HASH_KEYS, lambda v: v * factor)
+        if command == "summary":
+            power = self.state.power_w()
+            limit = self.state.power_target_w or self.base_power_limit_w
+            text = rewrite_numbers(text, ("Power",), lambda _v: power)
+            text = rewrite_numbers(text, ("Power Limit",), lambda _v: limit)
+        if command == "status":
+            text = rewrite_string(text, "mineroff", "true" if self.state.sleeping else "false")
+            if self.state.power_target_w is not None:
+                text = rewrite_string(text, "power_limit_set",
+                                      str(int(self.state.power_target_w)))
+        return text.encode()
+
+
+class WhatsminerV3Sim(FirmwareServer):
+    """Whatsminer API v3 reads (M60S, firmware 20251209): 4-byte LE length + JSON both ways.
+
+    Serves the captured `get.miner.status` (summary/edevs/pools) and `get.device.info`
+    replies byte for byte inside the framing; anything else gets a v3-shaped error.
+    """
+
+    family = "whatsminer_v3"
+    multi_allowed = False
+    trailing_nul = False
+
+    def dispatch(self, request: bytes) -> bytes:
+        length = int.from_bytes(request[:4], "little") if len(request) >= 4 else -1
+        try:
+            message = json.loads(request[4:4 + length]) if length > 0 else None
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            body = json.dumps({"code": -1, "msg": "invalid request"}).encode()
+            return len(body).to_bytes(4, "little") + body
+        command = str(message.get("cmd", ""))
+        self.requests.append(command)
+        param = str(message.get("param", ""))
+        name = {
+            ("get.miner.status", "summary"): "get_miner_status_summary.json",
+            ("get.miner.status", "edevs"): "get_miner_status_edevs.json",
+            ("get.miner.status", "pools"): "get_miner_status_pools.json",
+            ("get.device.info", ""): "get_device_info.json",
+        }.get((command, param if command == "get.miner.status" else ""))
+        if name is None:
+            body = json.dumps({"code": -1, "msg": f"invalid cmd {command}"}).encode()
+        else:
+            body = load_capture(f"whatsminer_api_v3_asicrs/{name}")
+        return len(body).to_bytes(4, "little") + body
+
+    def reply(self, command: str, parameter: str | None) -> bytes | None:
+        return None
