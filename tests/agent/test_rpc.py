@@ -1,0 +1,193 @@
+"""RigAgent over real gRPC: roles, the audit trail, leases with fencing tokens, validation."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+
+from agent.api import pb
+from tests.agent.conftest import ADMIN_TOKEN, OPERATOR_TOKEN, RigdProcess, bearer
+
+
+def audit_lines(rigd: RigdProcess) -> list[dict[str, object]]:
+    if not rigd.audit_path.exists():
+        return []
+    return [json.loads(line) for line in rigd.audit_path.read_text().splitlines()]
+
+
+def code_of(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code()  # type: ignore[no-any-return]
+
+
+def host_id(rigd: RigdProcess) -> str:
+    inv = rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=5)
+    return next(d.id for d in inv.devices if d.id.startswith("host/"))
+
+
+def test_anonymous_tcp_reads_but_cannot_mutate(rigd: RigdProcess) -> None:
+    stub = rigd.stub(tcp=True)
+    assert stub.GetTelemetry(pb.GetTelemetryRequest(), timeout=5).devices
+    code = code_of(lambda: stub.AcquireLease(pb.AcquireLeaseRequest(holder="x", ttl_s=10),
+                                             timeout=5))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    (line,) = audit_lines(rigd)
+    assert line["method"] == "AcquireLease"
+    assert line["identity"] == "anonymous" and line["outcome"] == "PERMISSION_DENIED"
+
+
+def test_unknown_token_is_unauthenticated_and_audited(rigd: RigdProcess) -> None:
+    stub = rigd.stub(tcp=True)
+    code = code_of(lambda: stub.SetPowerLimit(
+        pb.SetPowerLimitRequest(device_id="host/x", power_limit_w=100),
+        metadata=bearer("wrong"), timeout=5))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(lambda: stub.GetInventory(pb.GetInventoryRequest(), metadata=bearer("wrong"),
+                                             timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+    (line,) = audit_lines(rigd)
+    assert line["identity"] == "unknown-token" and line["outcome"] == "UNAUTHENTICATED"
+
+
+def test_every_mutating_call_is_audited_with_secrets_redacted(rigd: RigdProcess) -> None:
+    stub = rigd.stub(tcp=True)
+    md = bearer(OPERATOR_TOKEN)
+    lease = stub.AcquireLease(pb.AcquireLeaseRequest(holder="ctrl-a", ttl_s=30), metadata=md,
+                              timeout=5).lease
+    spec = pb.Workload(kind=pb.WORKLOAD_KIND_HASHING, hashing=pb.HashingSpec(
+        pool_urls=["stratum+tcp://127.0.0.1:3333"], user="u", password="hunter2"))
+    assert code_of(lambda: stub.SetWorkload(pb.SetWorkloadRequest(
+        device_ids=[host_id(rigd)], workload=spec, fencing_token=lease.fencing_token),
+        metadata=md, timeout=5)) == grpc.StatusCode.UNIMPLEMENTED
+    stub.ReleaseLease(pb.ReleaseLeaseRequest(lease_id=lease.lease_id), metadata=md, timeout=5)
+
+    lines = audit_lines(rigd)
+    assert [line["method"] for line in lines] == ["AcquireLease", "SetWorkload", "ReleaseLease"]
+    assert [line["outcome"] for line in lines] == ["OK", "UNIMPLEMENTED", "OK"]
+    assert all(line["identity"] == "token:controller" for line in lines)
+    assert "hunter2" not in rigd.audit_path.read_text()
+    assert "hunter2" not in rigd.log_path.read_text()
+
+
+def test_unix_socket_callers_get_the_configured_role(rigd: RigdProcess) -> None:
+    lease = rigd.stub().AcquireLease(pb.AcquireLeaseRequest(holder="rigctl", ttl_s=5, preempt=True),
+                                     timeout=5).lease
+    assert lease.fencing_token > 0
+    assert audit_lines(rigd)[-1]["identity"] == "unix"
+
+
+def test_fencing_tokens_refuse_a_controller_whose_lease_was_taken(rigd: RigdProcess) -> None:
+    stub = rigd.stub(tcp=True)
+    op, admin = bearer(OPERATOR_TOKEN), bearer(ADMIN_TOKEN)
+    first = stub.AcquireLease(pb.AcquireLeaseRequest(holder="ctrl-a", ttl_s=60), metadata=op,
+                              timeout=5).lease
+    # Another identity cannot take a live lease without preempting...
+    assert code_of(lambda: stub.AcquireLease(pb.AcquireLeaseRequest(holder="ctrl-b", ttl_s=60),
+                                             metadata=admin, timeout=5)) == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    # ...and an operator may not preempt at all.
+    assert code_of(lambda: stub.AcquireLease(pb.AcquireLeaseRequest(
+        holder="ctrl-a2", ttl_s=60, preempt=True), metadata=op, timeout=5)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    second = stub.AcquireLease(pb.AcquireLeaseRequest(holder="ctrl-b", ttl_s=60, preempt=True),
+                               metadata=admin, timeout=5).lease
+    assert second.fencing_token > first.fencing_token
+
+    def set_limit(token: int, md: list[tuple[str, str]]) -> grpc.StatusCode:
+        return code_of(lambda: stub.SetPowerLimit(pb.SetPowerLimitRequest(
+            device_id=host_id(rigd), power_limit_w=100, fencing_token=token), metadata=md,
+            timeout=5))
+
+    # The old holder's token is stale; no token at all is refused too.
+    for token in (first.fencing_token, 0):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SetPowerLimit(pb.SetPowerLimitRequest(
+                device_id=host_id(rigd), power_limit_w=100, fencing_token=token),
+                metadata=op, timeout=5)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "leased by ctrl-b" in (info.value.details() or "")
+    # The live token passes the lease check and meets the device's real limit: the host
+    # cannot set a power limit, which is a different refusal.
+    with pytest.raises(grpc.RpcError) as info:
+        stub.SetPowerLimit(pb.SetPowerLimitRequest(
+            device_id=host_id(rigd), power_limit_w=100, fencing_token=second.fencing_token),
+            metadata=admin, timeout=5)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot set a power limit" in (info.value.details() or "")
+    # The first controller can neither renew nor release what is no longer its lease.
+    assert code_of(lambda: stub.RenewLease(pb.RenewLeaseRequest(
+        lease_id=first.lease_id, ttl_s=10), metadata=op, timeout=5)) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: stub.ReleaseLease(pb.ReleaseLeaseRequest(
+        lease_id=second.lease_id), metadata=op, timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_expired_lease_frees_the_rig_and_stales_its_token(rigd: RigdProcess) -> None:
+    stub = rigd.stub(tcp=True)
+    op = bearer(OPERATOR_TOKEN)
+    lease = stub.AcquireLease(pb.AcquireLeaseRequest(holder="ctrl", ttl_s=1), metadata=op,
+                              timeout=5).lease
+    time.sleep(1.3)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.SetPowerLimit(pb.SetPowerLimitRequest(
+            device_id=host_id(rigd), power_limit_w=100, fencing_token=lease.fencing_token),
+            metadata=op, timeout=5)
+    assert "stale" in (info.value.details() or "")
+    other = stub.AcquireLease(pb.AcquireLeaseRequest(holder="ctrl-2", ttl_s=5),
+                              metadata=bearer(ADMIN_TOKEN), timeout=5).lease
+    assert other.fencing_token > lease.fencing_token
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (pb.AcquireLeaseRequest(holder="x", ttl_s=0), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.AcquireLeaseRequest(holder="x", ttl_s=100_000), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.AcquireLeaseRequest(holder="", ttl_s=10), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.SetPowerLimitRequest(device_id="gpu/nope", power_limit_w=100),
+         grpc.StatusCode.NOT_FOUND),
+        (pb.GetTelemetryRequest(device_ids=["gpu/nope"]), grpc.StatusCode.NOT_FOUND),
+        (pb.StreamTelemetryRequest(interval_ms=5), grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_bad_requests_get_clear_codes(rigd: RigdProcess, request_: object, code: grpc.StatusCode
+                                      ) -> None:
+    stub = rigd.stub()
+    method = type(request_).__name__.removesuffix("Request")
+    rpc = getattr(stub, method)
+    with pytest.raises(grpc.RpcError) as info:
+        result = rpc(request_, timeout=5)
+        if method.startswith("Stream"):
+            next(iter(result))
+    assert info.value.code() == code
+    assert info.value.details()
+
+
+def test_nan_power_limit_is_invalid(rigd: RigdProcess) -> None:
+    stub = rigd.stub()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.SetPowerLimit(pb.SetPowerLimitRequest(device_id=host_id(rigd),
+                                                   power_limit_w=float("nan")), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("method", ["SetWorkload", "Curtail", "GetOperation"])
+def test_unbuilt_rpcs_say_what_is_missing(rigd: RigdProcess, method: str) -> None:
+    rpc = getattr(rigd.stub(), method)
+    request = getattr(pb, f"{method}Request")()
+    with pytest.raises(grpc.RpcError) as info:
+        rpc(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "not built yet" in (info.value.details() or "") or "no operations" in (
+        info.value.details() or "")
+
+
+def test_stream_delivers_successive_readings(rigd: RigdProcess) -> None:
+    stream = rigd.stub().StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=200), timeout=10)
+    messages = [next(stream) for _ in range(3)]
+    stream.cancel()
+    times = [m.devices[0].time.ToNanoseconds() for m in messages]
+    assert times == sorted(times) and len(set(times)) == 3
+    assert [m.sequence for m in messages] == [1, 2, 3]
