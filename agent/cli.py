@@ -89,7 +89,7 @@ def _gpu_rows(readings: list[pb.DeviceTelemetry]) -> str:
         power = (f"{_opt(t, 'power_w', lambda v: f'{v:.0f}W')} / "
                  f"{_opt(t, 'power_limit_w', lambda v: f'{v:.0f}W')}")
         rows.append([
-            str(i), _short_id(t.device_id, 20),
+            str(i), t.device_id.removeprefix("gpu/")[:12],  # "GPU-" + 8 hex: unique in a rig
             _opt(t, "temp_c", lambda v: f"{v:.0f}C"),
             _opt(g, "performance_state", lambda v: f"P{v}"),
             power, mem,

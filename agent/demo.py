@@ -35,11 +35,18 @@ class DemoRig:
         rig = cls(Path(tmp.name))
         rig._tmp = tmp
         try:
+            rig._start_gpus()
             rig._start_asics()
         except BaseException:
             rig.stop()
             raise
         return rig
+
+    def _start_gpus(self) -> None:
+        """Four simulated H100 SXM GPUs behind a simulated libnvidia-ml.so.1 (built with gcc)."""
+        from hal.sim.nvml import demo_setup
+
+        self.backend_options["nvml"] = demo_setup(self.workdir / "nvml", count=4)
 
     def _start_asics(self) -> None:
         """A stock Antminer S19 Pro, a LuxOS S19k Pro and a Whatsminer, on loopback ports."""
