@@ -15,6 +15,7 @@ Options:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
@@ -28,8 +29,8 @@ from hal.asic.luxos import LuxosMiner
 from hal.asic.transport import DEFAULT_CONCURRENCY, DEFAULT_PORT, Reply, RpcClient, gather_bounded
 from hal.asic.webclient import http_request
 from hal.asic.whatsminer import WhatsminerMiner, WhatsminerV3Miner
-from hal.device import Device
-from hal.errors import HalError, InvalidArgument, NotSupported
+from hal.device import Capability, Device, DeviceInfo, DeviceKind, Health, HealthState, Telemetry
+from hal.errors import DeviceLost, HalError, InvalidArgument, NotSupported
 
 FAMILIES: dict[str, type[Miner]] = {
     cls.family: cls
@@ -53,6 +54,7 @@ __all__ = [
     "LuxosMiner",
     "Miner",
     "MinerConfig",
+    "UnidentifiedMiner",
     "WhatsminerMiner",
     "WhatsminerV3Miner",
     "discover",
@@ -207,7 +209,7 @@ def _subnet_hosts(subnets: Sequence[Any]) -> list[str]:
     return hosts
 
 
-async def discover_async(options: Mapping[str, Any]) -> list[Miner]:
+async def discover_async(options: Mapping[str, Any]) -> list[Device]:
     unknown = set(options) - _OPTIONS
     if unknown:
         raise InvalidArgument(
@@ -241,7 +243,69 @@ async def discover_async(options: Mapping[str, Any]) -> list[Miner]:
         return make_miner(found, config, version)
 
     results = await gather_bounded([resolve(c, f) for c, f in entries], concurrency)
-    return [r for r in results if isinstance(r, Miner)]
+    found: list[Device] = []
+    for (config, _family), result in zip(entries, results, strict=True):
+        if isinstance(result, Miner):
+            found.append(result)
+        elif config.address in listed:  # listed by the operator: keep it visible
+            reason = f"not identified: {type(result).__name__}: {result}"
+            found.append(UnidentifiedMiner(config, reason, timeout_s))
+    return found
+
+
+class UnidentifiedMiner(Device):
+    """A configured miner that did not answer identification yet.
+
+    It stays in inventory (unhealthy, with the reason) instead of vanishing, and tries to
+    identify its firmware again on every poll; once that works it becomes the family's device.
+    """
+
+    kind = DeviceKind.ASIC
+
+    def __init__(self, config: MinerConfig, reason: str, timeout_s: float) -> None:
+        self.config = config
+        self.id = f"asic/{config.address}"
+        self.reason = reason
+        self._timeout_s = timeout_s
+        self._miner: Miner | None = None
+        self.capabilities = frozenset({Capability.TELEMETRY})
+
+    def _resolve(self) -> Miner:
+        if self._miner is None:
+            try:
+                family, version = run_sync(
+                    lambda: identify(self.config.host, self.config.port,
+                                     timeout_s=self._timeout_s), self._timeout_s * 4 + 1)
+            except HalError as exc:
+                self.reason = f"not identified: {type(exc).__name__}: {exc}"
+                raise DeviceLost(f"{self.id}: {self.reason}") from exc
+            config = dataclasses.replace(self.config, family=family)
+            self._miner = make_miner(family, config, version)
+            self.capabilities = self._miner.capabilities
+        return self._miner
+
+    def info(self) -> DeviceInfo:
+        if self._miner is not None:
+            return self._miner.info()
+        return DeviceInfo(self.id, self.kind, name="unidentified miner",
+                          simulated=self.config.simulated, attributes={"reason": self.reason})
+
+    def health(self) -> Health:
+        if self._miner is not None:
+            return self._miner.health()
+        return Health(HealthState.UNHEALTHY, self.reason)
+
+    def telemetry(self) -> Telemetry:
+        return self._resolve().telemetry()
+
+    def sleep(self) -> None:
+        self._resolve().sleep()
+
+    def wake(self) -> None:
+        self._resolve().wake()
+
+    def set_power_limit(self, watts: float) -> None:
+        self._resolve().set_power_limit(watts)
 
 
 def discover(options: Mapping[str, Any]) -> list[Device]:

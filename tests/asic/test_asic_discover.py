@@ -152,3 +152,33 @@ def test_crypto_matches_references() -> None:
         if crypt is not None:
             assert ours == crypt.crypt(password, f"$1${salt}$")
     assert md5_crypt("admin", "BQ5hoXV9") == "$1$BQ5hoXV9$RxmaDUO33TS7O26yeMHZ81"
+
+
+def test_listed_miner_that_is_down_stays_visible_and_recovers() -> None:
+    """An operator-listed miner that is off at start-up is shown, unhealthy with the reason,
+    and becomes its family's device once its firmware answers (no agent restart)."""
+    import socket
+
+    from hal.asic import UnidentifiedMiner
+    from hal.device import HealthState
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (device,) = hal.asic.discover({"miners": [f"127.0.0.1:{port}"], "timeout_s": 0.5})
+    assert isinstance(device, UnidentifiedMiner)
+    assert device.id == f"asic/127.0.0.1:{port}"
+    assert device.health().state == HealthState.UNHEALTHY
+    assert "not identified" in device.health().reason
+    with pytest.raises(DeviceLost):
+        device.telemetry()
+
+    with SimFleet([LuxosSim("127.0.0.1", port, warmup_s=0.1)]):
+        reading = device.telemetry()
+        assert reading.hashrate_hs and reading.hashrate_hs > 1e12
+        assert device.info().model == "Antminer S19k Pro"
+        assert "sleep_wake" in device.capabilities
+
+
+def test_unreachable_subnet_hosts_are_not_listed() -> None:
+    assert hal.asic.discover({"subnets": ["127.0.0.250/31"], "port": 9, "timeout_s": 0.3}) == []
