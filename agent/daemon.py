@@ -190,7 +190,26 @@ class Agent:
         if not self.tcp_port:
             raise StartupError(f"cannot listen on {self.config.tcp_address}: address not available")
 
+    def _start_workloads(self) -> None:
+        """The [[hashing]] workloads of the configuration; a wrong device id stops start-up."""
+        from agent.workloads.hashing.run import HashingRun
+
+        devices = self.discovery.by_id()
+        for spec in self.config.hashing:
+            try:
+                run = HashingRun.start(spec, devices)
+            except hal_errors.InvalidArgument as exc:
+                self.workloads.stop_all()
+                self.server.stop(0)
+                Path(self.socket_path).unlink(missing_ok=True)
+                raise StartupError(f"configuration: {exc}") from None
+            except hal_errors.HalError as exc:
+                log.error("hashing_not_started", device=spec.device, error=str(exc))
+                continue
+            self.workloads.attach(run.device_id, run)
+
     def start(self) -> None:
+        self._start_workloads()
         self.collector.start()
         self.server.start()
         for name in ("", SERVICE_NAME):
@@ -278,8 +297,6 @@ def main(argv: list[str] | None = None) -> int:
             config, extra = demo.apply(config)
         agent = Agent(config, extra)
         agent.start()
-        if demo is not None:
-            demo.attach_workloads(agent)
     except (ConfigError, StartupError) as exc:
         print(f"rigd: error: {exc}", file=sys.stderr)
         if demo is not None:

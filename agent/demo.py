@@ -1,7 +1,9 @@
 """The embedded demo rig: a self-contained configuration that works on any machine.
 
 It assembles the host, whatever real discovery finds, and the simulated devices of each backend
-(each marked simulated in inventory), all on loopback.
+(each marked simulated in inventory), all on loopback: four H100s behind a simulated NVML, three
+ASIC miners' firmware, and a local Stratum pool that the SHA-256d kernel mines against for real
+on the best OpenCL device.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ import dataclasses
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from agent.config import Config
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
+from agent.config import Config, HashingConfig
 
 log = structlog.get_logger("rigd.demo")
+
+# Half the CPU for the kernel leaves the other half to rigd and the visitor's shell.
+DEMO_INTENSITY = 0.5
+DEMO_SHARE_DIFFICULTY = 0.02  # ~2^26 hashes a share: one every few seconds on PoCL
 
 
 class DemoRig:
@@ -28,6 +31,7 @@ class DemoRig:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stops: list[Callable[[], None]] = []
         self.backend_options: dict[str, Any] = {}
+        self.pool_url = ""
 
     @classmethod
     def start(cls) -> DemoRig:
@@ -37,6 +41,7 @@ class DemoRig:
         try:
             rig._start_gpus()
             rig._start_asics()
+            rig._start_pool()
         except BaseException:
             rig.stop()
             raise
@@ -57,13 +62,20 @@ class DemoRig:
         self.backend_options["asic"] = options
         log.info("demo_asics", addresses=[str(a) for a in fleet.addresses])
 
+    def _start_pool(self) -> None:
+        """A local Stratum pool with a share difficulty a CPU meets every few seconds."""
+        from agent.workloads.hashing.pool import LocalPool
+
+        pool = LocalPool(difficulty=DEMO_SHARE_DIFFICULTY).start_in_thread()
+        self._stops.append(pool.stop)
+        self.pool_url = f"stratum+tcp://127.0.0.1:{pool.port}"
+
     def apply(self, config: Config) -> tuple[Config, dict[str, Any]]:
         """The demo's configuration on top of the operator's (socket, logging, TCP stay theirs)."""
-        config = dataclasses.replace(config, rig_id="demo-rig")
+        hashing = HashingConfig(device="auto", pools=(self.pool_url,), user="demo.rig",
+                                intensity=DEMO_INTENSITY)
+        config = dataclasses.replace(config, rig_id="demo-rig", hashing=(hashing,))
         return config, dict(self.backend_options)
-
-    def attach_workloads(self, agent: Agent) -> None:
-        """Start the demo's workloads once the agent is serving."""
 
     def stop(self) -> None:
         while self._stops:

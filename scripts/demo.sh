@@ -25,7 +25,7 @@ for _ in $(seq 1 600); do
     fi
     sleep 0.2
 done
-sleep "${DEMO_SETTLE_SECONDS:-3}"  # let the simulated devices and the miner produce readings
+sleep "${DEMO_SETTLE_SECONDS:-10}"  # let the simulated devices and the miner produce readings
 
 echo "== rigctl inventory"
 rigctl --socket "$socket" inventory

@@ -46,7 +46,8 @@ class RigdProcess:
         return self.proc.wait(timeout=30)
 
 
-def write_config(path: Path, socket_path: str, port: int, audit: Path, extra: str = "") -> None:
+def write_config(path: Path, socket_path: str, port: int, audit: Path, extra: str = "",
+                 backends: tuple[str, ...] = ("host",)) -> None:
     op = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
     admin = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
     path.write_text(f"""
@@ -71,17 +72,18 @@ path = "{audit}"
 interval_s = 0.2
 stream_queue_max = 2
 [hal]
-backends = ["host"]
+backends = [{", ".join(f'"{b}"' for b in backends)}]
 {extra}
 """)
 
 
-def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = ()) -> RigdProcess:
+def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = (),
+               backends: tuple[str, ...] = ("host",)) -> RigdProcess:
     socket_path = str(tmp / "rigd.sock")
     port = free_port()
     audit = tmp / "audit.jsonl"
     config = tmp / "rigd.toml"
-    write_config(config, socket_path, port, audit, extra_config)
+    write_config(config, socket_path, port, audit, extra_config, backends)
     log_path = tmp / "rigd.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.daemon", "--config", str(config), *args],

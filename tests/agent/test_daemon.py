@@ -27,12 +27,17 @@ def run_rigd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
     )
 
 
-def assert_one_clean_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+def assert_one_clean_error(
+    result: subprocess.CompletedProcess[str], fragment: str, *, after_discovery: bool = False
+) -> None:
+    """Exit 2 and one `rigd: error:` line; nothing else unless discovery had run (its log)."""
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("rigd: error: ")
-    assert fragment in lines[0]
+    errors = [line for line in lines if line.startswith("rigd: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert fragment in errors[0]
+    if not after_discovery:
+        assert lines == errors, result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,0 +1,87 @@
+"""A hashing workload as rigd runs it: a Stratum client feeding the kernel on one OpenCL device,
+reported into that device's telemetry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+
+from agent.api import pb
+from agent.config import HashingConfig
+from agent.workloads.hashing.miner import HashingWorkload
+from agent.workloads.hashing.stratum import StratumClient
+from hal.device import Device
+from hal.errors import InvalidArgument
+
+log = structlog.get_logger("rigd.hashing")
+
+
+class HashingRun:
+    """Owns the client and the miner thread; `status()` is cheap enough for every sample."""
+
+    def __init__(self, device_id: str, client: StratumClient, miner: HashingWorkload) -> None:
+        self.device_id = device_id
+        self.client = client
+        self.miner = miner
+
+    @classmethod
+    def start(cls, config: HashingConfig, devices: Mapping[str, Device]) -> HashingRun:
+        device_id = _pick_device(config.device, devices)
+        cl_device = devices[device_id].cl_device  # type: ignore[attr-defined]
+        client = StratumClient(list(config.pools), config.user, config.password)
+        miner = HashingWorkload(client, cl_device, intensity=config.intensity)
+        client.start()
+        try:
+            miner.start()  # builds the kernel: a device that cannot compile fails here
+        except Exception:
+            client.stop()
+            raise
+        log.info("hashing_started", device_id=device_id, pools=list(config.pools),
+                 intensity=config.intensity)
+        return cls(device_id, client, miner)
+
+    def status(self) -> pb.WorkloadStatus:
+        stats = self.miner.stats()
+        connection = self.client.status()
+        if stats.error:
+            state = f"failed: {stats.error}"
+        elif not stats.running:
+            state = "stopped"
+        elif connection.pool_url is None or not connection.authorized:
+            state = "connecting"
+        else:
+            state = "running"
+        return pb.WorkloadStatus(
+            kind=pb.WORKLOAD_KIND_HASHING,
+            state=state,
+            hashrate_hs=stats.hashrate_hs,
+            shares_accepted=stats.shares_accepted,
+            shares_rejected=stats.shares_rejected,
+            pool_url=connection.pool_url or "",
+            intensity=stats.intensity,
+        )
+
+    def stop(self, timeout_s: float) -> None:
+        self.miner.stop(timeout_s)
+        self.client.stop(timeout_s)
+        log.info("hashing_stopped", device_id=self.device_id)
+
+
+def _pick_device(wanted: str, devices: Mapping[str, Device]) -> str:
+    """The configured device, or for "auto" the OpenCL device the kernel runs best on."""
+    runnable = {i: d for i, d in devices.items() if hasattr(d, "cl_device")}
+    if wanted != "auto":
+        if wanted not in runnable:
+            raise InvalidArgument(
+                f"hashing device {wanted!r} is not an OpenCL device rigd found; "
+                f"candidates: {', '.join(sorted(runnable)) or 'none'}"
+            )
+        return wanted
+    from agent.workloads.hashing.kernel import default_cl_device
+
+    best = default_cl_device()
+    for device_id, device in runnable.items():
+        if device.cl_device == best:
+            return device_id
+    raise InvalidArgument("hashing device 'auto': no OpenCL device found for the kernel")
