@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages rigd's tests and demo use: Icarus Verilog (cocotb runs), Debian's PoCL 3.1
 # (an OpenCL CPU device several times faster than PyPI's PoCL for vector code) and gcc (the NVML
-# simulator). Installed only when missing; skipped with a note where apt or root is not available.
+# simulator, and g++ and make for Verilator's C++ models). Installed only when missing; skipped with a note where apt or root is not available.
 set -euo pipefail
-packages=(iverilog pocl-opencl-icd ocl-icd-libopencl1 gcc)
+packages=(iverilog pocl-opencl-icd ocl-icd-libopencl1 gcc g++ make)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
