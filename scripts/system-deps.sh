@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages rigd's tests and demo use: Icarus Verilog (cocotb runs), Debian's PoCL 3.1
-# (an OpenCL CPU device several times faster than PyPI's PoCL for vector code) and gcc (the NVML
-# simulator, and g++ and make for Verilator's C++ models). Installed only when missing; skipped with a note where apt or root is not available.
+# (an OpenCL CPU device several times faster than PyPI's PoCL for vector code), gcc (the NVML
+# simulator), g++ and make (Verilator's C++ models). Installed only when missing; skipped with
+# a note where apt or root is not available.
 set -euo pipefail
 packages=(iverilog pocl-opencl-icd ocl-icd-libopencl1 gcc g++ make)
 missing=()
