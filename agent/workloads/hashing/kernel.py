@@ -1,0 +1,354 @@
+"""The host side of the SHA-256d OpenCL kernel (sha256d.cl): per-job precomputation, device
+choice, launches and the hashlib check of every candidate.
+
+    device = default_cl_device()
+    kernel = Sha256dKernel(device)                  # vector width measured per device
+    nonces = kernel.scan(header76, 0, 1 << 24, target)
+
+`scan` returns only nonces whose full double SHA-256 meets the target (checked here with
+hashlib), in the header's little-endian nonce convention of job.py.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import pyopencl as cl
+
+from agent.workloads.hashing.job import hash_value
+from hal.errors import InvalidArgument, Unavailable
+
+NONCE_LIMIT = 1 << 32
+VECTOR_WIDTHS = (1, 2, 4, 8, 16)
+
+# Defaults measured with bench/hashrate.py (2-core AMD EPYC, AVX-512): on Debian's PoCL 3.1
+# (LLVM 15) uint16 runs at ~85 MH/s, uint8 ~42, uint4 ~21, uint ~7; nonces per work-item and
+# work-group size made no measurable difference. PyPI's PoCL 3.0 crashed on uint16 (notes), so
+# other CPU platforms get uint8; GPUs run one nonce per work-item.
+_DEBIAN_POCL_VECTOR_WIDTH = 16
+_CPU_DEFAULT_VECTOR_WIDTH = 8
+_GPU_DEFAULT_VECTOR_WIDTH = 1
+_DEFAULT_ITERATIONS = 4  # nonce vectors per work-item
+# PoCL compiles one binary per work-group size it meets: a fixed size means one build per width
+# (a free choice would cost ~2 s of LLVM time for every new launch geometry).
+_DEFAULT_LOCAL_SIZE = 64
+
+_K = (
+    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
+    0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
+    0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
+    0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
+    0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
+    0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
+    0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
+    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
+)  # fmt: skip
+_IV = (
+    0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
+)  # fmt: skip
+_MASK = 0xFFFFFFFF
+
+
+def _rotr(x: int, n: int) -> int:
+    return ((x >> n) | (x << (32 - n))) & _MASK
+
+
+def _big_s0(x: int) -> int:
+    return _rotr(x, 2) ^ _rotr(x, 13) ^ _rotr(x, 22)
+
+
+def _big_s1(x: int) -> int:
+    return _rotr(x, 6) ^ _rotr(x, 11) ^ _rotr(x, 25)
+
+
+def _small_s0(x: int) -> int:
+    return _rotr(x, 7) ^ _rotr(x, 18) ^ (x >> 3)
+
+
+def _small_s1(x: int) -> int:
+    return _rotr(x, 17) ^ _rotr(x, 19) ^ (x >> 10)
+
+
+def _round(state: list[int], k_plus_w: int) -> list[int]:
+    a, b, c, d, e, f, g, h = state
+    t1 = (h + _big_s1(e) + ((e & f) ^ (~e & g)) + k_plus_w) & _MASK
+    t2 = (_big_s0(a) + ((a & b) ^ (a & c) ^ (b & c))) & _MASK
+    return [(t1 + t2) & _MASK, a, b, c, (d + t1) & _MASK, e, f, g]
+
+
+def sha256_midstate(block64: bytes) -> tuple[int, ...]:
+    """SHA-256's state after compressing one 64-byte block (hashlib does not expose it)."""
+    w = list(struct.unpack(">16I", block64))
+    for t in range(16, 64):
+        w.append((_small_s1(w[t - 2]) + w[t - 7] + _small_s0(w[t - 15]) + w[t - 16]) & _MASK)
+    state = list(_IV)
+    for t in range(64):
+        state = _round(state, (_K[t] + w[t]) & _MASK)
+    return tuple((s + v) & _MASK for s, v in zip(_IV, state, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class JobConstants:
+    """Everything the kernel needs about a header that does not depend on the nonce."""
+
+    midstate: tuple[int, ...]
+    pre_a3: int
+    pre_e3: int
+    a0: int
+    a1: int
+    a2: int
+    e1: int
+    e2: int
+    r4: int
+    r5: int
+    r6: int
+    w16: int
+    w17: int
+    p18: int
+    p19: int
+    p31: int
+    p32: int
+
+    @classmethod
+    def from_header(cls, header76: bytes) -> JobConstants:
+        midstate = sha256_midstate(header76[:64])
+        w0, w1, w2 = struct.unpack(">3I", header76[64:76])
+        states = [list(midstate)]
+        for t, w in enumerate((w0, w1, w2)):
+            states.append(_round(states[-1], (_K[t] + w) & _MASK))
+        a2, b2, c2, d2, e2, f2, g2, h2 = states[3]
+        a0, e0 = states[1][0], states[1][4]
+        a1, e1 = states[2][0], states[2][4]
+        t1_partial = (h2 + _big_s1(e2) + ((e2 & f2) ^ (~e2 & g2)) + _K[3]) & _MASK
+        t2 = (_big_s0(a2) + ((a2 & b2) ^ (a2 & c2) ^ (b2 & c2))) & _MASK
+        w16 = (_small_s0(w1) + w0) & _MASK
+        w17 = (_small_s1(640) + _small_s0(w2) + w1) & _MASK
+        return cls(
+            midstate=midstate,
+            pre_a3=(t1_partial + t2) & _MASK,
+            pre_e3=(d2 + t1_partial) & _MASK,
+            a0=a0,
+            a1=a1,
+            a2=a2,
+            e1=e1,
+            e2=e2,
+            r4=(e0 + _K[4] + 0x80000000) & _MASK,
+            r5=(e1 + _K[5]) & _MASK,
+            r6=(e2 + _K[6]) & _MASK,
+            w16=w16,
+            w17=w17,
+            p18=(_small_s1(w16) + w2) & _MASK,
+            p19=(_small_s1(w17) + _small_s0(0x80000000)) & _MASK,
+            p31=(_small_s0(w16) + 640) & _MASK,
+            p32=(_small_s0(w17) + w16) & _MASK,
+        )
+
+    def kernel_args(self) -> list[np.uint32]:
+        values = [
+            *self.midstate,
+            self.pre_a3, self.pre_e3, self.a0, self.a1, self.a2, self.e1, self.e2,
+            self.r4, self.r5, self.r6, self.w16, self.w17, self.p18, self.p19, self.p31, self.p32,
+        ]  # fmt: skip
+        return [np.uint32(v) for v in values]
+
+
+# ---- device choice -------------------------------------------------------------------------
+
+
+def list_cl_devices() -> list[cl.Device]:
+    """Every OpenCL device of every platform, in platform order; [] when there is no ICD."""
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:
+        return []
+    devices: list[cl.Device] = []
+    for platform in platforms:
+        try:
+            devices.extend(platform.get_devices())
+        except cl.Error:
+            continue
+    return devices
+
+
+def describe_cl_device(device: cl.Device) -> str:
+    return f"{device.platform.name} {device.platform.version.split()[3]} / {device.name}"
+
+
+def _is_debian_pocl(device: cl.Device) -> bool:
+    return "debian" in device.platform.version.lower()
+
+
+def _mining_rank(device: cl.Device) -> int:
+    if device.type & cl.device_type.GPU:
+        return 0
+    if _is_debian_pocl(device):
+        return 1  # PoCL 3.1 with LLVM 15: several times faster on vector code than PyPI's 3.0
+    return 2
+
+
+def default_cl_device() -> cl.Device:
+    """The best OpenCL device for mining: a GPU, else Debian's PoCL CPU device, else any."""
+    devices = list_cl_devices()
+    if not devices:
+        raise Unavailable("no OpenCL device (install pocl-opencl-icd or pocl-binary-distribution)")
+    return min(devices, key=_mining_rank)
+
+
+def select_cl_device(spec: str | None) -> cl.Device:
+    """A device by "platform:device" indices, by a case-insensitive substring of its
+    platform name, version or device name, or the default when spec is None or empty."""
+    if not spec:
+        return default_cl_device()
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error as exc:
+        raise Unavailable(f"no OpenCL platform: {exc}") from exc
+    if ":" in spec and all(part.isdigit() for part in spec.split(":", 1)):
+        p_index, d_index = (int(part) for part in spec.split(":", 1))
+        try:
+            return platforms[p_index].get_devices()[d_index]
+        except IndexError:
+            raise InvalidArgument(f"no OpenCL device {spec!r}") from None
+    needle = spec.lower()
+    for device in list_cl_devices():
+        haystack = f"{device.platform.name} {device.platform.version} {device.name}".lower()
+        if needle in haystack:
+            return device
+    raise InvalidArgument(f"no OpenCL device matches {spec!r}")
+
+
+def default_vector_width(device: cl.Device) -> int:
+    """The measured best width (bench/hashrate.py): GPUs run one nonce per work-item."""
+    if device.type & cl.device_type.GPU:
+        return _GPU_DEFAULT_VECTOR_WIDTH
+    if _is_debian_pocl(device):
+        return _DEBIAN_POCL_VECTOR_WIDTH
+    return _CPU_DEFAULT_VECTOR_WIDTH
+
+
+def _is_power_of_two(value: int) -> bool:
+    return isinstance(value, int) and value >= 1 and value & (value - 1) == 0
+
+
+def _kernel_source() -> str:
+    return resources.files("agent.workloads.hashing").joinpath("sha256d.cl").read_text()
+
+
+# ---- the kernel ----------------------------------------------------------------------------
+
+
+class Sha256dKernel:
+    """One compiled SHA-256d scanner on one OpenCL device; concurrent scan() calls take turns."""
+
+    def __init__(
+        self,
+        cl_device: cl.Device,
+        vector_width: int | None = None,
+        iterations: int = _DEFAULT_ITERATIONS,
+        local_size: int = _DEFAULT_LOCAL_SIZE,
+        capacity: int = 1024,
+    ) -> None:
+        width = default_vector_width(cl_device) if vector_width is None else vector_width
+        if width not in VECTOR_WIDTHS:
+            raise InvalidArgument(f"vector_width must be one of {VECTOR_WIDTHS}, got {width!r}")
+        if not _is_power_of_two(iterations):
+            raise InvalidArgument(f"iterations must be a power of two >= 1, got {iterations!r}")
+        if not _is_power_of_two(local_size):
+            raise InvalidArgument(f"local_size must be a power of two, got {local_size!r}")
+        if not 1 <= capacity <= 1 << 20:
+            raise InvalidArgument(f"capacity must be in 1..2^20, got {capacity!r}")
+        self.device = cl_device
+        self.vector_width = width
+        self.iterations = iterations
+        self.local_size = min(local_size, cl_device.max_work_group_size)
+        self.capacity = capacity
+        self.hashes_done = 0  # nonces hashed by scan(), rescans not counted
+        self._lock = threading.Lock()
+        self._context = cl.Context([cl_device])
+        self._queue = cl.CommandQueue(self._context)
+        try:
+            program = cl.Program(self._context, _kernel_source()).build(options=[f"-DVW={width}"])
+        except cl.Error as exc:  # e.g. PyPI's PoCL 3.0 does not know newer CPUs ("generic")
+            errors = [line for line in str(exc).splitlines() if line.startswith("error")]
+            reason = "; ".join(errors[:3]) or str(exc).strip().splitlines()[0]
+            where = describe_cl_device(cl_device)
+            raise Unavailable(
+                f"cannot build the SHA-256d kernel on {where}: {reason[:400]}"
+            ) from exc
+        self._kernel = cl.Kernel(program, "sha256d_scan")
+        self._found_host = np.zeros(1 + capacity, dtype=np.uint32)
+        self._found = cl.Buffer(self._context, cl.mem_flags.READ_WRITE, self._found_host.nbytes)
+        self._zero = np.zeros(1, dtype=np.uint32)
+
+    @property
+    def nonces_per_work_item(self) -> int:
+        return self.vector_width * self.iterations
+
+    def scan(self, header: bytes, start_nonce: int, count: int, target: int) -> list[int]:
+        """Nonces in [start_nonce, start_nonce + count) whose header hash is <= target, sorted.
+
+        header is 76 bytes (or 80, its nonce field ignored); the range must not pass 2^32.
+        """
+        if len(header) not in (76, 80):
+            raise InvalidArgument(f"header must be 76 or 80 bytes, got {len(header)}")
+        if not 0 <= start_nonce < NONCE_LIMIT:
+            raise InvalidArgument(f"start_nonce must be in 0..2^32-1, got {start_nonce!r}")
+        if count < 1:
+            raise InvalidArgument(f"count must be >= 1, got {count!r}")
+        if start_nonce + count > NONCE_LIMIT:
+            raise InvalidArgument(
+                f"nonce range {start_nonce}+{count} passes 2^32: split it or take a new job"
+            )
+        if not 0 <= target < 1 << 256:
+            raise InvalidArgument("target must be in 0..2^256-1")
+        header76 = bytes(header[:76])
+        args = JobConstants.from_header(header76).kernel_args()
+        target_top = np.uint32(min(target >> 224, _MASK))
+        with self._lock:
+            candidates = self._candidates(args, target_top, start_nonce, count)
+            self.hashes_done += count
+        end = start_nonce + count
+        found = [
+            nonce
+            for nonce in sorted(set(candidates))
+            if start_nonce <= nonce < end
+            and hash_value(header76 + nonce.to_bytes(4, "little")) <= target
+        ]
+        return found
+
+    def _candidates(
+        self, args: list[np.uint32], target_top: np.uint32, start: int, count: int
+    ) -> list[int]:
+        """Raw kernel reports over a range; a full found buffer means: split and go again."""
+        step = self.nonces_per_work_item
+        first = start - start % step
+        work_items = -(-(start + count - first) // step)
+        work_items = -(-work_items // self.local_size) * self.local_size
+        # Work-items padding the launch past the range hash too, but the kernel reports only
+        # nonces inside [start, start + count), so a full buffer is the range's own doing.
+        cl.enqueue_copy(self._queue, self._found, self._zero)
+        self._kernel.set_args(
+            np.uint32(first),
+            np.uint32(self.iterations),
+            target_top,
+            *args,
+            self._found,
+            np.uint32(self.capacity),
+            np.uint32(start),
+            np.uint32(count - 1),  # inclusive, so a whole 2^32 range fits in a uint
+        )
+        cl.enqueue_nd_range_kernel(self._queue, self._kernel, (work_items,), (self.local_size,))
+        cl.enqueue_copy(self._queue, self._found_host, self._found)
+        reported = int(self._found_host[0])
+        if reported <= self.capacity:
+            return [int(n) for n in self._found_host[1 : 1 + reported]]
+        if count == 1:  # cannot happen (one nonce, one slot) but never loop forever
+            return [start]
+        half = count // 2
+        return self._candidates(args, target_top, start, half) + self._candidates(
+            args, target_top, start + half, count - half
+        )
