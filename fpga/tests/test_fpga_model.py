@@ -13,7 +13,6 @@ from sha256d_model import (
     BLOCK_125552_NONCE,
     GENESIS_HASH,
     GENESIS_NONCE,
-    SHA256_IV,
     Job,
     block_125552_header,
     block_hash_hex,
@@ -21,12 +20,14 @@ from sha256d_model import (
     genesis_header,
 )
 
+from hal.sha256 import IV
+
 
 @pytest.mark.parametrize("length", [0, 1, 55])
 def test_compress_matches_hashlib_single_block(length: int) -> None:
     message = random.Random(length).randbytes(length)
     block = message + b"\x80" + bytes(55 - length) + struct.pack(">Q", 8 * length)
-    assert struct.pack(">8I", *compress(SHA256_IV, block)) == hashlib.sha256(message).digest()
+    assert struct.pack(">8I", *compress(IV, block)) == hashlib.sha256(message).digest()
 
 
 def test_midstate_continues_to_hashlib_digest() -> None:
@@ -63,4 +64,4 @@ def test_bad_header_length_refused() -> None:
     with pytest.raises(ValueError, match="76 or 80 bytes"):
         Job.from_header(bytes(79))
     with pytest.raises(ValueError, match="64-byte block"):
-        compress(SHA256_IV, bytes(63))
+        compress(IV, bytes(63))

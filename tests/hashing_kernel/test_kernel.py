@@ -19,9 +19,9 @@ from agent.workloads.hashing.kernel import (
     default_vector_width,
     list_cl_devices,
     select_cl_device,
-    sha256_midstate,
 )
 from hal.errors import InvalidArgument
+from hal.sha256 import midstate
 
 from .conftest import (
     GENESIS_HASH_DISPLAY,
@@ -54,7 +54,7 @@ def test_genesis_header_is_what_the_tests_think() -> None:
 def test_midstate_is_sha256_of_one_padded_block() -> None:
     message = b"abc"
     block = message + b"\x80" + bytes(64 - len(message) - 9) + struct.pack(">Q", 8 * len(message))
-    state = sha256_midstate(block)
+    state = midstate(block)
     assert b"".join(w.to_bytes(4, "big") for w in state) == hashlib.sha256(message).digest()
 
 

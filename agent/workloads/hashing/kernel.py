@@ -21,6 +21,7 @@ import pyopencl as cl
 
 from agent.workloads.hashing.job import hash_value
 from hal.errors import InvalidArgument, Unavailable
+from hal.sha256 import MASK, K, big_s0, big_s1, midstate, round_step, small_s0, small_s1
 
 NONCE_LIMIT = 1 << 32
 VECTOR_WIDTHS = (1, 2, 4, 8, 16)
@@ -36,60 +37,6 @@ _DEFAULT_ITERATIONS = 4  # nonce vectors per work-item
 # PoCL compiles one binary per work-group size it meets: a fixed size means one build per width
 # (a free choice would cost ~2 s of LLVM time for every new launch geometry).
 _DEFAULT_LOCAL_SIZE = 64
-
-_K = (
-    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
-    0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
-    0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
-    0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
-    0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
-    0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
-    0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
-    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
-)  # fmt: skip
-_IV = (
-    0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
-)  # fmt: skip
-_MASK = 0xFFFFFFFF
-
-
-def _rotr(x: int, n: int) -> int:
-    return ((x >> n) | (x << (32 - n))) & _MASK
-
-
-def _big_s0(x: int) -> int:
-    return _rotr(x, 2) ^ _rotr(x, 13) ^ _rotr(x, 22)
-
-
-def _big_s1(x: int) -> int:
-    return _rotr(x, 6) ^ _rotr(x, 11) ^ _rotr(x, 25)
-
-
-def _small_s0(x: int) -> int:
-    return _rotr(x, 7) ^ _rotr(x, 18) ^ (x >> 3)
-
-
-def _small_s1(x: int) -> int:
-    return _rotr(x, 17) ^ _rotr(x, 19) ^ (x >> 10)
-
-
-def _round(state: list[int], k_plus_w: int) -> list[int]:
-    a, b, c, d, e, f, g, h = state
-    t1 = (h + _big_s1(e) + ((e & f) ^ (~e & g)) + k_plus_w) & _MASK
-    t2 = (_big_s0(a) + ((a & b) ^ (a & c) ^ (b & c))) & _MASK
-    return [(t1 + t2) & _MASK, a, b, c, (d + t1) & _MASK, e, f, g]
-
-
-def sha256_midstate(block64: bytes) -> tuple[int, ...]:
-    """SHA-256's state after compressing one 64-byte block (hashlib does not expose it)."""
-    w = list(struct.unpack(">16I", block64))
-    for t in range(16, 64):
-        w.append((_small_s1(w[t - 2]) + w[t - 7] + _small_s0(w[t - 15]) + w[t - 16]) & _MASK)
-    state = list(_IV)
-    for t in range(64):
-        state = _round(state, (_K[t] + w[t]) & _MASK)
-    return tuple((s + v) & _MASK for s, v in zip(_IV, state, strict=True))
-
 
 @dataclass(frozen=True, slots=True)
 class JobConstants:
@@ -115,36 +62,36 @@ class JobConstants:
 
     @classmethod
     def from_header(cls, header76: bytes) -> JobConstants:
-        midstate = sha256_midstate(header76[:64])
+        state0 = midstate(header76[:64])
         w0, w1, w2 = struct.unpack(">3I", header76[64:76])
-        states = [list(midstate)]
+        states = [list(state0)]
         for t, w in enumerate((w0, w1, w2)):
-            states.append(_round(states[-1], (_K[t] + w) & _MASK))
+            states.append(round_step(states[-1], (K[t] + w) & MASK))
         a2, b2, c2, d2, e2, f2, g2, h2 = states[3]
         a0, e0 = states[1][0], states[1][4]
         a1, e1 = states[2][0], states[2][4]
-        t1_partial = (h2 + _big_s1(e2) + ((e2 & f2) ^ (~e2 & g2)) + _K[3]) & _MASK
-        t2 = (_big_s0(a2) + ((a2 & b2) ^ (a2 & c2) ^ (b2 & c2))) & _MASK
-        w16 = (_small_s0(w1) + w0) & _MASK
-        w17 = (_small_s1(640) + _small_s0(w2) + w1) & _MASK
+        t1_partial = (h2 + big_s1(e2) + ((e2 & f2) ^ (~e2 & g2)) + K[3]) & MASK
+        t2 = (big_s0(a2) + ((a2 & b2) ^ (a2 & c2) ^ (b2 & c2))) & MASK
+        w16 = (small_s0(w1) + w0) & MASK
+        w17 = (small_s1(640) + small_s0(w2) + w1) & MASK
         return cls(
-            midstate=midstate,
-            pre_a3=(t1_partial + t2) & _MASK,
-            pre_e3=(d2 + t1_partial) & _MASK,
+            midstate=state0,
+            pre_a3=(t1_partial + t2) & MASK,
+            pre_e3=(d2 + t1_partial) & MASK,
             a0=a0,
             a1=a1,
             a2=a2,
             e1=e1,
             e2=e2,
-            r4=(e0 + _K[4] + 0x80000000) & _MASK,
-            r5=(e1 + _K[5]) & _MASK,
-            r6=(e2 + _K[6]) & _MASK,
+            r4=(e0 + K[4] + 0x80000000) & MASK,
+            r5=(e1 + K[5]) & MASK,
+            r6=(e2 + K[6]) & MASK,
             w16=w16,
             w17=w17,
-            p18=(_small_s1(w16) + w2) & _MASK,
-            p19=(_small_s1(w17) + _small_s0(0x80000000)) & _MASK,
-            p31=(_small_s0(w16) + 640) & _MASK,
-            p32=(_small_s0(w17) + w16) & _MASK,
+            p18=(small_s1(w16) + w2) & MASK,
+            p19=(small_s1(w17) + small_s0(0x80000000)) & MASK,
+            p31=(small_s0(w16) + 640) & MASK,
+            p32=(small_s0(w17) + w16) & MASK,
         )
 
     def kernel_args(self) -> list[np.uint32]:
@@ -307,7 +254,7 @@ class Sha256dKernel:
             raise InvalidArgument("target must be in 0..2^256-1")
         header76 = bytes(header[:76])
         args = JobConstants.from_header(header76).kernel_args()
-        target_top = np.uint32(min(target >> 224, _MASK))
+        target_top = np.uint32(min(target >> 224, MASK))
         with self._lock:
             candidates = self._candidates(args, target_top, start_nonce, count)
             self.hashes_done += count
