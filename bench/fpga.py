@@ -20,7 +20,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "fpga" / "tests"))
+sys.path.insert(0, str(REPO))
 
 from simbuild import (  # noqa: E402
     FOLDS,
@@ -44,6 +44,8 @@ from simbuild import (  # noqa: E402
     verilator_env,
 )
 
+from bench._machine import describe  # noqa: E402
+
 REFERENCE = (
     "reference (published, not measured here): the best-known open core hashes one "
     "double SHA-256 per clock fully unrolled, 109 MH/s on a DE2-115; its folded "
@@ -53,16 +55,7 @@ STAGES_PER_FOLD1_CORE = 128
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    system = f"{platform.system()} {platform.release()}"
-    return f"{model}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
+    return describe()
 
 
 def tool_version(argv: list[str]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import structlog
 
 import hal.host
 import hal.nvml
+from bench._machine import describe
 from hal.device import Device
 from hal.sim.nvml import SimControl, build_library
 
@@ -62,16 +62,7 @@ def figure(name: str, samples: list[float], note: str = "") -> Figure:
 
 
 def describe_machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, nvidia-ml-py {version('nvidia-ml-py')}")
+    return f"{describe()}, nvidia-ml-py {version('nvidia-ml-py')}"
 
 
 def simulated_gpus(directory: Path, count: int) -> list[Device]:
