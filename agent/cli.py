@@ -66,13 +66,15 @@ def format_inventory(inv: pb.GetInventoryResponse) -> str:
     rows = []
     for d in inv.devices:
         health = HEALTH_NAMES[d.health.state] + (f" ({d.health.reason})" if d.health.reason else "")
+        name = d.name or NA
+        if d.model and d.model != d.name:
+            name = f"{name} ({d.model})"
         rows.append([
-            d.id, KIND_NAMES[d.kind], d.name or NA, d.model or NA,
-            "yes" if d.simulated else "no", health, ",".join(d.capabilities),
+            d.id, KIND_NAMES[d.kind], name, "yes" if d.simulated else "no", health,
+            ",".join(d.capabilities),
         ])
     out = [f"rig {inv.rig_id}  (rigd {inv.agent_version}, {len(inv.devices)} devices)", ""]
-    out.append(table(["DEVICE", "KIND", "NAME", "MODEL", "SIMULATED", "HEALTH", "CAPABILITIES"],
-                     rows))
+    out.append(table(["DEVICE", "KIND", "NAME", "SIMULATED", "HEALTH", "CAPABILITIES"], rows))
     out += ["", table(["BACKEND", "AVAILABLE", "DEVICES", "REASON"], [
         [b.name, "yes" if b.available else "no", str(b.device_count), b.reason or ""]
         for b in inv.backends
