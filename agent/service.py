@@ -7,6 +7,7 @@ never pretend to succeed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from typing import NoReturn
@@ -52,6 +53,17 @@ def _abort_hal(context: grpc.ServicerContext, exc: errors.HalError) -> NoReturn:
     _abort(context, code, f"{type(exc).__name__}: {exc}")
 
 
+@contextlib.contextmanager
+def _lease_refusals(context: grpc.ServicerContext) -> Iterator[None]:
+    """A refused lease operation becomes its status: bad values, conflicts, not found, not yours."""
+    try:
+        yield
+    except ValueError as exc:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except LeaseError as exc:
+        _abort(context, grpc.StatusCode[exc.code], str(exc))
+
+
 def _lease_pb(lease: Lease) -> pb.Lease:
     return pb.Lease(
         lease_id=lease.lease_id,
@@ -93,10 +105,8 @@ class RigAgentService(pb_grpc.RigAgentServicer):
         return ids
 
     def _admit(self, context: grpc.ServicerContext, fencing_token: int) -> None:
-        try:
+        with _lease_refusals(context):
             self.leases.check(fencing_token)
-        except LeaseError as exc:
-            _abort(context, grpc.StatusCode[exc.code], str(exc))
 
     # -- inventory and telemetry ----------------------------------------------------------
 
@@ -162,34 +172,24 @@ class RigAgentService(pb_grpc.RigAgentServicer):
         identity = current_identity()
         if request.preempt and not identity.at_least("admin"):
             _abort(context, grpc.StatusCode.PERMISSION_DENIED, "preempting a lease needs admin")
-        try:
+        with _lease_refusals(context):
             lease = self.leases.acquire(
                 request.holder, identity.name, request.ttl_s, request.preempt
             )
-        except ValueError as exc:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except LeaseError as exc:
-            _abort(context, grpc.StatusCode[exc.code], str(exc))
         return pb.AcquireLeaseResponse(lease=_lease_pb(lease))
 
     def RenewLease(
         self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext
     ) -> pb.RenewLeaseResponse:
-        try:
+        with _lease_refusals(context):
             lease = self.leases.renew(request.lease_id, current_identity().name, request.ttl_s)
-        except ValueError as exc:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except LeaseError as exc:
-            _abort(context, grpc.StatusCode[exc.code], str(exc))
         return pb.RenewLeaseResponse(lease=_lease_pb(lease))
 
     def ReleaseLease(
         self, request: pb.ReleaseLeaseRequest, context: grpc.ServicerContext
     ) -> pb.ReleaseLeaseResponse:
-        try:
+        with _lease_refusals(context):
             self.leases.release(request.lease_id, current_identity().name)
-        except LeaseError as exc:
-            _abort(context, grpc.StatusCode[exc.code], str(exc))
         return pb.ReleaseLeaseResponse()
 
     # -- control --------------------------------------------------------------------------
