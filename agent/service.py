@@ -118,15 +118,16 @@ class RigAgentService(pb_grpc.RigAgentServicer):
             agent_version=__version__,
             backends=[convert.backend(b) for b in self.discovery.backends],
         )
-        for device in self.devices.values():
-            try:
-                msg = convert.device(device.info(), device.capabilities, device.health())
-            except errors.HalError as exc:
+        for device_id, info in self.collector.infos().items():
+            device = self.devices[device_id]
+            if isinstance(info, str):  # never answered: say why
                 msg = pb.Device(
-                    id=device.id,
+                    id=device_id,
                     kind=convert.KIND_TO_PB[device.kind],
-                    health=pb.Health(state=pb.HEALTH_STATE_UNHEALTHY, reason=str(exc)),
+                    health=pb.Health(state=pb.HEALTH_STATE_UNHEALTHY, reason=info),
                 )
+            else:
+                msg = convert.device(info, device.capabilities, device.health())
             status = self.workloads.status(device.id)
             if status is not None:
                 msg.workload.kind = status.kind

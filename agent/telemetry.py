@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
 
 import structlog
 
 from agent import convert
 from agent.api import pb
-from hal.device import Device
+from hal.device import Device, DeviceInfo
 from hal.errors import HalError
 
 log = structlog.get_logger("rigd.telemetry")
+T = TypeVar("T")
 
 WorkloadStatusFn = Callable[[str], "pb.WorkloadStatus | None"]
 
@@ -62,6 +64,10 @@ class Subscription:
             self.cond.notify_all()
 
 
+def _reading(device: Device) -> pb.DeviceTelemetry:
+    return convert.telemetry(device.telemetry())
+
+
 class TelemetryCollector:
     def __init__(
         self,
@@ -78,6 +84,8 @@ class TelemetryCollector:
             max_workers=min(64, max(4, 2 * len(self.devices))), thread_name_prefix="telemetry"
         )
         self._inflight: dict[str, Future[pb.DeviceTelemetry]] = {}
+        self._info_inflight: dict[str, Future[DeviceInfo]] = {}
+        self._info_cache: dict[str, DeviceInfo] = {}
         self._latest: dict[str, pb.DeviceTelemetry] = {}
         self._latest_at = 0.0
         self._lock = threading.Lock()
@@ -88,45 +96,54 @@ class TelemetryCollector:
 
     # -- sampling -------------------------------------------------------------------------
 
-    def _read(self, device: Device) -> pb.DeviceTelemetry:
-        return convert.telemetry(device.telemetry())
+    def _read_all(
+        self, read: Callable[[Device], T], inflight: dict[str, Future[T]]
+    ) -> dict[str, T | str]:
+        """read(device) for every device at once, each within the timeout; a failure becomes
+        the one-line reason. A device whose previous read still hangs is not read again."""
+        futures: dict[str, Future[T]] = {}
+        results: dict[str, T | str] = {}
+        for device_id, device in self.devices.items():
+            previous = inflight.get(device_id)
+            if previous is not None and not previous.done():
+                results[device_id] = "timeout: previous read still running"
+                continue
+            futures[device_id] = inflight[device_id] = self._pool.submit(read, device)
+        deadline = time.monotonic() + self.device_timeout_s
+        for device_id, future in futures.items():
+            try:
+                results[device_id] = future.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                results[device_id] = f"timeout: no answer within {self.device_timeout_s:g} s"
+            except HalError as exc:
+                results[device_id] = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a backend bug is reported, not fatal
+                log.exception("device_read_failed", device_id=device_id)
+                results[device_id] = f"internal error: {type(exc).__name__}: {exc}"
+        return results
+
+    def infos(self) -> dict[str, DeviceInfo | str]:
+        """Inventory facts, read like telemetry; the last good answer stands in for a device
+        that is slow or unreachable now (a reason string when there never was one)."""
+        results = self._read_all(lambda device: device.info(), self._info_inflight)
+        for device_id, result in results.items():
+            if isinstance(result, DeviceInfo):
+                self._info_cache[device_id] = result
+            elif device_id in self._info_cache:
+                results[device_id] = self._info_cache[device_id]
+        return results
 
     def sample(self) -> dict[str, pb.DeviceTelemetry]:
         """Read every device now (concurrently, each within the timeout)."""
         with self._sample_lock:
             started = time.time()
-            futures: dict[str, Future[pb.DeviceTelemetry]] = {}
             readings: dict[str, pb.DeviceTelemetry] = {}
-            for device_id, device in self.devices.items():
-                previous = self._inflight.get(device_id)
-                if previous is not None and not previous.done():
-                    readings[device_id] = convert.failed_telemetry(
-                        device_id, device.kind, "timeout: previous read still running", started
-                    )
-                    continue
-                futures[device_id] = self._inflight[device_id] = self._pool.submit(
-                    self._read, device
+            for device_id, result in self._read_all(_reading, self._inflight).items():
+                readings[device_id] = (
+                    convert.failed_telemetry(device_id, self.devices[device_id].kind, result,
+                                             started)
+                    if isinstance(result, str) else result
                 )
-            deadline = time.monotonic() + self.device_timeout_s
-            for device_id, future in futures.items():
-                device = self.devices[device_id]
-                try:
-                    readings[device_id] = future.result(max(0.0, deadline - time.monotonic()))
-                except FutureTimeout:
-                    readings[device_id] = convert.failed_telemetry(
-                        device_id, device.kind,
-                        f"timeout: no reading within {self.device_timeout_s:g} s", started,
-                    )
-                except HalError as exc:
-                    readings[device_id] = convert.failed_telemetry(
-                        device_id, device.kind, f"{type(exc).__name__}: {exc}", started
-                    )
-                except Exception as exc:  # a backend bug is reported, not fatal
-                    log.exception("telemetry_read_failed", device_id=device_id)
-                    readings[device_id] = convert.failed_telemetry(
-                        device_id, device.kind, f"internal error: {type(exc).__name__}: {exc}",
-                        started,
-                    )
             if self._workload_status is not None:
                 for device_id, reading in readings.items():
                     status = self._workload_status(device_id)

@@ -83,3 +83,38 @@ def test_lost_device_is_reported_unhealthy_with_its_reason() -> None:
         assert reading.health.reason == reading.error
     finally:
         collector.stop()
+
+
+class HangingInfoDevice(HangingDevice):
+    """Answers info() until `hang` is set, then blocks like a wedged miner."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = threading.Event()
+
+    def info(self) -> DeviceInfo:
+        if self.hang.is_set():
+            self.release.wait(10)
+        return DeviceInfo(self.id, self.kind, "hangs sometimes", model="S19")
+
+
+def test_inventory_facts_are_bounded_and_fall_back_to_the_last_answer() -> None:
+    never = HangingDevice()
+    never.info = lambda: (never.release.wait(10), DeviceInfo(never.id, never.kind, "x"))[1]  # type: ignore[method-assign]
+    sometimes = HangingInfoDevice()
+    sometimes.id = "asic/127.0.0.1:2"
+    collector = TelemetryCollector([never, sometimes], interval_s=1, device_timeout_s=0.3)
+    try:
+        first = collector.infos()
+        assert isinstance(first[never.id], str) and "timeout" in first[never.id]
+        assert isinstance(first[sometimes.id], DeviceInfo)
+        sometimes.hang.set()
+        started = time.monotonic()
+        second = collector.infos()
+        assert time.monotonic() - started < 1.0
+        assert second[sometimes.id] == first[sometimes.id], "the last good answer stands in"
+        assert second[never.id] == "timeout: previous read still running"
+    finally:
+        never.release.set()
+        sometimes.release.set()
+        collector.stop()
