@@ -11,7 +11,7 @@ HTTP digest auth; the firmware replaces its whole config with what we send, so w
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from hal.asic import webclient
@@ -110,6 +110,22 @@ def summary_hashrate(reply: Reply | None) -> tuple[float | None, int | None]:
     return None, None
 
 
+def bmminer_detail(
+    replies: Mapping[str, Reply], boards: Sequence[AsicBoard], fans: Sequence[int],
+    expected_hashrate_hs: float | None, uptime_s: int | None, is_mining: bool | None,
+) -> AsicTelemetry:
+    """The ASIC detail of bmminer-derived firmware (stock Antminer, LuxOS)."""
+    return AsicTelemetry(
+        expected_hashrate_hs=expected_hashrate_hs,
+        boards=tuple(boards),
+        fans_rpm=tuple(fans),
+        pools=cgminer_pools(usable(replies, "pools")),
+        uptime_s=uptime_s,
+        errors=reply_errors(replies),
+        is_mining=is_mining,
+    )
+
+
 class AntminerMiner(Miner):
     family = "antminer"
     vendor = "Bitmain"
@@ -131,15 +147,7 @@ class AntminerMiner(Miner):
         if hashrate is None and boards:
             hashrate = sum(b.hashrate_hs or 0.0 for b in boards)
         is_mining = None if hashrate is None else hashrate > 0
-        asic = AsicTelemetry(
-            expected_hashrate_hs=expected,
-            boards=tuple(boards),
-            fans_rpm=tuple(fans),
-            pools=cgminer_pools(usable(replies, "pools")),
-            uptime_s=uptime,
-            errors=reply_errors(replies),
-            is_mining=is_mining,
-        )
+        asic = bmminer_detail(replies, boards, fans, expected, uptime, is_mining)
         return build_telemetry(device_id, family=cls.family, hashrate_hs=hashrate,
                                asic=asic, temps=temps)
 

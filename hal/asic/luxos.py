@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from hal.asic.antminer import antminer_boards, cgminer_pools, summary_hashrate
-from hal.asic.base import Miner, MinerConfig, build_telemetry, reply_errors, usable
+from hal.asic.antminer import antminer_boards, bmminer_detail, summary_hashrate
+from hal.asic.base import Miner, MinerConfig, build_telemetry, usable
 from hal.asic.transport import Reply, to_float, to_int
-from hal.device import AsicBoard, AsicTelemetry, Capability, Telemetry
+from hal.device import AsicBoard, Capability, Telemetry
 from hal.errors import InvalidArgument, NotSupported, PermissionDenied
 
 
@@ -67,15 +67,7 @@ class LuxosMiner(Miner):
         if hashrate is not None:
             is_mining = hashrate > 0 and not curtailed
         power_limit = _profile_watts(usable(replies, "profiles"), str(config.get("Profile", "")))
-        asic = AsicTelemetry(
-            expected_hashrate_hs=expected,
-            boards=tuple(boards),
-            fans_rpm=tuple(fans),
-            pools=cgminer_pools(usable(replies, "pools")),
-            uptime_s=uptime,
-            errors=reply_errors(replies),
-            is_mining=is_mining,
-        )
+        asic = bmminer_detail(replies, boards, fans, expected, uptime, is_mining)
         return build_telemetry(device_id, family=cls.family, hashrate_hs=hashrate,
                                power_w=power, power_limit_w=power_limit, asic=asic, temps=temps)
 
