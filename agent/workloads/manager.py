@@ -7,7 +7,6 @@ workloads named in the configuration and reports their status into telemetry.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Protocol
 
 from agent.api import pb
@@ -19,31 +18,25 @@ class RunningWorkload(Protocol):
     def stop(self, timeout_s: float) -> None: ...
 
 
-@dataclass
-class _Entry:
-    device_id: str
-    workload: RunningWorkload
-
-
 class WorkloadManager:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[str, _Entry] = {}
+        self._running: dict[str, RunningWorkload] = {}
 
     def attach(self, device_id: str, workload: RunningWorkload) -> None:
         with self._lock:
             if device_id in self._running:
                 raise ValueError(f"{device_id} already runs a workload")
-            self._running[device_id] = _Entry(device_id, workload)
+            self._running[device_id] = workload
 
     def status(self, device_id: str) -> pb.WorkloadStatus | None:
         with self._lock:
-            entry = self._running.get(device_id)
-        return entry.workload.status() if entry is not None else None
+            workload = self._running.get(device_id)
+        return workload.status() if workload is not None else None
 
     def stop_all(self, timeout_s: float = 5.0) -> None:
         with self._lock:
-            entries = list(self._running.values())
+            workloads = list(self._running.values())
             self._running.clear()
-        for entry in entries:
-            entry.workload.stop(timeout_s)
+        for workload in workloads:
+            workload.stop(timeout_s)
