@@ -122,8 +122,7 @@ class Agent:
                 config.backends, {**config.backend_options, **(extra_backend_options or {})}
             )
         except hal_errors.InvalidArgument as exc:
-            self.server.stop(0)
-            Path(self.socket_path).unlink(missing_ok=True)
+            self._release_listeners()
             raise StartupError(f"configuration: {exc}") from None
         for status in self.discovery.backends:
             log.info(
@@ -166,9 +165,13 @@ class Agent:
             try:
                 self._bind_tcp()
             except StartupError:
-                self.server.stop(0)
-                Path(self.socket_path).unlink(missing_ok=True)
+                self._release_listeners()
                 raise
+
+    def _release_listeners(self) -> None:
+        """Start-up failed after binding: free the port and the socket path for the next try."""
+        self.server.stop(0)
+        Path(self.socket_path).unlink(missing_ok=True)
 
     def _bind_tcp(self) -> None:
         host, port = parse_address(self.config.tcp_address)
@@ -200,8 +203,7 @@ class Agent:
                 run = HashingRun.start(spec, devices)
             except hal_errors.InvalidArgument as exc:
                 self.workloads.stop_all()
-                self.server.stop(0)
-                Path(self.socket_path).unlink(missing_ok=True)
+                self._release_listeners()
                 raise StartupError(f"configuration: {exc}") from None
             except hal_errors.HalError as exc:
                 log.error("hashing_not_started", device=spec.device, error=str(exc))
