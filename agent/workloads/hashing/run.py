@@ -78,10 +78,8 @@ def _pick_device(wanted: str, devices: Mapping[str, Device]) -> str:
                 f"candidates: {', '.join(sorted(runnable)) or 'none'}"
             )
         return wanted
-    from agent.workloads.hashing.kernel import default_cl_device
+    if not runnable:
+        raise InvalidArgument("hashing device 'auto': no OpenCL device found for the kernel")
+    from agent.workloads.hashing.kernel import mining_rank
 
-    best = default_cl_device()
-    for device_id, device in runnable.items():
-        if device.cl_device == best:
-            return device_id
-    raise InvalidArgument("hashing device 'auto': no OpenCL device found for the kernel")
+    return min(runnable, key=lambda device_id: mining_rank(runnable[device_id].cl_device))
