@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from agent import __version__
 from agent.api import SERVICE_NAME, pb_grpc
 from agent.auth import AuditLog, Authenticator, AuthInterceptor
-from agent.config import Config, ConfigError, load, parse_address
+from agent.config import Config, ConfigError, load, parse_address, validate
 from agent.service import RigAgentService
 from agent.telemetry import TelemetryCollector
 from agent.workloads.manager import WorkloadManager
@@ -275,8 +275,6 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.demo:
         overrides["demo"] = True
     if overrides:
-        from agent.config import validate
-
         config = dataclasses.replace(config, **overrides)
         validate(config, "command line")
     return config
