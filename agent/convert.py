@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.api import pb
-from hal.device import DeviceInfo, DeviceKind, Health, HealthState, Telemetry
+from hal.device import DeviceInfo, DeviceKind, Health, HealthState, PowerSource, Telemetry
 from hal.registry import BackendStatus
 
 KIND_TO_PB = {
@@ -33,7 +33,13 @@ HEALTH_TO_PB = {
     HealthState.UNKNOWN: pb.HEALTH_STATE_UNSPECIFIED,
 }
 # Telemetry fields that are handled explicitly rather than copied by name.
-_TELEMETRY_SPECIAL = {"device_id", "kind", "timestamp_unix_s", "health", "gpu", "asic", "host"}
+_TELEMETRY_SPECIAL = {
+    "device_id", "kind", "timestamp_unix_s", "health", "power_source", "gpu", "asic", "host",
+}
+POWER_SOURCE_TO_PB = {
+    PowerSource.MEASURED: pb.POWER_SOURCE_MEASURED,
+    PowerSource.ESTIMATED: pb.POWER_SOURCE_ESTIMATED,
+}
 
 
 def fill(message: Message, value: Any, skip: set[str] | frozenset[str] = frozenset()) -> Message:
@@ -101,6 +107,8 @@ def telemetry(reading: Telemetry) -> pb.DeviceTelemetry:
         health=health(reading.health),
     )
     fill(msg, reading, skip=_TELEMETRY_SPECIAL)
+    if reading.power_source is not None:
+        msg.power_source = POWER_SOURCE_TO_PB[reading.power_source]
     for name in ("gpu", "asic", "host"):
         detail = getattr(reading, name)
         if detail is not None:

@@ -14,6 +14,7 @@ from hal.device import (
     HealthState,
     HostTelemetry,
     PoolStatus,
+    PowerSource,
     Telemetry,
     TempSensor,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "NotSupported",
     "PermissionDenied",
     "PoolStatus",
+    "PowerSource",
     "ProtocolError",
     "Telemetry",
     "TempSensor",

@@ -36,6 +36,16 @@ class Capability(enum.StrEnum):
     PROGRAM_BITSTREAM = "program_bitstream"
 
 
+class PowerSource(enum.StrEnum):
+    """Where a device's `power_w` comes from: a sensor, or a model (nameplate, configured figure).
+
+    Rig power accounting adds both but keeps them apart, so a controller knows how much of the
+    total it can trust to the watt."""
+
+    MEASURED = "measured"
+    ESTIMATED = "estimated"
+
+
 class HealthState(enum.StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"
@@ -163,6 +173,8 @@ class Telemetry:
     timestamp_unix_s: float = field(default_factory=time.time)
     health: Health = HEALTHY
     power_w: float | None = None
+    # MEASURED or ESTIMATED when power_w is set; None when it is not.
+    power_source: PowerSource | None = None
     power_limit_w: float | None = None
     energy_j: float | None = None
     temp_c: float | None = None
@@ -171,6 +183,13 @@ class Telemetry:
     gpu: GpuTelemetry | None = None
     asic: AsicTelemetry | None = None
     host: HostTelemetry | None = None
+
+    def __post_init__(self) -> None:
+        # A backend that reads a sensor need not say so; one that estimates must.
+        if self.power_w is None:
+            object.__setattr__(self, "power_source", None)
+        elif self.power_source is None:
+            object.__setattr__(self, "power_source", PowerSource.MEASURED)
 
 
 class Device:

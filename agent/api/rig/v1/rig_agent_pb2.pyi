@@ -26,6 +26,12 @@ class HealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HEALTH_STATE_DEGRADED: _ClassVar[HealthState]
     HEALTH_STATE_UNHEALTHY: _ClassVar[HealthState]
 
+class PowerSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POWER_SOURCE_UNSPECIFIED: _ClassVar[PowerSource]
+    POWER_SOURCE_MEASURED: _ClassVar[PowerSource]
+    POWER_SOURCE_ESTIMATED: _ClassVar[PowerSource]
+
 class WorkloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WORKLOAD_KIND_UNSPECIFIED: _ClassVar[WorkloadKind]
@@ -80,6 +86,9 @@ HEALTH_STATE_UNSPECIFIED: HealthState
 HEALTH_STATE_HEALTHY: HealthState
 HEALTH_STATE_DEGRADED: HealthState
 HEALTH_STATE_UNHEALTHY: HealthState
+POWER_SOURCE_UNSPECIFIED: PowerSource
+POWER_SOURCE_MEASURED: PowerSource
+POWER_SOURCE_ESTIMATED: PowerSource
 WORKLOAD_KIND_UNSPECIFIED: WorkloadKind
 WORKLOAD_KIND_IDLE: WorkloadKind
 WORKLOAD_KIND_HASHING: WorkloadKind
@@ -321,7 +330,7 @@ class HostTelemetry(_message.Message):
     def __init__(self, cpu_count: _Optional[int] = ..., cpu_util_pct: _Optional[float] = ..., load_avg_1m: _Optional[float] = ..., load_avg_5m: _Optional[float] = ..., load_avg_15m: _Optional[float] = ..., mem_total_bytes: _Optional[int] = ..., mem_used_bytes: _Optional[int] = ..., mem_available_bytes: _Optional[int] = ..., temps: _Optional[_Iterable[_Union[TempSensor, _Mapping]]] = ..., uptime_s: _Optional[int] = ...) -> None: ...
 
 class DeviceTelemetry(_message.Message):
-    __slots__ = ("device_id", "kind", "time", "health", "power_w", "power_limit_w", "energy_j", "temp_c", "utilization_pct", "hashrate_hs", "gpu", "asic", "host", "workload", "error")
+    __slots__ = ("device_id", "kind", "time", "health", "power_w", "power_limit_w", "energy_j", "temp_c", "utilization_pct", "hashrate_hs", "power_source", "gpu", "asic", "host", "workload", "error")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +341,7 @@ class DeviceTelemetry(_message.Message):
     TEMP_C_FIELD_NUMBER: _ClassVar[int]
     UTILIZATION_PCT_FIELD_NUMBER: _ClassVar[int]
     HASHRATE_HS_FIELD_NUMBER: _ClassVar[int]
+    POWER_SOURCE_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
     ASIC_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -347,12 +357,13 @@ class DeviceTelemetry(_message.Message):
     temp_c: float
     utilization_pct: float
     hashrate_hs: float
+    power_source: PowerSource
     gpu: GpuTelemetry
     asic: AsicTelemetry
     host: HostTelemetry
     workload: WorkloadStatus
     error: str
-    def __init__(self, device_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., health: _Optional[_Union[Health, _Mapping]] = ..., power_w: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., energy_j: _Optional[float] = ..., temp_c: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., hashrate_hs: _Optional[float] = ..., gpu: _Optional[_Union[GpuTelemetry, _Mapping]] = ..., asic: _Optional[_Union[AsicTelemetry, _Mapping]] = ..., host: _Optional[_Union[HostTelemetry, _Mapping]] = ..., workload: _Optional[_Union[WorkloadStatus, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, device_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., health: _Optional[_Union[Health, _Mapping]] = ..., power_w: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., energy_j: _Optional[float] = ..., temp_c: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., hashrate_hs: _Optional[float] = ..., power_source: _Optional[_Union[PowerSource, str]] = ..., gpu: _Optional[_Union[GpuTelemetry, _Mapping]] = ..., asic: _Optional[_Union[AsicTelemetry, _Mapping]] = ..., host: _Optional[_Union[HostTelemetry, _Mapping]] = ..., workload: _Optional[_Union[WorkloadStatus, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetTelemetryRequest(_message.Message):
     __slots__ = ("device_ids", "max_age_ms")
