@@ -2,21 +2,25 @@
 
 Identity comes from, in order: a bearer token (`authorization: Bearer <token>` metadata, checked
 against SHA-256 digests in the config), the client certificate's common name under mTLS, the Unix
-socket (local callers; the socket's file mode is the guard), or anonymity on loopback TCP. Roles
-are ordered viewer < operator < admin; every RPC names the least role it needs. Every mutating
-call is written to the audit log whatever its outcome, including refusals.
+socket caller's credentials (uid and pid from SO_PEERCRED, see agent/unixfront.py), or anonymity
+on loopback TCP. Roles are ordered viewer < operator < admin; every RPC names the least role it
+needs. Every mutating call is written to the audit log whatever its outcome, refusals included,
+with each field and each line bounded so a caller cannot make the log grow faster than it sends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import grpc
@@ -58,11 +62,14 @@ MUTATING = frozenset(
     }
 )
 _REDACT = frozenset({"password", "token"})
+MAX_FIELD_CHARS = 256  # per string in an audit line
+MAX_LIST_ITEMS = 32
+MAX_LINE_BYTES = 8192
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    name: str  # e.g. "token:controller-1", "unix", "cert:ctrl-a", "anonymous"
+    name: str  # e.g. "token:controller-1", "unix:uid=0:pid=4242", "cert:ctrl-a", "anonymous"
     role: str  # one of ROLES, or "none"
 
     def at_least(self, role: str) -> bool:
@@ -77,21 +84,53 @@ def current_identity() -> Identity:
     return _current.get(Identity("internal", "admin"))
 
 
-class AuditLog:
-    """Writes one JSON line per mutating call to the log stream and, if configured, a file."""
+def clip(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """Caller-supplied text as it may be echoed: at most `limit` characters, with the size."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[truncated, {len(text)} chars]"
 
-    def __init__(self, path: str = "") -> None:
+
+class AuditLog:
+    """One JSON line per mutating call to the log stream and, if configured, a file that rotates
+    at `max_bytes` keeping `backups` old files (path.1 is the newest)."""
+
+    def __init__(self, path: str = "", max_bytes: int = 64 << 20, backups: int = 3) -> None:
         self._lock = threading.Lock()
-        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None
+        self._path = Path(path) if path else None
+        self._max_bytes = max_bytes
+        self._backups = backups
+        self._file: IO[str] | None = None
+        if self._path is not None:
+            self._file = open(self._path, "a", encoding="utf-8")
 
     def record(self, **event: Any) -> None:
         event = {"time_unix_s": round(time.time(), 6), **event}
-        log.info("audit", **event)
-        if self._file is not None:
+        line = json.dumps(event, sort_keys=True, default=str)
+        if len(line.encode()) > MAX_LINE_BYTES:
+            event["request"] = {"truncated": True, "original_bytes": len(line.encode())}
             line = json.dumps(event, sort_keys=True, default=str)
-            with self._lock:
-                self._file.write(line + "\n")
-                self._file.flush()
+        log.info("audit", **event)
+        if self._file is None:
+            return
+        with self._lock:
+            if self._file.tell() + len(line) + 1 > self._max_bytes:
+                self._rotate()
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def _rotate(self) -> None:
+        assert self._path is not None and self._file is not None
+        self._file.close()
+        if self._backups == 0:
+            self._path.unlink(missing_ok=True)
+        else:
+            for n in range(self._backups - 1, 0, -1):
+                older = self._path.with_name(f"{self._path.name}.{n}")
+                if older.exists():
+                    os.replace(older, self._path.with_name(f"{self._path.name}.{n + 1}"))
+            os.replace(self._path, self._path.with_name(f"{self._path.name}.1"))
+        self._file = open(self._path, "a", encoding="utf-8")
 
     def close(self) -> None:
         with self._lock:
@@ -100,16 +139,18 @@ class AuditLog:
                 self._file = None
 
 
+PeerLookup = Callable[[str], "tuple[int, int] | None"]
+
+
 class Authenticator:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, unix_peer: PeerLookup | None = None) -> None:
         self._tokens = [(bytes.fromhex(g.sha256), g) for g in config.tokens]
         self._unix_role = config.unix_socket_role
         self._anonymous_role = config.anonymous_role
         self._cert_roles = dict(config.certificate_roles)
+        self._unix_peer = unix_peer
 
-    def identify(
-        self, metadata: tuple[tuple[str, Any], ...], context: grpc.ServicerContext
-    ) -> Identity:
+    def identify(self, metadata: tuple[tuple[str, Any], ...], context: Any) -> Identity:
         bearer = next((v for k, v in metadata if k == "authorization"), None)
         if bearer is not None:
             scheme, _, token = str(bearer).partition(" ")
@@ -120,14 +161,41 @@ class Authenticator:
                 if hmac.compare_digest(digest, expected):
                     return Identity(f"token:{grant.name}", grant.role)
             return Identity("unknown-token", "none")
-        peer = context.peer()
+        peer: str = context.peer()
         if peer.startswith("unix:"):
-            return Identity("unix", self._unix_role)
+            cred = self._unix_peer(peer) if self._unix_peer is not None else None
+            if cred is None:  # reached the private socket without the front: not ours
+                return Identity("unix:unknown", "none")
+            uid, pid = cred
+            return Identity(f"unix:uid={uid}:pid={pid}", self._unix_role)
         names = context.auth_context().get("x509_common_name")
         if names:
             common_name = names[0].decode()
             return Identity(f"cert:{common_name}", self._cert_roles.get(common_name, "viewer"))
         return Identity("anonymous", self._anonymous_role)
+
+
+def _bounded(value: Any) -> Any:
+    """Secrets (at any depth) replaced, strings clipped, long lists cut: an audit line stays
+    small whatever the request held."""
+    if isinstance(value, dict):
+        return {clip(str(k), 64): "<redacted>" if k in _REDACT else _bounded(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_bounded(v) for v in value[:MAX_LIST_ITEMS]]
+        if len(value) > MAX_LIST_ITEMS:
+            items.append(f"…[{len(value) - MAX_LIST_ITEMS} more]")
+        return items
+    if isinstance(value, str):
+        return clip(value)
+    return value
+
+
+def _summary(request: Any) -> dict[str, Any]:
+    if not isinstance(request, Message):
+        return {}
+    summary: dict[str, Any] = _bounded(MessageToDict(request, preserving_proto_field_name=True))
+    return summary
 
 
 def _text(value: str | bytes | None) -> str:
@@ -136,87 +204,82 @@ def _text(value: str | bytes | None) -> str:
     return value or ""
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: "<redacted>" if k in _REDACT else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
-
-
-def _summary(request: Any) -> dict[str, Any]:
-    """The request as audit-friendly JSON, secrets (at any depth) replaced."""
-    if not isinstance(request, Message):
-        return {}
-    redacted: dict[str, Any] = _redact(MessageToDict(request, preserving_proto_field_name=True))
-    return redacted
-
-
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator, audit: AuditLog) -> None:
         self._auth = authenticator
         self._audit = audit
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
         full_method: str = handler_call_details.method
         if handler is None or not full_method.startswith(_SERVICE):
             return handler
-        method = full_method[len(_SERVICE) :]
+        method = full_method[len(_SERVICE):]
         needed = METHOD_ROLES.get(method, "admin")
         metadata = tuple(handler_call_details.invocation_metadata or ())
         mutating = method in MUTATING
+        audit_log = self._audit
 
-        def admit(request: Any, context: grpc.ServicerContext) -> Identity:
+        def audit(identity: Identity, request: Any, context: Any, outcome: str, detail: str,
+                  started: float | None) -> None:
+            if not mutating:
+                return
+            event: dict[str, Any] = {
+                "method": method, "identity": identity.name, "role": identity.role,
+                "peer": clip(context.peer(), 128), "request": _summary(request),
+                "outcome": outcome, "detail": clip(detail, 512),
+            }
+            if started is not None:
+                event["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            audit_log.record(**event)
+
+        async def admit(request: Any, context: Any) -> Identity:
             identity = self._auth.identify(metadata, context)
             if identity.at_least(needed):
                 return identity
-            if mutating:
-                self._audit.record(
-                    method=method, identity=identity.name, role=identity.role,
-                    peer=context.peer(), request=_summary(request),
-                    outcome="PERMISSION_DENIED" if identity.role != "none" else "UNAUTHENTICATED",
-                )
-            if identity.role == "none":
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{method} needs a valid token")
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{method} needs role {needed}; {identity.name} has {identity.role}",
-            )
+            unauthenticated = identity.role == "none"
+            code = grpc.StatusCode.UNAUTHENTICATED if unauthenticated else \
+                grpc.StatusCode.PERMISSION_DENIED
+            audit(identity, request, context, code.name, "", None)
+            if unauthenticated:
+                await context.abort(code, f"{method} needs a valid token")
+            await context.abort(
+                code, f"{method} needs role {needed}; {identity.name} has {identity.role}")
             raise AssertionError("unreachable")
 
-        def audit(identity: Identity, request: Any, context: grpc.ServicerContext,
-                  started: float, error: BaseException | None) -> None:
-            if not mutating:
+        def finished(identity: Identity, request: Any, context: Any, started: float,
+                     error: BaseException | None) -> None:
+            if error is None:
+                audit(identity, request, context, "OK", "", started)
                 return
-            code = context.code() if error is not None else None
-            outcome = "OK" if error is None else (code.name if code else type(error).__name__)
-            self._audit.record(
-                method=method, identity=identity.name, role=identity.role,
-                peer=context.peer(), request=_summary(request), outcome=outcome,
-                detail=_text(context.details()) if error is not None else "",
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+            code = context.code()
+            if isinstance(code, grpc.StatusCode):
+                outcome = code.name
+            elif isinstance(error, asyncio.CancelledError):
+                outcome = "CANCELLED"
+            else:
+                outcome = "INTERNAL"
+            audit(identity, request, context, outcome, _text(context.details()), started)
 
         if handler.unary_unary is not None:
             inner_unary = handler.unary_unary
 
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                identity = admit(request, context)
+            async def unary(request: Any, context: Any) -> Any:
+                identity = await admit(request, context)
                 token = _current.set(identity)
                 started = time.perf_counter()
                 try:
-                    response = inner_unary(request, context)
+                    response = await inner_unary(request, context)
                 except BaseException as exc:
-                    audit(identity, request, context, started, exc)
+                    finished(identity, request, context, started, exc)
                     raise
                 finally:
                     _current.reset(token)
-                audit(identity, request, context, started, None)
+                finished(identity, request, context, started, None)
                 return response
 
             return grpc.unary_unary_rpc_method_handler(
@@ -225,18 +288,19 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
-            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                identity = admit(request, context)
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                identity = await admit(request, context)
                 started = time.perf_counter()
                 token = _current.set(identity)
                 try:
-                    yield from inner_stream(request, context)
+                    async for item in inner_stream(request, context):
+                        yield item
                 except BaseException as exc:
-                    audit(identity, request, context, started, exc)
+                    finished(identity, request, context, started, exc)
                     raise
                 finally:
                     _current.reset(token)
-                audit(identity, request, context, started, None)
+                finished(identity, request, context, started, None)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer

@@ -1,80 +1,164 @@
 """rigd's configuration: a TOML file whose every key is known, with defaults that work without one.
 
 A typo in a key is an error naming the key, not a silently ignored setting: on a rig that controls
-power, "I thought I had set that" is the bug to prevent. Backend sections under [hal.<name>] are
-passed through to the backend, which validates its own options.
+power, "I thought I had set that" is the bug to prevent. Each setting is declared once, as a field
+of `Config` (or of a table's dataclass) carrying its TOML section, help text and allowed range;
+parsing, type checks, range checks and the documentation all read that one declaration. Backend
+sections under [hal.<name>] are checked by the backend's own pure `check_options`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
+import math
 import os
 import socket
 import tomllib
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hal import errors as hal_errors
+from hal.registry import DEFAULT_BACKENDS, check_options
+
 ROLES = ("viewer", "operator", "admin")
+DEFAULT_CONFIG_PATH = "/etc/rigd/rigd.toml"
 
 
 class ConfigError(Exception):
     """The configuration is unusable; the message is one line an operator can act on."""
 
 
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    section: str,
+    help: str,
+    key: str = "",
+    factory: Callable[[], Any] | None = None,
+    bounds: tuple[float, float] | None = None,
+    choices: tuple[str, ...] | None = None,
+    parse: Callable[[Any, str], Any] | None = None,
+) -> Any:
+    """Declare one setting: where it lives in the file, what it means, what it may be."""
+    metadata = {"section": section, "key": key, "help": help, "bounds": bounds,
+                "choices": choices, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _octal(value: Any, where: str) -> int:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be octal text like \"0660\", got {value!r}")
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise ConfigError(f"{where} must be octal text like \"0660\", got {value!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"{where} must be a file mode within 0000 .. 0777")
+    return mode
+
+
 @dataclass(frozen=True, slots=True)
 class TokenGrant:
-    name: str
-    role: str
-    sha256: str  # hex digest of the bearer token; the token itself is never stored
+    """One `[[auth.tokens]]` entry: `authorization: Bearer <token>` gets `role`."""
+
+    name: str = setting(section="auth.tokens", help="shown in the audit log as token:<name>")
+    role: str = setting(section="auth.tokens", help="viewer | operator | admin", choices=ROLES)
+    sha256: str = setting(section="auth.tokens",
+                          help="hex SHA-256 of the token; the token itself is never stored")
 
 
 @dataclass(frozen=True, slots=True)
 class HashingConfig:
-    """A hashing workload started with the agent (the demo rig uses one)."""
+    """One `[[hashing]]` entry: a device that hashes when rigd first starts."""
 
-    device: str  # hal device id, or "auto" for the best OpenCL device
-    pools: tuple[str, ...]
-    user: str = "rigd"
-    password: str = "x"
-    intensity: float = 1.0
+    device: str = setting(section="hashing",
+                          help='a device id from `rigctl inventory`, or "auto" for the best '
+                               "OpenCL device")
+    pools: tuple[str, ...] = setting(section="hashing",
+                                     help="stratum+tcp://host:port URLs in failover order")
+    user: str = setting("rigd", section="hashing", help="pool worker name")
+    password: str = setting("x", section="hashing", help="pool worker password")
+    intensity: float = setting(1.0, section="hashing", bounds=(0.0, 1.0),
+                               help="share of device time the kernel may take, in (0, 1]")
+    version_rolling: str = setting("auto", section="hashing", choices=("auto", "on", "off"),
+                                   help="BIP 310 version rolling: auto = ask the pool and fall "
+                                        "back without it when refused")
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    rig_id: str = field(default_factory=socket.gethostname)
+    rig_id: str = setting(section="", factory=socket.gethostname,
+                          help="this rig's name in inventory (default: the hostname)")
     # [server]
-    unix_socket: str = ""  # resolved by default_socket_path() when empty
-    unix_socket_mode: int = 0o660
-    tcp_address: str = ""  # "" = no TCP listener
-    allow_non_loopback: bool = False
-    max_workers: int = 16
-    drain_s: float = 1.0  # health reports NOT_SERVING this long before the listeners close
-    shutdown_grace_s: float = 5.0
+    unix_socket: str = setting("", section="server",
+                               help="local socket for rigctl (default: /run/rigd/rigd.sock as "
+                                    "root, else $XDG_RUNTIME_DIR/rigd/rigd.sock)")
+    unix_socket_mode: int = setting(0o660, section="server", parse=_octal,
+                                    help='file mode of the socket, octal text like "0660"')
+    tcp_address: str = setting("", section="server",
+                               help='"host:port" for controllers; "" = no TCP listener')
+    allow_non_loopback: bool = setting(False, section="server",
+                                       help="needed (with [tls]) to listen beyond loopback")
+    drain_s: float = setting(1.0, section="server", bounds=(0, 60),
+                             help="health reports NOT_SERVING this long before listeners close")
+    shutdown_grace_s: float = setting(5.0, section="server", bounds=(0, 600),
+                                      help="time in-flight calls get to finish at shutdown")
+    max_request_bytes: int = setting(65536, section="server", bounds=(1024, 4 << 20),
+                                     help="largest request message accepted")
+    max_streams: int = setting(4096, section="server", bounds=(1, 100_000),
+                               help="concurrent telemetry and operation streams")
     # [auth]
-    anonymous_role: str = "viewer"  # role of TCP callers without a token; "none" refuses them
-    unix_socket_role: str = "admin"  # role of local callers (the socket's file mode guards it)
-    tokens: tuple[TokenGrant, ...] = ()
-    certificate_roles: dict[str, str] = field(default_factory=dict)  # mTLS common name -> role
+    anonymous_role: str = setting("viewer", section="auth", choices=(*ROLES, "none"),
+                                  help="role of TCP callers without a token or certificate")
+    unix_socket_role: str = setting("admin", section="auth", choices=(*ROLES, "none"),
+                                    help="role of local callers (the socket's mode guards it)")
+    tokens: tuple[TokenGrant, ...] = setting((), section="auth",
+                                             help="bearer tokens, see [[auth.tokens]]")
+    certificate_roles: dict[str, str] = setting(section="auth", factory=dict,
+                                                help="mTLS certificate common name -> role")
     # [tls]
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-    tls_client_ca_file: str = ""
+    tls_cert_file: str = setting("", section="tls", key="cert_file",
+                                 help="server certificate (PEM)")
+    tls_key_file: str = setting("", section="tls", key="key_file", help="server key (PEM)")
+    tls_client_ca_file: str = setting("", section="tls", key="client_ca_file",
+                                      help="CA that signs client certificates (required)")
     # [audit]
-    audit_path: str = ""  # JSON lines; "" = the audit events go to the log stream only
+    audit_path: str = setting("", section="audit", key="path",
+                              help='JSON lines file; "" = audit events go to the log only')
+    audit_max_bytes: int = setting(64 << 20, section="audit", key="max_bytes",
+                                   bounds=(4096, 1 << 40),
+                                   help="rotate the audit file when it reaches this size")
+    audit_backups: int = setting(3, section="audit", key="backups", bounds=(0, 100),
+                                 help="rotated audit files kept (path.1 .. path.N)")
     # [log]
-    log_level: str = "info"
-    log_format: str = "json"
+    log_level: str = setting("info", section="log", key="level",
+                             choices=("debug", "info", "warning", "error"), help="log level")
+    log_format: str = setting("json", section="log", key="format",
+                              choices=("json", "console"),
+                              help="json lines, or console (colour only on a terminal)")
     # [telemetry]
-    telemetry_interval_s: float = 1.0
-    device_timeout_s: float = 2.0
-    stream_queue_max: int = 16
+    telemetry_interval_s: float = setting(1.0, section="telemetry", key="interval_s",
+                                          bounds=(0.1, 3600),
+                                          help="how often every device is read")
+    device_timeout_s: float = setting(2.0, section="telemetry", bounds=(0.1, 60),
+                                      help="a device read that takes longer is reported failed")
+    stream_queue_max: int = setting(16, section="telemetry", bounds=(1, 10_000),
+                                    help="readings a slow stream keeps before dropping the oldest")
     # [hal]
-    backends: tuple[str, ...] = ("host", "nvml", "opencl", "asic")
-    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backends: tuple[str, ...] = setting(DEFAULT_BACKENDS, section="hal",
+                                        help="backends to discover devices with")
+    backend_options: dict[str, dict[str, Any]] = setting(
+        section="hal", factory=dict, help="[hal.<backend>] tables, checked by the backend")
     # [[hashing]]
-    hashing: tuple[HashingConfig, ...] = ()
+    hashing: tuple[HashingConfig, ...] = setting((), section="",
+                                                 help="hashing workloads at first start")
     demo: bool = False
 
     @property
@@ -91,78 +175,124 @@ def default_socket_path() -> str:
     return f"/tmp/rigd-{os.getuid()}/rigd.sock"
 
 
-# Schema: section -> {key: (type(s), field name)}; sections map onto flat Config fields.
-_Types = type | tuple[type, ...]
-_SCHEMA: dict[str, dict[str, tuple[_Types, str]]] = {
-    "": {"rig_id": (str, "rig_id")},
-    "server": {
-        "unix_socket": (str, "unix_socket"),
-        "unix_socket_mode": (str, "unix_socket_mode"),
-        "tcp_address": (str, "tcp_address"),
-        "allow_non_loopback": (bool, "allow_non_loopback"),
-        "max_workers": (int, "max_workers"),
-        "drain_s": ((int, float), "drain_s"),
-        "shutdown_grace_s": ((int, float), "shutdown_grace_s"),
-    },
-    "auth": {
-        "anonymous_role": (str, "anonymous_role"),
-        "unix_socket_role": (str, "unix_socket_role"),
-        "tokens": (list, "tokens"),
-        "certificate_roles": (dict, "certificate_roles"),
-    },
-    "tls": {
-        "cert_file": (str, "tls_cert_file"),
-        "key_file": (str, "tls_key_file"),
-        "client_ca_file": (str, "tls_client_ca_file"),
-    },
-    "audit": {"path": (str, "audit_path")},
-    "log": {"level": (str, "log_level"), "format": (str, "log_format")},
-    "telemetry": {
-        "interval_s": ((int, float), "telemetry_interval_s"),
-        "device_timeout_s": ((int, float), "device_timeout_s"),
-        "stream_queue_max": (int, "stream_queue_max"),
-    },
-    "hal": {"backends": (list, "backends")},
-}
-_TOP_LEVEL_TABLES = {*(_SCHEMA.keys() - {""}), "hashing"}
-_HASHING_KEYS = {"device", "pools", "user", "password", "intensity"}
-_TOKEN_KEYS = {"name", "role", "sha256"}
+# ---- the schema, derived from the declarations above -------------------------------------------
 
 
-def _unknown(key: str, where: str, known: set[str] | list[str]) -> ConfigError:
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # the dataclass field
+    section: str  # "" = top level
+    key: str  # the TOML key
+    hint: Any
+    default: Any
+    help: str
+    bounds: tuple[float, float] | None
+    choices: tuple[str, ...] | None
+    parse: Callable[[Any, str], Any] | None
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.key}" if self.section else self.key
+
+
+def settings(cls: type = Config) -> Iterator[Setting]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "section" not in f.metadata:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        yield Setting(f.name, f.metadata["section"], f.metadata["key"] or f.name, hints[f.name],
+                      default, f.metadata["help"], f.metadata["bounds"], f.metadata["choices"],
+                      f.metadata["parse"])
+
+
+_TABLES: dict[str, type] = {"auth.tokens": TokenGrant, "hashing": HashingConfig}
+
+
+def _unknown(key: str, where: str, known: Iterator[str] | list[str] | set[str]) -> ConfigError:
     hint = difflib.get_close_matches(key, list(known), n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     return ConfigError(f"unknown key {key!r} in {where}{suggestion}")
 
 
-def _check_type(value: Any, types: _Types, where: str) -> None:
-    # bool is an int in Python; a bool where a number is wanted is still a mistake.
-    expected = types if isinstance(types, tuple) else (types,)
-    if isinstance(value, bool) and bool not in expected:
-        ok = False
-    else:
-        ok = isinstance(value, expected)
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        hint, str(hint))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """The TOML value as the field's type, or a ConfigError saying what was expected."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (element, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+        if isinstance(element, type) and dataclasses.is_dataclass(element):
+            return tuple(_table(element, item, f"{where}[{i}]") for i, item in enumerate(value))
+        return tuple(_coerce(item, element, f"{where}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {type(value).__name__} {value!r}")
+        (_, element) = typing.get_args(hint)
+        if element is Any:
+            return dict(value)
+        return {str(k): _coerce(v, element, f"{where}.{k}") for k, v in value.items()}
+    ok = {
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+    }[hint]
     if not ok:
-        names = " or ".join(t.__name__ for t in expected)
-        raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{where} must be {_type_name(hint)}, got {type(value).__name__} "
+                          f"{value!r}")
+    return float(value) if hint is float else value
+
+
+def _table(cls: type, raw: Any, where: str) -> Any:
+    """One entry of an array of tables ([[hashing]], [[auth.tokens]]) as its dataclass."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    known = {s.key: s for s in settings(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise _unknown(key, where, set(known))
+        values[known[key].name] = _coerce(value, known[key].hint, f"{where}.{key}")
+    required = [s.key for s in known.values() if s.default is None and s.name not in values]
+    if required:
+        raise ConfigError(f"{where} lacks {', '.join(required)}")
+    item = cls(**values)
+    for s in known.values():
+        _check_value(s, getattr(item, s.name), f"{where}.{s.key}")
+    return item
 
 
 def from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
     """Validate a parsed TOML document and build a Config."""
+    known: dict[str, dict[str, Setting]] = {}
+    for s in settings():
+        known.setdefault(s.section, {})[s.key] = s
+    sections = {name for name in known if name} | {"hashing"}
     values: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key in _TOP_LEVEL_TABLES:
-            continue
-        if key == "hashing":
-            continue
-        if key not in _SCHEMA[""]:
-            raise _unknown(key, source, [*_SCHEMA[""], *_TOP_LEVEL_TABLES])
-        types, name = _SCHEMA[""][key]
-        _check_type(value, types, f"{source}: {key}")
-        values[name] = value
 
-    for section, keys in _SCHEMA.items():
-        if not section or section not in data:
+    def take(s: Setting, value: Any) -> None:
+        where = f"{source}: {s.path}"
+        values[s.name] = s.parse(value, where) if s.parse else _coerce(value, s.hint, where)
+
+    for key, value in data.items():
+        if key in known[""]:
+            take(known[""][key], value)
+        elif key not in sections:
+            raise _unknown(key, source, [*known[""], *sections])
+    for section in sorted(sections - {"hashing"}):
+        if section not in data:
             continue
         table = data[section]
         if not isinstance(table, dict):
@@ -170,95 +300,42 @@ def from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
         for key, value in table.items():
             if section == "hal" and isinstance(value, dict):
                 values.setdefault("backend_options", {})[key] = value
-                continue
-            if key not in keys:
-                raise _unknown(key, f"{source} [{section}]", set(keys))
-            types, name = keys[key]
-            _check_type(value, types, f"{source}: {section}.{key}")
-            values[name] = value
-
-    if "unix_socket_mode" in values:
-        try:
-            values["unix_socket_mode"] = int(values["unix_socket_mode"], 8)
-        except ValueError:
-            raise ConfigError(
-                f"{source}: server.unix_socket_mode must be octal text like \"0660\""
-            ) from None
-    if "tokens" in values:
-        values["tokens"] = tuple(_token(t, source) for t in values["tokens"])
-    if "backends" in values:
-        values["backends"] = tuple(_str_list(values["backends"], f"{source}: hal.backends"))
-    if "hashing" in data:
-        values["hashing"] = tuple(_hashing(h, source) for h in _table_list(data["hashing"], source))
+            elif key in known[section]:
+                take(known[section][key], value)
+            else:
+                raise _unknown(key, f"{source} [{section}]", set(known[section]))
     config = Config(**values)
     validate(config, source)
     return config
 
 
-def _str_list(value: list[Any], where: str) -> list[str]:
-    if not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of strings")
-    return value
-
-
-def _table_list(value: Any, source: str) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ConfigError(f"{source}: hashing must be an array of tables ([[hashing]])")
-    return value
-
-
-def _token(raw: Any, source: str) -> TokenGrant:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: auth.tokens entries must be tables")
-    for key in raw:
-        if key not in _TOKEN_KEYS:
-            raise _unknown(key, f"{source} [[auth.tokens]]", _TOKEN_KEYS)
-    missing = _TOKEN_KEYS - raw.keys()
-    if missing:
-        raise ConfigError(f"{source}: auth.tokens entry lacks {sorted(missing)}")
-    digest = str(raw["sha256"]).lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ConfigError(f"{source}: auth.tokens sha256 for {raw['name']!r} is not 64 hex digits")
-    return TokenGrant(name=str(raw["name"]), role=str(raw["role"]), sha256=digest)
-
-
-def _hashing(raw: dict[str, Any], source: str) -> HashingConfig:
-    for key in raw:
-        if key not in _HASHING_KEYS:
-            raise _unknown(key, f"{source} [[hashing]]", _HASHING_KEYS)
-    if "device" not in raw or "pools" not in raw:
-        raise ConfigError(f"{source}: [[hashing]] needs device and pools")
-    pools = _str_list(raw["pools"], f"{source}: hashing.pools")
-    if not pools:
-        raise ConfigError(f"{source}: hashing.pools is empty")
-    intensity = raw.get("intensity", 1.0)
-    _check_type(intensity, (int, float), f"{source}: hashing.intensity")
-    if not 0 < float(intensity) <= 1:
-        raise ConfigError(f"{source}: hashing.intensity must be in (0, 1], got {intensity}")
-    return HashingConfig(
-        device=str(raw["device"]),
-        pools=tuple(pools),
-        user=str(raw.get("user", "rigd")),
-        password=str(raw.get("password", "x")),
-        intensity=float(intensity),
-    )
+def _check_value(s: Setting, value: Any, where: str) -> None:
+    if s.bounds is not None:
+        low, high = s.bounds
+        number = float(value)
+        if not math.isfinite(number) or not low <= number <= high:
+            raise ConfigError(f"{where} must be within {low:g} .. {high:g}, got {value!r}")
+    if s.choices is not None and value not in s.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(s.choices)}, got {value!r}")
 
 
 def validate(config: Config, source: str = "config") -> None:
-    """Cross-field checks that types alone cannot express."""
-    for role_field in ("anonymous_role", "unix_socket_role"):
-        role = getattr(config, role_field)
-        if role not in (*ROLES, "none"):
-            raise ConfigError(
-                f"{source}: auth.{role_field} must be one of {', '.join(ROLES)} or none, "
-                f"got {role!r}"
-            )
+    """Every setting within its range, then the checks that span several settings."""
+    for s in settings():
+        _check_value(s, getattr(config, s.name), f"{source}: {s.path}")
     for common_name, role in config.certificate_roles.items():
         if role not in ROLES:
             raise ConfigError(f"{source}: certificate {common_name!r} has unknown role {role!r}")
     for grant in config.tokens:
-        if grant.role not in ROLES:
-            raise ConfigError(f"{source}: token {grant.name!r} has unknown role {grant.role!r}")
+        digest = grant.sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(
+                f"{source}: auth.tokens sha256 for {grant.name!r} is not 64 hex digits")
+    for entry in config.hashing:
+        if not entry.pools:
+            raise ConfigError(f"{source}: hashing.pools is empty for device {entry.device!r}")
+        if entry.intensity <= 0:
+            raise ConfigError(f"{source}: hashing.intensity must be in (0, 1], got 0")
     if config.tcp_address:
         host, _port = parse_address(config.tcp_address, source)
         if not config.allow_non_loopback and not is_loopback(host):
@@ -277,20 +354,10 @@ def validate(config: Config, source: str = "config") -> None:
     for path in filter(None, tls):
         if not Path(path).is_file():
             raise ConfigError(f"{source}: TLS file {path} does not exist")
-    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"{source}: log.level must be debug, info, warning or error")
-    if config.log_format not in ("json", "console"):
-        raise ConfigError(f"{source}: log.format must be json or console")
-    if not 0.1 <= config.telemetry_interval_s <= 3600:
-        raise ConfigError(f"{source}: telemetry.interval_s must be within 0.1 .. 3600")
-    if not 0.1 <= config.device_timeout_s <= 60:
-        raise ConfigError(f"{source}: telemetry.device_timeout_s must be within 0.1 .. 60")
-    if not 1 <= config.stream_queue_max <= 10_000:
-        raise ConfigError(f"{source}: telemetry.stream_queue_max must be within 1 .. 10000")
-    if not 2 <= config.max_workers <= 256:
-        raise ConfigError(f"{source}: server.max_workers must be within 2 .. 256")
-    if not 0 <= config.drain_s <= 60 or not 0 <= config.shutdown_grace_s <= 600:
-        raise ConfigError(f"{source}: server.drain_s / shutdown_grace_s out of range")
+    try:
+        check_options(config.backends, config.backend_options)
+    except hal_errors.InvalidArgument as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def parse_address(address: str, source: str = "config") -> tuple[str, int]:
@@ -315,9 +382,12 @@ def is_loopback(host: str) -> bool:
 
 
 def load(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a config file; None gives the defaults."""
+    """Read and validate a config file; None reads DEFAULT_CONFIG_PATH if it exists, else the
+    defaults."""
     if path is None:
-        return Config()
+        if not Path(DEFAULT_CONFIG_PATH).is_file():
+            return Config()
+        path = DEFAULT_CONFIG_PATH
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -329,3 +399,38 @@ def load(path: str | os.PathLike[str] | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
     return from_dict(data, source=source)
+
+
+def describe() -> str:
+    """Every setting as commented TOML with its default and meaning (for the README and
+    `rigd --print-config`); tests/agent/test_config.py checks the README against it."""
+    lines: list[str] = []
+    current = None
+    for cls, prefix in ((Config, ""), (TokenGrant, "[[auth.tokens]]"),
+                        (HashingConfig, "[[hashing]]")):
+        for s in settings(cls):
+            if s.name in ("tokens", "hashing", "backend_options"):
+                continue  # tables of their own, described by their entries
+            header = prefix or (f"[{s.section}]" if s.section else "")
+            if header != current:
+                lines += ["", header] if header else []
+                current = header
+            lines.append(f"# {s.key} = {_toml_default(s)}  # {s.help}")
+    return "\n".join(lines).strip() + "\n"
+
+
+def _toml_default(s: Setting) -> str:
+    value = s.default
+    if s.name == "rig_id":
+        return '"<hostname>"'
+    if s.parse is _octal:
+        return f'"{value:04o}"'
+    if value is None:
+        return "<required>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return repr(value)

@@ -1,8 +1,9 @@
-"""HAL values -> rig.v1 messages.
+"""The gRPC edge: the agent's dataclasses (HAL and agent/model.py) <-> rig.v1 messages.
 
-The proto fields carry the same names as the HAL dataclass fields, so one generic filler copies
+The proto fields carry the same names as the dataclass fields, so one generic filler copies
 them: a field added to both sides needs no code here, and a field added to one side only is
-caught by tests/agent/test_convert.py.
+caught by tests/agent/test_convert.py. Python enums map to proto enums by name
+(WorkloadKind.HASHING -> WORKLOAD_KIND_HASHING).
 """
 
 from __future__ import annotations
@@ -10,40 +11,47 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import re
 from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.api import pb
-from hal.device import DeviceInfo, DeviceKind, Health, HealthState, PowerSource, Telemetry
+from agent.model import Reading, WorkloadStatus
+from hal.device import DeviceInfo, Health
 from hal.registry import BackendStatus
 
-KIND_TO_PB = {
-    DeviceKind.GPU: pb.DEVICE_KIND_GPU,
-    DeviceKind.FPGA: pb.DEVICE_KIND_FPGA,
-    DeviceKind.ASIC: pb.DEVICE_KIND_ASIC,
-    DeviceKind.HOST: pb.DEVICE_KIND_HOST,
-    DeviceKind.OPENCL: pb.DEVICE_KIND_OPENCL,
-}
-HEALTH_TO_PB = {
-    HealthState.HEALTHY: pb.HEALTH_STATE_HEALTHY,
-    HealthState.DEGRADED: pb.HEALTH_STATE_DEGRADED,
-    HealthState.UNHEALTHY: pb.HEALTH_STATE_UNHEALTHY,
-    HealthState.UNKNOWN: pb.HEALTH_STATE_UNSPECIFIED,
-}
 # Telemetry fields that are handled explicitly rather than copied by name.
-_TELEMETRY_SPECIAL = {
-    "device_id", "kind", "timestamp_unix_s", "health", "power_source", "gpu", "asic", "host",
-}
-POWER_SOURCE_TO_PB = {
-    PowerSource.MEASURED: pb.POWER_SOURCE_MEASURED,
-    PowerSource.ESTIMATED: pb.POWER_SOURCE_ESTIMATED,
-}
+_TELEMETRY_SPECIAL = frozenset({"device_id", "timestamp_unix_s", "gpu", "asic", "host"})
 
 
-def fill(message: Message, value: Any, skip: set[str] | frozenset[str] = frozenset()) -> Message:
-    """Copy a HAL dataclass into a message field by field; None and NaN stay unset."""
+def _enum_prefix(descriptor: Any) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", descriptor.name).upper()
+
+
+def enum_value(descriptor: Any, member: enum.Enum) -> Any:
+    """A Python enum member as the proto enum value (an int) of the same name; UNSPECIFIED
+    when the proto has no such name (HealthState.UNKNOWN)."""
+    prefix = _enum_prefix(descriptor)
+    value = descriptor.values_by_name.get(f"{prefix}_{member.name}")
+    if value is None:
+        value = descriptor.values_by_name[f"{prefix}_UNSPECIFIED"]
+    return int(value.number)
+
+
+def enum_member(descriptor: Any, number: int, cls: type[enum.Enum]) -> Any:
+    """The inverse of enum_value; None for UNSPECIFIED or a value this build does not know."""
+    prefix = _enum_prefix(descriptor) + "_"
+    value = descriptor.values_by_number.get(number)
+    if value is None:
+        return None
+    name = value.name.removeprefix(prefix)
+    return cls.__members__.get(name)
+
+
+def fill(message: Message, value: Any, skip: frozenset[str] = frozenset()) -> Message:
+    """Copy a dataclass into a message field by field; None and NaN stay unset."""
     fields = message.DESCRIPTOR.fields_by_name
     for f in dataclasses.fields(value):
         if f.name in skip:
@@ -62,11 +70,18 @@ def fill(message: Message, value: Any, skip: set[str] | frozenset[str] = frozens
                 for element in item:
                     fill(container.add(), element)
         elif descriptor.message_type is not None:
-            fill(getattr(message, f.name), item)
+            if descriptor.message_type.full_name == "google.protobuf.Timestamp":
+                getattr(message, f.name).CopyFrom(timestamp(item))
+            elif isinstance(item, Health):
+                getattr(message, f.name).CopyFrom(health(item))
+            else:
+                fill(getattr(message, f.name), item)
         elif descriptor.is_repeated:
             getattr(message, f.name).extend(item)
+        elif descriptor.enum_type is not None and isinstance(item, enum.Enum):
+            setattr(message, f.name, enum_value(descriptor.enum_type, item))
         else:
-            setattr(message, f.name, item.value if isinstance(item, enum.Enum) else item)
+            setattr(message, f.name, item)
     return message
 
 
@@ -77,16 +92,16 @@ def timestamp(unix_s: float) -> Timestamp:
 
 
 def health(value: Health) -> pb.Health:
-    return pb.Health(state=HEALTH_TO_PB[value.state], reason=value.reason)
+    return pb.Health(state=enum_value(pb.HealthState.DESCRIPTOR, value.state),
+                     reason=value.reason)
 
 
-def device(info: DeviceInfo, capabilities: frozenset[Any], state: Health) -> pb.Device:
-    msg = pb.Device(
-        kind=KIND_TO_PB[info.kind],
-        capabilities=sorted(str(c) for c in capabilities),
-        health=health(state),
-    )
-    fill(msg, info, skip={"kind"})
+def device(info: DeviceInfo, capabilities: frozenset[Any], state: Health,
+           workload: WorkloadStatus | None = None) -> pb.Device:
+    msg = pb.Device(capabilities=sorted(str(c) for c in capabilities), health=health(state))
+    fill(msg, info)
+    if workload is not None:
+        msg.workload.kind = enum_value(pb.WorkloadKind.DESCRIPTOR, workload.kind)
     return msg
 
 
@@ -99,31 +114,51 @@ def backend(status: BackendStatus) -> pb.BackendStatus:
     )
 
 
-def telemetry(reading: Telemetry) -> pb.DeviceTelemetry:
-    msg = pb.DeviceTelemetry(
-        device_id=reading.device_id,
-        kind=KIND_TO_PB[reading.kind],
-        time=timestamp(reading.timestamp_unix_s),
-        health=health(reading.health),
-    )
-    fill(msg, reading, skip=_TELEMETRY_SPECIAL)
-    if reading.power_source is not None:
-        msg.power_source = POWER_SOURCE_TO_PB[reading.power_source]
-    for name in ("gpu", "asic", "host"):
-        detail = getattr(reading, name)
-        if detail is not None:
-            fill(getattr(msg, name), detail)
+def workload_status(status: WorkloadStatus) -> pb.WorkloadStatus:
+    msg = pb.WorkloadStatus()
+    fill(msg, status)
     return msg
 
 
-def failed_telemetry(
-    device_id: str, kind: DeviceKind, error: str, at_unix_s: float
-) -> pb.DeviceTelemetry:
-    """A reading that failed as a whole: the device is reported, with why, and nothing else."""
-    return pb.DeviceTelemetry(
-        device_id=device_id,
-        kind=KIND_TO_PB[kind],
-        time=timestamp(at_unix_s),
-        health=pb.Health(state=pb.HEALTH_STATE_UNHEALTHY, reason=error),
-        error=error,
-    )
+def reading(value: Reading) -> pb.DeviceTelemetry:
+    t = value.telemetry
+    msg = pb.DeviceTelemetry(device_id=t.device_id, time=timestamp(t.timestamp_unix_s),
+                             error=value.error)
+    fill(msg, t, skip=_TELEMETRY_SPECIAL)
+    for name in ("gpu", "asic", "host"):
+        detail = getattr(t, name)
+        if detail is not None:
+            fill(getattr(msg, name), detail)
+    if value.workload is not None:
+        fill(msg.workload, value.workload)
+    return msg
+
+
+# ---- stream messages, encoded once per reading --------------------------------------------------
+
+_DEVICES_TAG = b"\x0a"  # StreamTelemetryResponse.devices: field 1, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_stream_device(value: Reading) -> bytes:
+    """One reading as an encoded `devices` entry of StreamTelemetryResponse. Protobuf messages
+    concatenate, so a stream message is these entries plus its own sequence and drop count:
+    each reading is converted and serialized once however many streams carry it."""
+    body = reading(value).SerializeToString()
+    return _DEVICES_TAG + _varint(len(body)) + body
+
+
+def encode_stream_message(devices: list[bytes], sequence: int, dropped_count: int) -> bytes:
+    tail = pb.StreamTelemetryResponse(sequence=sequence, dropped_count=dropped_count)
+    return b"".join(devices) + tail.SerializeToString()

@@ -1,42 +1,48 @@
 """rigd: discover the rig's devices and serve rig.v1.RigAgent on a Unix socket and, optionally, TCP.
 
-Shutdown (SIGTERM or SIGINT) is graceful: health turns NOT_SERVING first so load balancers and
-controllers stop sending, the listeners stay open for `drain_s`, streams end, then in-flight
-calls get `shutdown_grace_s` to finish. Startup errors are one line on stderr and exit code 2.
+Everything runs on one asyncio event loop (grpc.aio); blocking HAL calls run in thread pools.
+Shutdown on the first SIGTERM or SIGINT, however busy the process is: health turns NOT_SERVING so
+load balancers and controllers stop sending, the listeners stay open for `drain_s`, streams and
+health watches end, in-flight calls get `shutdown_grace_s`, then workloads stop and devices close.
+A watchdog ends the process if all that overruns drain + grace + 2 s (a hung driver call cannot
+hold it). Start-up errors are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent import __version__
-from agent.api import SERVICE_NAME, pb_grpc
+from agent.api import SERVICE_NAME
 from agent.auth import AuditLog, Authenticator, AuthInterceptor
-from agent.config import Config, ConfigError, load, parse_address, validate
-from agent.service import RigAgentService
-from agent.telemetry import TelemetryCollector
+from agent.config import Config, ConfigError, describe, load, parse_address, validate
+from agent.health import SERVING, HealthService
+from agent.service import RigAgentService, rpc_handler
+from agent.telemetry import Sampler
+from agent.unixfront import UnixFront
 from agent.workloads.manager import WorkloadManager
 from hal import errors as hal_errors
-from hal.registry import discover
+from hal.registry import Discovery, discover
 
 log = structlog.get_logger("rigd")
+WATCHDOG_SLACK_S = 2.0
 
 
 class StartupError(Exception):
@@ -45,7 +51,8 @@ class StartupError(Exception):
 
 def configure_logging(level: str, fmt: str) -> None:
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[
@@ -66,13 +73,19 @@ def configure_logging(level: str, fmt: str) -> None:
 def _prepare_socket_path(path: str) -> None:
     """Refuse a path another live process serves or that is not a socket; clear a stale one."""
     p = Path(path)
-    if len(os.fsencode(path)) > 100:
-        raise StartupError(f"unix socket path {path} is too long (max ~100 bytes)")
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    if len(os.fsencode(path)) > 80:
+        raise StartupError(f"unix socket path {path} is too long (at most 80 bytes)")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise StartupError(f"cannot create {p.parent} for the unix socket: {exc.strerror}"
+                           ) from None
     try:
         mode = p.lstat().st_mode
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise StartupError(f"unix socket path {path} is unusable: {exc.strerror}") from None
     if not stat.S_ISSOCK(mode):
         raise StartupError(f"unix socket path {path} exists and is not a socket; not touching it")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -103,75 +116,53 @@ def _check_port_free(host: str, port: int, address: str) -> None:
 
 
 class Agent:
+    """One rigd: listeners, discovery, the sampler and the servicer, on the running loop."""
+
     def __init__(self, config: Config, extra_backend_options: dict[str, Any] | None = None) -> None:
         self.config = config
-        self.stopped = threading.Event()
-        self._stop_requested = threading.Event()
+        self.extra_backend_options = extra_backend_options or {}
         self.socket_path = config.socket_path
         self.tcp_port: int | None = None
-        self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-            interceptors=[AuthInterceptor(Authenticator(config), AuditLog(config.audit_path))],
-            options=[("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=config.max_workers * 8,
+        self.front = UnixFront(self.socket_path, config.unix_socket_mode)
+        self.audit = AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups)
+        self.server = grpc.aio.server(
+            interceptors=[AuthInterceptor(Authenticator(config, self.front.lookup), self.audit)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", config.max_request_bytes),
+                ("grpc.max_metadata_size", 16 * 1024),
+            ],
         )
-        # Listeners first: a taken socket or port is reported before anything else happens.
-        self._bind()
-        try:
-            self.discovery = discover(
-                config.backends, {**config.backend_options, **(extra_backend_options or {})}
-            )
-        except hal_errors.InvalidArgument as exc:
-            self._release_listeners()
-            raise StartupError(f"configuration: {exc}") from None
-        for status in self.discovery.backends:
-            log.info(
-                "backend", name=status.name, available=status.available,
-                reason=status.reason or None, devices=status.device_count,
-            )
+        self.health = HealthService((SERVICE_NAME,))
+        self.discovery: Discovery | None = None
+        self.sampler: Sampler | None = None
+        self.service: RigAgentService | None = None
         self.workloads = WorkloadManager()
-        self.collector = TelemetryCollector(
-            self.discovery.devices, config.telemetry_interval_s, config.device_timeout_s,
-            self.workloads.status,
-        )
-        self.service = RigAgentService(
-            config.rig_id, self.discovery, self.collector, self.workloads,
-            config.stream_queue_max,
-        )
-        self.health = health.HealthServicer(
-            experimental_non_blocking=True,
-            experimental_thread_pool=ThreadPoolExecutor(max_workers=2),
-        )
-        pb_grpc.add_RigAgentServicer_to_server(self.service, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
-            self.server,
-        )
+        self._public_socket: socket.socket | None = None
 
-    def _bind(self) -> None:
+    # -- start-up -------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Listeners first: a taken socket or port is reported before anything else happens."""
         _prepare_socket_path(self.socket_path)
-        old_umask = os.umask(0o777 & ~self.config.unix_socket_mode)
         try:
-            bound = self.server.add_insecure_port(f"unix:{self.socket_path}")
+            self.front.prepare()
+            self._public_socket = self.front.listen_socket()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on unix:{self.socket_path}: {exc}") from None
+        try:
+            bound = self.server.add_insecure_port(f"unix:{self.front.internal_path}")
         except RuntimeError:
             bound = 0
-        finally:
-            os.umask(old_umask)
         if not bound:
-            raise StartupError(f"cannot listen on unix:{self.socket_path}")
+            self.release_listeners()
+            raise StartupError(f"cannot listen on unix:{self.front.internal_path}")
         if self.config.tcp_address:
             try:
                 self._bind_tcp()
             except StartupError:
-                self._release_listeners()
+                self.release_listeners()
                 raise
-
-    def _release_listeners(self) -> None:
-        """Start-up failed after binding: free the port and the socket path for the next try."""
-        self.server.stop(0)
-        Path(self.socket_path).unlink(missing_ok=True)
 
     def _bind_tcp(self) -> None:
         host, port = parse_address(self.config.tcp_address)
@@ -193,62 +184,185 @@ class Agent:
         if not self.tcp_port:
             raise StartupError(f"cannot listen on {self.config.tcp_address}: address not available")
 
-    def _start_workloads(self) -> None:
+    def release_listeners(self) -> None:
+        """Start-up failed after binding: free the port and the socket path for the next try."""
+        if self._public_socket is not None:
+            self._public_socket.close()
+        Path(self.socket_path).unlink(missing_ok=True)
+        shutil.rmtree(self.front.private_dir, ignore_errors=True)
+
+    def discover(self) -> Discovery:
+        """Blocking: run it in a thread."""
+        try:
+            return discover(self.config.backends,
+                            {**self.config.backend_options, **self.extra_backend_options})
+        except hal_errors.InvalidArgument as exc:
+            raise StartupError(f"configuration: {exc}") from None
+
+    def _start_workloads(self, discovery: Discovery) -> None:
         """The [[hashing]] workloads of the configuration; a wrong device id stops start-up."""
         from agent.workloads.hashing.run import HashingRun
 
-        devices = self.discovery.by_id()
+        devices = discovery.by_id()
         for spec in self.config.hashing:
             try:
                 run = HashingRun.start(spec, devices)
             except hal_errors.InvalidArgument as exc:
                 self.workloads.stop_all()
-                self._release_listeners()
                 raise StartupError(f"configuration: {exc}") from None
             except hal_errors.HalError as exc:
                 log.error("hashing_not_started", device=spec.device, error=str(exc))
                 continue
             self.workloads.attach(run.device_id, run)
 
-    def start(self) -> None:
-        self._start_workloads()
-        self.collector.start()
-        self.server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    async def start(self, discovery: Discovery) -> None:
+        self.discovery = discovery
+        for status in discovery.backends:
+            log.info(
+                "backend", name=status.name, available=status.available,
+                reason=status.reason or None, devices=status.device_count,
+            )
+        await asyncio.to_thread(self._start_workloads, discovery)
+        self.sampler = Sampler(discovery.devices, self.config.telemetry_interval_s,
+                               self.config.device_timeout_s, self._with_workload)
+        self.service = RigAgentService(
+            self.config.rig_id, discovery, self.sampler, self.workloads,
+            self.config.stream_queue_max, self.config.max_streams,
+        )
+        self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            self.server,
+        )
+        await self.sampler.start()
+        await self.server.start()
+        assert self._public_socket is not None
+        await self.front.start(self._public_socket)
+        await self.health.set_all(SERVING)
         log.info(
             "serving", version=__version__, rig_id=self.config.rig_id,
             unix_socket=self.socket_path, tcp_port=self.tcp_port,
-            devices=len(self.discovery.devices),
+            devices=len(discovery.devices),
         )
 
-    def request_stop(self) -> None:
-        self._stop_requested.set()
+    def _with_workload(self, reading: Any) -> Any:
+        status = self.workloads.status(reading.device_id)
+        if status is None:
+            return reading
+        telemetry = reading.telemetry
+        if telemetry.hashrate_hs is None and status.hashrate_hs is not None:
+            telemetry = dataclasses.replace(telemetry, hashrate_hs=status.hashrate_hs)
+        return dataclasses.replace(reading, telemetry=telemetry, workload=status)
 
-    def run_until_stopped(self) -> None:
-        self._stop_requested.wait()
-        self.shutdown()
+    # -- shutdown -------------------------------------------------------------------------
 
-    def shutdown(self) -> None:
-        log.info("shutting_down", drain_s=self.config.drain_s)
-        self.health.enter_graceful_shutdown()  # every service NOT_SERVING from now on
-        self.stopped.wait(self.config.drain_s)
-        self.service.stopping = True
-        self.server.stop(self.config.shutdown_grace_s).wait()
-        self.collector.stop()
-        self.workloads.stop_all()
-        self.discovery.close()
-        try:
-            Path(self.socket_path).unlink(missing_ok=True)
-        except OSError:
-            pass
-        self.stopped.set()
+    async def shutdown(self) -> None:
+        config = self.config
+        log.info("shutting_down", drain_s=config.drain_s)
+        await self.health.set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(config.drain_s)  # listeners open: NOT_SERVING reaches the watchers
+        if self.service is not None:
+            self.service.stopping = True
+        if self.sampler is not None:
+            await self.sampler.stop()  # ends every telemetry stream
+        await self.health.close()  # ends every health watch
+        await self.server.stop(config.shutdown_grace_s)
+        await self.front.close()
+        await asyncio.to_thread(self.workloads.stop_all)
+        if self.service is not None:
+            self.service.close()
+        if self.discovery is not None:
+            await asyncio.to_thread(self.discovery.close)
+        self.audit.close()
         log.info("stopped")
 
 
+class SignalWatcher:
+    """SIGTERM and SIGINT, received by one thread that waits for nothing else.
+
+    The signals are blocked in every other thread (threads inherit the mask of their creator,
+    and this is set first thing in main), so the kernel always delivers them here, and the event
+    loop is woken through call_soon_threadsafe: the first signal is never lost however busy or
+    idle the loop is, and one that arrives during start-up (demo rig, discovery) is kept until
+    the loop runs. The first signal also arms a watchdog that ends the process if the orderly
+    shutdown overruns: a hung driver call cannot hold it. Child processes must unblock these
+    signals for themselves (the mask is inherited across exec)."""
+
+    SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+    def __init__(self, watchdog_s: float) -> None:
+        self.watchdog_s = watchdog_s
+        self.received = threading.Event()
+        self._lock = threading.Lock()
+        self._notify: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        threading.Thread(target=self._wait, name="signals", daemon=True).start()
+
+    def _wait(self) -> None:
+        while True:
+            signum = signal.sigwait(self.SIGNALS)
+            first = not self.received.is_set()
+            self.received.set()
+            if first:
+                log.info("signal", signal=signal.Signals(signum).name)
+                _arm_watchdog(self.watchdog_s)
+            with self._lock:
+                if self._notify is not None:
+                    loop, event = self._notify
+                    loop.call_soon_threadsafe(event.set)
+
+    def notify(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        with self._lock:
+            self._notify = (loop, event)
+        if self.received.is_set():
+            event.set()
+
+
+def _arm_watchdog(seconds: float) -> None:
+    def fire() -> None:
+        log.error("shutdown_overran", limit_s=seconds)
+        sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+
+
+async def serve(config: Config, signals: SignalWatcher,
+                extra_backend_options: dict[str, Any] | None = None) -> None:
+    """Run rigd until SIGTERM or SIGINT. Raises StartupError before serving."""
+    stop = asyncio.Event()
+    signals.notify(asyncio.get_running_loop(), stop)
+    agent = Agent(config, extra_backend_options)
+    agent.bind()
+    try:
+        discovering = asyncio.ensure_future(asyncio.to_thread(agent.discover))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({discovering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("stopped", during="discovery")
+            return
+        stopping.cancel()
+        await agent.start(discovering.result())
+    except BaseException:
+        agent.release_listeners()
+        raise
+    await stop.wait()
+    await agent.shutdown()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rigd", description="The rig agent.")
-    parser.add_argument("--config", "-c", help="TOML configuration file (defaults work without)")
+    parser = argparse.ArgumentParser(
+        prog="rigd", description="The rig agent.",
+        epilog="Exit codes: 0 stopped by SIGTERM/SIGINT, 2 configuration or start-up error.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", "-c",
+                        help="TOML configuration file (default: /etc/rigd/rigd.toml if present, "
+                             "else built-in defaults)")
     parser.add_argument("--demo", action="store_true",
                         help="run the embedded demo rig (simulated devices on loopback)")
     parser.add_argument("--unix-socket", help="override server.unix_socket")
@@ -256,7 +370,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-format", choices=("json", "console"))
     parser.add_argument("--check-config", action="store_true",
-                        help="validate the configuration and exit")
+                        help="validate the configuration (every backend's options too) and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every setting with its default and meaning, then exit")
     parser.add_argument("--version", action="version", version=f"rigd {__version__}")
     return parser.parse_args(argv)
 
@@ -282,6 +398,9 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.print_config:
+        print(describe(), end="")
+        return 0
     demo: Any = None
     try:
         config = build_config(args)
@@ -289,28 +408,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rigd: {args.config or 'defaults'}: configuration is valid")
             return 0
         configure_logging(config.log_level, config.log_format)
+        signals = SignalWatcher(config.drain_s + config.shutdown_grace_s + WATCHDOG_SLACK_S)
         extra: dict[str, Any] = {}
         if config.demo:
             from agent.demo import DemoRig
 
             demo = DemoRig.start()
             config, extra = demo.apply(config)
-        agent = Agent(config, extra)
-        agent.start()
+        asyncio.run(serve(config, signals, extra))
     except (ConfigError, StartupError) as exc:
         print(f"rigd: error: {exc}", file=sys.stderr)
-        if demo is not None:
-            demo.stop()
         return 2
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal", signal=signal.Signals(signum).name)
-        agent.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        agent.run_until_stopped()
     finally:
         if demo is not None:
             demo.stop()

@@ -1,9 +1,11 @@
 """One writer per rig: leases with fencing tokens.
 
 A controller acquires a lease and passes its fencing token with every mutating call. Tokens only
-grow (they start from the wall clock in milliseconds, so a restarted agent never reissues one), and
-a call whose token is not the live lease's is refused: a controller that paused past its lease's
-expiry cannot overwrite the decisions of the one that took over.
+grow (they start from the wall clock in microseconds, so a restarted agent never reissues one,
+and each grant adds a random step, so the next token cannot be guessed), and a call is admitted
+only when both its token and its caller's identity are the live lease's: a controller that paused
+past its lease's expiry cannot overwrite the decisions of the one that took over, and nobody can
+act on a token they merely saw.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class LeaseManager:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lease: Lease | None = None
-        self._last_token = int(time.time() * 1000)
+        self._last_token = int(time.time() * 1_000_000)
 
     def _live(self) -> Lease | None:
         if self._lease is not None and self._lease.expire_unix_s <= time.time():
@@ -68,7 +70,7 @@ class LeaseManager:
                 raise LeaseError(
                     f"rig is leased by {live.holder} ({live.owner}) for {remaining:.0f} s more"
                 )
-            self._last_token += 1
+            self._last_token += 1 + secrets.randbelow(1 << 20)
             self._lease = Lease(
                 lease_id=secrets.token_hex(16),
                 holder=holder,
@@ -100,8 +102,10 @@ class LeaseManager:
             self._own(lease_id, owner)
             self._lease = None
 
-    def check(self, fencing_token: int) -> None:
-        """Admit a mutating call carrying `fencing_token` (0 = the caller holds no lease)."""
+    def check(self, fencing_token: int, caller: str) -> None:
+        """Admit a mutating call by `caller` carrying `fencing_token` (0 = no lease held).
+
+        Refusals never echo the live token: it is the holder's secret."""
         with self._lock:
             live = self._live()
             if live is None:
@@ -112,8 +116,10 @@ class LeaseManager:
                 return
             if fencing_token != live.fencing_token:
                 given = f"token {fencing_token}" if fencing_token else "no fencing token"
-                raise LeaseError(
-                    f"rig is leased by {live.holder} (token {live.fencing_token}); {given} refused"
+                raise LeaseError(f"rig is leased by {live.holder} ({live.owner}); {given} refused")
+            if caller != live.owner:
+                raise LeaseNotYours(
+                    f"the fencing token belongs to {live.holder} ({live.owner}), not {caller}"
                 )
 
     def current(self) -> Lease | None:

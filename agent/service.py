@@ -1,31 +1,37 @@
 """The rig.v1.RigAgent servicer: validates requests, admits them through leases, calls the HAL.
 
-Each HAL error maps to exactly one gRPC status (ERROR_CODES), so controllers can act on the code
-alone. RPCs whose behaviour is not built yet answer UNIMPLEMENTED saying what is missing; they
-never pretend to succeed.
+It runs on the agent's event loop (grpc.aio): a stream costs no thread, and blocking HAL calls run
+in a thread pool. Each HAL error maps to exactly one gRPC status (ERROR_CODES), so controllers can
+act on the code alone. RPCs whose behaviour is not built yet answer UNIMPLEMENTED saying what is
+missing; they never pretend to succeed. Text that came from the caller is clipped before it is
+echoed in a status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import grpc
 import structlog
 
 from agent import __version__, convert
-from agent.api import pb, pb_grpc
-from agent.auth import current_identity
+from agent.api import pb
+from agent.auth import clip, current_identity
 from agent.leases import Lease, LeaseError, LeaseManager
-from agent.telemetry import TelemetryCollector
+from agent.model import Reading
+from agent.telemetry import MIN_INTERVAL_S, Sampler
 from agent.workloads.manager import WorkloadManager
 from hal import errors
 from hal.device import Capability, Device
 from hal.registry import Discovery
 
 log = structlog.get_logger("rigd.service")
+T = TypeVar("T")
 
 ERROR_CODES: dict[type[errors.HalError], grpc.StatusCode] = {
     errors.DeviceLost: grpc.StatusCode.UNAVAILABLE,
@@ -36,32 +42,37 @@ ERROR_CODES: dict[type[errors.HalError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ProtocolError: grpc.StatusCode.INTERNAL,
 }
-MIN_STREAM_INTERVAL_MS = 100
+MIN_STREAM_INTERVAL_MS = round(MIN_INTERVAL_S * 1000)
 MAX_STREAM_INTERVAL_MS = 3_600_000
 MAX_DEVICE_IDS = 10_000
+MAX_DETAIL_CHARS = 1000
+# Responses the servicer hands over already serialized (see convert.encode_stream_message).
+_PRESERIALIZED = frozenset({"StreamTelemetry"})
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("unreachable")  # context.abort always raises
+class Abort(Exception):
+    """A refusal with its status; raised inside helpers, turned into context.abort at the edge."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def _abort_hal(context: grpc.ServicerContext, exc: errors.HalError) -> NoReturn:
-    code = next(
-        (c for cls, c in ERROR_CODES.items() if isinstance(exc, cls)), grpc.StatusCode.UNKNOWN
-    )
-    _abort(context, code, f"{type(exc).__name__}: {exc}")
+def status_of(exc: errors.HalError) -> Abort:
+    code = next((c for cls, c in ERROR_CODES.items() if isinstance(exc, cls)),
+                grpc.StatusCode.INTERNAL)
+    return Abort(code, str(exc))
 
 
 @contextlib.contextmanager
-def _lease_refusals(context: grpc.ServicerContext) -> Iterator[None]:
+def _lease_refusals() -> Iterator[None]:
     """A refused lease operation becomes its status: bad values, conflicts, not found, not yours."""
     try:
         yield
     except ValueError as exc:
-        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
     except LeaseError as exc:
-        _abort(context, grpc.StatusCode[exc.code], str(exc))
+        raise Abort(grpc.StatusCode[exc.code], str(exc)) from None
 
 
 def _lease_pb(lease: Lease) -> pb.Lease:
@@ -73,194 +84,270 @@ def _lease_pb(lease: Lease) -> pb.Lease:
     )
 
 
-class RigAgentService(pb_grpc.RigAgentServicer):
+def _unary(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn Abort into the call's status (a unary method)."""
+
+    async def call(self: RigAgentService, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except Abort as exc:
+            await context.abort(exc.code, clip(str(exc), MAX_DETAIL_CHARS))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """Turn Abort into the call's status (a server-streaming method)."""
+
+    async def call(self: RigAgentService, request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except Abort as exc:
+            await context.abort(exc.code, clip(str(exc), MAX_DETAIL_CHARS))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class RigAgentService:
     def __init__(
         self,
         rig_id: str,
         discovery: Discovery,
-        collector: TelemetryCollector,
+        sampler: Sampler,
         workloads: WorkloadManager,
         stream_queue_max: int = 16,
+        max_streams: int = 4096,
     ) -> None:
         self.rig_id = rig_id
         self.discovery = discovery
         self.devices: dict[str, Device] = discovery.by_id()
-        self.collector = collector
+        self.sampler = sampler
         self.workloads = workloads
         self.leases = LeaseManager()
         self.stream_queue_max = stream_queue_max
+        self.max_streams = max_streams
         self.stopping = False
+        self._control = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control")
+        self._power_locks: dict[str, asyncio.Lock] = {}
+        self._encoded: dict[str, tuple[Reading, bytes]] = {}
+
+    def close(self) -> None:
+        self._control.shutdown(wait=False, cancel_futures=True)
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _device_ids(self, context: grpc.ServicerContext, ids: list[str]) -> list[str]:
+    def _device_ids(self, ids: Any) -> list[str]:
         if len(ids) > MAX_DEVICE_IDS:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "too many device_ids")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"too many device_ids ({len(ids)}; at most {MAX_DEVICE_IDS})")
         unknown = [d for d in ids if d not in self.devices]
         if unknown:
-            _abort(
-                context, grpc.StatusCode.NOT_FOUND,
-                f"unknown device id(s): {', '.join(unknown[:5])}; see GetInventory",
-            )
-        return ids
+            shown = ", ".join(repr(clip(d, 80)) for d in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise Abort(grpc.StatusCode.NOT_FOUND,
+                        f"unknown device id(s): {shown}{more}; see `rigctl inventory`")
+        return list(ids)
 
-    def _admit(self, context: grpc.ServicerContext, fencing_token: int) -> None:
-        with _lease_refusals(context):
-            self.leases.check(fencing_token)
+    def _admit(self, fencing_token: int) -> None:
+        with _lease_refusals():
+            self.leases.check(fencing_token, current_identity().name)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking HAL call, off the event loop; its HAL error becomes the call's status."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._control, fn, *args)
+        except errors.HalError as exc:
+            raise status_of(exc) from None
+
+    def _encode(self, reading: Reading) -> bytes:
+        cached = self._encoded.get(reading.device_id)
+        if cached is not None and cached[0] is reading:
+            return cached[1]
+        encoded = convert.encode_stream_device(reading)
+        self._encoded[reading.device_id] = (reading, encoded)
+        return encoded
 
     # -- inventory and telemetry ----------------------------------------------------------
 
-    def GetInventory(
-        self, request: pb.GetInventoryRequest, context: grpc.ServicerContext
-    ) -> pb.GetInventoryResponse:
+    @_unary
+    async def GetInventory(self, request: pb.GetInventoryRequest, context: Any
+                           ) -> pb.GetInventoryResponse:
         response = pb.GetInventoryResponse(
             rig_id=self.rig_id,
             agent_version=__version__,
             backends=[convert.backend(b) for b in self.discovery.backends],
         )
-        for device_id, info in self.collector.infos().items():
+        for device_id, info in (await self.sampler.infos()).items():
             device = self.devices[device_id]
             if isinstance(info, str):  # never answered: say why
                 msg = pb.Device(
                     id=device_id,
-                    kind=convert.KIND_TO_PB[device.kind],
+                    kind=convert.enum_value(pb.DeviceKind.DESCRIPTOR, device.kind),
                     health=pb.Health(state=pb.HEALTH_STATE_UNHEALTHY, reason=info),
                 )
             else:
-                msg = convert.device(info, device.capabilities, device.health())
-            status = self.workloads.status(device.id)
-            if status is not None:
-                msg.workload.kind = status.kind
+                msg = convert.device(info, device.capabilities, device.health(),
+                                     self.workloads.status(device_id))
             response.devices.append(msg)
         return response
 
-    def GetTelemetry(
-        self, request: pb.GetTelemetryRequest, context: grpc.ServicerContext
-    ) -> pb.GetTelemetryResponse:
-        ids = self._device_ids(context, list(request.device_ids))
+    @_unary
+    async def GetTelemetry(self, request: pb.GetTelemetryRequest, context: Any
+                           ) -> pb.GetTelemetryResponse:
+        ids = self._device_ids(request.device_ids)
         max_age_s = request.max_age_ms / 1000 if request.max_age_ms else None
-        return pb.GetTelemetryResponse(devices=self.collector.latest(ids, max_age_s))
+        readings = await self.sampler.latest(ids, max_age_s)
+        return pb.GetTelemetryResponse(devices=[convert.reading(r) for r in readings.values()])
 
-    def StreamTelemetry(
-        self, request: pb.StreamTelemetryRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.StreamTelemetryResponse]:
-        ids = self._device_ids(context, list(request.device_ids))
-        interval_ms = request.interval_ms or int(self.collector.interval_s * 1000)
+    @_streaming
+    async def StreamTelemetry(self, request: pb.StreamTelemetryRequest, context: Any
+                              ) -> AsyncIterator[bytes]:
+        ids = self._device_ids(request.device_ids)
+        interval_ms = request.interval_ms or round(self.sampler.interval_s * 1000)
         if not MIN_STREAM_INTERVAL_MS <= interval_ms <= MAX_STREAM_INTERVAL_MS:
-            _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT,
-                f"interval_ms must be within {MIN_STREAM_INTERVAL_MS} .. {MAX_STREAM_INTERVAL_MS}",
+            raise Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"interval_ms must be within {MIN_STREAM_INTERVAL_MS} .. "
+                f"{MAX_STREAM_INTERVAL_MS}, got {interval_ms}",
             )
-        sub = self.collector.subscribe(ids, interval_ms / 1000, self.stream_queue_max)
+        if self.sampler.stream_count >= self.max_streams:
+            raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{self.max_streams} streams are open (server.max_streams)")
+        sub = self.sampler.subscribe(ids, interval_ms / 1000, self.stream_queue_max)
         try:
-            while context.is_active() and not self.stopping:
-                readings = sub.get(timeout_s=0.5)
+            while not self.stopping:
+                readings = await sub.get()
                 if readings is None:
-                    if sub.closed:
-                        return
-                    continue
-                yield pb.StreamTelemetryResponse(
-                    devices=readings, sequence=sub.sequence, dropped_count=sub.dropped
-                )
+                    return
+                # Awaiting each write is the back-pressure: while the transport holds this
+                # message the sampler's pushes pile up in the bounded queue, oldest dropped.
+                yield convert.encode_stream_message(
+                    [self._encode(r) for r in readings.values()], sub.sequence, sub.dropped)
         finally:
-            self.collector.unsubscribe(sub)
+            self.sampler.unsubscribe(sub)
 
     # -- leases ---------------------------------------------------------------------------
 
-    def AcquireLease(
-        self, request: pb.AcquireLeaseRequest, context: grpc.ServicerContext
-    ) -> pb.AcquireLeaseResponse:
+    @_unary
+    async def AcquireLease(self, request: pb.AcquireLeaseRequest, context: Any
+                           ) -> pb.AcquireLeaseResponse:
         identity = current_identity()
         if request.preempt and not identity.at_least("admin"):
-            _abort(context, grpc.StatusCode.PERMISSION_DENIED, "preempting a lease needs admin")
-        with _lease_refusals(context):
+            raise Abort(grpc.StatusCode.PERMISSION_DENIED, "preempting a lease needs admin")
+        with _lease_refusals():
             lease = self.leases.acquire(
                 request.holder, identity.name, request.ttl_s, request.preempt
             )
         return pb.AcquireLeaseResponse(lease=_lease_pb(lease))
 
-    def RenewLease(
-        self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext
-    ) -> pb.RenewLeaseResponse:
-        with _lease_refusals(context):
+    @_unary
+    async def RenewLease(self, request: pb.RenewLeaseRequest, context: Any
+                         ) -> pb.RenewLeaseResponse:
+        with _lease_refusals():
             lease = self.leases.renew(request.lease_id, current_identity().name, request.ttl_s)
         return pb.RenewLeaseResponse(lease=_lease_pb(lease))
 
-    def ReleaseLease(
-        self, request: pb.ReleaseLeaseRequest, context: grpc.ServicerContext
-    ) -> pb.ReleaseLeaseResponse:
-        with _lease_refusals(context):
+    @_unary
+    async def ReleaseLease(self, request: pb.ReleaseLeaseRequest, context: Any
+                           ) -> pb.ReleaseLeaseResponse:
+        with _lease_refusals():
             self.leases.release(request.lease_id, current_identity().name)
         return pb.ReleaseLeaseResponse()
 
     # -- control --------------------------------------------------------------------------
 
-    def SetPowerLimit(
-        self, request: pb.SetPowerLimitRequest, context: grpc.ServicerContext
-    ) -> pb.SetPowerLimitResponse:
-        (device_id,) = self._device_ids(context, [request.device_id])
+    @_unary
+    async def SetPowerLimit(self, request: pb.SetPowerLimitRequest, context: Any
+                            ) -> pb.SetPowerLimitResponse:
+        (device_id,) = self._device_ids([request.device_id])
         watts = request.power_limit_w
         if not math.isfinite(watts) or watts <= 0:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "power_limit_w must be positive")
-        self._admit(context, request.fencing_token)
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"power_limit_w must be a positive number of watts, got {watts!r}")
+        self._admit(request.fencing_token)
         device = self.devices[device_id]
         if Capability.SET_POWER_LIMIT not in device.capabilities:
-            _abort(
-                context, grpc.StatusCode.FAILED_PRECONDITION,
+            raise Abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
                 f"{device_id} cannot set a power limit (capabilities: "
                 f"{', '.join(sorted(device.capabilities))})",
             )
-        try:
-            device.set_power_limit(watts)
-            reading = device.telemetry()
-        except errors.HalError as exc:
-            _abort_hal(context, exc)
+        lock = self._power_locks.setdefault(device_id, asyncio.Lock())
+        async with lock:  # one power write per device at a time
+            await self._in_thread(device.set_power_limit, watts)
+            reading = await self._in_thread(device.telemetry)
         applied = reading.power_limit_w if reading.power_limit_w is not None else watts
         log.info("power_limit_set", device_id=device_id, power_limit_w=applied)
         return pb.SetPowerLimitResponse(power_limit_w=applied)
 
-    def SetWorkload(
-        self, request: pb.SetWorkloadRequest, context: grpc.ServicerContext
-    ) -> pb.SetWorkloadResponse:
-        _abort(
-            context, grpc.StatusCode.UNIMPLEMENTED,
+    @_unary
+    async def SetWorkload(self, request: pb.SetWorkloadRequest, context: Any
+                          ) -> pb.SetWorkloadResponse:
+        raise Abort(
+            grpc.StatusCode.UNIMPLEMENTED,
             "SetWorkload: the switch state machine (drain, stop, verify, configure, start) and the "
             "inference runtime supervisor are not built yet; hashing workloads start from the "
             "[[hashing]] config table",
         )
 
-    def GetOperation(
-        self, request: pb.GetOperationRequest, context: grpc.ServicerContext
-    ) -> pb.GetOperationResponse:
-        _abort(context, grpc.StatusCode.UNIMPLEMENTED,
-               "GetOperation: no operations exist until SetWorkload and Curtail are built")
+    @_unary
+    async def GetOperation(self, request: pb.GetOperationRequest, context: Any
+                           ) -> pb.GetOperationResponse:
+        raise Abort(grpc.StatusCode.UNIMPLEMENTED,
+                    "GetOperation: no operations exist until SetWorkload and Curtail are built")
 
-    def WatchOperation(
-        self, request: pb.WatchOperationRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchOperationResponse]:
-        _abort(context, grpc.StatusCode.UNIMPLEMENTED,
-               "WatchOperation: no operations exist until SetWorkload and Curtail are built")
+    @_streaming
+    async def WatchOperation(self, request: pb.WatchOperationRequest, context: Any
+                             ) -> AsyncIterator[pb.WatchOperationResponse]:
+        raise Abort(grpc.StatusCode.UNIMPLEMENTED,
+                    "WatchOperation: no operations exist until SetWorkload and Curtail are built")
+        yield pb.WatchOperationResponse()  # an async generator, like every stream
 
-    def Curtail(
-        self, request: pb.CurtailRequest, context: grpc.ServicerContext
-    ) -> pb.CurtailResponse:
-        _abort(
-            context, grpc.StatusCode.UNIMPLEMENTED,
+    @_unary
+    async def Curtail(self, request: pb.CurtailRequest, context: Any) -> pb.CurtailResponse:
+        raise Abort(
+            grpc.StatusCode.UNIMPLEMENTED,
             "Curtail: rig-level load shedding (priority order, confirmation from telemetry, "
             "expiry) is not built yet; SetPowerLimit works per device",
         )
 
-    def CancelCurtailment(
-        self, request: pb.CancelCurtailmentRequest, context: grpc.ServicerContext
-    ) -> pb.CancelCurtailmentResponse:
-        _abort(context, grpc.StatusCode.UNIMPLEMENTED,
-               "CancelCurtailment: curtailment is not built yet")
+    @_unary
+    async def CancelCurtailment(self, request: pb.CancelCurtailmentRequest, context: Any
+                                ) -> pb.CancelCurtailmentResponse:
+        raise Abort(grpc.StatusCode.UNIMPLEMENTED,
+                    "CancelCurtailment: curtailment is not built yet")
 
-    def RunDiagnostics(
-        self, request: pb.RunDiagnosticsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.RunDiagnosticsResponse]:
-        _abort(
-            context, grpc.StatusCode.UNIMPLEMENTED,
+    @_streaming
+    async def RunDiagnostics(self, request: pb.RunDiagnosticsRequest, context: Any
+                             ) -> AsyncIterator[pb.RunDiagnosticsResponse]:
+        raise Abort(
+            grpc.StatusCode.UNIMPLEMENTED,
             "RunDiagnostics: agent-side diagnostics are not built yet; "
             "`rigctl fpga validate` runs FPGA card tests locally",
         )
+        yield pb.RunDiagnosticsResponse()
+
+
+def rpc_handler(servicer: RigAgentService) -> grpc.GenericRpcHandler:
+    """The servicer's methods as gRPC handlers, built from the service descriptor (the generated
+    add_..._to_server would serialize every response, and streams hand over bytes)."""
+    service = pb.DESCRIPTOR.services_by_name["RigAgent"]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        behaviour = getattr(servicer, method.name)
+        serialize: Callable[[Any], bytes] = (
+            bytes if method.name in _PRESERIALIZED else response_cls.SerializeToString)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                behaviour, request_cls.FromString, serialize)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                behaviour, request_cls.FromString, serialize)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)

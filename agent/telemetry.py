@@ -1,131 +1,159 @@
-"""One sampler reads every device at a fixed interval; requests and streams read its results.
+"""One sampler reads the devices; requests and streams read its results.
 
-Devices are read concurrently, each bounded by a timeout, so one hung miner or lost GPU delays
-nobody: its reading says why it failed and the others carry on. A device whose previous read is
-still hanging is not read again (no thread pile-up). Each stream has its own bounded queue that
-drops the oldest readings when its reader is slow, and counts them.
+Devices are read concurrently in threads (HAL calls block), each bounded by a timeout, so one hung
+miner or lost GPU delays nobody: its reading says why it failed and the others carry on. A device
+whose previous read still hangs is not read again (no thread pile-up).
+
+Each device is read at the configured interval, or faster while a stream that covers it asks for
+a shorter one (never below MIN_INTERVAL_S). Each stream has its own bounded queue: while its
+reader is slow the stream's writes wait (back-pressure), the queue drops the oldest readings and
+counts them, so a reader that catches up gets the newest readings and a true count of what it
+lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
 import structlog
 
-from agent import convert
-from agent.api import pb
-from hal.device import Device, DeviceInfo
+from agent.model import Reading
+from hal.device import Device, DeviceInfo, Health, HealthState, Telemetry
 from hal.errors import HalError
 
 log = structlog.get_logger("rigd.telemetry")
 T = TypeVar("T")
 
-WorkloadStatusFn = Callable[[str], "pb.WorkloadStatus | None"]
+MIN_INTERVAL_S = 0.1  # the fastest a stream may ask for; documented in the API
+Enrich = Callable[[Reading], Reading]
+_Inflight = dict[str, tuple[Future[T], float]]  # device id -> (read, monotonic start)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an operator: what happened, never a Python class name."""
+    if isinstance(exc, HalError):
+        return str(exc)
+    return f"internal error: {exc!r}"
+
+
+def failed_reading(device: Device, error: str, at_unix_s: float) -> Reading:
+    """A reading that failed as a whole: the device is reported, with why, and nothing else."""
+    return Reading(
+        Telemetry(device.id, device.kind, at_unix_s, Health(HealthState.UNHEALTHY, error)),
+        error=error,
+    )
 
 
 class Subscription:
     def __init__(self, device_ids: frozenset[str], interval_s: float, queue_max: int) -> None:
         self.device_ids = device_ids
         self.interval_s = interval_s
-        self.queue: collections.deque[list[pb.DeviceTelemetry]] = collections.deque(
-            maxlen=queue_max
-        )
+        self.queue: collections.deque[dict[str, Reading]] = collections.deque(maxlen=queue_max)
         self.dropped = 0
         self.sequence = 0
         self.closed = False
         self.next_due = 0.0
-        self.cond = threading.Condition()
+        self._ready = asyncio.Event()
 
-    def push(self, readings: list[pb.DeviceTelemetry]) -> None:
-        with self.cond:
-            if len(self.queue) == self.queue.maxlen:
-                self.dropped += 1
-            self.queue.append(readings)
-            self.cond.notify()
+    def covers(self, device_id: str) -> bool:
+        return not self.device_ids or device_id in self.device_ids
 
-    def get(self, timeout_s: float) -> list[pb.DeviceTelemetry] | None:
-        with self.cond:
-            if not self.queue and not self.closed:
-                self.cond.wait(timeout_s)
-            if not self.queue:
+    def push(self, readings: dict[str, Reading]) -> None:
+        if len(self.queue) == self.queue.maxlen:
+            self.dropped += 1
+        self.queue.append({d: r for d, r in readings.items() if self.covers(d)})
+        self._ready.set()
+
+    async def get(self) -> dict[str, Reading] | None:
+        """The oldest queued readings, waiting for one; None once closed."""
+        while not self.queue:
+            if self.closed:
                 return None
-            self.sequence += 1
-            return self.queue.popleft()
+            self._ready.clear()
+            await self._ready.wait()
+        self.sequence += 1
+        return self.queue.popleft()
 
     def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
+        self.closed = True
+        self._ready.set()
 
 
-def _reading(device: Device) -> pb.DeviceTelemetry:
-    return convert.telemetry(device.telemetry())
-
-
-class TelemetryCollector:
+class Sampler:
     def __init__(
         self,
         devices: Iterable[Device],
         interval_s: float,
         device_timeout_s: float,
-        workload_status: WorkloadStatusFn | None = None,
+        enrich: Enrich | None = None,
     ) -> None:
         self.devices = {d.id: d for d in devices}
         self.interval_s = interval_s
         self.device_timeout_s = device_timeout_s
-        self._workload_status = workload_status
+        self.enrich = enrich
         self._pool = ThreadPoolExecutor(
             max_workers=min(64, max(4, 2 * len(self.devices))), thread_name_prefix="telemetry"
         )
-        self._inflight: dict[str, Future[pb.DeviceTelemetry]] = {}
-        self._info_inflight: dict[str, Future[DeviceInfo]] = {}
+        self._inflight: _Inflight[Telemetry] = {}
+        self._info_inflight: _Inflight[DeviceInfo] = {}
         self._info_cache: dict[str, DeviceInfo] = {}
-        self._latest: dict[str, pb.DeviceTelemetry] = {}
-        self._latest_at = 0.0
-        self._lock = threading.Lock()
-        self._sample_lock = threading.Lock()
+        self._latest: dict[str, Reading] = {}
+        self._read_at: dict[str, float] = {}  # monotonic time of each device's latest reading
+        self._due: dict[str, float] = dict.fromkeys(self.devices, 0.0)
         self._subs: set[Subscription] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.samples_taken = 0
 
-    # -- sampling -------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------
 
-    def _read_all(
-        self, read: Callable[[Device], T], inflight: dict[str, Future[T]]
+    async def _read_all(
+        self, ids: Iterable[str], read: Callable[[Device], T], inflight: _Inflight[T]
     ) -> dict[str, T | str]:
-        """read(device) for every device at once, each within the timeout; a failure becomes
-        the one-line reason. A device whose previous read still hangs is not read again."""
-        futures: dict[str, Future[T]] = {}
+        """read(device) for each id at once, each within the timeout; a failure becomes its
+        one-line reason. A read already under way is joined, not repeated; one that has run past
+        the timeout (a hung device) is not waited for again and no new one starts."""
+        waiting: dict[asyncio.Future[T], str] = {}
         results: dict[str, T | str] = {}
-        for device_id, device in self.devices.items():
+        now = time.monotonic()
+        deadline = now + self.device_timeout_s
+        for device_id in ids:
             previous = inflight.get(device_id)
-            if previous is not None and not previous.done():
-                results[device_id] = "timeout: previous read still running"
-                continue
-            futures[device_id] = inflight[device_id] = self._pool.submit(read, device)
-        deadline = time.monotonic() + self.device_timeout_s
-        for device_id, future in futures.items():
-            try:
-                results[device_id] = future.result(max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                results[device_id] = f"timeout: no answer within {self.device_timeout_s:g} s"
-            except HalError as exc:
-                results[device_id] = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a backend bug is reported, not fatal
-                log.exception("device_read_failed", device_id=device_id)
-                results[device_id] = f"internal error: {type(exc).__name__}: {exc}"
+            if previous is not None and not previous[0].done():
+                future, started = previous
+                if now - started >= self.device_timeout_s:
+                    results[device_id] = "timeout: previous read still running"
+                    continue
+                deadline = min(deadline, started + self.device_timeout_s)
+            else:
+                future = self._pool.submit(read, self.devices[device_id])
+                inflight[device_id] = (future, now)
+            waiting[asyncio.wrap_future(future)] = device_id
+        if waiting:
+            done, pending = await asyncio.wait(waiting, timeout=max(0.0, deadline - now))
+            for pending_future in pending:
+                results[waiting[pending_future]] = (
+                    f"timeout: no answer within {self.device_timeout_s:g} s")
+            for done_future in done:
+                device_id = waiting[done_future]
+                exc = done_future.exception()
+                if exc is None:
+                    results[device_id] = done_future.result()
+                    continue
+                if not isinstance(exc, HalError):
+                    log.error("device_read_failed", device_id=device_id, error=repr(exc))
+                results[device_id] = describe_error(exc)
         return results
 
-    def infos(self) -> dict[str, DeviceInfo | str]:
+    async def infos(self) -> dict[str, DeviceInfo | str]:
         """Inventory facts, read like telemetry; the last good answer stands in for a device
         that is slow or unreachable now (a reason string when there never was one)."""
-        results = self._read_all(lambda device: device.info(), self._info_inflight)
+        results = await self._read_all(self.devices, lambda d: d.info(), self._info_inflight)
         for device_id, result in results.items():
             if isinstance(result, DeviceInfo):
                 self._info_cache[device_id] = result
@@ -133,102 +161,102 @@ class TelemetryCollector:
                 results[device_id] = self._info_cache[device_id]
         return results
 
-    def sample(self) -> dict[str, pb.DeviceTelemetry]:
-        """Read every device now (concurrently, each within the timeout)."""
-        with self._sample_lock:
-            started = time.time()
-            readings: dict[str, pb.DeviceTelemetry] = {}
-            for device_id, result in self._read_all(_reading, self._inflight).items():
-                readings[device_id] = (
-                    convert.failed_telemetry(device_id, self.devices[device_id].kind, result,
-                                             started)
-                    if isinstance(result, str) else result
-                )
-            if self._workload_status is not None:
-                for device_id, reading in readings.items():
-                    status = self._workload_status(device_id)
-                    if status is not None:
-                        reading.workload.CopyFrom(status)
-                        if not reading.HasField("hashrate_hs") and status.HasField("hashrate_hs"):
-                            reading.hashrate_hs = status.hashrate_hs
-            with self._lock:
-                self._latest = readings
-                self._latest_at = time.monotonic()
-            return readings
+    async def sample(self, ids: Iterable[str] | None = None) -> dict[str, Reading]:
+        """Read these devices (every device by default) now and make them the latest."""
+        wanted = list(self.devices if ids is None else ids)
+        started = time.time()
+        results = await self._read_all(wanted, lambda d: d.telemetry(), self._inflight)
+        now = time.monotonic()
+        for device_id, result in results.items():
+            reading = (failed_reading(self.devices[device_id], result, started)
+                       if isinstance(result, str) else Reading(result))
+            if self.enrich is not None:
+                reading = self.enrich(reading)
+            self._latest[device_id] = reading
+            self._read_at[device_id] = now
+        self.samples_taken += 1
+        return {d: self._latest[d] for d in wanted}
 
-    def latest(self, device_ids: Iterable[str] = (), max_age_s: float | None = None) -> list[
-        pb.DeviceTelemetry
-    ]:
-        """Readings no older than max_age_s, in device order.
-
-        The default allows two sampling intervals: the sampler refreshes every interval, so a
-        request never pays for a synchronous read unless the sampler is stuck.
-        """
+    async def latest(
+        self, device_ids: Iterable[str] = (), max_age_s: float | None = None
+    ) -> dict[str, Reading]:
+        """Readings no older than max_age_s (default: two sampling intervals, so a request
+        never pays for a synchronous read unless the sampler is stuck), in device order."""
         wanted = list(device_ids) or list(self.devices)
-        unknown = [d for d in wanted if d not in self.devices]
-        if unknown:
-            raise KeyError(", ".join(unknown))
         max_age = 2 * self.interval_s if max_age_s is None else max_age_s
-        with self._lock:
-            fresh = time.monotonic() - self._latest_at <= max_age
-            readings = self._latest
-        if not fresh or any(d not in readings for d in wanted):
-            readings = self.sample()
-        return [readings[d] for d in wanted]
+        now = time.monotonic()
+        stale = [d for d in wanted if now - self._read_at.get(d, -1e18) > max_age]
+        if stale:
+            await self.sample(stale)
+        return {d: self._latest[d] for d in wanted}
 
-    # -- streaming ------------------------------------------------------------------------
+    def cached(self, device_id: str) -> Reading | None:
+        return self._latest.get(device_id)
 
-    def subscribe(
-        self, device_ids: Iterable[str], interval_s: float, queue_max: int
-    ) -> Subscription:
-        ids = frozenset(device_ids)
-        unknown = ids - self.devices.keys()
-        if unknown:
-            raise KeyError(", ".join(sorted(unknown)))
-        sub = Subscription(ids, max(interval_s, self.interval_s), queue_max)
-        with self._lock:
-            self._subs.add(sub)
-            latest = dict(self._latest)
-        if latest:  # the first message goes out at once, not an interval later
-            sub.push(self._select(latest, sub.device_ids))
-            sub.next_due = time.monotonic() + sub.interval_s
+    # -- streaming -------------------------------------------------------------------------
+
+    def subscribe(self, device_ids: Iterable[str], interval_s: float, queue_max: int
+                  ) -> Subscription:
+        sub = Subscription(frozenset(device_ids), max(interval_s, MIN_INTERVAL_S), queue_max)
+        self._subs.add(sub)
+        now = time.monotonic()
+        current = {d: r for d, r in self._latest.items() if sub.covers(d)}
+        if current:  # the first message goes out at once, not an interval later
+            sub.push(current)
+            sub.next_due = now + sub.interval_s
+        for device_id in self.devices:
+            if sub.covers(device_id):
+                self._due[device_id] = min(self._due[device_id], now + sub.interval_s)
+        self._wake.set()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        with self._lock:
-            self._subs.discard(sub)
+        self._subs.discard(sub)
         sub.close()
 
-    def _select(
-        self, readings: dict[str, pb.DeviceTelemetry], ids: frozenset[str]
-    ) -> list[pb.DeviceTelemetry]:
-        return [r for d, r in readings.items() if not ids or d in ids]
+    @property
+    def stream_count(self) -> int:
+        return len(self._subs)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            tick = time.monotonic()
-            readings = self.sample()
-            with self._lock:
-                subs = list(self._subs)
+    def _interval_of(self, device_id: str) -> float:
+        """The configured interval, or the shortest of the streams that cover the device."""
+        return min([self.interval_s, *(s.interval_s for s in self._subs if s.covers(device_id))])
+
+    async def _run(self) -> None:
+        while True:
             now = time.monotonic()
-            for sub in subs:
+            due = [d for d, at in self._due.items() if at <= now + 0.001]
+            if due:
+                tick = time.monotonic()
+                await self.sample(due)
+                for device_id in due:
+                    self._due[device_id] = max(self._due[device_id] + self._interval_of(device_id),
+                                               tick)
+            now = time.monotonic()
+            for sub in list(self._subs):
                 if now + 0.001 >= sub.next_due:
-                    sub.push(self._select(readings, sub.device_ids))
+                    sub.push(self._latest)
                     sub.next_due = max(sub.next_due + sub.interval_s, now)
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - tick)))
+            next_at = min([*self._due.values(), *(s.next_due for s in self._subs)])
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - time.monotonic()))
+            except TimeoutError:
+                pass
 
-    def start(self) -> None:
-        self.sample()
-        self._thread = threading.Thread(target=self._run, name="telemetry-sampler", daemon=True)
-        self._thread.start()
+    async def start(self) -> None:
+        await self.sample()
+        for device_id in self.devices:
+            self._due[device_id] = time.monotonic() + self.interval_s
+        self._task = asyncio.create_task(self._run(), name="telemetry-sampler")
 
-    def stop(self) -> None:
-        self._stop.set()
-        with self._lock:
-            subs = list(self._subs)
-            self._subs.clear()
-        for sub in subs:
-            sub.close()
-        if self._thread is not None:
-            self._thread.join(timeout=self.device_timeout_s + 1)
+    async def stop(self) -> None:
+        for sub in list(self._subs):
+            self.unsubscribe(sub)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -112,11 +112,16 @@ def _temperatures() -> tuple[TempSensor, ...]:
     return tuple(sensors)
 
 
-def discover(options: Mapping[str, Any]) -> list[Device]:
+def check_options(options: Mapping[str, Any]) -> None:
     unknown = set(options) - _OPTIONS
     if unknown:
-        raise InvalidArgument(f"host backend: unknown option(s) {sorted(unknown)}")
+        raise InvalidArgument(
+            f"host backend: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
     hostname = options.get("hostname")
-    if hostname is not None and not isinstance(hostname, str):
-        raise InvalidArgument("host backend: hostname must be a string")
-    return [HostDevice(hostname)]
+    if hostname is not None and (not isinstance(hostname, str) or not hostname):
+        raise InvalidArgument("host backend: hostname must be a non-empty string")
+
+
+def discover(options: Mapping[str, Any]) -> list[Device]:
+    check_options(options)
+    return [HostDevice(options.get("hostname"))]

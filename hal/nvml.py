@@ -722,7 +722,7 @@ def _init() -> None:
         raise Unavailable(f"nvmlInit failed: {exc}") from exc
 
 
-def _check_options(options: Mapping[str, Any]) -> None:
+def check_options(options: Mapping[str, Any]) -> None:
     unknown = set(options) - _OPTIONS
     if unknown:
         raise InvalidArgument(
@@ -736,6 +736,8 @@ def _check_options(options: Mapping[str, Any]) -> None:
         isinstance(devices, str) or not all(isinstance(d, str) for d in devices)
     ):
         raise InvalidArgument("nvml backend: devices must be a list of gpu ids or UUIDs")
+    if not isinstance(options.get("watch_xid", True), bool):
+        raise InvalidArgument("nvml backend: watch_xid must be true or false")
     poll = options.get("xid_poll_ms", 500)
     if isinstance(poll, bool) or not isinstance(poll, int) or not 10 <= poll <= 10_000:
         raise InvalidArgument("nvml backend: xid_poll_ms must be an integer in 10..10000")
@@ -748,7 +750,7 @@ def discover(options: Mapping[str, Any]) -> list[Device]:
     RIGD_NVML_SIM_STATE for the simulator), state_dir (where desired state is kept), devices
     (gpu ids or UUIDs to claim; unknown ones are an error), watch_xid (default true),
     xid_poll_ms (watcher wake-up, default 500)."""
-    _check_options(options)
+    check_options(options)
     if "sim_state_path" in options:
         os.environ[SIM_STATE_ENV] = str(Path(options["sim_state_path"]).absolute())
     if "library_path" in options:

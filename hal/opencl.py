@@ -557,6 +557,10 @@ class Options:
     platforms: tuple[str, ...] = ()  # case-insensitive substrings of platform name or slug
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    parse_options(options)
+
+
 def parse_options(options: Mapping[str, Any]) -> Options:
     unknown = set(options) - _OPTIONS
     if unknown:

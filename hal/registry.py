@@ -4,10 +4,15 @@ A backend is a module (or any callable) with `discover(options) -> list[Device]`
 `Unavailable` when its library or hardware is missing; discovery records the reason and goes
 on, so a rig without GPUs still reports its host and miners. `InvalidArgument` (a bad option in
 the configuration) is not swallowed: a misconfigured agent should refuse to start.
+
+A built-in backend module also has a pure `check_options(options)` that raises InvalidArgument
+naming the bad key, so a configuration is checked whole (`rigd --check-config`) without touching
+hardware.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -67,13 +72,47 @@ def _resolve(name: str) -> DiscoverFn:
         return _registered[name]
     module_name = _BUILTIN.get(name)
     if module_name is None:
-        raise InvalidArgument(f"unknown backend {name!r}; known: {', '.join(known_backends())}")
+        raise InvalidArgument(_unknown_backend(name, "hal.backends"))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise Unavailable(f"{module_name} cannot be imported: {exc}") from exc
     fn: DiscoverFn = module.discover
     return fn
+
+
+def check_options(
+    backends: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
+    """Check backend names and every backend's options without discovering anything."""
+    names = list(backends)
+    known = known_backends()
+    for name in names:
+        if name not in known:
+            raise InvalidArgument(_unknown_backend(name, "hal.backends"))
+    for name, backend_options in (options or {}).items():
+        if name not in known:
+            raise InvalidArgument(_unknown_backend(name, f"[hal.{name}]"))
+        if name not in names:
+            raise InvalidArgument(
+                f"[hal.{name}] has no effect: {name} is not in hal.backends ({', '.join(names)})"
+            )
+        module_name = _BUILTIN.get(name)
+        if module_name is None or name in _registered:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue  # unavailable; discovery says why
+        check = getattr(module, "check_options", None)
+        if check is not None:
+            check(backend_options)
+
+
+def _unknown_backend(name: str, where: str) -> str:
+    hint = difflib.get_close_matches(name, known_backends(), n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"{where}: unknown backend {name!r}{suggestion}; known: {', '.join(known_backends())}"
 
 
 def discover(

@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from agent.api import pb
+from agent.model import WorkloadStatus
 
 
 class RunningWorkload(Protocol):
-    def status(self) -> pb.WorkloadStatus: ...
+    def status(self) -> WorkloadStatus: ...
 
     def stop(self, timeout_s: float) -> None: ...
 
@@ -29,7 +29,7 @@ class WorkloadManager:
                 raise ValueError(f"{device_id} already runs a workload")
             self._running[device_id] = workload
 
-    def status(self, device_id: str) -> pb.WorkloadStatus | None:
+    def status(self, device_id: str) -> WorkloadStatus | None:
         with self._lock:
             workload = self._running.get(device_id)
         return workload.status() if workload is not None else None

@@ -10,6 +10,7 @@ import pytest
 
 from agent import convert
 from agent.api import pb
+from agent.model import Reading, WorkloadKind, WorkloadState, WorkloadStatus
 from hal import device as d
 
 
@@ -58,8 +59,10 @@ def test_telemetry_common_fields_and_absent_values() -> None:
         device_id="gpu/x", kind=d.DeviceKind.GPU, power_w=312.5, temp_c=None,
         gpu=d.GpuTelemetry(clock_sm_mhz=1980, processes=(d.GpuProcess(42, 1 << 30),)),
     )
-    msg = convert.telemetry(reading)
+    msg = convert.reading(Reading(reading))
     assert msg.power_w == 312.5
+    assert msg.power_source == pb.POWER_SOURCE_MEASURED
+    assert msg.kind == pb.DEVICE_KIND_GPU
     assert not msg.HasField("temp_c"), "None must stay absent, not become 0"
     assert msg.WhichOneof("detail") == "gpu"
     assert msg.gpu.processes[0].pid == 42
@@ -82,3 +85,38 @@ def test_a_field_missing_on_the_wire_is_an_error() -> None:
 
     with pytest.raises(KeyError, match="not_in_proto_w"):
         convert.fill(pb.GpuTelemetry(), Extra())
+
+
+@pytest.mark.parametrize("cls", [d.DeviceKind, d.HealthState, d.PowerSource, WorkloadKind,
+                                 WorkloadState])
+def test_every_enum_member_has_its_proto_value(cls: type) -> None:
+    descriptor = getattr(pb, cls.__name__).DESCRIPTOR
+    for member in cls:  # type: ignore[attr-defined]
+        number = convert.enum_value(descriptor, member)
+        if member is d.HealthState.UNKNOWN:
+            assert number == 0
+            continue
+        assert number != 0, member
+        assert convert.enum_member(descriptor, number, cls) is member
+
+
+def test_workload_status_reaches_the_wire_with_its_state() -> None:
+    status = WorkloadStatus(WorkloadKind.HASHING, WorkloadState.FAILED, detail="pool refused",
+                            hashrate_hs=None, shares_accepted=0)
+    msg = convert.reading(Reading(d.Telemetry("opencl/x", d.DeviceKind.OPENCL), workload=status))
+    assert msg.workload.kind == pb.WORKLOAD_KIND_HASHING
+    assert msg.workload.state == pb.WORKLOAD_STATE_FAILED
+    assert msg.workload.detail == "pool refused"
+    assert msg.workload.HasField("shares_accepted") and msg.workload.shares_accepted == 0
+    assert not msg.workload.HasField("hashrate_hs")
+
+
+def test_a_stream_message_is_its_encoded_devices_plus_its_counters() -> None:
+    readings = [Reading(d.Telemetry(f"opencl/{i}", d.DeviceKind.OPENCL, power_w=float(i)))
+                for i in range(3)]
+    raw = convert.encode_stream_message([convert.encode_stream_device(r) for r in readings],
+                                        sequence=7, dropped_count=300)
+    msg = pb.StreamTelemetryResponse.FromString(raw)
+    assert [t.device_id for t in msg.devices] == ["opencl/0", "opencl/1", "opencl/2"]
+    assert [t.power_w for t in msg.devices] == [0.0, 1.0, 2.0]
+    assert msg.sequence == 7 and msg.dropped_count == 300

@@ -47,7 +47,7 @@ def test_configured_hashing_reports_hashrate_and_accepted_shares(
             if status.shares_accepted >= 2:
                 break
             time.sleep(0.5)
-        assert status.state == "running"
+        assert status.state == pb.WORKLOAD_STATE_RUNNING
         assert status.shares_accepted >= 2, status
         assert status.hashrate_hs > 1e5
         assert status.pool_url.endswith(f":{pool.port}")
@@ -76,4 +76,13 @@ def test_hashing_table_is_validated(tmp_path: Path) -> None:
     assert_one_clean_error(run_rigd("--config", str(config)), "hashing.pools is empty")
     config.write_text('[[hashing]]\ndevice = "auto"\npools = ["stratum+tcp://127.0.0.1:1"]\n'
                       'intensity = 2\n')
+    assert_one_clean_error(run_rigd("--config", str(config)), "intensity must be within 0 .. 1")
+    config.write_text('[[hashing]]\ndevice = "auto"\npools = ["stratum+tcp://127.0.0.1:1"]\n'
+                      'intensity = 0\n')
     assert_one_clean_error(run_rigd("--config", str(config)), "intensity must be in (0, 1]")
+    # An unknown key in a [[hashing]] table is an error naming it, never silently ignored.
+    config.write_text('[[hashing]]\ndevice = "auto"\npools = ["stratum+tcp://127.0.0.1:1"]\n'
+                      'intesity = 0.5\n')
+    result = run_rigd("--config", str(config))
+    assert_one_clean_error(result, "unknown key 'intesity'")
+    assert "did you mean 'intensity'" in result.stderr

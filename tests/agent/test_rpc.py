@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from agent.api import pb
+from agent.auth import METHOD_ROLES, MUTATING, AuditLog
 from tests.agent.conftest import ADMIN_TOKEN, OPERATOR_TOKEN, RigdProcess, bearer
 
 
@@ -18,10 +25,13 @@ def audit_lines(rigd: RigdProcess) -> list[dict[str, object]]:
     return [json.loads(line) for line in rigd.audit_path.read_text().splitlines()]
 
 
-def code_of(call: object) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as info:
+def code_of(call: object) -> grpc.StatusCode | None:
+    """The status a call ends with; None when it succeeds."""
+    try:
         call()  # type: ignore[operator]
-    return info.value.code()  # type: ignore[no-any-return]
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    return None
 
 
 def host_id(rigd: RigdProcess) -> str:
@@ -72,11 +82,76 @@ def test_every_mutating_call_is_audited_with_secrets_redacted(rigd: RigdProcess)
     assert "hunter2" not in rigd.log_path.read_text()
 
 
-def test_unix_socket_callers_get_the_configured_role(rigd: RigdProcess) -> None:
+def test_unix_socket_callers_are_known_by_uid_and_pid(rigd: RigdProcess) -> None:
     lease = rigd.stub().AcquireLease(pb.AcquireLeaseRequest(holder="rigctl", ttl_s=5, preempt=True),
                                      timeout=5).lease
-    assert lease.fencing_token > 0
-    assert audit_lines(rigd)[-1]["identity"] == "unix"
+    me = f"unix:uid={os.getuid()}:pid={os.getpid()}"
+    assert lease.holder == f"rigctl ({me})"
+    line = audit_lines(rigd)[-1]
+    assert line["identity"] == me and line["role"] == "admin" and line["outcome"] == "OK"
+
+
+def _acquire_in_another_process(socket_path: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import grpc, sys\n"
+        "from agent.api import pb, pb_grpc\n"
+        f"stub = pb_grpc.RigAgentStub(grpc.insecure_channel('unix:{socket_path}'))\n"
+        "try:\n"
+        "    stub.AcquireLease(pb.AcquireLeaseRequest(holder='second', ttl_s=30), timeout=10)\n"
+        "except grpc.RpcError as exc:\n"
+        "    print(exc.code().name, exc.details()); sys.exit(1)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_second_local_process_cannot_silently_replace_a_lease(rigd: RigdProcess) -> None:
+    stub = rigd.stub()
+    first = stub.AcquireLease(pb.AcquireLeaseRequest(holder="first", ttl_s=30), timeout=5).lease
+    result = _acquire_in_another_process(rigd.socket_path)
+    assert result.returncode == 1, result
+    assert result.stdout.startswith("FAILED_PRECONDITION rig is leased by first"), result.stdout
+    # The first holder's lease and token still stand.
+    assert code_of(lambda: stub.RenewLease(pb.RenewLeaseRequest(
+        lease_id=first.lease_id, ttl_s=30), timeout=5)) is None
+
+
+def test_a_live_token_is_useless_to_anyone_but_its_holder(rigd: RigdProcess) -> None:
+    """Seeing a controller's fencing token (a log, a shared dashboard) grants nothing."""
+    stub = rigd.stub(tcp=True)
+    lease = stub.AcquireLease(pb.AcquireLeaseRequest(holder="ctrl-a", ttl_s=60),
+                              metadata=bearer(ADMIN_TOKEN), timeout=5).lease
+    for token in (lease.fencing_token, lease.fencing_token + 1, lease.fencing_token - 1):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SetPowerLimit(pb.SetPowerLimitRequest(
+                device_id=host_id(rigd), power_limit_w=100, fencing_token=token),
+                metadata=bearer(OPERATOR_TOKEN), timeout=5)
+        code, details = info.value.code(), info.value.details() or ""
+        if token == lease.fencing_token:
+            assert code == grpc.StatusCode.PERMISSION_DENIED, details
+            assert "belongs to ctrl-a (token:boss), not token:controller" in details
+        else:  # forged: higher or lower than the live token
+            assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert str(lease.fencing_token) not in details, "a refusal never reveals the live token"
+    # The holder itself gets past the lease (and meets the host's real limit).
+    with pytest.raises(grpc.RpcError) as info:
+        stub.SetPowerLimit(pb.SetPowerLimitRequest(
+            device_id=host_id(rigd), power_limit_w=100, fencing_token=lease.fencing_token),
+            metadata=bearer(ADMIN_TOKEN), timeout=5)
+    assert "cannot set a power limit" in (info.value.details() or "")
+
+
+def test_fencing_tokens_grow_by_unguessable_steps(rigd: RigdProcess) -> None:
+    stub = rigd.stub(tcp=True)
+    admin = bearer(ADMIN_TOKEN)
+    tokens = []
+    for _ in range(6):
+        lease = stub.AcquireLease(pb.AcquireLeaseRequest(holder="c", ttl_s=60, preempt=True),
+                                  metadata=admin, timeout=5).lease
+        tokens.append(lease.fencing_token)
+    steps = [b - a for a, b in itertools.pairwise(tokens)]
+    assert all(step > 0 for step in steps), tokens
+    assert len(set(steps)) > 1 and max(steps) > 1, f"steps are not predictable: {steps}"
 
 
 def test_fencing_tokens_refuse_a_controller_whose_lease_was_taken(rigd: RigdProcess) -> None:
@@ -191,3 +266,70 @@ def test_stream_delivers_successive_readings(rigd: RigdProcess) -> None:
     times = [m.devices[0].time.ToNanoseconds() for m in messages]
     assert times == sorted(times) and len(set(times)) == 3
     assert [m.sequence for m in messages] == [1, 2, 3]
+
+
+def test_a_huge_field_grows_the_audit_by_one_bounded_line(rigd: RigdProcess) -> None:
+    stub = rigd.stub(tcp=True)
+    log_before = rigd.log_path.stat().st_size
+    code = code_of(lambda: stub.AcquireLease(
+        pb.AcquireLeaseRequest(holder="x" * 60_000, ttl_s=10), timeout=5))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    (line,) = audit_lines(rigd)
+    assert line["request"]["holder"].endswith("…[truncated, 60000 chars]")
+    assert rigd.audit_path.stat().st_size < 2000
+    # Over the explicit request size limit the transport refuses it before anything is logged.
+    code = code_of(lambda: stub.AcquireLease(
+        pb.AcquireLeaseRequest(holder="y" * 3_900_000, ttl_s=10), timeout=10))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(audit_lines(rigd)) == 1
+    assert rigd.log_path.stat().st_size - log_before < 8000
+
+
+def test_echoed_input_is_clipped(rigd: RigdProcess) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        rigd.stub().GetTelemetry(pb.GetTelemetryRequest(device_ids=["g" * 60_000]), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    details = info.value.details() or ""
+    assert "truncated, 60000 chars" in details and len(details) < 500
+
+
+def test_every_rpc_names_its_role_and_viewers_cannot_mutate(rigd: RigdProcess) -> None:
+    service = pb.DESCRIPTOR.services_by_name["RigAgent"]
+    assert {m.name for m in service.methods} == set(METHOD_ROLES), "every RPC has its own role"
+    stub = rigd.stub(tcp=True)  # anonymous TCP: viewer
+    for method in service.methods:
+        request = getattr(pb, method.input_type.name)()
+        rpc = getattr(stub, method.name)
+
+        def call(rpc: Any = rpc, request: Any = request,
+                 streaming: bool = method.server_streaming) -> None:
+            result = rpc(request, timeout=5)
+            if streaming:
+                next(iter(result), None)
+
+        code = code_of(call)
+        if method.name in MUTATING:
+            assert code == grpc.StatusCode.PERMISSION_DENIED, method.name
+        else:
+            assert code != grpc.StatusCode.PERMISSION_DENIED, method.name
+    # The operator role is enough for the control calls (they fail later, for other reasons).
+    for name in ("SetWorkload", "SetPowerLimit", "Curtail"):
+        request = getattr(pb, f"{name}Request")()
+        code = code_of(lambda name=name, request=request: getattr(stub, name)(
+            request, metadata=bearer(OPERATOR_TOKEN), timeout=5))
+        assert code not in (grpc.StatusCode.PERMISSION_DENIED, None), name
+
+
+def test_the_audit_file_rotates_at_its_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path), max_bytes=4096, backups=2)
+    for n in range(200):
+        audit.record(method="SetPowerLimit", n=n, request={"pad": "z" * 100})
+    audit.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    assert all((tmp_path / f).stat().st_size <= 4096 for f in files)
+    newest = [json.loads(x) for x in path.read_text().splitlines()]
+    assert newest[-1]["n"] == 199
+    older = [json.loads(x) for x in (tmp_path / "audit.jsonl.1").read_text().splitlines()]
+    assert older[-1]["n"] == newest[0]["n"] - 1, "nothing is lost between files"

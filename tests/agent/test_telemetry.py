@@ -1,14 +1,42 @@
-"""The sampler: slow streams drop the oldest readings and count them; a hung device delays none."""
+"""The sampler: streams get their own interval; slow streams drop the oldest readings and count
+them; a hung device delays nobody and is not read again while it hangs."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from agent.telemetry import TelemetryCollector
-from hal.device import Device, DeviceInfo, DeviceKind, Telemetry
+from agent.telemetry import Sampler
+from hal.device import Device, DeviceInfo, DeviceKind, HealthState, Telemetry
 from hal.errors import DeviceLost
 from hal.host import HostDevice
+
+T = TypeVar("T")
+
+
+def run(body: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(body())  # type: ignore[arg-type]
+
+
+class CountingDevice(Device):
+    """Counts its reads; answers at once."""
+
+    kind = DeviceKind.OPENCL
+
+    def __init__(self, device_id: str) -> None:
+        self.id = device_id
+        self.reads = 0
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(self.id, self.kind, "counter")
+
+    def telemetry(self) -> Telemetry:
+        self.reads += 1
+        return Telemetry(self.id, self.kind, utilization_pct=float(self.reads))
 
 
 class HangingDevice(Device):
@@ -32,57 +60,123 @@ class HangingDevice(Device):
 
 class LostDevice(HangingDevice):
     def telemetry(self) -> Telemetry:
-        raise DeviceLost("fell off the bus")
+        raise DeviceLost("GPU fell off the bus")
 
 
 def test_slow_stream_drops_oldest_and_counts() -> None:
-    collector = TelemetryCollector([HostDevice()], interval_s=0.1, device_timeout_s=1)
-    collector.start()
-    try:
-        sub = collector.subscribe([], interval_s=0.1, queue_max=2)
-        time.sleep(1.0)  # a reader that does not read
-        assert sub.dropped >= 4
-        first, second = sub.get(0.1), sub.get(0.1)
-        assert first is not None and second is not None
-        t1, t2 = first[0].time.ToNanoseconds(), second[0].time.ToNanoseconds()
-        assert t1 < t2
-        assert time.time_ns() - t2 < 0.5e9, "the newest readings are kept"
-    finally:
-        collector.stop()
-    assert sub.closed
+    async def body() -> None:
+        sampler = Sampler([HostDevice()], interval_s=0.1, device_timeout_s=1)
+        await sampler.start()
+        try:
+            sub = sampler.subscribe([], interval_s=0.1, queue_max=2)
+            await asyncio.sleep(1.0)  # a reader that does not read
+            assert sub.dropped >= 4
+            first, second = await sub.get(), await sub.get()
+            assert first is not None and second is not None
+            (t1,) = (r.telemetry.timestamp_unix_s for r in first.values())
+            (t2,) = (r.telemetry.timestamp_unix_s for r in second.values())
+            assert t1 < t2
+            assert time.time() - t2 < 0.5, "the newest readings are kept"
+        finally:
+            await sampler.stop()
+        assert sub.closed and await sub.get() is None
+
+    run(body)
+
+
+def test_a_fast_stream_is_served_at_its_interval_for_its_devices_only() -> None:
+    """interval_ms below the sampling interval is honoured, and only for the devices asked."""
+
+    async def body() -> None:
+        fast, slow = CountingDevice("opencl/fast"), CountingDevice("opencl/slow")
+        sampler = Sampler([fast, slow], interval_s=2.0, device_timeout_s=1)
+        await sampler.start()
+        try:
+            sub = sampler.subscribe([fast.id], interval_s=0.1, queue_max=64)
+            fast_before, slow_before = fast.reads, slow.reads
+            stamps = []
+            for _ in range(8):
+                readings = await sub.get()
+                assert readings is not None and list(readings) == [fast.id]
+                stamps.append(readings[fast.id].telemetry.timestamp_unix_s)
+            assert fast.reads - fast_before >= 6, "the stream's device is read at its interval"
+            assert slow.reads - slow_before <= 1, "other devices keep the configured interval"
+            gaps = [b - a for a, b in itertools.pairwise(stamps[1:])]
+            assert all(gap < 1.0 for gap in gaps), f"readings are fresh each time: {gaps}"
+            sampler.unsubscribe(sub)
+            await asyncio.sleep(0.5)
+            after = fast.reads
+            await asyncio.sleep(0.6)
+            assert fast.reads - after <= 1, "the device slows down once the stream is gone"
+        finally:
+            await sampler.stop()
+
+    run(body)
 
 
 def test_hung_device_times_out_without_delaying_others_or_piling_threads() -> None:
-    hanging = HangingDevice()
-    collector = TelemetryCollector([HostDevice(), hanging], interval_s=1, device_timeout_s=0.3)
-    try:
-        started = time.monotonic()
-        readings = collector.sample()
-        assert time.monotonic() - started < 1.0
-        assert not readings[hanging.id].HasField("power_w")
-        assert "timeout" in readings[hanging.id].error
-        host = next(r for k, r in readings.items() if k.startswith("host/"))
-        assert host.error == "" and host.HasField("host")
-        collector.sample()
-        assert hanging.calls == 1, "a device still hanging is not read again"
-        assert "still running" in collector.sample()[hanging.id].error
-        hanging.release.set()
-        time.sleep(0.1)
-        assert collector.sample()[hanging.id].error == ""
-    finally:
-        hanging.release.set()
-        collector.stop()
+    async def body() -> None:
+        hanging = HangingDevice()
+        host = HostDevice()
+        sampler = Sampler([host, hanging], interval_s=1, device_timeout_s=0.3)
+        try:
+            started = time.monotonic()
+            readings = await sampler.sample()
+            assert time.monotonic() - started < 1.0
+            assert readings[hanging.id].telemetry.power_w is None
+            assert "timeout" in readings[hanging.id].error
+            assert readings[hanging.id].telemetry.health.state == HealthState.UNHEALTHY
+            assert readings[host.id].error == "" and readings[host.id].telemetry.host is not None
+            await sampler.sample()
+            assert hanging.calls == 1, "a device still hanging is not read again"
+            assert "still running" in (await sampler.sample())[hanging.id].error
+            hanging.release.set()
+            deadline = time.monotonic() + 10
+            while (await sampler.sample())[hanging.id].error:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+        finally:
+            hanging.release.set()
+            await sampler.stop()
+
+    run(body)
+
+
+def test_a_read_under_way_is_joined_not_reported_as_a_failure() -> None:
+    """A request that arrives while the sampler reads a device waits for that same read."""
+
+    async def body() -> None:
+        slow = HangingDevice()
+        sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
+        try:
+            first = asyncio.ensure_future(sampler.sample())
+            while slow.calls == 0:
+                await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(sampler.sample())
+            await asyncio.sleep(0.05)
+            slow.release.set()
+            a, b = await first, await second
+            assert a[slow.id].error == "" and b[slow.id].error == ""
+            assert slow.calls == 1
+        finally:
+            slow.release.set()
+            await sampler.stop()
+
+    run(body)
 
 
 def test_lost_device_is_reported_unhealthy_with_its_reason() -> None:
-    lost = LostDevice()
-    collector = TelemetryCollector([lost, HostDevice()], interval_s=1, device_timeout_s=1)
-    try:
-        reading = collector.sample()[lost.id]
-        assert reading.error == "DeviceLost: fell off the bus"
-        assert reading.health.reason == reading.error
-    finally:
-        collector.stop()
+    async def body() -> None:
+        lost = LostDevice()
+        sampler = Sampler([lost, HostDevice()], interval_s=1, device_timeout_s=1)
+        try:
+            reading = (await sampler.sample())[lost.id]
+            assert reading.error == "GPU fell off the bus"
+            assert reading.telemetry.health.reason == reading.error
+        finally:
+            await sampler.stop()
+
+    run(body)
 
 
 class HangingInfoDevice(HangingDevice):
@@ -98,23 +192,31 @@ class HangingInfoDevice(HangingDevice):
         return DeviceInfo(self.id, self.kind, "hangs sometimes", model="S19")
 
 
+class NeverAnswers(HangingDevice):
+    def info(self) -> DeviceInfo:
+        self.release.wait(10)
+        return DeviceInfo(self.id, self.kind, "x")
+
+
 def test_inventory_facts_are_bounded_and_fall_back_to_the_last_answer() -> None:
-    never = HangingDevice()
-    never.info = lambda: (never.release.wait(10), DeviceInfo(never.id, never.kind, "x"))[1]  # type: ignore[method-assign]
-    sometimes = HangingInfoDevice()
-    sometimes.id = "asic/127.0.0.1:2"
-    collector = TelemetryCollector([never, sometimes], interval_s=1, device_timeout_s=0.3)
-    try:
-        first = collector.infos()
-        assert isinstance(first[never.id], str) and "timeout" in first[never.id]
-        assert isinstance(first[sometimes.id], DeviceInfo)
-        sometimes.hang.set()
-        started = time.monotonic()
-        second = collector.infos()
-        assert time.monotonic() - started < 1.0
-        assert second[sometimes.id] == first[sometimes.id], "the last good answer stands in"
-        assert second[never.id] == "timeout: previous read still running"
-    finally:
-        never.release.set()
-        sometimes.release.set()
-        collector.stop()
+    async def body() -> None:
+        never = NeverAnswers()
+        sometimes = HangingInfoDevice()
+        sometimes.id = "asic/127.0.0.1:2"
+        sampler = Sampler([never, sometimes], interval_s=1, device_timeout_s=0.3)
+        try:
+            first = await sampler.infos()
+            assert isinstance(first[never.id], str) and "timeout" in first[never.id]
+            assert isinstance(first[sometimes.id], DeviceInfo)
+            sometimes.hang.set()
+            started = time.monotonic()
+            second = await sampler.infos()
+            assert time.monotonic() - started < 1.0
+            assert second[sometimes.id] == first[sometimes.id], "the last good answer stands in"
+            assert second[never.id] == "timeout: previous read still running"
+        finally:
+            never.release.set()
+            sometimes.release.set()
+            await sampler.stop()
+
+    run(body)

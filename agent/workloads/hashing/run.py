@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import structlog
 
-from agent.api import pb
 from agent.config import HashingConfig
+from agent.model import WorkloadKind, WorkloadState, WorkloadStatus
 from agent.workloads.hashing.miner import HashingWorkload
 from agent.workloads.hashing.stratum import StratumClient
 from hal.device import Device
@@ -41,20 +41,22 @@ class HashingRun:
                  intensity=config.intensity)
         return cls(device_id, client, miner)
 
-    def status(self) -> pb.WorkloadStatus:
+    def status(self) -> WorkloadStatus:
         stats = self.miner.stats()
         connection = self.client.status()
+        detail = ""
         if stats.error:
-            state = f"failed: {stats.error}"
+            state, detail = WorkloadState.FAILED, stats.error
         elif not stats.running:
-            state = "stopped"
+            state = WorkloadState.STOPPED
         elif connection.pool_url is None or not connection.authorized:
-            state = "connecting"
+            state, detail = WorkloadState.STARTING, "connecting to pool"
         else:
-            state = "running"
-        return pb.WorkloadStatus(
-            kind=pb.WORKLOAD_KIND_HASHING,
+            state = WorkloadState.RUNNING
+        return WorkloadStatus(
+            kind=WorkloadKind.HASHING,
             state=state,
+            detail=detail,
             hashrate_hs=stats.hashrate_hs,
             shares_accepted=stats.shares_accepted,
             shares_rejected=stats.shares_rejected,

@@ -39,6 +39,16 @@ class WorkloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKLOAD_KIND_HASHING: _ClassVar[WorkloadKind]
     WORKLOAD_KIND_INFERENCE: _ClassVar[WorkloadKind]
 
+class WorkloadState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKLOAD_STATE_UNSPECIFIED: _ClassVar[WorkloadState]
+    WORKLOAD_STATE_STARTING: _ClassVar[WorkloadState]
+    WORKLOAD_STATE_RUNNING: _ClassVar[WorkloadState]
+    WORKLOAD_STATE_STANDBY: _ClassVar[WorkloadState]
+    WORKLOAD_STATE_STOPPING: _ClassVar[WorkloadState]
+    WORKLOAD_STATE_STOPPED: _ClassVar[WorkloadState]
+    WORKLOAD_STATE_FAILED: _ClassVar[WorkloadState]
+
 class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OPERATION_STATE_UNSPECIFIED: _ClassVar[OperationState]
@@ -93,6 +103,13 @@ WORKLOAD_KIND_UNSPECIFIED: WorkloadKind
 WORKLOAD_KIND_IDLE: WorkloadKind
 WORKLOAD_KIND_HASHING: WorkloadKind
 WORKLOAD_KIND_INFERENCE: WorkloadKind
+WORKLOAD_STATE_UNSPECIFIED: WorkloadState
+WORKLOAD_STATE_STARTING: WorkloadState
+WORKLOAD_STATE_RUNNING: WorkloadState
+WORKLOAD_STATE_STANDBY: WorkloadState
+WORKLOAD_STATE_STOPPING: WorkloadState
+WORKLOAD_STATE_STOPPED: WorkloadState
+WORKLOAD_STATE_FAILED: WorkloadState
 OPERATION_STATE_UNSPECIFIED: OperationState
 OPERATION_STATE_RUNNING: OperationState
 OPERATION_STATE_SUCCEEDED: OperationState
@@ -482,24 +499,30 @@ class Workload(_message.Message):
     def __init__(self, kind: _Optional[_Union[WorkloadKind, str]] = ..., hashing: _Optional[_Union[HashingSpec, _Mapping]] = ..., inference: _Optional[_Union[InferenceSpec, _Mapping]] = ...) -> None: ...
 
 class WorkloadStatus(_message.Message):
-    __slots__ = ("kind", "state", "hashrate_hs", "shares_accepted", "shares_rejected", "pool_url", "intensity", "endpoint")
+    __slots__ = ("kind", "state", "detail", "hashrate_hs", "shares_accepted", "shares_rejected", "pool_url", "intensity", "endpoint", "profile", "pid")
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     HASHRATE_HS_FIELD_NUMBER: _ClassVar[int]
     SHARES_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     SHARES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     POOL_URL_FIELD_NUMBER: _ClassVar[int]
     INTENSITY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
     kind: WorkloadKind
-    state: str
+    state: WorkloadState
+    detail: str
     hashrate_hs: float
     shares_accepted: int
     shares_rejected: int
     pool_url: str
     intensity: float
     endpoint: str
-    def __init__(self, kind: _Optional[_Union[WorkloadKind, str]] = ..., state: _Optional[str] = ..., hashrate_hs: _Optional[float] = ..., shares_accepted: _Optional[int] = ..., shares_rejected: _Optional[int] = ..., pool_url: _Optional[str] = ..., intensity: _Optional[float] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    profile: str
+    pid: int
+    def __init__(self, kind: _Optional[_Union[WorkloadKind, str]] = ..., state: _Optional[_Union[WorkloadState, str]] = ..., detail: _Optional[str] = ..., hashrate_hs: _Optional[float] = ..., shares_accepted: _Optional[int] = ..., shares_rejected: _Optional[int] = ..., pool_url: _Optional[str] = ..., intensity: _Optional[float] = ..., endpoint: _Optional[str] = ..., profile: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class PhaseRecord(_message.Message):
     __slots__ = ("phase", "start_time", "duration_ms", "detail")
