@@ -172,7 +172,7 @@ class WhatsminerMiner(Miner):
         raw = await self.rpc.exchange(encrypt_command(key, {**command, "token": sign}))
         outer = parse_reply(raw, str(command.get("cmd")))
         if "enc" not in outer:
-            reply = Reply(str(command.get("cmd")), outer, raw)
+            reply = Reply(str(command.get("cmd")), outer, raw, self.rpc.address)
             if _as_code(outer) == CODE_TOKEN_ERROR or "token" in reply.message.lower():
                 raise PermissionDenied(f"{self.id}: Whatsminer rejected the token "
                                        f"(wrong admin password?): {reply.message}")
@@ -180,7 +180,7 @@ class WhatsminerMiner(Miner):
             return outer
         inner_raw = decrypt_payload(key, str(outer["enc"]))
         inner = parse_reply(inner_raw, str(command.get("cmd")))
-        Reply(str(command.get("cmd")), inner, inner_raw).raise_for_status()
+        Reply(str(command.get("cmd")), inner, inner_raw, self.rpc.address).raise_for_status()
         return inner
 
     async def async_sleep(self) -> None:
