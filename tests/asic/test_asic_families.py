@@ -3,6 +3,7 @@ sessions, and NotSupported where a firmware has no such control."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 import hal.asic
 from hal.asic import AntminerMiner, Miner, MinerConfig
 from hal.device import Capability
-from hal.errors import InvalidArgument, NotSupported, PermissionDenied
+from hal.errors import DeviceLost, InvalidArgument, NotSupported, PermissionDenied
 from hal.sim.asic import LuxosSim, SimFleet
 
 WARMUP_S = 0.3
@@ -46,11 +47,11 @@ def test_curtailment_round_trip(fleet_factory, family: str) -> None:
     miner.sleep()
     asleep = miner.telemetry()
     assert asleep.hashrate_hs == 0 and asleep.asic.is_mining is False
-    if family == "antminer":
-        assert asleep.power_w is None  # stock firmware has no power reading
-    else:
-        assert before.power_w and asleep.power_w is not None
-        assert asleep.power_w < 0.05 * before.power_w  # confirmed low from telemetry
+    # Confirmed low from telemetry (stock Antminer: the nameplate estimate falls to standby).
+    assert before.power_w and asleep.power_w is not None
+    assert asleep.power_w < 0.05 * before.power_w
+    expected_source = "estimated" if family == "antminer" else "measured"
+    assert before.power_source == asleep.power_source == expected_source
 
     miner.wake()
     assert miner.telemetry().hashrate_hs == 0  # still warming up
@@ -190,13 +191,28 @@ _CALLS = {
 
 
 @pytest.mark.parametrize("family", sorted(hal.asic.FAMILIES))
-def test_undeclared_controls_raise_not_supported(family: str) -> None:
-    # No network is needed: an undeclared control must refuse before sending anything.
-    miner = hal.asic.make_miner(family, MinerConfig("127.0.0.1", 9, timeout_s=0.5))
+def test_controls_do_what_capabilities_say(family: str) -> None:
+    """An undeclared control refuses before sending anything; a declared one goes to the
+    miner (here a closed loopback port, so it fails as unreachable, never as NotSupported)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    miner = hal.asic.make_miner(family, MinerConfig("127.0.0.1", port, timeout_s=0.5,
+                                                    web_port=port))
+    declared = 0
     for capability, call in _CALLS.items():
         if capability not in miner.capabilities:
             with pytest.raises(NotSupported):
                 call(miner)
+        else:
+            declared += 1
+            with pytest.raises(DeviceLost, match=f"connection refused by 127.0.0.1:{port}"):
+                call(miner)
+    assert declared == _DECLARED[family]
+
+
+_DECLARED = {"antminer": 2, "luxos": 4, "whatsminer": 4, "whatsminer_v3": 0, "avalon": 3,
+             "braiins": 0, "cgminer": 0}
 
 
 def test_info_marks_simulated_devices_and_telemetry_works_from_threads(fleet_factory) -> None:
