@@ -71,14 +71,17 @@ class WhatsminerSim(FirmwareServer):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, warmup_s: float = 1.0,
                  password: str = "admin", token_ttl_s: float = 1800.0,
-                 model: str = "M50S++_VK30") -> None:
+                 model: str = "M50S++_VK30", response_s: float = 0.0) -> None:
         super().__init__(host, port, warmup_s=warmup_s)
         summary = json.loads(load_capture(f"{CAPTURES}/summary.json"))["SUMMARY"][0]
         self.base_power_limit_w = float(summary["Power Limit"])
+        # An M50S-class PSU: the boards run from about half to just over nominal power.
         self.state = MinerState(nominal_power_w=float(summary["Power"]), idle_power_w=20.0,
-                                warmup_s=warmup_s)
+                                warmup_s=warmup_s, response_s=response_s,
+                                min_power_w=1600.0, max_power_w=3600.0)
         self.password = password
         self.model = model
+        self.power_limit_w: float | None = None  # as set through the API
         self.token_ttl_s = token_ttl_s
         self.salt = "BQ5hoXV9"
         self._tokens: dict[str, tuple[bytes, float]] = {}  # sign -> (aes key, expiry)
@@ -149,7 +152,11 @@ class WhatsminerSim(FirmwareServer):
                 return _plain("E", 132, "power_limit must be a number")
             if not 0 < watts <= 99999:
                 return _plain("E", 132, "power_limit out of range")
-            self.state.power_target_w = watts
+            self.power_limit_w = watts
+            self.state.set_target(watts)
+        elif name in ("set_low_power", "set_normal_power", "set_high_power"):
+            share = {"set_low_power": 0.8, "set_normal_power": 1.0, "set_high_power": 1.1}[name]
+            self.state.set_target(self.state.nominal_power_w * share)
         elif name == "switch_pool":
             self.active_pool = int(command.get("pool_id", 0))
         elif name in ("restart_btminer", "reboot"):
@@ -170,14 +177,13 @@ class WhatsminerSim(FirmwareServer):
             text = rewrite_numbers(text, _HASH_KEYS, lambda v: v * factor)
         if command == "summary":
             power = self.state.power_w()
-            limit = self.state.power_target_w or self.base_power_limit_w
+            limit = self.power_limit_w or self.base_power_limit_w
             text = rewrite_numbers(text, ("Power",), lambda _v: power)
             text = rewrite_numbers(text, ("Power Limit",), lambda _v: limit)
         if command == "status":
             text = rewrite_string(text, "mineroff", "true" if self.state.sleeping else "false")
-            if self.state.power_target_w is not None:
-                text = rewrite_string(text, "power_limit_set",
-                                      str(int(self.state.power_target_w)))
+            if self.power_limit_w is not None:
+                text = rewrite_string(text, "power_limit_set", str(int(self.power_limit_w)))
         return text.encode()
 
 
