@@ -153,7 +153,7 @@ def test_luxos_profile_power_target(fleet_factory) -> None:
     assert after.power_limit_w == 879
     assert after.power_w == pytest.approx(1051 * 879 / 1188, abs=1)
     assert after.hashrate_hs == pytest.approx(before.hashrate_hs * 44.4 / 59.8, rel=1e-3)
-    with pytest.raises(InvalidArgument, match="no LuxOS profile"):
+    with pytest.raises(InvalidArgument, match="784-4195 W"):
         miner.set_power_limit(100)
 
 
