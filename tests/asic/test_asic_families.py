@@ -233,3 +233,23 @@ def test_info_marks_simulated_devices_and_telemetry_works_from_threads(fleet_fac
     for thread in threads:
         thread.join()
     assert len(results) == 12 and all(r > 0 for r in results)
+
+
+# Reference vector (crypt(3) of glibc/libxcrypt): password "admin", salt "BQ5hoXV9",
+# newsalt "abcd1234", time "5678". key = md5crypt("admin", "$1$BQ5hoXV9$") hash part,
+# sign = md5crypt(key + time, "$1$abcd1234$") hash part, AES key = sha256(key).
+TOKEN_VECTOR = ("RxmaDUO33TS7O26yeMHZ81", "1sPcG4NdiPdO1k4aSSPOD1")
+
+
+def test_whatsminer_token_derivations_agree_with_the_reference_vector() -> None:
+    """The client's pure-Python derivation and the simulator's crypt(3) one are separate code;
+    both are pinned to the same vector, so a bug in either fails here."""
+    import hashlib
+
+    from hal.asic.whatsminer import derive_token
+    from hal.sim.asic.whatsminer import firmware_token
+
+    key_text, sign = TOKEN_VECTOR
+    expected = (hashlib.sha256(key_text.encode()).digest(), sign)
+    assert derive_token("admin", "BQ5hoXV9", "abcd1234", "5678") == expected
+    assert firmware_token("admin", "BQ5hoXV9", "abcd1234", "5678") == expected
