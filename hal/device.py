@@ -142,6 +142,9 @@ class AsicTelemetry:
     errors: tuple[str, ...] = ()
     is_mining: bool | None = None
     firmware_family: str = ""
+    # What the miner hashes ("sha256d", "scrypt", "x11"): hashrate_hs counts hashes of this.
+    algorithm: str = ""
+    env_temp_c: float | None = None  # intake / ambient, where the firmware reports it
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,12 @@ Options:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from hal.asic.antminer import AntminerMiner
@@ -26,11 +28,11 @@ from hal.asic.avalon import AvalonMiner
 from hal.asic.base import Miner, MinerConfig, poll_all, poll_all_sync, run_sync
 from hal.asic.braiins import BraiinsMiner, CgminerMiner
 from hal.asic.luxos import LuxosMiner
-from hal.asic.transport import DEFAULT_CONCURRENCY, DEFAULT_PORT, Reply, RpcClient, gather_bounded
-from hal.asic.webclient import http_request
+from hal.asic.transport import DEFAULT_PORT, Reply, RpcClient, gather_bounded
+from hal.asic.webclient import HttpResponse, http_request
 from hal.asic.whatsminer import WhatsminerMiner, WhatsminerV3Miner
 from hal.device import Capability, Device, DeviceInfo, DeviceKind, Health, HealthState, Telemetry
-from hal.errors import DeviceLost, HalError, InvalidArgument, NotSupported
+from hal.errors import DeviceLost, HalError, InvalidArgument, NotSupported, Timeout
 
 FAMILIES: dict[str, type[Miner]] = {
     cls.family: cls
@@ -39,6 +41,9 @@ FAMILIES: dict[str, type[Miner]] = {
 }
 MAX_SUBNET_ADDRESSES = 1024  # a /22
 DEFAULT_DISCOVER_TIMEOUT_S = 3.0
+# Identification is mostly waiting; hung miners hold a slot for one timeout each, so the
+# slots must outnumber the hung miners for the healthy ones to be found meanwhile.
+DEFAULT_DISCOVER_CONCURRENCY = 512
 
 _OPTIONS = frozenset({"miners", "subnets", "port", "timeout_s", "concurrency", "simulated",
                       "credentials", "username", "password", "web_port"})
@@ -57,6 +62,7 @@ __all__ = [
     "UnidentifiedMiner",
     "WhatsminerMiner",
     "WhatsminerV3Miner",
+    "check_options",
     "discover",
     "family_from_version",
     "identify",
@@ -67,13 +73,17 @@ __all__ = [
 
 
 def family_from_version(data: Mapping[str, Any]) -> str:
-    """The firmware family from a `version` (or `devdetails`/`get_version`) reply; "" if unknown."""
+    """The firmware family from a `version`, `devdetails` or `get_version` reply; "" if unknown.
+
+    Only text real firmware sends counts: LUXminer, BOSer/bosminer, btminer/bitmicro (and the
+    "whatsminer v1.x" API version, `api_ver`, `btmineroff`), Avalon/Canaan, bmminer/Antminer."""
     text = json.dumps(data).lower()
     if "luxminer" in text:
         return "luxos"
     if "boser" in text or "bosminer" in text or "braiins" in text:
         return "braiins"
-    if "whatsminer" in text or '"api_ver"' in text or '"btmineroff"' in text:
+    if ("btminer" in text or "bitmicro" in text or "whatsminer" in text
+            or '"api_ver"' in text):
         return "whatsminer"
     if "avalon" in text or ('"prod"' in text and "canaan" in text):
         return "avalon"
@@ -84,51 +94,85 @@ def family_from_version(data: Mapping[str, Any]) -> str:
 
 async def identify(host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 3.0,
                    web_port: int | None = None) -> tuple[str, Reply | None]:
-    """(family, version reply) for the miner at host:port. Raises DeviceLost/Timeout if silent."""
-    rpc = RpcClient(host, port, timeout_s=timeout_s, connect_timeout_s=min(2.0, timeout_s))
-    version: Reply | None = None
-    try:
-        version = await rpc.request("version", check=False)
-        family = family_from_version(version.data)
-        if family:
-            return family, version
-    except NotSupported:
-        pass
-    except HalError:
-        if version is None:
-            # Whatsminer answers `{"cmd": ...}` only; fall through to its own probe.
-            pass
-    try:
-        probe = await rpc.send_json({"cmd": "get_version"})
-        if family_from_version(probe.data) == "whatsminer":
-            return "whatsminer", probe
-    except HalError:
-        pass
-    try:
-        details = await rpc.request("devdetails", check=False)
-        family = family_from_version(details.data)
-        if family:
-            return family, version
-        if any(str(d.get("Name")) == "SM" for d in details.section("DEVDETAILS")):
-            return "whatsminer", version
-    except HalError:
-        pass
+    """(family, version reply) for the miner at host:port, within one `timeout_s`.
+
+    Every probe (cgminer `version` and `devdetails`, Whatsminer `get_version`, the API v3
+    framed `get.device.info`, the Antminer web page) goes out at once; the first reply that
+    names a family wins. A miner that answers nothing raises Timeout, a closed port DeviceLost,
+    one that answers in a way no family matches NotSupported."""
+    rpc = RpcClient(host, port, timeout_s=timeout_s, connect_timeout_s=timeout_s)
+    probes: dict[str, Awaitable[Any]] = {
+        "version": rpc.request("version", check=False),
+        "devdetails": rpc.request("devdetails", check=False),
+        "get_version": rpc.send_json({"cmd": "get_version"}),
+        "framed": rpc.exchange_framed({"cmd": "get.device.info"}),
+    }
     if web_port:
-        try:
-            response = await http_request(host, web_port, "GET", "/", timeout_s=timeout_s)
-            if "antminer" in response.headers.get("www-authenticate", "").lower():
-                return "antminer", version
-        except HalError:
-            pass
-    if version is not None and version.ok:
-        return "cgminer", version
+        probes["web"] = http_request(host, web_port, "GET", "/", timeout_s=timeout_s)
+    tasks = {asyncio.ensure_future(coro): name for name, coro in probes.items()}
+    answers: dict[str, Any] = {}
     try:
-        framed = await rpc.exchange_framed({"cmd": "get.device.info"})
-        if isinstance(framed.data.get("msg"), dict) and "miner" in framed.data["msg"]:
-            return "whatsminer_v3", framed
-    except HalError:
-        pass
-    raise NotSupported(f"{host}:{port}: firmware not recognised")
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                answers[tasks[task]] = _task_result(task)
+            found = _conclusive(answers)
+            if found is not None:
+                return found
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    version = answers.get("version")
+    if isinstance(version, Reply) and version.ok:
+        return "cgminer", version
+    raise _identify_error(rpc.address, answers, timeout_s)
+
+
+def _task_result(task: asyncio.Future[Any]) -> Any:
+    exc = task.exception()
+    return exc if exc is not None else task.result()
+
+
+def _conclusive(answers: Mapping[str, Any]) -> tuple[str, Reply | None] | None:
+    version = answers.get("version")
+    version = version if isinstance(version, Reply) else None
+    for name in ("version", "devdetails", "get_version"):
+        reply = answers.get(name)
+        if isinstance(reply, Reply):
+            family = family_from_version(reply.data)
+            if family == "whatsminer":
+                return family, answers.get("get_version") if isinstance(
+                    answers.get("get_version"), Reply) else None
+            if family:
+                return family, version
+            if name == "devdetails" and any(str(d.get("Name")) == "SM"
+                                            for d in reply.section("DEVDETAILS")):
+                return "whatsminer", None
+    framed = answers.get("framed")
+    if isinstance(framed, Reply) and isinstance(framed.data.get("msg"), dict) \
+            and "miner" in framed.data["msg"]:
+        return "whatsminer_v3", framed
+    web = answers.get("web")
+    if isinstance(web, HttpResponse) and \
+            "antminer" in web.headers.get("www-authenticate", "").lower():
+        return "antminer", version
+    return None
+
+
+def _identify_error(address: str, answers: Mapping[str, Any], timeout_s: float) -> HalError:
+    errors = [a for a in answers.values() if isinstance(a, BaseException)]
+    if errors and len(errors) == len(answers):
+        if all(isinstance(e, Timeout) for e in errors):
+            return Timeout(f"no answer on {address} within {timeout_s:g} s")
+        lost = [e for e in errors if isinstance(e, DeviceLost)]
+        if lost:
+            return lost[0]
+        first = errors[0]
+        return first if isinstance(first, HalError) else DeviceLost(f"{address}: {first}")
+    return NotSupported(f"{address} answers, but not as any firmware rigd knows "
+                        f"(LuxOS, Braiins OS, Whatsminer, Avalon, Antminer, cgminer)")
 
 
 def make_miner(family: str, config: MinerConfig, version: Reply | None = None) -> Miner:
@@ -136,6 +180,67 @@ def make_miner(family: str, config: MinerConfig, version: Reply | None = None) -
     if cls is None:
         raise InvalidArgument(f"unknown miner family {family!r}; known: {sorted(FAMILIES)}")
     return cls(config, version)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Validate every `[hal.asic]` option and each `miners` entry, sending nothing.
+
+    Raises InvalidArgument naming the key (`timeout_s`, `miners[2].web_port`) and what it
+    needs; `discover()` runs it first, `--check-config` can run it alone."""
+    if not isinstance(options, Mapping):
+        raise InvalidArgument("asic options must be a table of settings")
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise InvalidArgument(
+            f"unknown asic option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
+    _check_common(options, "")
+    for key in ("miners", "subnets"):
+        if key in options and not isinstance(options[key], (list, tuple)):
+            raise InvalidArgument(f"asic option {key} must be a list, got "
+                                  f"{type(options[key]).__name__} {options[key]!r:.60}")
+    if "concurrency" in options:
+        _int_in(options["concurrency"], "concurrency", 1, 100_000)
+    if "port" in options:
+        _int_in(options["port"], "port", 1, 65535)
+    creds = options.get("credentials", {})
+    if not isinstance(creds, Mapping):
+        raise InvalidArgument("asic option credentials must be a table of family -> "
+                              "{username, password}")
+    for family, entry in creds.items():
+        if family not in FAMILIES:
+            raise InvalidArgument(f"asic option credentials.{family}: unknown family; "
+                                  f"known: {sorted(FAMILIES)}")
+        if not isinstance(entry, Mapping) or set(entry) - {"username", "password"}:
+            raise InvalidArgument(f"asic option credentials.{family} takes only "
+                                  f"username and password")
+        _check_common(entry, f"credentials.{family}.")
+    for index, entry in enumerate(options.get("miners") or []):
+        _entry_config(entry, options, f"miners[{index}]")
+    _subnet_hosts(options.get("subnets") or [])
+
+
+def _check_common(table: Mapping[str, Any], prefix: str) -> None:
+    for key in ("username", "password"):
+        if key in table and not isinstance(table[key], str):
+            raise InvalidArgument(f"asic option {prefix}{key} must be text")
+    if "web_port" in table:
+        _int_in(table["web_port"], f"{prefix}web_port", 1, 65535)
+    if "simulated" in table and not isinstance(table["simulated"], bool):
+        raise InvalidArgument(f"asic option {prefix}simulated must be true or false, got "
+                              f"{table['simulated']!r:.40}")
+    if "timeout_s" in table:
+        value = table["timeout_s"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or not 0 < value <= 600:
+            raise InvalidArgument(f"asic option {prefix}timeout_s must be a number of seconds "
+                                  f"in (0, 600], got {value!r:.40}")
+
+
+def _int_in(value: Any, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgument(f"asic option {key} must be an integer {low}-{high}, "
+                              f"got {value!r:.40}")
+    return value
 
 
 def _split_address(address: str, default_port: int) -> tuple[str, int]:
@@ -157,18 +262,26 @@ def _split_address(address: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _entry_config(entry: Any, options: Mapping[str, Any]) -> tuple[MinerConfig, str]:
+def _entry_config(entry: Any, options: Mapping[str, Any],
+                  where: str = "miners entry") -> tuple[MinerConfig, str]:
     if isinstance(entry, str):
         entry = {"address": entry}
-    if not isinstance(entry, Mapping) or "address" not in entry:
-        raise InvalidArgument(f"each miner needs an address: {entry!r}")
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("address"), str):
+        raise InvalidArgument(f"asic option {where} needs an address \"host:port\", "
+                              f"got {entry!r:.80}")
     unknown = set(entry) - _MINER_KEYS
     if unknown:
-        raise InvalidArgument(f"unknown miner option(s) {sorted(unknown)}")
-    host, port = _split_address(str(entry["address"]), int(options.get("port", DEFAULT_PORT)))
-    family = str(entry.get("family", ""))
-    if family and family not in FAMILIES:
-        raise InvalidArgument(f"unknown miner family {family!r}; known: {sorted(FAMILIES)}")
+        raise InvalidArgument(f"asic option {where}: unknown key(s) {sorted(unknown)}; "
+                              f"known: {sorted(_MINER_KEYS)}")
+    _check_common(entry, f"{where}.")
+    try:
+        host, port = _split_address(entry["address"], int(options.get("port", DEFAULT_PORT)))
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"asic option {where}.address: {exc}") from None
+    family = entry.get("family", "")
+    if not isinstance(family, str) or (family and family not in FAMILIES):
+        raise InvalidArgument(f"asic option {where}.family: unknown miner family "
+                              f"{family!r}; known: {sorted(FAMILIES)}")
     return _config(host, port, family, entry, options), family
 
 
@@ -210,47 +323,53 @@ def _subnet_hosts(subnets: Sequence[Any]) -> list[str]:
 
 
 async def discover_async(options: Mapping[str, Any]) -> list[Device]:
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise InvalidArgument(
-            f"unknown asic option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}"
-        )
-    miners_opt = options.get("miners", []) or []
-    subnets = options.get("subnets", []) or []
-    if not isinstance(miners_opt, (list, tuple)) or not isinstance(subnets, (list, tuple)):
-        raise InvalidArgument("asic options `miners` and `subnets` must be lists")
-    concurrency = int(options.get("concurrency", DEFAULT_CONCURRENCY))
+    check_options(options)
+    concurrency = int(options.get("concurrency", DEFAULT_DISCOVER_CONCURRENCY))
     timeout_s = float(options.get("timeout_s", DEFAULT_DISCOVER_TIMEOUT_S))
-    if concurrency < 1 or timeout_s <= 0:
-        raise InvalidArgument("concurrency must be >= 1 and timeout_s > 0")
-    entries = [_entry_config(e, options) for e in miners_opt]
+    entries = [_entry_config(e, options) for e in options.get("miners") or []]
     port = int(options.get("port", DEFAULT_PORT))
     listed = {c.address for c, _ in entries}
-    for host in _subnet_hosts(subnets):
+    for host in _subnet_hosts(options.get("subnets") or []):
         if f"{host}:{port}" not in listed:
             entries.append((_config(host, port, "", {}, options), ""))
 
     async def resolve(config: MinerConfig, family: str) -> Miner:
         if family:
             return make_miner(family, config)
-        found, version = await identify(config.host, config.port, timeout_s=timeout_s,
-                                        web_port=config.web_port if config.web_port != 80
-                                        else None)
+        # Each miner's identification is bounded on its own: a hung one costs one timeout.
+        async with asyncio.timeout(timeout_s + 1.0):
+            found, version = await identify(
+                config.host, config.port, timeout_s=timeout_s,
+                web_port=config.web_port if config.web_port != 80 else None)
+        config = dataclasses.replace(config, family=found)
         config = _config(config.host, config.port, found,
                          {"username": config.username, "password": config.password,
                           "web_port": config.web_port, "simulated": config.simulated,
                           "timeout_s": config.timeout_s}, options)
         return make_miner(found, config, version)
 
-    results = await gather_bounded([resolve(c, f) for c, f in entries], concurrency)
+    async def resolve_bounded(config: MinerConfig, family: str) -> Miner:
+        try:
+            return await resolve(config, family)
+        except TimeoutError as exc:
+            raise Timeout(f"no answer on {config.address} within {timeout_s:g} s") from exc
+
+    results = await gather_bounded([resolve_bounded(c, f) for c, f in entries], concurrency)
     found: list[Device] = []
     for (config, _family), result in zip(entries, results, strict=True):
         if isinstance(result, Miner):
             found.append(result)
         elif config.address in listed:  # listed by the operator: keep it visible
-            reason = f"not identified: {type(result).__name__}: {result}"
-            found.append(UnidentifiedMiner(config, reason, timeout_s))
+            found.append(UnidentifiedMiner(config, f"not identified: {result}", timeout_s))
     return found
+
+
+def discovery_budget_s(options: Mapping[str, Any]) -> float:
+    """How long discovery may take: one identify timeout per wave of `concurrency` miners."""
+    count = len(options.get("miners") or []) + len(_subnet_hosts(options.get("subnets") or []))
+    concurrency = int(options.get("concurrency", DEFAULT_DISCOVER_CONCURRENCY))
+    timeout_s = float(options.get("timeout_s", DEFAULT_DISCOVER_TIMEOUT_S))
+    return math.ceil(max(count, 1) / concurrency) * (timeout_s + 1.0) + 5.0
 
 
 class UnidentifiedMiner(Device):
@@ -277,7 +396,7 @@ class UnidentifiedMiner(Device):
                     lambda: identify(self.config.host, self.config.port,
                                      timeout_s=self._timeout_s), self._timeout_s * 4 + 1)
             except HalError as exc:
-                self.reason = f"not identified: {type(exc).__name__}: {exc}"
+                self.reason = f"not identified: {exc}"
                 raise DeviceLost(f"{self.id}: {self.reason}") from exc
             config = dataclasses.replace(self.config, family=family)
             self._miner = make_miner(family, config, version)
@@ -310,11 +429,8 @@ class UnidentifiedMiner(Device):
 
 def discover(options: Mapping[str, Any]) -> list[Device]:
     """Miners the configuration lists; nothing is scanned unless `subnets` says so."""
+    check_options(options or {})
     if not options or (not options.get("miners") and not options.get("subnets")):
-        unknown = set(options or {}) - _OPTIONS
-        if unknown:
-            raise InvalidArgument(f"unknown asic option(s) {sorted(unknown)}")
         return []
-    budget = float(options.get("timeout_s", DEFAULT_DISCOVER_TIMEOUT_S)) * 4 + 5.0
-    miners = run_sync(lambda: discover_async(options), budget)
+    miners = run_sync(lambda: discover_async(options), discovery_budget_s(options))
     return list(miners)

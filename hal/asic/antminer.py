@@ -1,11 +1,11 @@
 """Antminer on stock Bitmain firmware: bmminer RPC for reads, the web CGI for control.
 
-Reads: `summary` (hashrate, uptime), `stats` (boards, chips, temps, fans, expected rate),
-`pools`. Stock firmware has no power reading and no watt target: power_w stays None and
-set_power_limit raises NotSupported. Control goes through `/cgi-bin/set_miner_conf.cgi` with
-HTTP digest auth; the firmware replaces its whole config with what we send, so we read
-`get_miner_conf.cgi` first and send it back with only `miner-mode` changed
-(0 normal, 1 sleep, 3 low power).
+Reads: `summary` (hashrate, uptime), `stats` (model, boards, chips, temps, fans, expected
+rate), `pools`. Stock firmware has no power reading and no watt target: power_w is the model's
+nameplate estimate (PowerSource.ESTIMATED, hal.asic.power) and set_power_limit raises
+NotSupported. Control goes through `/cgi-bin/set_miner_conf.cgi` with HTTP digest auth; the
+firmware replaces its whole config with what we send, so we read `get_miner_conf.cgi` first and
+send what its own web page sends, with the new `miner-mode` (0 normal, 1 sleep, 3 low power).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 
 from hal.asic import webclient
 from hal.asic.base import Miner, build_telemetry, reply_errors, usable
+from hal.asic.power import algorithm_of, estimate_power_w
 from hal.asic.transport import Reply, dash_list, to_float, to_int
-from hal.device import AsicBoard, AsicTelemetry, Capability, PoolStatus, Telemetry
+from hal.device import AsicBoard, AsicTelemetry, Capability, PoolStatus, PowerSource, Telemetry
 from hal.errors import InvalidArgument, ProtocolError
 
 MINER_MODES = {"normal": 0, "sleep": 1, "low": 3}
@@ -31,8 +32,26 @@ def rate_to_hs(value: Any, unit: str) -> float | None:
     return number * scale.get(unit.upper().rstrip("/S"), 1e9)
 
 
-def antminer_boards(stats: Reply | None) -> tuple[list[AsicBoard], list[int], float | None,
-                                                  list[float]]:
+def model_of(*replies: Reply | None) -> str:
+    """The model (`Type`) from a `stats` or `version` reply; "" when neither says."""
+    for reply in replies:
+        if reply is None:
+            continue
+        for section in ("STATS", "VERSION"):
+            for record in reply.section(section):
+                if record.get("Type"):
+                    return str(record["Type"])
+    return ""
+
+
+def ghs_scale(algorithm: str) -> float:
+    """What bmminer's "GHS" keys really count: scrypt (L3+, L7) and X11 (D3) miners put MH/s
+    under the same names ("GHS 5s":"504.56" on an L3+)."""
+    return 1e9 if algorithm == "sha256d" else 1e6
+
+
+def antminer_boards(stats: Reply | None, algorithm: str = "sha256d"
+                    ) -> tuple[list[AsicBoard], list[int], float | None, list[float]]:
     """Boards, fans, expected hashrate and all temps from a bmminer-style `stats` reply."""
     if stats is None:
         return [], [], None, []
@@ -40,7 +59,7 @@ def antminer_boards(stats: Reply | None) -> tuple[list[AsicBoard], list[int], fl
     detail = next((r for r in records if "chain_rate1" in r or "fan_num" in r), None)
     if detail is None:
         return [], [], None, []
-    unit = str(detail.get("rate_unit") or "GH")
+    unit = str(detail.get("rate_unit") or ("GH" if algorithm == "sha256d" else "MH"))
     boards: list[AsicBoard] = []
     temps: list[float] = []
     for index in range(1, 17):
@@ -96,13 +115,15 @@ def _truthy(value: Any) -> bool | None:
     return str(value).strip().lower() in ("true", "y", "yes", "1")
 
 
-def summary_hashrate(reply: Reply | None) -> tuple[float | None, int | None]:
+def summary_hashrate(reply: Reply | None, algorithm: str = "sha256d"
+                     ) -> tuple[float | None, int | None]:
     """Realtime hashrate and uptime from `summary` (GHS or MHS keys)."""
     if reply is None:
         return None, None
+    ghs = ghs_scale(algorithm)
     for record in reply.section("SUMMARY"):
         uptime = to_int(record.get("Elapsed"))
-        for key, scale in (("GHS 5s", 1e9), ("MHS 5s", 1e6), ("GHS av", 1e9), ("MHS av", 1e6)):
+        for key, scale in (("GHS 5s", ghs), ("MHS 5s", 1e6), ("GHS av", ghs), ("MHS av", 1e6)):
             value = to_float(record.get(key))
             if value is not None:
                 return value * scale, uptime
@@ -142,14 +163,20 @@ class AntminerMiner(Miner):
 
     @classmethod
     def parse_telemetry(cls, device_id: str, replies: Mapping[str, Reply]) -> Telemetry:
-        hashrate, uptime = summary_hashrate(usable(replies, "summary"))
-        boards, fans, expected, temps = antminer_boards(usable(replies, "stats"))
+        stats = usable(replies, "stats")
+        model = model_of(stats)
+        algorithm = algorithm_of(model)
+        hashrate, uptime = summary_hashrate(usable(replies, "summary"), algorithm)
+        boards, fans, expected, temps = antminer_boards(stats, algorithm)
         if hashrate is None and boards:
             hashrate = sum(b.hashrate_hs or 0.0 for b in boards)
         is_mining = None if hashrate is None else hashrate > 0
         asic = bmminer_detail(replies, boards, fans, expected, uptime, is_mining)
+        # Stock firmware measures no power: estimate it from the model's nameplate.
+        power = estimate_power_w(model, hashrate)
         return build_telemetry(device_id, family=cls.family, hashrate_hs=hashrate,
-                               asic=asic, temps=temps)
+                               power_w=power, power_source=PowerSource.ESTIMATED,
+                               asic=asic, temps=temps, algorithm=algorithm)
 
     # --- web control -----------------------------------------------------------------------
     def _web(self) -> webclient.DigestClient:
@@ -164,18 +191,21 @@ class AntminerMiner(Miner):
         return _json_object(body, "get_miner_conf")
 
     async def set_mode(self, mode: str) -> None:
-        """Send the full config back with `miner-mode` changed (stock firmware replaces it all)."""
+        """Switch `miner-mode`, sending what the firmware's own web page sends: the pools, the
+        fan and frequency settings and the mode, never a stale `bitmain-work-mode` beside it
+        (the firmware replaces its whole configuration with the body)."""
         if mode not in MINER_MODES:
-            raise InvalidArgument(f"unknown Antminer mode {mode!r}; use {sorted(MINER_MODES)}")
+            raise InvalidArgument(f"{self.id}: unknown Antminer mode {mode!r}; "
+                                  f"use {sorted(MINER_MODES)}")
         conf = await self.get_miner_conf()
-        conf["miner-mode"] = MINER_MODES[mode]
-        _status, body = await self._web().request(
-            "POST", "/cgi-bin/set_miner_conf.cgi", json.dumps(conf).encode(),
+        body = web_page_conf(conf, MINER_MODES[mode])
+        _status, reply = await self._web().request(
+            "POST", "/cgi-bin/set_miner_conf.cgi", json.dumps(body).encode(),
             content_type="application/json",
         )
-        answer = _json_object(body, "set_miner_conf")
+        answer = _json_object(reply, "set_miner_conf")
         if str(answer.get("stats", "")).lower() != "success":
-            raise ProtocolError(f"{self.id}: set_miner_conf refused: {answer}", body)
+            raise ProtocolError(f"{self.id}: set_miner_conf refused: {answer}", reply)
 
     async def async_sleep(self) -> None:
         await self.set_mode("sleep")
@@ -183,8 +213,28 @@ class AntminerMiner(Miner):
     async def async_wake(self) -> None:
         await self.set_mode("normal")
 
+    async def async_power_modes(self) -> tuple[str, ...]:
+        return tuple(MINER_MODES)
+
+    async def async_set_power_mode(self, mode: str) -> None:
+        await self.set_mode(mode)
+
     async def async_restart(self) -> None:
         await self._web().request("GET", "/cgi-bin/reboot.cgi")
+
+
+def web_page_conf(conf: Mapping[str, Any], miner_mode: int) -> dict[str, Any]:
+    """The body the stock web page posts to set_miner_conf.cgi, from get_miner_conf's answer."""
+    pools = [{"url": str(p.get("url", "")), "user": str(p.get("user", "")),
+              "pass": str(p.get("pass", ""))}
+             for p in conf.get("pools", []) if isinstance(p, Mapping)]
+    return {
+        "bitmain-fan-ctrl": bool(conf.get("bitmain-fan-ctrl", False)),
+        "bitmain-fan-pwm": str(conf.get("bitmain-fan-pwm", "100")),
+        "freq-level": str(conf.get("freq-level", conf.get("bitmain-freq-level", "100"))),
+        "miner-mode": miner_mode,
+        "pools": pools,
+    }
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

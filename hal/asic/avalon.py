@@ -34,21 +34,60 @@ def _numbers(value: str | None) -> list[float]:
     return [n for part in value.split() if (n := to_float(part)) is not None]
 
 
-def mm_fields(stats: Reply | None) -> dict[str, str]:
+def mm_modules(stats: Reply | None) -> list[dict[str, str]]:
+    """Every module's `MM IDn` blob, across every STATS record (an Avalon controller with
+    chained miners reports several records, each with several modules)."""
     if stats is None:
-        return {}
-    for record in stats.section("STATS"):
-        for key, value in record.items():
-            if key.startswith("MM ID") and isinstance(value, str):
-                return parse_mm_blob(value)
-    return {}
+        return []
+    return [parse_mm_blob(value)
+            for record in stats.section("STATS")
+            for key, value in record.items()
+            if key.startswith("MM ID") and isinstance(value, str)]
+
+
+def mm_fields(stats: Reply | None) -> dict[str, str]:
+    modules = mm_modules(stats)
+    return modules[0] if modules else {}
+
+
+def _module_hashrate_gh(mm: dict[str, str]) -> float | None:
+    """Realtime GH/s: GHSspd, else the 1047's GHSavg, else the sum of its boards' MGHS."""
+    for key in ("GHSspd", "GHSavg"):
+        if (value := to_float(mm.get(key))) is not None:
+            return value
+    boards = _numbers(mm.get("MGHS"))
+    return sum(boards) if boards else None
+
+
+def _module_power_w(mm: dict[str, str]) -> float | None:
+    """WALLPOWER, else the last PS field; a controller that does not measure sends
+    PS[0 0 0 0 0 0], which is unknown, not 0 W."""
+    if (wall := to_float(mm.get("WALLPOWER"))) is not None and wall > 0:
+        return wall
+    ps = _numbers(mm.get("PS"))
+    return ps[-1] if ps and ps[-1] > 0 else None
+
+
+def _total(values: list[float | None]) -> float | None:
+    """A fleet sum is known only if every part is."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None)
+
+
+def _chips_per_board(mm: dict[str, str], boards: int) -> int | None:
+    total = to_int(mm.get("TA"))
+    if total and boards:
+        return total // boards
+    match = re.search(r"--hash-asic (\d+)", mm.get("ATAOPTS0", ""))
+    return int(match.group(1)) if match else None
 
 
 class AvalonMiner(Miner):
     family = "avalon"
     vendor = "Canaan"
     data_sources: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "hashrate": ("stats",),
+        "hashrate": ("stats", "summary"),
         "expected_hashrate": ("stats",),
         "power": ("stats",),
         "fans": ("stats",),
@@ -62,54 +101,61 @@ class AvalonMiner(Miner):
 
     @classmethod
     def parse_telemetry(cls, device_id: str, replies: Mapping[str, Reply]) -> Telemetry:
-        mm = mm_fields(usable(replies, "stats") or usable(replies, "estats"))
-        hashrate_gh = to_float(mm.get("GHSspd"))
-        uptime = to_int(mm.get("Elapsed"))
+        modules = mm_modules(usable(replies, "stats") or usable(replies, "estats"))
+        rates = [_module_hashrate_gh(mm) for mm in modules]
+        hashrate_gh = _total(rates)
         summary = usable(replies, "summary")
-        if summary is not None:
-            for record in summary.section("SUMMARY"):
-                uptime = to_int(record.get("Elapsed")) or uptime
-                if hashrate_gh is None and (mhs := to_float(record.get("MHS 5s"))) is not None:
-                    hashrate_gh = mhs / 1e3
-        power = to_float(mm.get("WALLPOWER"))
-        if power is None and (ps := _numbers(mm.get("PS"))):
-            power = ps[-1]
-        fans = tuple(int(rpm) for i in range(1, 9)
-                     if (rpm := to_float(mm.get(f"Fan{i}"))) is not None)
-        board_rates = _numbers(mm.get("MGHS"))
-        board_tmax = _numbers(mm.get("MTmax"))
-        board_tavg = _numbers(mm.get("MTavg"))
-        boards = tuple(
-            AsicBoard(
-                index=i,
-                hashrate_hs=rate * 1e9,
-                temp_board_c=board_tavg[i] if i < len(board_tavg) else None,
-                temp_chip_c=board_tmax[i] if i < len(board_tmax) else None,
-            )
-            for i, rate in enumerate(board_rates)
-        )
-        state = mm.get("SYSTEMSTATU", "")
+        uptime = to_int(modules[0].get("Elapsed")) if modules else None
+        for record in summary.section("SUMMARY") if summary is not None else []:
+            uptime = to_int(record.get("Elapsed")) or uptime
+            if hashrate_gh is None:
+                for key in ("MHS 5s", "MHS av", "MHS 1m"):
+                    if (mhs := to_float(record.get(key))) is not None:
+                        hashrate_gh = mhs / 1e3
+                        break
+        power = _total([_module_power_w(mm) for mm in modules])
+        fans: list[int] = []
+        boards: list[AsicBoard] = []
+        temps: list[float] = []
+        states: list[str] = []
+        for mm in modules:
+            fans += [int(rpm) for i in range(1, 9)
+                     if (rpm := to_float(mm.get(f"Fan{i}"))) is not None]
+            if (fan := to_float(mm.get("Fan"))) is not None:  # A9xx modules: one fan
+                fans.append(int(fan))
+            rates_gh = _numbers(mm.get("MGHS"))
+            tmax = _numbers(mm.get("MTmax"))
+            tavg = _numbers(mm.get("MTavg"))
+            chips = _chips_per_board(mm, len(rates_gh))
+            boards += [AsicBoard(index=len(boards) + i, hashrate_hs=rate * 1e9,
+                                 temp_board_c=tavg[i] if i < len(tavg) else None,
+                                 temp_chip_c=tmax[i] if i < len(tmax) else None, chips=chips)
+                       for i, rate in enumerate(rates_gh)]
+            temps += [t for t in (to_float(mm.get("TMax")), *tmax) if t]
+            states.append(mm.get("SYSTEMSTATU", ""))
         is_mining: bool | None = None
-        if "In Work" in state:
+        if any("In Work" in state for state in states):
             is_mining = True
-        elif "In Idle" in state:
+        elif any("In Idle" in state for state in states):
             is_mining = False
         if hashrate_gh is not None and hashrate_gh <= 0:
             is_mining = False
-        expected_gh = to_float(mm.get("GHSmm"))
-        temps = [t for t in (to_float(mm.get("TMax")), *board_tmax) if t]
+        expected_gh = _total([to_float(mm.get("GHSmm")) for mm in modules])
+        env = [t for mm in modules if (t := to_float(mm.get("Temp"))) is not None]
+        limit = _total([to_float(mm.get("MPO")) for mm in modules])
         asic = AsicTelemetry(
             expected_hashrate_hs=None if expected_gh is None else expected_gh * 1e9,
-            boards=boards,
-            fans_rpm=fans,
+            boards=tuple(boards),
+            fans_rpm=tuple(fans),
             pools=cgminer_pools(usable(replies, "pools")),
             uptime_s=uptime,
             errors=reply_errors(replies),
             is_mining=is_mining,
+            env_temp_c=max(env) if env else None,
         )
         return build_telemetry(device_id, family=cls.family,
                                hashrate_hs=None if hashrate_gh is None else hashrate_gh * 1e9,
-                               power_w=power, asic=asic, temps=temps)
+                               power_w=power, power_limit_w=limit, asic=asic, temps=temps)
 
     async def _ascset(self, parameter: str) -> Reply:
         return await self.rpc.request("ascset", parameter)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from hal.device import (
     DeviceKind,
     Health,
     HealthState,
+    PowerSource,
     Telemetry,
 )
 from hal.errors import HalError, InvalidArgument, NotSupported, ProtocolError, Timeout
@@ -213,6 +215,17 @@ class Miner(Device):
     async def async_set_power_limit(self, watts: float) -> None:
         raise NotSupported(f"{self.id}: {self.family} has no power target")
 
+    async def async_power_limit_range_w(self) -> tuple[float, float] | None:
+        """(lowest, highest) power target in watts this miner accepts; None: no watt target."""
+        return None
+
+    async def async_power_modes(self) -> tuple[str, ...]:
+        """The firmware's named low-power modes (profiles, work modes); () when it has none."""
+        return ()
+
+    async def async_set_power_mode(self, mode: str) -> None:
+        raise NotSupported(f"{self.id}: {self.family} has no named power modes")
+
     async def async_switch_pool(self, index: int) -> None:
         raise NotSupported(f"{self.id}: pool switch is not supported by {self.family}")
 
@@ -246,9 +259,29 @@ class Miner(Device):
         self._sync(self.async_wake, self._control_budget_s())
 
     def set_power_limit(self, watts: float) -> None:
-        if not watts > 0:
-            raise InvalidArgument(f"{self.id}: power limit must be positive, got {watts}")
-        self._sync(lambda: self.async_set_power_limit(watts), self._control_budget_s())
+        """Refused (InvalidArgument naming the range) unless within power_limit_range_w();
+        telemetry's power_limit_w then shows what the firmware applied."""
+        if isinstance(watts, bool) or not isinstance(watts, (int, float)) \
+                or not math.isfinite(watts) or watts <= 0:
+            raise InvalidArgument(f"{self.id}: power limit must be a positive number of watts, "
+                                  f"got {watts!r}")
+        if Capability.SET_POWER_LIMIT not in self.capabilities:
+            raise NotSupported(f"{self.id}: {self.family} has no power target")
+
+        async def apply() -> None:
+            check_range(self.id, watts, await self.async_power_limit_range_w())
+            await self.async_set_power_limit(watts)
+
+        self._sync(apply, self._control_budget_s())
+
+    def power_limit_range_w(self) -> tuple[float, float] | None:
+        return self._sync(self.async_power_limit_range_w, self._control_budget_s())
+
+    def power_modes(self) -> tuple[str, ...]:
+        return self._sync(self.async_power_modes, self._control_budget_s())
+
+    def set_power_mode(self, mode: str) -> None:
+        self._sync(lambda: self.async_set_power_mode(mode), self._control_budget_s())
 
     def switch_pool(self, index: int) -> None:
         if index < 0:
@@ -262,6 +295,12 @@ class Miner(Device):
         return self.config.timeout_s * 4
 
 
+def check_range(device_id: str, watts: float, bounds: tuple[float, float] | None) -> None:
+    if bounds is not None and not bounds[0] <= watts <= bounds[1]:
+        raise InvalidArgument(f"{device_id}: power limit {watts:g} W is outside the range this "
+                              f"miner accepts, {bounds[0]:g}-{bounds[1]:g} W")
+
+
 def _info_dict(info: DeviceInfo) -> dict[str, Any]:
     return {name: getattr(info, name) for name in info.__dataclass_fields__}
 
@@ -273,8 +312,10 @@ def build_telemetry(
     hashrate_hs: float | None,
     power_w: float | None = None,
     power_limit_w: float | None = None,
+    power_source: PowerSource | None = None,
     asic: AsicTelemetry,
     temps: Sequence[float] = (),
+    algorithm: str = "sha256d",
 ) -> Telemetry:
     """Common assembly: health from mining state and errors, max temperature as temp_c."""
     if asic.is_mining is False:
@@ -289,11 +330,13 @@ def build_telemetry(
         kind=DeviceKind.ASIC,
         health=health,
         power_w=power_w,
+        power_source=power_source if power_w is not None else None,
         power_limit_w=power_limit_w,
         temp_c=max(valid_temps) if valid_temps else None,
         hashrate_hs=hashrate_hs,
         asic=AsicTelemetry(**{**{f: getattr(asic, f) for f in asic.__dataclass_fields__},
-                              "firmware_family": family}),
+                              "firmware_family": family,
+                              "algorithm": asic.algorithm or algorithm}),
     )
 
 

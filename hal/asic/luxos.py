@@ -119,12 +119,28 @@ class LuxosMiner(Miner):
                             to_float(record.get("Hashrate")) or 0.0))
         return out
 
+    async def async_power_limit_range_w(self) -> tuple[float, float] | None:
+        """From the lowest to the highest profile's rated watts: a target above the highest
+        would silently run at full power, one below the lowest has no profile."""
+        watts = [p[1] for p in await self.profiles()]
+        return (min(watts), max(watts)) if watts else None
+
     async def async_set_power_limit(self, watts: float) -> None:
+        """The fastest profile whose rated watts fit under `watts`; telemetry's power_limit_w
+        then reads that profile's watts (the applied value)."""
         fitting = [p for p in await self.profiles() if p[1] <= watts]
         if not fitting:
             raise InvalidArgument(f"{self.id}: no LuxOS profile fits under {watts:g} W")
         name = max(fitting, key=lambda p: p[1])[0]
         await self._write("profileset", name)
+
+    async def async_power_modes(self) -> tuple[str, ...]:
+        return tuple(p[0] for p in await self.profiles())
+
+    async def async_set_power_mode(self, mode: str) -> None:
+        if mode not in await self.async_power_modes():
+            raise InvalidArgument(f"{self.id}: no LuxOS profile {mode!r}")
+        await self._write("profileset", mode)
 
     async def async_switch_pool(self, index: int) -> None:
         await self._write("switchpool", str(index))

@@ -45,14 +45,21 @@ class Reply:
     command: str
     data: dict[str, Any]
     raw: bytes = b""
+    address: str = ""  # host:port of the miner, for error messages
 
     @property
     def status(self) -> dict[str, Any]:
-        return first_status(self.data)
+        status = first_status(self.data)
+        if not status and "+" in self.command:
+            # `a+b`: no STATUS of its own; the first refused part speaks for the whole.
+            parts = [first_status(_part(self.data, c)) for c in self.command.split("+")]
+            refused = [p for p in parts if not _status_ok(p)]
+            return refused[0] if refused else (parts[0] if parts else {})
+        return status
 
     @property
     def ok(self) -> bool:
-        return str(self.status.get("STATUS", "S")) in ("S", "I", "W")
+        return _status_ok(self.status)
 
     @property
     def message(self) -> str:
@@ -73,12 +80,24 @@ class Reply:
             return self
         code = _as_int(status.get("Code"))
         msg = self.message or str(status)
+        where = f"{self.address}: " if self.address else ""
         if code == CODE_ACCESS_DENIED or "access denied" in msg.lower():
-            raise PermissionDenied(f"{self.command}: {msg}")
+            raise PermissionDenied(f"{where}{self.command}: {msg}")
         if code == CODE_INVALID_COMMAND or "invalid cmd" in msg.lower() \
                 or "invalid command" in msg.lower():
-            raise NotSupported(f"{self.command}: {msg}")
-        raise ProtocolError(f"{self.command}: firmware error: {msg}", self.raw)
+            raise NotSupported(f"{where}{self.command}: {msg}")
+        raise ProtocolError(f"{where}{self.command}: firmware error: {msg}", self.raw)
+
+
+def _status_ok(status: dict[str, Any]) -> bool:
+    return str(status.get("STATUS", "S")) in ("S", "I", "W")
+
+
+def _part(data: dict[str, Any], command: str) -> dict[str, Any]:
+    value = data.get(command)
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return value[0]
+    return value if isinstance(value, dict) else {"STATUS": [{"STATUS": "E", "Msg": "missing"}]}
 
 
 def first_status(data: dict[str, Any]) -> dict[str, Any]:
@@ -105,19 +124,30 @@ def _as_int(value: Any) -> int | None:
 # Parsing
 
 
+_JSON_ESCAPES = frozenset('"\\/bfnrtu')
+
+
 def _sanitise(text: str) -> str:
-    """Repair the known non-JSON quirks outside string literals: `}{` and bare nan/inf."""
+    """Repair the known non-JSON quirks: outside strings `}{` and bare nan/inf; inside strings
+    escapes JSON does not know (Whatsminer's `\\'`) and raw control characters (StrongU's
+    newline in "Last Share Time")."""
     out: list[str] = []
     i, n = 0, len(text)
     in_string = False
     while i < n:
         ch = text[i]
         if in_string:
-            out.append(ch)
             if ch == "\\" and i + 1 < n:
-                out.append(text[i + 1])
+                follower = text[i + 1]
+                # `\\'` and the like: keep the character, drop the escape JSON refuses.
+                out.append(ch + follower if follower in _JSON_ESCAPES else follower)
                 i += 2
                 continue
+            if ch < " ":
+                out.append(f"\\u{ord(ch):04x}")
+                i += 1
+                continue
+            out.append(ch)
             if ch == '"':
                 in_string = False
             i += 1
@@ -231,15 +261,16 @@ def parse_reply(raw: bytes, command: str = "") -> dict[str, Any]:
     return value
 
 
-def split_multi(data: dict[str, Any], commands: list[str], raw: bytes) -> dict[str, Reply]:
+def split_multi(data: dict[str, Any], commands: list[str], raw: bytes,
+                address: str = "") -> dict[str, Reply]:
     """A `a+b` reply is {"a":[{...}],"b":[{...}]}; return one Reply per command."""
     replies: dict[str, Reply] = {}
     for command in commands:
         part = data.get(command)
         if isinstance(part, list) and part and isinstance(part[0], dict):
-            replies[command] = Reply(command, part[0], raw)
+            replies[command] = Reply(command, part[0], raw, address)
         elif isinstance(part, dict):
-            replies[command] = Reply(command, part, raw)
+            replies[command] = Reply(command, part, raw, address)
         else:
             raise ProtocolError(f"multi-command reply lacks {command!r}", raw)
     return replies
@@ -304,13 +335,17 @@ class RpcClient:
         """Send `payload`, read until EOF or the trailing NUL, within the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
+        connect_s = min(self.connect_timeout_s, self.timeout_s)
         try:
-            async with asyncio.timeout(min(self.connect_timeout_s, self.timeout_s)):
+            async with asyncio.timeout(connect_s):
                 reader, writer = await asyncio.open_connection(self.host, self.port)
         except TimeoutError as exc:
-            raise Timeout(f"{self.address}: connect timed out") from exc
+            raise Timeout(f"no answer on {self.address} within {connect_s:g} s "
+                          f"(connection not accepted)") from exc
+        except ConnectionRefusedError as exc:
+            raise DeviceLost(f"connection refused by {self.address}") from exc
         except OSError as exc:
-            raise DeviceLost(f"{self.address}: cannot connect: {exc}") from exc
+            raise DeviceLost(f"cannot connect to {self.address}: {exc.strerror or exc}") from exc
         self._requests_sent += 1
         buffer = bytearray()
         try:
@@ -327,18 +362,17 @@ class RpcClient:
                     if buffer.endswith(b"\x00"):
                         break
         except TimeoutError as exc:
-            raise Timeout(
-                f"{self.address}: no complete reply within {self.timeout_s:g} s "
-                f"({len(buffer)} bytes read)"
-            ) from exc
+            what = "no answer" if not buffer else f"incomplete answer ({len(buffer)} bytes)"
+            raise Timeout(f"{what} on {self.address} within {self.timeout_s:g} s") from exc
         except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
-            raise DeviceLost(f"{self.address}: connection reset: {exc}") from exc
+            raise DeviceLost(f"connection reset by {self.address}") from exc
         except OSError as exc:
-            raise DeviceLost(f"{self.address}: connection failed: {exc}") from exc
+            raise DeviceLost(f"connection to {self.address} failed: "
+                             f"{exc.strerror or exc}") from exc
         finally:
             writer.close()
         if not buffer:
-            raise DeviceLost(f"{self.address}: connection closed without a reply")
+            raise DeviceLost(f"{self.address} closed the connection without a reply")
         return bytes(buffer)
 
     async def request_raw(self, command: str, parameter: str | None = None,
@@ -362,7 +396,7 @@ class RpcClient:
                       *, text_form: bool = False, check: bool = True) -> Reply:
         """One command; with `check`, firmware errors become HAL errors."""
         data, raw = await self.request_raw(command, parameter, text_form=text_form)
-        reply = Reply(command, data, raw)
+        reply = Reply(command, data, raw, self.address)
         return reply.raise_for_status() if check else reply
 
     async def exchange_framed(self, message: dict[str, Any]) -> Reply:
@@ -376,13 +410,13 @@ class RpcClient:
         if length != len(raw) - 4:
             raise ProtocolError(f"{name}: length prefix says {length} bytes, got "
                                 f"{len(raw) - 4}", raw)
-        return Reply(name, parse_reply(raw[4:], name), raw)
+        return Reply(name, parse_reply(raw[4:], name), raw, self.address)
 
     async def send_json(self, message: dict[str, Any]) -> Reply:
         """Whatsminer-style `{"cmd": ...}` requests."""
         name = str(message.get("cmd") or message.get("command") or "")
         raw = await self.exchange(json.dumps(message).encode())
-        return Reply(name, parse_reply(raw, name), raw)
+        return Reply(name, parse_reply(raw, name), raw, self.address)
 
     async def multi(self, commands: list[str]) -> dict[str, Reply]:
         """Each command once; merged into `a+b` where the firmware allows it (unchecked)."""
@@ -392,7 +426,7 @@ class RpcClient:
             data, raw = await self.request_raw(joined)
             if all(c in data for c in commands):
                 self.multi_allowed = True
-                return split_multi(data, commands, raw)
+                return split_multi(data, commands, raw, self.address)
             status = first_status(data)
             if str(status.get("STATUS")) == "E":
                 self.multi_allowed = False  # e.g. stock S19: fall back to single commands
@@ -401,7 +435,7 @@ class RpcClient:
         results: dict[str, Reply] = {}
         for command in commands:
             data, raw = await self.request_raw(command)
-            results[command] = Reply(command, data, raw)
+            results[command] = Reply(command, data, raw, self.address)
         return results
 
 

@@ -1,16 +1,14 @@
-"""A small asyncio HTTP/1.1 client with digest auth (RFC 7616, MD5, qop=auth) for miner CGIs.
+"""Miner web CGIs (Antminer `/cgi-bin/*.cgi`) over `httpx`, with HTTP digest auth.
 
-One request per connection (`Connection: close`), bounded by a deadline and a size cap, like
-the RPC transport. Enough for Antminer's `/cgi-bin/*.cgi`; not a general HTTP client.
+One client per request, bounded by a deadline and a body-size cap like the RPC transport;
+transport failures become HAL errors that name the miner and say what happened.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-import re
 from dataclasses import dataclass
+
+import httpx
 
 from hal.errors import DeviceLost, PermissionDenied, ProtocolError, Timeout
 
@@ -24,70 +22,44 @@ class HttpResponse:
     body: bytes
 
 
-def parse_challenge(header: str) -> dict[str, str]:
-    """`Digest realm="x", nonce="y", qop="auth"` -> {"realm": "x", ...}."""
-    if not header.lower().startswith("digest "):
-        return {}
-    return {k.lower(): v for k, v in re.findall(r'(\w+)="?([^",]*)"?', header[7:])}
-
-
-def digest_response(method: str, uri: str, username: str, password: str,
-                    challenge: dict[str, str], cnonce: str, nc: str = "00000001") -> str:
-    realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
-    ha1 = hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-    if "auth" in challenge.get("qop", "").split(","):
-        return hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-    return hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-
-
 async def http_request(host: str, port: int, method: str, path: str, body: bytes = b"",
-                       headers: dict[str, str] | None = None,
-                       timeout_s: float = 5.0) -> HttpResponse:
-    head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
-            f"Content-Length: {len(body)}"]
-    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+                       headers: dict[str, str] | None = None, timeout_s: float = 5.0,
+                       auth: httpx.Auth | None = None) -> HttpResponse:
+    """One request; raises DeviceLost / Timeout / ProtocolError naming host:port."""
+    where = f"{host}:{port}"
+    url = f"http://{where}{path}"
     try:
-        async with asyncio.timeout(timeout_s):
-            try:
-                reader, writer = await asyncio.open_connection(host, port)
-            except OSError as exc:
-                raise DeviceLost(f"{host}:{port}: cannot connect: {exc}") from exc
-            try:
-                writer.write(request)
-                await writer.drain()
-                data = bytearray()
-                while chunk := await reader.read(65536):
-                    data += chunk
-                    if len(data) > MAX_BODY_BYTES:
-                        raise ProtocolError(f"{host}:{port}{path}: reply too large",
-                                            bytes(data[:4096]))
-            except (ConnectionResetError, BrokenPipeError) as exc:
-                raise DeviceLost(f"{host}:{port}: connection reset") from exc
-            finally:
-                writer.close()
-    except TimeoutError as exc:
-        raise Timeout(f"{host}:{port}{path}: no reply within {timeout_s:g} s") from exc
-    return _parse_response(bytes(data), f"{host}:{port}{path}")
+        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client, \
+                client.stream(method, url, content=body, headers=headers, auth=auth) as reply:
+            data = bytearray()
+            async for chunk in reply.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_BODY_BYTES:
+                    raise ProtocolError(f"{where}{path}: reply exceeds {MAX_BODY_BYTES} bytes",
+                                        bytes(data[:4096]))
+            return HttpResponse(reply.status_code,
+                                {k.lower(): v for k, v in reply.headers.items()}, bytes(data))
+    except httpx.TimeoutException as exc:
+        raise Timeout(f"no answer on {where} within {timeout_s:g} s ({path})") from exc
+    except httpx.ConnectError as exc:
+        if _refused(exc):
+            raise DeviceLost(f"connection refused by {where}") from exc
+        raise DeviceLost(f"cannot connect to {where}: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise DeviceLost(f"{where}{path}: HTTP exchange failed: {exc}") from exc
 
 
-def _parse_response(data: bytes, where: str) -> HttpResponse:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        raise ProtocolError(f"{where}: incomplete HTTP response", data)
-    lines = head.decode("latin-1").split("\r\n")
-    match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
-    if not match:
-        raise ProtocolError(f"{where}: not an HTTP response", data)
-    headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    length = headers.get("content-length")
-    if length is not None and length.isdigit():
-        body = body[: int(length)]
-    return HttpResponse(int(match.group(1)), headers, body)
+def _refused(exc: BaseException | None) -> bool:
+    """httpx says "All connection attempts failed"; the OS error under it says why."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        if isinstance(exc, ExceptionGroup):
+            return any(_refused(e) for e in exc.exceptions)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 @dataclass(slots=True)
@@ -101,31 +73,16 @@ class DigestClient:
     async def request(self, method: str, path: str, body: bytes = b"",
                       content_type: str = "") -> tuple[int, bytes]:
         headers = {"Content-Type": content_type} if content_type else {}
-        first = await http_request(self.host, self.port, method, path, body, headers,
-                                   self.timeout_s)
-        if first.status != 401:
-            return self._check(first, path)
-        challenge = parse_challenge(first.headers.get("www-authenticate", ""))
-        if not challenge:
-            raise ProtocolError(f"{path}: 401 without a digest challenge", first.body)
-        cnonce = os.urandom(8).hex()
-        response = digest_response(method, path, self.username, self.password, challenge, cnonce)
-        auth = (
-            f'Digest username="{self.username}", realm="{challenge.get("realm", "")}", '
-            f'nonce="{challenge.get("nonce", "")}", uri="{path}", response="{response}"'
-        )
-        if "qop" in challenge:
-            auth += f', qop=auth, nc=00000001, cnonce="{cnonce}"'
-        if "opaque" in challenge:
-            auth += f', opaque="{challenge["opaque"]}"'
-        second = await http_request(self.host, self.port, method, path, body,
-                                    {**headers, "Authorization": auth}, self.timeout_s)
-        if second.status == 401:
+        response = await http_request(self.host, self.port, method, path, body, headers,
+                                      self.timeout_s, httpx.DigestAuth(self.username,
+                                                                       self.password))
+        if response.status == 401:
             raise PermissionDenied(f"{self.host}:{self.port}{path}: digest auth rejected "
                                    f"(check username/password)")
-        return self._check(second, path)
-
-    def _check(self, response: HttpResponse, path: str) -> tuple[int, bytes]:
         if response.status >= 400:
-            raise ProtocolError(f"{path}: HTTP {response.status}", response.body)
+            raise ProtocolError(f"{self.host}:{self.port}{path}: HTTP {response.status}",
+                                response.body)
         return response.status, response.body
+
+
+__all__ = ["MAX_BODY_BYTES", "DigestClient", "HttpResponse", "http_request"]

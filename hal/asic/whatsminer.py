@@ -32,10 +32,13 @@ from hal.device import (
     PoolStatus,
     Telemetry,
 )
-from hal.errors import PermissionDenied, ProtocolError
+from hal.errors import InvalidArgument, PermissionDenied, ProtocolError
 
 DEFAULT_PASSWORD = "admin"
 CODE_TOKEN_ERROR = 135
+# `adjust_power_limit` takes whole watts, 0-99999 (btminer API v2.0.5); 0 is no target at all.
+POWER_LIMIT_RANGE_W = (1.0, 99999.0)
+POWER_MODES = {"low": "set_low_power", "normal": "set_normal_power", "high": "set_high_power"}
 
 
 def derive_token(password: str, salt: str, newsalt: str, time_str: str) -> tuple[bytes, str]:
@@ -172,7 +175,7 @@ class WhatsminerMiner(Miner):
         raw = await self.rpc.exchange(encrypt_command(key, {**command, "token": sign}))
         outer = parse_reply(raw, str(command.get("cmd")))
         if "enc" not in outer:
-            reply = Reply(str(command.get("cmd")), outer, raw)
+            reply = Reply(str(command.get("cmd")), outer, raw, self.rpc.address)
             if _as_code(outer) == CODE_TOKEN_ERROR or "token" in reply.message.lower():
                 raise PermissionDenied(f"{self.id}: Whatsminer rejected the token "
                                        f"(wrong admin password?): {reply.message}")
@@ -180,7 +183,7 @@ class WhatsminerMiner(Miner):
             return outer
         inner_raw = decrypt_payload(key, str(outer["enc"]))
         inner = parse_reply(inner_raw, str(command.get("cmd")))
-        Reply(str(command.get("cmd")), inner, inner_raw).raise_for_status()
+        Reply(str(command.get("cmd")), inner, inner_raw, self.rpc.address).raise_for_status()
         return inner
 
     async def async_sleep(self) -> None:
@@ -189,8 +192,29 @@ class WhatsminerMiner(Miner):
     async def async_wake(self) -> None:
         await self.privileged({"cmd": "power_on"})
 
+    async def async_power_limit_range_w(self) -> tuple[float, float] | None:
+        return POWER_LIMIT_RANGE_W
+
     async def async_set_power_limit(self, watts: float) -> None:
-        await self.privileged({"cmd": "adjust_power_limit", "power_limit": str(int(watts))})
+        if watts != int(watts):  # never truncate: 0.5 W sent as "0" would mean no limit
+            raise InvalidArgument(f"{self.id}: Whatsminer takes whole watts; got {watts:g} W")
+        try:
+            await self.privileged({"cmd": "adjust_power_limit",
+                                   "power_limit": str(int(watts))})
+        except ProtocolError as exc:
+            if "range" in str(exc).lower():
+                low, high = POWER_LIMIT_RANGE_W
+                raise InvalidArgument(f"{self.id}: the miner refused {watts:g} W as out of its "
+                                      f"range ({low:g}-{high:g} W by its API)") from exc
+            raise
+
+    async def async_power_modes(self) -> tuple[str, ...]:
+        return tuple(POWER_MODES)
+
+    async def async_set_power_mode(self, mode: str) -> None:
+        if mode not in POWER_MODES:
+            raise InvalidArgument(f"{self.id}: Whatsminer power modes are {sorted(POWER_MODES)}")
+        await self.privileged({"cmd": POWER_MODES[mode]})
 
     async def async_switch_pool(self, index: int) -> None:
         await self.privileged({"cmd": "switch_pool", "pool_id": index})

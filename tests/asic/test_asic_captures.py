@@ -1,5 +1,8 @@
-"""Every captured response parses into telemetry or fails with a ProtocolError carrying its bytes;
-pinned values per family were read by hand from the capture files."""
+"""Every captured response has an expected outcome (data/capture_expected.json: ProtocolError, or
+the telemetry's key values); pinned values per family were read by hand from the capture files.
+
+capture_expected.json was written from the parser's output and then read against each capture
+by hand; a change in any file's outcome fails here and must be justified in review."""
 
 from __future__ import annotations
 
@@ -70,17 +73,34 @@ def test_every_capture_directory_is_mapped() -> None:
     assert len(_response_files()) > 120
 
 
+EXPECTED = json.loads((Path(__file__).with_name("data") / "capture_expected.json").read_text())
+
+
+def test_every_capture_has_an_expected_outcome() -> None:
+    assert sorted(EXPECTED) == sorted(str(p.relative_to(CAPTURES)) for p in _response_files())
+
+
 @pytest.mark.parametrize("path", _response_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_capture_parses_or_fails_with_raw(path: Path) -> None:
+def test_capture_gives_its_expected_outcome(path: Path) -> None:
     raw = path.read_bytes()
     family = FAMILIES[FAMILY_OF_DIR[path.parent.name]]
+    expected = EXPECTED[str(path.relative_to(CAPTURES))]
     try:
         replies = _replies(path, raw)
         telemetry = family.parse_replies("asic/test:4028", replies)
     except ProtocolError as exc:
+        assert expected["outcome"] == "protocol_error", f"{path.name}: {exc}"
         assert exc.raw == raw
         return
+    assert expected["outcome"] == "telemetry"
     assert isinstance(telemetry, Telemetry)
+    asic = telemetry.asic
+    assert asic is not None
+    got = {"hashrate_hs": telemetry.hashrate_hs, "power_w": telemetry.power_w,
+           "power_limit_w": telemetry.power_limit_w, "temp_c": telemetry.temp_c,
+           "boards": len(asic.boards), "fans_rpm": list(asic.fans_rpm), "pools": len(asic.pools),
+           "is_mining": asic.is_mining, "errors": len(asic.errors)}
+    assert got == {k: v for k, v in expected.items() if k != "outcome"}
     assert telemetry.asic is not None and telemetry.asic.firmware_family == family.family
     for command, reply in replies.items():
         if not reply.ok:  # a refused command shows up as an error, not as silence
@@ -109,7 +129,9 @@ def test_antminer_s19pro_pinned() -> None:
     assert [b.temp_chip_c for b in t.asic.boards] == [78, 71, 69]  # max of temp_chipN
     assert [b.temp_board_c for b in t.asic.boards] == [73, 66, 64]  # max of temp_pcbN
     assert t.asic.fans_rpm == (6000, 5880, 5040, 5040)
-    assert t.power_w is None  # stock firmware reports no power
+    # Stock firmware measures no power: the S19 Pro nameplate (3250 W at 110 TH/s) x hashrate.
+    assert t.power_w == pytest.approx(3250 / 110e12 * 110566.89e9, abs=0.1)
+    assert t.power_source == "estimated"
     assert t.asic.uptime_s == 50474
     assert t.asic.pools[0].url == "stratum+tcp://btc.global.luxor.tech:700"
     assert t.asic.pools[0].active is True and t.asic.pools[0].accepted == 4057

@@ -182,3 +182,58 @@ def test_listed_miner_that_is_down_stays_visible_and_recovers() -> None:
 
 def test_unreachable_subnet_hosts_are_not_listed() -> None:
     assert hal.asic.discover({"subnets": ["127.0.0.250/31"], "port": 9, "timeout_s": 0.3}) == []
+
+
+def test_hung_miners_do_not_hide_the_healthy_ones() -> None:
+    """1,000 listed miners, 100 of them hung (they accept and never answer): every healthy one
+    is identified, and discovery ends within one identify timeout plus a margin."""
+    from hal.asic import UnidentifiedMiner
+
+    timeout_s = 2.0
+    families = ["cgminer", "luxos", "avalon", "antminer", "whatsminer"]
+    fleet = SimFleet.of([families[i % len(families)] for i in range(1000)],
+                        warmup_s=0.1).start()
+    try:
+        hung = set(range(5, 1000, 10))
+        for index in hung:
+            fleet.set_fault(index, Fault.HANG)
+        options = {"miners": [m.address for m in fleet.miners], "timeout_s": timeout_s}
+        start = time.monotonic()
+        devices = hal.asic.discover(options)
+        elapsed = time.monotonic() - start
+        assert len(devices) == 1000
+        for index, device in enumerate(devices):
+            if index in hung:
+                assert isinstance(device, UnidentifiedMiner)
+                assert device.health().reason == (
+                    f"not identified: no answer on {fleet.addresses[index]} within 2 s")
+            else:
+                assert isinstance(device, Miner), (index, device.health())
+                assert type(device).family == families[index % len(families)]
+        # One timeout for the hung ones (all in flight at once) plus a margin for 2 busy cores.
+        assert elapsed < timeout_s + 8.0
+    finally:
+        fleet.stop()
+
+
+def test_check_options_names_the_key() -> None:
+    from hal.asic import check_options
+
+    cases = {
+        "timeout_s": {"timeout_s": "3s"},
+        "miners[1].web_port": {"miners": ["127.0.0.1:4028", {"address": "127.0.0.1:4029",
+                                                             "web_port": "80"}]},
+        "miners[0].family": {"miners": [{"address": "127.0.0.1:4028", "family": "nosuch"}]},
+        "miners[0].address": {"miners": ["127.0.0.1:99999"]},
+        "concurrency": {"concurrency": 0},
+        "simulated": {"simulated": "yes"},
+        "credentials.luxos": {"credentials": {"luxos": {"user": "x"}}},
+        "port": {"port": True},
+    }
+    for key, options in cases.items():
+        with pytest.raises(InvalidArgument, match=key.replace("[", r"\[").replace("]", r"\]")):
+            check_options(options)
+    check_options({"miners": ["127.0.0.1:4028"], "timeout_s": 3, "concurrency": 8,
+                   "credentials": {"whatsminer": {"password": "admin"}}})
+    with pytest.raises(InvalidArgument, match="timeout_s"):
+        hal.asic.discover({"miners": ["127.0.0.1:4028"], "timeout_s": "3s"})

@@ -94,8 +94,12 @@ class LocalPool:
         version_mask: int = 0x1FFFE000,
         extranonce2_size: int = 4,
         nbits: int = 0x1D00FFFF,
+        drop_configure: bool = False,
     ) -> None:
         target_for_difficulty(difficulty)  # validates
+        # Like ckpool 0.9.4, which knows no `mining.configure`: hang up on it.
+        self.drop_configure = drop_configure
+        self.methods_seen: list[str] = []
         self.host = host
         self.port = port
         self.difficulty = difficulty
@@ -254,6 +258,10 @@ class LocalPool:
         params = message.get("params")
         if not isinstance(params, list):
             params = []
+        self.methods_seen.append(str(method)[:40])
+        if method == "mining.configure" and self.drop_configure:
+            conn.writer.close()
+            return
         if method == "mining.configure":
             await self._reply(conn, request_id, self._configure(conn, params), None)
         elif method == "mining.subscribe":
@@ -400,6 +408,12 @@ class PoolThread:
 
     def stats(self) -> PoolStats:
         return self._call(self._stats())
+
+    def methods_seen(self) -> list[str]:
+        return self._call(self._methods_seen())
+
+    async def _methods_seen(self) -> list[str]:
+        return list(self.pool.methods_seen)
 
     async def _stats(self) -> PoolStats:
         return self.pool.stats()

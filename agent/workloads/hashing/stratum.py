@@ -109,6 +109,7 @@ class _Session:
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     pending: dict[int, tuple[str, Share | None]] = field(default_factory=dict)
     extranonce1: bytes | None = None
+    configure_pending: bool = False
     extranonce2_size: int = 0
     version_mask: int = 0
     difficulty: float = 1.0
@@ -134,7 +135,7 @@ class StratumClient:
         user: str,
         password: str = "x",
         *,
-        version_rolling: bool = True,
+        version_rolling: bool | str = "auto",
         version_mask: int = 0x1FFFE000,
         connect_timeout_s: float = 10.0,
         idle_timeout_s: float = 300.0,
@@ -150,7 +151,14 @@ class StratumClient:
         self._pools = [parse_pool_url(url) for url in pools]
         self._user = user
         self._password = password
+        if not (isinstance(version_rolling, bool) or version_rolling == "auto"):
+            raise InvalidArgument(
+                f"version_rolling must be true, false or \"auto\", got {version_rolling!r:.40}")
+        # "auto": negotiate BIP 310 where the pool answers, fall back without it where the pool
+        # refuses or drops `mining.configure` (remembered per pool); True: always ask.
+        self._version_rolling = version_rolling
         self._requested_mask = version_mask if version_rolling else 0
+        self._configure_refused: set[PoolAddress] = set()
         self._connect_timeout_s = connect_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._line_timeout_s = line_timeout_s
@@ -311,7 +319,8 @@ class StratumClient:
         log.info("stratum.connected", pool=address.url)
         sender = asyncio.create_task(self._send_shares(session))
         try:
-            if self._requested_mask:
+            if self._requested_mask and address not in self._configure_refused:
+                session.configure_pending = True
                 await self._request(session, "mining.configure", [
                     ["version-rolling"],
                     {"version-rolling.mask": f"{self._requested_mask:08x}",
@@ -322,6 +331,10 @@ class StratumClient:
             while True:
                 await self._handle_line(session, await self._read_line(session))
         finally:
+            if session.configure_pending and self._version_rolling == "auto":
+                # The pool hung up on `mining.configure` (ckpool 0.9.4 does): next time, without.
+                self._configure_refused.add(address)
+                log.warning("stratum.configure_dropped", pool=address.url)
             self._end_session(session)
             sender.cancel()
             writer.close()
@@ -449,6 +462,9 @@ class StratumClient:
         kind, share = session.pending.pop(request_id)
         result, error = message.get("result"), message.get("error")
         if kind == "mining.configure":
+            session.configure_pending = False
+            if error is not None and self._version_rolling == "auto":
+                self._configure_refused.add(session.address)
             self._configured(session, result if error is None else None)
         elif kind == "mining.subscribe":
             if error is not None or not isinstance(result, list) or len(result) < 3:
@@ -465,6 +481,10 @@ class StratumClient:
             log.info("stratum.share_result", accepted=accepted, reason=reason,
                      job_id=share.job.job_id if share else None)
             self._count(accepted, reason)
+
+    def configure_refused(self) -> list[str]:
+        """The pools that refused or dropped `mining.configure` (asked no more, in "auto")."""
+        return sorted(address.url for address in self._configure_refused)
 
     def _configured(self, session: _Session, result: Any) -> None:
         mask = 0

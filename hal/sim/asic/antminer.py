@@ -14,9 +14,10 @@ import asyncio
 import hashlib
 import json
 import os
+import re
+import time
 from typing import Any
 
-from hal.asic.webclient import parse_challenge
 from hal.sim.asic.server import (
     FirmwareServer,
     MinerState,
@@ -40,6 +41,7 @@ class AntminerSim(FirmwareServer):
         super().__init__(host, port, warmup_s=warmup_s)
         self.state = MinerState(nominal_power_w=3250.0, idle_power_w=12.0, warmup_s=warmup_s)
         self.low_power = False
+        self.posted: list[dict[str, Any]] = []  # every set_miner_conf body, for tests
         self.username = username
         self.password = password
         self.requested_web_port = web_port
@@ -122,7 +124,10 @@ class AntminerSim(FirmwareServer):
             writer.close()
 
     def _authorised(self, method: str, headers: dict[str, str]) -> bool:
-        fields = parse_challenge(headers.get("authorization", ""))
+        header = headers.get("authorization", "")
+        if not header.lower().startswith("digest "):
+            return False
+        fields = {k.lower(): v for k, v in re.findall(r'(\w+)="?([^",]*)"?', header[7:])}
         if fields.get("username") != self.username or fields.get("nonce") != self._nonce:
             return False
         ha1 = hashlib.md5(f"{self.username}:{REALM}:{self.password}".encode()).hexdigest()
@@ -138,6 +143,7 @@ class AntminerSim(FirmwareServer):
                      f'qop="auth"']
         if not self._authorised(method, headers):
             return 401, b"", challenge
+        path = path.split("?")[0]
         if path == "/cgi-bin/get_system_info.cgi":
             return 200, load_capture(f"{CAPTURES}/web_get_system_info.json"), []
         if path == "/cgi-bin/get_miner_conf.cgi":
@@ -150,14 +156,81 @@ class AntminerSim(FirmwareServer):
             if not isinstance(conf, dict) or not conf.get("pools"):
                 # The firmware writes what it gets: a partial body would wipe the pools.
                 return 200, b'{"stats":"error","code":"M002","msg":"pools missing"}', []
-            self.miner_conf = conf
-            self._apply_mode(int(conf.get("miner-mode", 0)))
+            self.posted.append(conf)
+            mode = int(conf.get("miner-mode", 0))
+            # The firmware keeps its own fields and reports the mode it now runs in.
+            self.miner_conf = {**self.miner_conf, **conf, "bitmain-work-mode": str(mode)}
+            self._apply_mode(mode)
             return 200, b'{"stats":"success","code":"M000","msg":"OK!"}', []
+        if path == "/cgi-bin/stats.cgi":
+            return 200, self.web_stats(), []
+        if path == "/cgi-bin/summary.cgi":
+            return 200, self.web_summary(), []
+        if path == "/cgi-bin/get_blink_status.cgi":
+            return 200, json.dumps({"blink": False}).encode(), []
+        if path == "/cgi-bin/get_network_info.cgi":
+            info = json.loads(load_capture(f"{CAPTURES}/web_get_system_info.json"))
+            return 200, json.dumps({"nettype": "DHCP", "netdevice": "eth0",
+                                    "macaddr": info.get("macaddr", ""),
+                                    "hostname": info.get("hostname", ""),
+                                    "conf_nettype": "DHCP"}).encode(), []
         if path == "/cgi-bin/reboot.cgi":
             self.state.sleeping = True
             self.state.wake()
             return 200, b'{"stats":"success","code":"M000","msg":"OK!"}', []
         return 404, b"", []
+
+    # --- web reads pyasic uses (no capture of them exists: built from the RPC capture) -------
+    def _rpc_detail(self) -> dict[str, Any]:
+        stats = json.loads(self.reply("stats", None) or b"{}")
+        return next(r for r in stats["STATS"] if "chain_rate1" in r)
+
+    def web_stats(self) -> bytes:
+        """`stats.cgi` in the modern firmware's shape: one STATS record with a `chain` list.
+
+        Every figure is the RPC `stats` reply's (the same sensors, rates and chip counts), so
+        a client reading the web API sees what one reading RPC sees."""
+        detail = self._rpc_detail()
+        chains = []
+        for index in range(1, 5):
+            if not detail.get(f"chain_acn{index}"):
+                continue
+            chains.append({
+                "index": index - 1, "freq_avg": 525, "rate_ideal": 36666.67,
+                "rate_real": float(detail[f"chain_rate{index}"] or 0),
+                "asic_num": int(detail[f"chain_acn{index}"]),
+                "temp_pic": [int(v) for v in str(detail[f"temp_pic{index}"]).split("-")],
+                "temp_pcb": [int(v) for v in str(detail[f"temp_pcb{index}"]).split("-")],
+                "temp_chip": [int(v) for v in str(detail[f"temp_chip{index}"]).split("-")],
+                "hw": 0, "eeprom_loaded": True, "sn": f"SIMBOARD{index:04d}", "hwp": 0.0,
+            })
+        summary = json.loads(self.reply("summary", None) or b"{}")["SUMMARY"][0]
+        return json.dumps({
+            "STATUS": {"STATUS": "S", "when": int(time.time()), "Msg": "stats",
+                       "api_version": "1.0.0"},
+            "INFO": {"miner_version": "49.0.1.3", "CompileTime": "", "type": "Antminer S19 Pro"},
+            "STATS": [{"elapsed": int(summary["Elapsed"]), "rate_5s": float(summary["GHS 5s"]),
+                       "rate_30m": float(summary["GHS av"]), "rate_avg": float(summary["GHS av"]),
+                       "rate_ideal": float(detail.get("total_rateideal", 0)), "rate_unit": "GH/s",
+                       "chain_num": len(chains), "fan_num": int(detail.get("fan_num", 4)),
+                       "fan": [int(detail.get(f"fan{i}", 0)) for i in range(1, 5)],
+                       "hwp_total": 0.0, "miner-mode": int(self.miner_conf.get("miner-mode", 0)),
+                       "freq-level": 100, "chain": chains}],
+        }).encode()
+
+    def web_summary(self) -> bytes:
+        summary = json.loads(self.reply("summary", None) or b"{}")["SUMMARY"][0]
+        return json.dumps({
+            "STATUS": {"STATUS": "S", "when": int(time.time()), "Msg": "summary",
+                       "api_version": "1.0.0"},
+            "INFO": {"miner_version": "49.0.1.3", "type": "Antminer S19 Pro"},
+            "SUMMARY": [{"elapsed": int(summary["Elapsed"]), "rate_5s": float(summary["GHS 5s"]),
+                         "rate_unit": "GH/s",
+                         "status": [{"type": "rate", "status": "s", "code": 0, "msg": ""},
+                                    {"type": "network", "status": "s", "code": 0, "msg": ""},
+                                    {"type": "fans", "status": "s", "code": 0, "msg": ""},
+                                    {"type": "temp", "status": "s", "code": 0, "msg": ""}]}],
+        }).encode()
 
     def _apply_mode(self, mode: int) -> None:
         if mode == 1:

@@ -46,6 +46,10 @@ class LuxosSim(FirmwareServer):
                          for p in profiles}
         config = json.loads(load_capture(f"{CAPTURES}/config.json"))["CONFIG"][0]
         self.base_profile = str(config["Profile"])
+        rated = [w for w, _ in self.profiles.values()]
+        base_w = self.profiles[self.base_profile][0]
+        self.state.min_power_w = self.state.nominal_power_w * min(rated) / base_w
+        self.state.max_power_w = self.state.nominal_power_w * max(rated) / base_w
         self.profile = self.base_profile
         self.session_ttl_s = session_ttl_s
         self.session_id = ""
@@ -116,7 +120,7 @@ class LuxosSim(FirmwareServer):
             self.profile = name
             base_watts = self.profiles[self.base_profile][0]
             ratio = self.profiles[name][0] / base_watts
-            self.state.power_target_w = (
+            self.state.set_target(
                 None if name == self.base_profile else self.state.nominal_power_w * ratio
             )
             return self._ok(340, f"Profile set to {name}")

@@ -85,14 +85,24 @@ def rewrite_string(text: str, key: str, value: str) -> str:
 
 @dataclass
 class MinerState:
-    """Mining, sleeping or warming up after a wake; an optional power target (watts)."""
+    """Mining, sleeping or warming up after a wake, under an optional power target (watts).
+
+    Physical: asleep the miner draws `idle_power_w` and hashes nothing; after a wake it hashes
+    again once `warmup_s` has passed; a new power target is clamped to the model's range
+    (`min_power_w`..`max_power_w`) and the drawn power moves there linearly over
+    `response_s`, with the hashrate in proportion."""
 
     nominal_power_w: float
     idle_power_w: float
     warmup_s: float = 1.0
+    response_s: float = 0.0
+    min_power_w: float = 0.0
+    max_power_w: float = 0.0  # 0: the nominal power
     sleeping: bool = False
     warm_at: float = 0.0  # monotonic time the warm-up ends
     power_target_w: float | None = None
+    _ramp_from_w: float = 0.0
+    _ramp_at: float = 0.0
 
     def sleep(self) -> None:
         self.sleeping = True
@@ -102,15 +112,33 @@ class MinerState:
             self.sleeping = False
             self.warm_at = time.monotonic() + self.warmup_s
 
+    def set_target(self, watts: float | None) -> None:
+        """A new power target (None: back to nominal), reached over `response_s`."""
+        self._ramp_from_w = self.running_power_w()
+        self._ramp_at = time.monotonic()
+        self.power_target_w = None if watts is None else self.clamp(watts)
+
+    def clamp(self, watts: float) -> float:
+        high = self.max_power_w or self.nominal_power_w
+        return max(self.min_power_w, min(high, watts))
+
+    def running_power_w(self) -> float:
+        """What the hash boards draw when mining, on the way to the target."""
+        target = self.nominal_power_w if self.power_target_w is None else self.power_target_w
+        elapsed = time.monotonic() - self._ramp_at
+        if self.response_s <= 0 or elapsed >= self.response_s or not self._ramp_from_w:
+            return target
+        return self._ramp_from_w + (target - self._ramp_from_w) * elapsed / self.response_s
+
     @property
     def warming(self) -> bool:
         return not self.sleeping and time.monotonic() < self.warm_at
 
     @property
     def target_factor(self) -> float:
-        if self.power_target_w is None or self.nominal_power_w <= 0:
+        if self.nominal_power_w <= 0:
             return 1.0
-        return max(0.0, min(1.0, self.power_target_w / self.nominal_power_w))
+        return max(0.0, self.running_power_w() / self.nominal_power_w)
 
     @property
     def hash_factor(self) -> float:
@@ -123,7 +151,7 @@ class MinerState:
             return self.idle_power_w
         if self.warming:
             return self.idle_power_w + 0.5 * (self.nominal_power_w - self.idle_power_w)
-        return self.nominal_power_w * self.target_factor
+        return self.running_power_w()
 
 
 def status_reply(status: str, code: int, msg: str, description: str = "cgminer 4.11.1",

@@ -10,13 +10,16 @@ firmware's shape; reads are the capture with hashrate/power/mineroff fields rewr
 from __future__ import annotations
 
 import base64
+import ctypes
+import functools
+import hashlib
 import json
 import os
 import time
 from typing import Any
 
-from hal.asic._crypto import aes256_ecb_decrypt, aes256_ecb_encrypt
-from hal.asic.whatsminer import derive_token
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from hal.sim.asic.server import (
     FirmwareServer,
     MinerState,
@@ -31,6 +34,31 @@ _READS = {"summary", "devs", "pools", "get_version", "get_psu", "status", "get_m
 _HASH_KEYS = ("MHS av", "HS RT", "MHS 5s")
 
 
+@functools.lru_cache(maxsize=1)
+def _libc_crypt() -> Any:
+    lib = ctypes.CDLL("libcrypt.so.1")
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    return lib.crypt
+
+
+def firmware_token(password: str, salt: str, newsalt: str, stamp: str) -> tuple[bytes, str]:
+    """(AES key, sign) as the firmware derives them, through the C library's crypt(3).
+
+    Deliberately not hal.asic's md5-crypt: a bug shared by client and simulator could never
+    fail a test. Pinned by reference vectors in tests/asic."""
+    crypt = _libc_crypt()
+    key = crypt(password.encode(), f"$1${salt}$".encode()).decode().split("$")[3]
+    sign = crypt((key + stamp).encode(), f"$1${newsalt}$".encode()).decode().split("$")[3]
+    return hashlib.sha256(key.encode()).digest(), sign
+
+
+def _aes(key: bytes, data: bytes, *, encrypt: bool) -> bytes:
+    cipher = Cipher(algorithms.AES(key), modes.ECB())
+    worker = cipher.encryptor() if encrypt else cipher.decryptor()
+    return worker.update(data) + worker.finalize()
+
+
 def _plain(status: str, code: int, msg: Any) -> bytes:
     return json.dumps({"STATUS": status, "When": int(time.time()), "Code": code, "Msg": msg,
                        "Description": ""}).encode()
@@ -42,21 +70,41 @@ class WhatsminerSim(FirmwareServer):
     trailing_nul = False
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, warmup_s: float = 1.0,
-                 password: str = "admin", token_ttl_s: float = 1800.0) -> None:
+                 password: str = "admin", token_ttl_s: float = 1800.0,
+                 model: str = "M50S++_VK30", response_s: float = 0.0) -> None:
         super().__init__(host, port, warmup_s=warmup_s)
         summary = json.loads(load_capture(f"{CAPTURES}/summary.json"))["SUMMARY"][0]
         self.base_power_limit_w = float(summary["Power Limit"])
+        # An M50S-class PSU: the boards run from about half to just over nominal power.
         self.state = MinerState(nominal_power_w=float(summary["Power"]), idle_power_w=20.0,
-                                warmup_s=warmup_s)
+                                warmup_s=warmup_s, response_s=response_s,
+                                min_power_w=1600.0, max_power_w=3600.0)
         self.password = password
+        self.model = model
+        self.power_limit_w: float | None = None  # as set through the API
         self.token_ttl_s = token_ttl_s
         self.salt = "BQ5hoXV9"
         self._tokens: dict[str, tuple[bytes, float]] = {}  # sign -> (aes key, expiry)
         self.active_pool = 0
 
     def invalid_command(self) -> bytes:
+        # btminer's answer to a command it does not know (e.g. `version`): no family name in it.
         return json.dumps({"STATUS": "E", "When": int(time.time()), "Code": 14,
-                           "Msg": "invalid cmd", "Description": "whatsminer v1.1"}).encode()
+                           "Msg": "invalid cmd", "Description": ""}).encode()
+
+    def devdetails(self) -> bytes:
+        """btminer's devdetails shape (Name "SM", Driver "bitmicro", the model per board).
+
+        Not in the v2 capture set; the shape is that of the M21S replies in
+        whatsminer_m21s_simulator_messages, with this miner's model and board count."""
+        boards = json.loads(load_capture(f"{CAPTURES}/devs.json"))["DEVS"]
+        return json.dumps({
+            "STATUS": [{"STATUS": "S", "When": int(time.time()), "Code": 69,
+                        "Msg": "Device Details", "Description": "cgminer 4.9.2"}],
+            "DEVDETAILS": [{"DEVDETAILS": i, "Name": "SM", "ID": i, "Driver": "bitmicro",
+                            "Kernel": "", "Model": self.model} for i in range(len(boards))],
+            "id": 1,
+        }, separators=(",", ":")).encode()
 
     def handle_message(self, message: dict[str, Any]) -> bytes | None:
         if message.get("enc") == 1 and "data" in message:
@@ -64,7 +112,7 @@ class WhatsminerSim(FirmwareServer):
         if message.get("cmd") == "get_token":
             newsalt = os.urandom(4).hex()
             stamp = str(int(time.time()))[-4:]
-            key, sign = derive_token(self.password, self.salt, newsalt, stamp)
+            key, sign = firmware_token(self.password, self.salt, newsalt, stamp)
             now = time.monotonic()
             self._tokens = {s: v for s, v in self._tokens.items() if v[1] > now}
             self._tokens[sign] = (key, now + self.token_ttl_s)
@@ -81,13 +129,13 @@ class WhatsminerSim(FirmwareServer):
             if expiry < now or len(cipher) % 16:
                 continue
             try:
-                command = json.loads(aes256_ecb_decrypt(key, cipher).rstrip(b"\x00"))
+                command = json.loads(_aes(key, cipher, encrypt=False).rstrip(b"\x00"))
             except (ValueError, UnicodeDecodeError):
                 continue
             if isinstance(command, dict) and command.get("token") == sign:
                 answer = self._write(command)
                 padded = answer + b"\x00" * (-len(answer) % 16)
-                enc = base64.b64encode(aes256_ecb_encrypt(key, padded)).decode()
+                enc = base64.b64encode(_aes(key, padded, encrypt=True)).decode()
                 return json.dumps({"enc": enc}).encode()
         return _plain("E", 135, "check token err")
 
@@ -104,7 +152,11 @@ class WhatsminerSim(FirmwareServer):
                 return _plain("E", 132, "power_limit must be a number")
             if not 0 < watts <= 99999:
                 return _plain("E", 132, "power_limit out of range")
-            self.state.power_target_w = watts
+            self.power_limit_w = watts
+            self.state.set_target(watts)
+        elif name in ("set_low_power", "set_normal_power", "set_high_power"):
+            share = {"set_low_power": 0.8, "set_normal_power": 1.0, "set_high_power": 1.1}[name]
+            self.state.set_target(self.state.nominal_power_w * share)
         elif name == "switch_pool":
             self.active_pool = int(command.get("pool_id", 0))
         elif name in ("restart_btminer", "reboot"):
@@ -115,6 +167,8 @@ class WhatsminerSim(FirmwareServer):
         return _plain("S", 131, "API command OK")
 
     def reply(self, command: str, parameter: str | None) -> bytes | None:
+        if command == "devdetails":
+            return self.devdetails()
         if command not in _READS:
             return None
         text = load_capture(f"{CAPTURES}/{command}.json").decode()
@@ -123,14 +177,13 @@ class WhatsminerSim(FirmwareServer):
             text = rewrite_numbers(text, _HASH_KEYS, lambda v: v * factor)
         if command == "summary":
             power = self.state.power_w()
-            limit = self.state.power_target_w or self.base_power_limit_w
+            limit = self.power_limit_w or self.base_power_limit_w
             text = rewrite_numbers(text, ("Power",), lambda _v: power)
             text = rewrite_numbers(text, ("Power Limit",), lambda _v: limit)
         if command == "status":
             text = rewrite_string(text, "mineroff", "true" if self.state.sleeping else "false")
-            if self.state.power_target_w is not None:
-                text = rewrite_string(text, "power_limit_set",
-                                      str(int(self.state.power_target_w)))
+            if self.power_limit_w is not None:
+                text = rewrite_string(text, "power_limit_set", str(int(self.power_limit_w)))
         return text.encode()
 
 

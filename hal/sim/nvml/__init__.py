@@ -194,6 +194,11 @@ class SimControl:
         """Make every NVML setter answer NO_PERMISSION, as for a non-root process."""
         self.command(f"no_permission value={int(denied)}")
 
+    def set_drop_power_writes(self, drop: bool = True) -> None:
+        """Power-limit writes answer SUCCESS and change nothing, as some real drivers do
+        (a caller that does not read the limit back believes a write that never happened)."""
+        self.command(f"drop_power_writes value={int(drop)}")
+
     def driver_reload(self) -> None:
         """Forget power limits, locked clocks and persistence mode; restart the energy counter."""
         self.command("driver_reload")

@@ -142,6 +142,7 @@ typedef struct {
 typedef struct {
     unsigned long long generation;
     int no_permission;
+    int drop_power_writes; /* fault: power-limit writes answer SUCCESS and change nothing */
     unsigned long long xid_seq;
     int ngpus;
     gpu_t gpus[MAX_GPUS];
@@ -228,6 +229,8 @@ static int parse_state(const char *text, state_t *st) {
             st->generation = strtoull(t[1], NULL, 10);
         } else if (strcmp(t[0], "no_permission") == 0 && n > 1) {
             st->no_permission = atoi(t[1]) != 0;
+        } else if (strcmp(t[0], "drop_power_writes") == 0 && n > 1) {
+            st->drop_power_writes = atoi(t[1]) != 0;
         } else if (strcmp(t[0], "xid_seq") == 0 && n > 1) {
             st->xid_seq = strtoull(t[1], NULL, 10);
         } else if (strcmp(t[0], "gpu") == 0 && st->ngpus < MAX_GPUS) {
@@ -270,8 +273,8 @@ static int write_state(const char *path, const state_t *st) {
     FILE *f = fopen(tmp, "w");
     if (!f) return -1;
     fprintf(f, "rigd-nvml-sim 1\n# written by the rigd NVML simulator; see hal/sim/nvml\n");
-    fprintf(f, "generation %llu\nno_permission %d\nxid_seq %llu\n", st->generation,
-            st->no_permission, st->xid_seq);
+    fprintf(f, "generation %llu\nno_permission %d\ndrop_power_writes %d\nxid_seq %llu\n",
+            st->generation, st->no_permission, st->drop_power_writes, st->xid_seq);
     for (int i = 0; i < st->ngpus; i++) {
         const gpu_t *g = &st->gpus[i];
         fprintf(f,
@@ -756,6 +759,18 @@ EXPORT nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t dev, unsigned sensor, 
     LEAVE(NVML_SUCCESS);
 }
 
+/* nvmlTemperature_v1_t: {unsigned version; nvmlTemperatureSensors_t sensorType; int temperature}
+ * version = sizeof | 1 << 24 (NVML_STRUCT_VERSION(Temperature, 1)). R535 and newer have it. */
+typedef struct { unsigned version; unsigned sensorType; int temperature; } nvmlTemperature_v1_t;
+EXPORT nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t dev, nvmlTemperature_v1_t *t) {
+    if (!t) return NVML_ERROR_INVALID_ARGUMENT;
+    if (t->version != (unsigned)(sizeof(*t) | (1u << 24))) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    unsigned value;
+    nvmlReturn_t rc = nvmlDeviceGetTemperature(dev, t->sensorType, &value);
+    if (rc == NVML_SUCCESS) t->temperature = (int)value;
+    return rc;
+}
+
 MODEL_GETTER(nvmlDeviceGetPowerUsage, unsigned, r.power_w * 1000.0 + 0.5)
 #ifndef RIGD_SIM_LEGACY_DRIVER
 MODEL_GETTER(nvmlDeviceGetTotalEnergyConsumption, unsigned long long, r.energy_mj)
@@ -972,7 +987,11 @@ static int apply_setting(state_t *st, void *arg, char *err, size_t errlen) {
     if (g->lost) return NVML_ERROR_GPU_IS_LOST;
     if (st->no_permission) return NVML_ERROR_NO_PERMISSION;
     switch (s->what) {
-    case 0: g->power_limit_mw = s->a; break;
+    case 0:
+        /* Some drivers accept a limit and keep the old one (observed under vGPU and with a
+         * conflicting nvidia-smi/DCGM policy): SUCCESS, nothing changed. */
+        if (!st->drop_power_writes) g->power_limit_mw = s->a;
+        break;
     case 1: g->sm_lock_min = s->a; g->sm_lock_max = s->b; break;
     case 2: g->sm_lock_min = g->sm_lock_max = 0; break;
     case 3: g->mem_lock_min = s->a; g->mem_lock_max = s->b; break;
@@ -1105,6 +1124,18 @@ EXPORT nvmlReturn_t nvmlEventSetWait(event_set_t *set, nvmlEventData_t *data, un
     return nvmlEventSetWait_v2(set, data, timeout_ms);
 }
 
+/* Per-process utilization samples: this model keeps none, so the answer is what a real driver
+ * gives when no sample was taken since lastSeen: NOT_FOUND with a count of 0. */
+EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t dev, void *samples,
+                                                    unsigned *count, unsigned long long last_seen) {
+    (void)samples, (void)last_seen;
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    ENTER(dev, g, i);
+    (void)g, (void)i;
+    *count = 0;
+    LEAVE(NVML_ERROR_NOT_FOUND);
+}
+
 /* ---- commonly probed features this simulator does not model ----------------------------------- */
 
 #define NOT_SUPPORTED_STUB(name) \
@@ -1118,7 +1149,9 @@ NOT_SUPPORTED_STUB(nvmlDeviceGetTotalEccErrors)
 NOT_SUPPORTED_STUB(nvmlDeviceGetMemoryErrorCounter)
 NOT_SUPPORTED_STUB(nvmlDeviceGetCudaComputeCapability)
 NOT_SUPPORTED_STUB(nvmlDeviceGetFieldValues)
-NOT_SUPPORTED_STUB(nvmlDeviceGetTemperatureV)
+NOT_SUPPORTED_STUB(nvmlDeviceGetDriverModel)   /* WDDM/TCC: Windows only; Linux drivers export
+                                                  it and answer NOT_SUPPORTED */
+NOT_SUPPORTED_STUB(nvmlDeviceGetDriverModel_v2)
 NOT_SUPPORTED_STUB(nvmlDeviceGetTemperatureThreshold)
 NOT_SUPPORTED_STUB(nvmlDeviceGetBAR1MemoryInfo)
 NOT_SUPPORTED_STUB(nvmlDeviceGetVbiosVersion)
@@ -1294,6 +1327,10 @@ static int run_command(state_t *st, void *arg, char *err, size_t errlen) {
         add_xid(st, gpu, code);
         return 0;
     }
+    if (strcmp(verb, "drop_power_writes") == 0) {
+        st->drop_power_writes = field_u64(t, n, "value", 1) != 0;
+        return 0;
+    }
     if (strcmp(verb, "no_permission") == 0) {
         st->no_permission = field_u64(t, n, "value", 1) != 0;
         return 0;
@@ -1325,7 +1362,8 @@ static int run_command(state_t *st, void *arg, char *err, size_t errlen) {
 /* Applies one control command to the state file at `path`. Returns 0, or an NVML code with `err`
  * filled. Commands: configure profiles=a,b [seed=s] [tau_s=x] | attach gpu= pid= mem_bytes=
  * util_pct= | detach gpu= [pid=] | lost gpu= value=0|1 [xid=n] | xid gpu= code= |
- * no_permission value=0|1 | tau gpu= tau_s= | driver_reload | touch */
+ * no_permission value=0|1 | drop_power_writes value=0|1 | tau gpu= tau_s= | driver_reload |
+ * touch */
 EXPORT int rigdSimControl(const char *path, const char *command, char *err, unsigned errlen) {
     char scratch[1];
     if (!err || errlen == 0) { err = scratch; errlen = sizeof(scratch); }
