@@ -104,9 +104,7 @@ def check_options(
             module = importlib.import_module(module_name)
         except ImportError:
             continue  # unavailable; discovery says why
-        check = getattr(module, "check_options", None)
-        if check is not None:
-            check(backend_options)
+        module.check_options(backend_options)
 
 
 def _unknown_backend(name: str, where: str) -> str:

@@ -295,7 +295,7 @@ class PoolStatus(_message.Message):
     def __init__(self, url: _Optional[str] = ..., user: _Optional[str] = ..., status: _Optional[str] = ..., active: _Optional[bool] = ..., accepted: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
 
 class AsicTelemetry(_message.Message):
-    __slots__ = ("expected_hashrate_hs", "boards", "fans_rpm", "pools", "uptime_s", "errors", "is_mining", "firmware_family")
+    __slots__ = ("expected_hashrate_hs", "boards", "fans_rpm", "pools", "uptime_s", "errors", "is_mining", "firmware_family", "algorithm", "env_temp_c")
     EXPECTED_HASHRATE_HS_FIELD_NUMBER: _ClassVar[int]
     BOARDS_FIELD_NUMBER: _ClassVar[int]
     FANS_RPM_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +304,8 @@ class AsicTelemetry(_message.Message):
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     IS_MINING_FIELD_NUMBER: _ClassVar[int]
     FIRMWARE_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    ENV_TEMP_C_FIELD_NUMBER: _ClassVar[int]
     expected_hashrate_hs: float
     boards: _containers.RepeatedCompositeFieldContainer[AsicBoard]
     fans_rpm: _containers.RepeatedScalarFieldContainer[int]
@@ -312,7 +314,9 @@ class AsicTelemetry(_message.Message):
     errors: _containers.RepeatedScalarFieldContainer[str]
     is_mining: bool
     firmware_family: str
-    def __init__(self, expected_hashrate_hs: _Optional[float] = ..., boards: _Optional[_Iterable[_Union[AsicBoard, _Mapping]]] = ..., fans_rpm: _Optional[_Iterable[int]] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., uptime_s: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., is_mining: _Optional[bool] = ..., firmware_family: _Optional[str] = ...) -> None: ...
+    algorithm: str
+    env_temp_c: float
+    def __init__(self, expected_hashrate_hs: _Optional[float] = ..., boards: _Optional[_Iterable[_Union[AsicBoard, _Mapping]]] = ..., fans_rpm: _Optional[_Iterable[int]] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., uptime_s: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., is_mining: _Optional[bool] = ..., firmware_family: _Optional[str] = ..., algorithm: _Optional[str] = ..., env_temp_c: _Optional[float] = ...) -> None: ...
 
 class TempSensor(_message.Message):
     __slots__ = ("name", "temp_c")
