@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -47,43 +48,42 @@ class RigdProcess:
 
 
 def write_config(path: Path, socket_path: str, port: int, audit: Path, extra: str = "",
-                 backends: tuple[str, ...] = ("host",)) -> None:
+                 backends: tuple[str, ...] = ("host",),
+                 settings: dict[str, dict[str, object]] | None = None) -> None:
+    """A test rig's configuration; `settings` adds or replaces keys of [server], [telemetry]..."""
     op = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
     admin = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
-    path.write_text(f"""
-rig_id = "test-rig"
-[server]
-unix_socket = "{socket_path}"
-tcp_address = "127.0.0.1:{port}"
-drain_s = 1.0
-[auth]
-anonymous_role = "viewer"
-[[auth.tokens]]
-name = "controller"
-role = "operator"
-sha256 = "{op}"
-[[auth.tokens]]
-name = "boss"
-role = "admin"
-sha256 = "{admin}"
-[audit]
-path = "{audit}"
-[telemetry]
-interval_s = 0.2
-stream_queue_max = 2
-[hal]
-backends = [{", ".join(f'"{b}"' for b in backends)}]
-{extra}
-""")
+    sections: dict[str, dict[str, object]] = {
+        "server": {"unix_socket": socket_path, "tcp_address": f"127.0.0.1:{port}",
+                   "drain_s": 1.0},
+        "auth": {"anonymous_role": "viewer"},
+        "audit": {"path": str(audit)},
+        "telemetry": {"interval_s": 0.2, "stream_queue_max": 2},
+        "hal": {"backends": list(backends)},
+    }
+    for section, values in (settings or {}).items():
+        sections.setdefault(section, {}).update(values)
+    lines = ['rig_id = "test-rig"']
+    for section, values in sections.items():
+        if section == "hal":
+            continue  # last, so that [hal.<backend>] tables in `extra` follow it
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    for name, role, digest in (("controller", "operator", op), ("boss", "admin", admin)):
+        lines += ["[[auth.tokens]]", f'name = "{name}"', f'role = "{role}"', f'sha256 = "{digest}"']
+    lines.append("[hal]")
+    lines += [f"{key} = {json.dumps(value)}" for key, value in sections["hal"].items()]
+    path.write_text("\n".join(lines) + "\n" + extra + "\n")
 
 
 def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = (),
-               backends: tuple[str, ...] = ("host",)) -> RigdProcess:
+               backends: tuple[str, ...] = ("host",),
+               settings: dict[str, dict[str, object]] | None = None) -> RigdProcess:
     socket_path = str(tmp / "rigd.sock")
     port = free_port()
     audit = tmp / "audit.jsonl"
     config = tmp / "rigd.toml"
-    write_config(config, socket_path, port, audit, extra_config, backends)
+    write_config(config, socket_path, port, audit, extra_config, backends, settings)
     log_path = tmp / "rigd.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.daemon", "--config", str(config), *args],

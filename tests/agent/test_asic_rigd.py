@@ -4,10 +4,12 @@ rigd keeps serving everyone else's telemetry."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from agent.api import pb
@@ -68,12 +70,17 @@ def test_one_bad_miner_does_not_stop_the_others(
         if good != bad:
             assert not readings[good].error, readings[good].error
             assert readings[good].hashrate_hs > 1e12
-    # rigd itself is unharmed, and the miner reads fine again once it behaves.
+    # rigd itself is unharmed, and the miner reads fine again once it behaves (a hung read
+    # may hold its slot until its own timeout, so poll).
     fleet.set_fault(0, Fault.NONE)
-    time.sleep(1.6)  # a hung read may still hold its slot until its own timeout
-    again = {r.device_id: r for r in stub.GetTelemetry(
-        pb.GetTelemetryRequest(max_age_ms=1), timeout=30).devices}
-    assert not again[bad].error
+    deadline = time.monotonic() + 30
+    while True:
+        again = {r.device_id: r for r in stub.GetTelemetry(
+            pb.GetTelemetryRequest(max_age_ms=1), timeout=30).devices}
+        if not again[bad].error:
+            break
+        assert time.monotonic() < deadline, again[bad].error
+        time.sleep(0.1)
     assert again[bad].hashrate_hs > 1e12
 
 
@@ -89,3 +96,46 @@ def test_inventory_answers_while_every_miner_hangs(
     assert time.monotonic() - started < 10, "bounded by one device timeout, not three in a row"
     models = {d.id: d.model for d in before.devices if d.kind == pb.DEVICE_KIND_ASIC}
     assert {d.id: d.model for d in after.devices if d.kind == pb.DEVICE_KIND_ASIC} == models
+
+
+def test_the_first_sigterm_stops_a_busy_rigd_whose_miners_all_hang(
+    tmp_path: Path, fleet: SimFleet
+) -> None:
+    """Streams open, every miner hung mid-read: one SIGTERM, and rigd is gone within
+    drain + grace + 2 s (the watchdog's bound), with exit code 0."""
+    rigd = start_rigd(tmp_path, asic_section(fleet.discover_options()), backends=("host", "asic"),
+                      settings={"server": {"drain_s": 0.5, "shutdown_grace_s": 1.0}})
+    streams = [rigd.stub().StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=100),
+                                           timeout=60) for _ in range(10)]
+    for stream in streams:
+        next(stream)
+    for index in range(3):
+        fleet.set_fault(index, Fault.HANG)
+    rigd.stub().GetTelemetry(pb.GetTelemetryRequest(max_age_ms=1), timeout=30)  # reads hang
+    started = time.monotonic()
+    rigd.proc.send_signal(signal.SIGTERM)
+    assert rigd.proc.wait(timeout=60) == 0
+    took = time.monotonic() - started
+    assert took < 0.5 + 1.0 + 2.0 + 5.0, f"stopped after {took:.1f} s"
+    for stream in streams:
+        stream.cancel()
+    log = rigd.log_path.read_text()
+    assert log.count('"event": "signal"') == 1 and '"event": "shutting_down"' in log
+
+
+@pytest.mark.parametrize("watts", [1e6, 0.5])
+def test_a_power_limit_outside_the_firmware_range_is_invalid_and_names_it(
+    rigd_with_fleet: RigdProcess, fleet: SimFleet, watts: float
+) -> None:
+    whatsminer = f"asic/{fleet.addresses[2]}"
+    stub = rigd_with_fleet.stub()
+    before = stub.GetTelemetry(pb.GetTelemetryRequest(device_ids=[whatsminer], max_age_ms=1),
+                               timeout=10).devices[0].power_limit_w
+    with pytest.raises(grpc.RpcError) as info:
+        stub.SetPowerLimit(pb.SetPowerLimitRequest(device_id=whatsminer, power_limit_w=watts),
+                           timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "range" in (info.value.details() or "") and "W" in (info.value.details() or "")
+    after = stub.GetTelemetry(pb.GetTelemetryRequest(device_ids=[whatsminer], max_age_ms=1),
+                              timeout=10).devices[0].power_limit_w
+    assert after == before, "nothing was sent to the miner"

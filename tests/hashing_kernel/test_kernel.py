@@ -11,6 +11,7 @@ import pyopencl as cl
 import pytest
 
 from agent.workloads.hashing.job import hash_value, sha256d
+from agent.workloads.hashing import kernel as kernel_module
 from agent.workloads.hashing.kernel import (
     VECTOR_WIDTHS,
     JobConstants,
@@ -205,3 +206,19 @@ def test_select_device_by_index_name_and_default() -> None:
         select_cl_device("no-such-accelerator")
     with pytest.raises(InvalidArgument, match="no OpenCL device"):
         select_cl_device("9:9")
+
+
+def test_a_kernel_that_reports_wrong_nonces_is_filtered_by_hashlib() -> None:
+    """A kernel that reports every nonce it scans (a miscompiled or buggy vendor kernel): only
+    the nonces hashlib confirms leave scan(), so no invalid share can ever be submitted."""
+    source = kernel_module._kernel_source()
+    lying = source.replace("BSWAP(last) <= target_top", "BSWAP(last) >= 0u").replace(
+        "BSWAP(last) <= (u)target_top", "BSWAP(last) >= (u)0")
+    assert lying != source
+    device = default_cl_device()
+    kernel = Sha256dKernel(device, vector_width=1, capacity=256, source=lying)
+    start, count = GENESIS_NONCE - 700, 2048
+    target = 1 << 248  # ~one nonce in 256 passes
+    expected = hashlib_hits(GENESIS_HEADER76, start, count, target)
+    assert 0 < len(expected) < count // 16
+    assert kernel.scan(GENESIS_HEADER76, start, count, target) == expected

@@ -199,7 +199,10 @@ class Sha256dKernel:
         iterations: int = _DEFAULT_ITERATIONS,
         local_size: int = _DEFAULT_LOCAL_SIZE,
         capacity: int = 1024,
+        source: str | None = None,
     ) -> None:
+        """`source`: another kernel with sha256d.cl's interface (a vendor-tuned one); whatever
+        it reports, scan() returns only nonces that hashlib confirms."""
         width = default_vector_width(cl_device) if vector_width is None else vector_width
         if width not in VECTOR_WIDTHS:
             raise InvalidArgument(f"vector_width must be one of {VECTOR_WIDTHS}, got {width!r}")
@@ -219,7 +222,8 @@ class Sha256dKernel:
         self._context = cl.Context([cl_device])
         self._queue = cl.CommandQueue(self._context)
         try:
-            program = cl.Program(self._context, _kernel_source()).build(options=[f"-DVW={width}"])
+            program = cl.Program(self._context, source or _kernel_source()).build(
+                options=[f"-DVW={width}"])
         except cl.Error as exc:  # e.g. PyPI's PoCL 3.0 does not know newer CPUs ("generic")
             errors = [line for line in str(exc).splitlines() if line.startswith("error")]
             reason = "; ".join(errors[:3]) or str(exc).strip().splitlines()[0]

@@ -1,0 +1,82 @@
+"""The configuration: every key known, every value checked where it is declared, every backend's
+options checked by `--check-config` before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config as cfg
+from tests.agent.test_daemon import assert_one_clean_error, run_rigd
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('[hal.asic]\ntimeout_s = "3s"\n', "timeout_s"),
+        ('[hal]\nbackends = ["host", "cuda"]\n', "unknown backend 'cuda'"),
+        ("[hal.nvml]\nbogus = true\n", "bogus"),
+        ("[hal.nvmll]\nlibrary_path = \"/x\"\n", "unknown backend 'nvmll' (did you mean 'nvml'?)"),
+        ('[hal]\nbackends = ["host"]\n[hal.asic]\ntimeout_s = 2\n',
+         "[hal.asic] has no effect: asic is not in hal.backends"),
+        ("[hal.opencl]\nfpga_device_types = [\"fpga\"]\n", "fpga_device_types"),
+        ("[hal.host]\nhostname = 7\n", "hostname"),
+        ("[telemetry]\ninterval_s = 0.01\n", "telemetry.interval_s must be within 0.1 .. 3600"),
+        ("[server]\nmax_request_bytes = 100\n", "server.max_request_bytes must be within"),
+        ('[server]\nunix_socket_mode = "0999"\n', "unix_socket_mode must be octal text"),
+        ('[log]\nformat = "xml"\n', "log.format must be one of json, console"),
+        ('[auth]\nanonymous_role = "root"\n', "auth.anonymous_role must be one of"),
+        ('[[auth.tokens]]\nname = "c"\nrole = "operator"\n', "lacks sha256"),
+        ('[[hashing]]\ndevice = "auto"\npools = ["stratum+tcp://127.0.0.1:1"]\n'
+         'version_rolling = "maybe"\n', "version_rolling must be one of auto, on, off"),
+    ],
+)
+def test_check_config_refuses_what_start_up_would(tmp_path: Path, text: str, fragment: str
+                                                   ) -> None:
+    path = tmp_path / "rigd.toml"
+    path.write_text(text)
+    assert_one_clean_error(run_rigd("--config", str(path), "--check-config"), fragment)
+    # The same one line stops a real start-up, before anything listens.
+    path.write_text(f'[server]\nunix_socket = "{tmp_path}/r.sock"\n' + text
+                    if not text.startswith("[server]") else text)
+    assert_one_clean_error(run_rigd("--config", str(path)), fragment)
+    assert not (tmp_path / "r.sock").exists()
+
+
+def test_every_setting_is_declared_once_with_its_help() -> None:
+    declared = list(cfg.settings())
+    names = [s.name for s in declared]
+    assert len(names) == len(set(names))
+    fields = {f for f in cfg.Config.__dataclass_fields__ if f != "demo"}
+    assert set(names) == fields, "a Config field without a declaration cannot be set"
+    assert all(s.help for s in declared)
+    paths = [s.path for s in declared]
+    assert len(paths) == len(set(paths)), "two settings share a TOML key"
+
+
+def test_print_config_shows_every_key_with_its_default() -> None:
+    result = run_rigd("--print-config")
+    assert result.returncode == 0, result.stderr
+    for setting in cfg.settings():
+        if setting.name in ("tokens", "hashing", "backend_options"):
+            continue
+        assert f"# {setting.key} = " in result.stdout, setting.path
+    assert '# unix_socket_mode = "0660"' in result.stdout
+    assert "[[hashing]]" in result.stdout and "# version_rolling = " in result.stdout
+
+
+def test_defaults_and_a_full_file_load(tmp_path: Path) -> None:
+    assert cfg.from_dict({}) == cfg.Config(rig_id=cfg.Config().rig_id)
+    path = tmp_path / "rigd.toml"
+    path.write_text(
+        'rig_id = "r1"\n[server]\nunix_socket_mode = "0600"\nmax_streams = 10\n'
+        '[audit]\nmax_bytes = 8192\nbackups = 1\n'
+        '[[hashing]]\ndevice = "auto"\npools = ["stratum+tcp://127.0.0.1:3333"]\n'
+        'intensity = 0.25\nversion_rolling = "off"\n')
+    config = cfg.load(path)
+    assert config.rig_id == "r1" and config.unix_socket_mode == 0o600
+    assert config.max_streams == 10 and config.audit_max_bytes == 8192
+    (hashing,) = config.hashing
+    assert hashing.pools == ("stratum+tcp://127.0.0.1:3333",) and hashing.intensity == 0.25
+    assert hashing.version_rolling == "off" and hashing.user == "rigd"

@@ -1,0 +1,138 @@
+"""Telemetry streams through a real rigd: many streams cost no thread (health and unary calls keep
+answering), a stream's interval is honoured, and a slow reader gets the newest readings and a
+true count of what it lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agent.api import pb, pb_grpc
+from hal.sim.nvml import demo_setup
+from tests.agent.conftest import RigdProcess, start_rigd
+
+
+@pytest.fixture
+def gpu16_rigd(tmp_path: Path) -> Iterator[RigdProcess]:
+    """Sixteen simulated GPUs and the host: a stream message of a few kilobytes, as on a rig."""
+    options = demo_setup(tmp_path / "nvml", count=16)
+    nvml = "\n".join(f'{key} = "{value}"' for key, value in options.items())
+    rigd = start_rigd(tmp_path, f"[hal.nvml]\n{nvml}\nwatch_xid = false\n",
+                      backends=("host", "nvml"))
+    yield rigd
+    rigd.stop()
+
+
+def test_fifty_open_streams_leave_health_and_unary_calls_answering(rigd: RigdProcess) -> None:
+    channel = grpc.insecure_channel(rigd.tcp_address)
+    stub = pb_grpc.RigAgentStub(channel)
+    streams = [stub.StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=1000), timeout=60)
+               for _ in range(50)]
+    try:
+        for stream in streams:  # every stream is open and delivering
+            assert next(stream).devices
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(rigd.tcp_address))
+        for _ in range(20):
+            reply = health.Check(health_pb2.HealthCheckRequest(service="rig.v1.RigAgent"),
+                                 timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert rigd.stub().GetTelemetry(pb.GetTelemetryRequest(), timeout=5).devices
+            assert rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=5).devices
+        for stream in streams:  # and they are still delivering
+            assert next(stream).sequence >= 2
+    finally:
+        for stream in streams:
+            stream.cancel()
+        channel.close()
+
+
+def test_a_stream_interval_below_the_sampling_interval_is_honoured(tmp_path: Path) -> None:
+    """The rig samples every 2 s; a 100 ms stream gets a new reading every 100 ms."""
+    rigd = start_rigd(tmp_path, settings={"telemetry": {"interval_s": 2.0}})
+    try:
+        stream = rigd.stub().StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=100),
+                                             timeout=60)
+        try:
+            stamps = [next(stream).devices[0].time.ToNanoseconds() / 1e9 for _ in range(21)]
+        finally:
+            stream.cancel()
+    finally:
+        rigd.stop()
+    span = stamps[-1] - stamps[1]  # the first message is the reading already at hand
+    assert len(set(stamps[1:])) == 20, "each message carries a new reading"
+    assert span < 20, f"20 readings took {span:.1f} s: the 2 s sampler won (40 s)"
+
+
+def test_the_floor_is_named_when_an_interval_is_too_short(rigd: RigdProcess) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        next(iter(rigd.stub().StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=50),
+                                              timeout=5)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "100 .. 3600000" in (info.value.details() or "")
+
+
+def test_a_slow_reader_gets_fresh_readings_and_a_true_drop_count(gpu16_rigd: RigdProcess
+                                                                  ) -> None:
+    # What can sit in the transport unread is bounded by the reader's HTTP/2 stream window;
+    # this reader keeps it at the protocol's 64 KiB (no BDP-driven growth), as rigctl does.
+    channel = grpc.insecure_channel(gpu16_rigd.tcp_address, options=[("grpc.http2.bdp_probe", 0)])
+    stub = pb_grpc.RigAgentStub(channel)
+    stream = stub.StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=100), timeout=120)
+    first = next(stream)
+    size = first.ByteSize()
+    assert size > 3000, "the message is a rig's worth of readings"
+    paused_at = time.time()
+    time.sleep(8.0)  # the reader is busy elsewhere: it reads nothing for 8 s (80 readings)
+    resumed_at = time.time()
+    received = []
+    try:
+        for message in stream:
+            received.append(message)
+            if message.devices[0].time.ToNanoseconds() / 1e9 >= resumed_at:
+                break
+    finally:
+        stream.cancel()
+        channel.close()
+    stale = [m for m in received if m.devices[0].time.ToNanoseconds() / 1e9 < resumed_at]
+    # What was in flight when the reader stopped arrives first: the reader's 64 KiB window
+    # (grpc's transport holds about as much again), then the stream's queue of 2. After it come
+    # the newest readings, with the drops counted.
+    in_flight = 2 * (1 << 16) // size + 4
+    assert len(stale) <= in_flight, f"{len(stale)} stale messages of {size} B each"
+    last = received[-1]
+    assert last.dropped_count > 0, "the drops are counted"
+    produced = round((resumed_at - paused_at) / 0.1)
+    assert last.sequence + last.dropped_count >= produced * 0.8, (
+        f"delivered {last.sequence} + dropped {last.dropped_count} account for the "
+        f"~{produced} readings taken meanwhile")
+    assert [m.sequence for m in received] == list(
+        range(received[0].sequence, received[0].sequence + len(received)))
+
+
+def test_shutdown_is_not_held_by_open_streams_or_health_watches(tmp_path: Path) -> None:
+    rigd = start_rigd(tmp_path, settings={"server": {"shutdown_grace_s": 60.0}})
+    channel = grpc.insecure_channel(rigd.tcp_address)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), timeout=60)
+    stream = pb_grpc.RigAgentStub(channel).StreamTelemetry(
+        pb.StreamTelemetryRequest(interval_ms=1000), timeout=60)
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    next(stream)
+    ends: list[str] = []
+    waiter = threading.Thread(target=lambda: ends.extend(
+        m.status for m in watch), daemon=True)  # type: ignore[misc]
+    waiter.start()
+    started = time.monotonic()
+    assert rigd.stop() == 0
+    took = time.monotonic() - started
+    # drain_s (1 s) and the time to end the streams, not the 60 s grace.
+    assert took < 30, f"shutdown took {took:.1f} s"
+    waiter.join(timeout=10)
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in ends
+    channel.close()
