@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pyopencl as cl
 import pytest
 
-from agent.workloads.hashing.job import hash_value, sha256d
 from agent.workloads.hashing import kernel as kernel_module
+from agent.workloads.hashing.job import hash_value, sha256d
 from agent.workloads.hashing.kernel import (
     VECTOR_WIDTHS,
     JobConstants,
