@@ -5,4 +5,13 @@ from agent.api.rig.v1 import rig_agent_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RigAgent"].full_name
 
-__all__ = ["SERVICE_NAME", "pb", "pb_grpc"]
+# Channel options for a reader of telemetry streams that wants the newest readings after a
+# pause. rigd waits for each message to be taken by the transport and drops the oldest of what
+# piles up behind; what the transport holds unread is the reader's HTTP/2 stream window, which
+# gRPC grows to hundreds of kilobytes (BDP probing) unless told otherwise. rigctl uses these.
+FRESH_STREAM_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 16384),
+]
+
+__all__ = ["FRESH_STREAM_OPTIONS", "SERVICE_NAME", "pb", "pb_grpc"]

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.api import pb, pb_grpc
+from agent.api import FRESH_STREAM_OPTIONS, pb, pb_grpc
 from hal.sim.nvml import demo_setup
 from tests.agent.conftest import RigdProcess, start_rigd
 
@@ -79,9 +79,9 @@ def test_the_floor_is_named_when_an_interval_is_too_short(rigd: RigdProcess) -> 
 
 def test_a_slow_reader_gets_fresh_readings_and_a_true_drop_count(gpu16_rigd: RigdProcess
                                                                   ) -> None:
-    # What can sit in the transport unread is bounded by the reader's HTTP/2 stream window;
-    # this reader keeps it at the protocol's 64 KiB (no BDP-driven growth), as rigctl does.
-    channel = grpc.insecure_channel(gpu16_rigd.tcp_address, options=[("grpc.http2.bdp_probe", 0)])
+    # What can sit in the transport unread is the reader's HTTP/2 stream window: this reader
+    # keeps it small, as rigctl does (gRPC's default grows it to hundreds of kilobytes).
+    channel = grpc.insecure_channel(gpu16_rigd.tcp_address, options=FRESH_STREAM_OPTIONS)
     stub = pb_grpc.RigAgentStub(channel)
     stream = stub.StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=100), timeout=120)
     first = next(stream)
@@ -100,10 +100,9 @@ def test_a_slow_reader_gets_fresh_readings_and_a_true_drop_count(gpu16_rigd: Rig
         stream.cancel()
         channel.close()
     stale = [m for m in received if m.devices[0].time.ToNanoseconds() / 1e9 < resumed_at]
-    # What was in flight when the reader stopped arrives first: the reader's 64 KiB window
-    # (grpc's transport holds about as much again), then the stream's queue of 2. After it come
-    # the newest readings, with the drops counted.
-    in_flight = 2 * (1 << 16) // size + 4
+    # What was in flight when the reader stopped arrives first: the reader's 16 KiB window and
+    # the stream's queue of 2. After it come the newest readings, with the drops counted.
+    in_flight = (16 << 10) // size + 2 + 3
     assert len(stale) <= in_flight, f"{len(stale)} stale messages of {size} B each"
     last = received[-1]
     assert last.dropped_count > 0, "the drops are counted"
