@@ -17,12 +17,14 @@ from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from agent import __version__
-from agent.api import pb, pb_grpc
+from agent.api import FRESH_STREAM_OPTIONS, pb, pb_grpc
 from agent.config import default_socket_path
 
 KIND_NAMES = {v: k.removeprefix("DEVICE_KIND_").lower() for k, v in pb.DeviceKind.items()}
 HEALTH_NAMES = {v: k.removeprefix("HEALTH_STATE_").lower() for k, v in pb.HealthState.items()}
 WORKLOAD_NAMES = {v: k.removeprefix("WORKLOAD_KIND_").lower() for k, v in pb.WorkloadKind.items()}
+WORKLOAD_STATES = {v: k.removeprefix("WORKLOAD_STATE_").lower()
+                   for k, v in pb.WorkloadState.items()}
 NA = "N/A"
 
 
@@ -141,7 +143,8 @@ def _other_rows(readings: list[pb.DeviceTelemetry]) -> str:
             _short_id(t.device_id, 36), KIND_NAMES[t.kind], HEALTH_NAMES[t.health.state],
             _opt(t, "temp_c", lambda v: f"{v:.0f}C"),
             _opt(t, "power_w", lambda v: f"{v:.0f}W"),
-            (f"{WORKLOAD_NAMES[w.kind]} {w.state}".strip() if t.HasField("workload") else "idle"),
+            (f"{WORKLOAD_NAMES[w.kind]} {WORKLOAD_STATES[w.state]}" if t.HasField("workload")
+             else "idle"),
             _opt(t, "hashrate_hs", lambda v: _si(v, "H/s")), shares,
             t.error or detail,
         ])
@@ -167,9 +170,10 @@ def format_telemetry(readings: Sequence[pb.DeviceTelemetry]) -> str:
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
+    # A watcher wants the newest readings, not what piled up while its terminal was paused.
     if args.address:
-        return grpc.insecure_channel(args.address)
-    return grpc.insecure_channel(f"unix:{args.socket}")
+        return grpc.insecure_channel(args.address, options=FRESH_STREAM_OPTIONS)
+    return grpc.insecure_channel(f"unix:{args.socket}", options=FRESH_STREAM_OPTIONS)
 
 
 def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
