@@ -40,6 +40,7 @@ METHOD_ROLES: dict[str, str] = {
     "StreamTelemetry": "viewer",
     "GetOperation": "viewer",
     "WatchOperation": "viewer",
+    "ListOperations": "viewer",
     "RunDiagnostics": "operator",
     "AcquireLease": "operator",
     "RenewLease": "operator",

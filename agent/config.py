@@ -76,20 +76,18 @@ class TokenGrant:
 
 @dataclass(frozen=True, slots=True)
 class HashingConfig:
-    """One `[[hashing]]` entry: a device that hashes when rigd first starts."""
+    """One `[[hashing]]` entry: a device that hashes when rigd first starts (afterwards what
+    each device runs is set through the API and kept in the journal)."""
 
     device: str = setting(section="hashing",
                           help='a device id from `rigctl inventory`, or "auto" for the best '
                                "OpenCL device")
-    pools: tuple[str, ...] = setting(section="hashing",
-                                     help="stratum+tcp://host:port URLs in failover order")
-    user: str = setting("rigd", section="hashing", help="pool worker name")
-    password: str = setting("x", section="hashing", help="pool worker password")
+    pools: tuple[str, ...] = setting((), section="hashing",
+                                     help="stratum+tcp://host:port URLs in failover order "
+                                          "(default: [pool] urls)")
+    user: str = setting("", section="hashing", help="pool worker name (default: [pool] user)")
     intensity: float = setting(1.0, section="hashing", bounds=(0.0, 1.0),
                                help="share of device time the kernel may take, in (0, 1]")
-    version_rolling: str = setting("auto", section="hashing", choices=("auto", "on", "off"),
-                                   help="BIP 310 version rolling: auto = ask the pool and fall "
-                                        "back without it when refused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +154,52 @@ class Config:
                                         help="backends to discover devices with")
     backend_options: dict[str, dict[str, Any]] = setting(
         section="hal", factory=dict, help="[hal.<backend>] tables, checked by the backend")
+    compute_facets: dict[str, str] = setting(
+        section="hal", factory=dict,
+        help="GPU id -> the OpenCL device that runs its hashing, where no OpenCL twin on the "
+             "same PCI bus id exists (simulated GPUs)")
+    # [pool]: the pool a hashing workload with an empty spec mines for
+    pool_urls: tuple[str, ...] = setting((), section="pool", key="urls",
+                                         help="stratum+tcp://host:port URLs in failover order")
+    pool_user: str = setting("rigd", section="pool", key="user", help="worker name")
+    pool_password: str = setting("x", section="pool", key="password", help="worker password")
+    pool_version_rolling: str = setting(
+        "auto", section="pool", key="version_rolling", choices=("auto", "on", "off"),
+        help="BIP 310 version rolling: auto = ask, and mine without it where the pool refuses")
+    # [workloads]
+    state_dir: str = setting("", section="workloads",
+                             help="journal and caches (default: /var/lib/rigd as root, else "
+                                  "$XDG_STATE_HOME/rigd)")
+    min_dwell_s: float = setting(60.0, section="workloads", bounds=(0, 86400),
+                                 help="a device runs a workload at least this long before the "
+                                      "next switch (against flapping; curtailment ignores it)")
+    verify_timeout_s: float = setting(30.0, section="workloads", bounds=(1, 3600),
+                                      help="how long a switch waits for the device's memory "
+                                           "to be freed before it rolls back")
+    hashing_ready_timeout_s: float = setting(60.0, section="workloads", bounds=(1, 3600),
+                                             help="a hashing worker not mining by then (kernel "
+                                                  "built, pool authorized) fails the switch")
+    # [inference]
+    inference_profiles: dict[str, dict[str, Any]] = setting(
+        section="inference", key="profiles", factory=dict,
+        help="[inference.profiles.<name>] tables: shipped profiles changed, or new ones")
     # [[hashing]]
     hashing: tuple[HashingConfig, ...] = setting((), section="",
-                                                 help="hashing workloads at first start")
+                                                 help="devices that hash at first start")
     demo: bool = False
 
     @property
     def socket_path(self) -> str:
         return self.unix_socket or default_socket_path()
+
+    @property
+    def state_path(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir)
+        if os.geteuid() == 0:
+            return Path("/var/lib/rigd")
+        base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        return Path(base) / "rigd"
 
 
 def default_socket_path() -> str:
@@ -234,7 +270,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
         if isinstance(element, type) and dataclasses.is_dataclass(element):
-            return tuple(_table(element, item, f"{where}[{i}]") for i, item in enumerate(value))
+            return tuple(table(element, item, f"{where}[{i}]") for i, item in enumerate(value))
         return tuple(_coerce(item, element, f"{where}[{i}]") for i, item in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
@@ -255,7 +291,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return float(value) if hint is float else value
 
 
-def _table(cls: type, raw: Any, where: str) -> Any:
+def table(cls: type, raw: Any, where: str) -> Any:
     """One entry of an array of tables ([[hashing]], [[auth.tokens]]) as its dataclass."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
@@ -298,10 +334,10 @@ def from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
         for key, value in table.items():
-            if section == "hal" and isinstance(value, dict):
-                values.setdefault("backend_options", {})[key] = value
-            elif key in known[section]:
+            if key in known[section]:
                 take(known[section][key], value)
+            elif section == "hal" and isinstance(value, dict):
+                values.setdefault("backend_options", {})[key] = value
             else:
                 raise _unknown(key, f"{source} [{section}]", set(known[section]))
     config = Config(**values)
@@ -332,10 +368,20 @@ def validate(config: Config, source: str = "config") -> None:
             raise ConfigError(
                 f"{source}: auth.tokens sha256 for {grant.name!r} is not 64 hex digits")
     for entry in config.hashing:
-        if not entry.pools:
-            raise ConfigError(f"{source}: hashing.pools is empty for device {entry.device!r}")
+        if not (entry.pools or config.pool_urls):
+            raise ConfigError(f"{source}: hashing.pools is empty for device {entry.device!r} "
+                              "and [pool] urls is not set")
         if entry.intensity <= 0:
             raise ConfigError(f"{source}: hashing.intensity must be in (0, 1], got 0")
+    from agent.workloads.hashing.stratum import parse_pool_url
+    from agent.workloads.inference import profiles
+
+    for url in [*config.pool_urls, *(u for entry in config.hashing for u in entry.pools)]:
+        try:
+            parse_pool_url(url)
+        except hal_errors.InvalidArgument as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    profiles.resolve(config.inference_profiles, source)
     if config.tcp_address:
         host, _port = parse_address(config.tcp_address, source)
         if not config.allow_non_loopback and not is_loopback(host):

@@ -18,7 +18,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.api import pb
-from agent.model import Reading, WorkloadStatus
+from agent.model import Reading, WorkloadSpec, WorkloadStatus
+from agent.operations import Operation
 from hal.device import DeviceInfo, Health
 from hal.registry import BackendStatus
 
@@ -97,11 +98,46 @@ def health(value: Health) -> pb.Health:
 
 
 def device(info: DeviceInfo, capabilities: frozenset[Any], state: Health,
-           workload: WorkloadStatus | None = None) -> pb.Device:
+           spec: WorkloadSpec | None = None) -> pb.Device:
     msg = pb.Device(capabilities=sorted(str(c) for c in capabilities), health=health(state))
     fill(msg, info)
-    if workload is not None:
-        msg.workload.kind = enum_value(pb.WorkloadKind.DESCRIPTOR, workload.kind)
+    if spec is not None:
+        msg.workload.CopyFrom(workload(spec))
+    return msg
+
+
+def workload(spec: WorkloadSpec) -> pb.Workload:
+    """What a device should run (the pool password stays inside)."""
+    msg = pb.Workload(kind=enum_value(pb.WorkloadKind.DESCRIPTOR, spec.kind))
+    if spec.hashing is not None:
+        msg.hashing.CopyFrom(pb.HashingSpec(
+            algorithm="sha256d", pool_urls=spec.hashing.pool_urls, user=spec.hashing.user,
+            intensity=spec.hashing.intensity))
+    if spec.inference is not None:
+        msg.inference.CopyFrom(pb.InferenceSpec(profile=spec.inference.profile,
+                                                model=spec.inference.model))
+    return msg
+
+
+def operation(op: Operation) -> pb.Operation:
+    msg = pb.Operation(
+        operation_id=op.operation_id,
+        state=enum_value(pb.OperationState.DESCRIPTOR, op.state),
+        device_ids=op.device_ids, error=op.error, create_time=timestamp(op.create_unix_s),
+        kind=op.kind, request_id=op.request_id, detail=op.detail,
+    )
+    if op.end_unix_s is not None:
+        msg.end_time.CopyFrom(timestamp(op.end_unix_s))
+    for record in op.phases:
+        phase = msg.phases.add(phase=enum_value(pb.SwitchPhase.DESCRIPTOR, record.phase),
+                               start_time=timestamp(record.start_unix_s), detail=record.detail,
+                               device_id=record.device_id)
+        if record.duration_s is not None:
+            phase.duration_ms = round(record.duration_s * 1000)
+    for outcome in op.outcomes.values():
+        msg.outcomes.add(device_id=outcome.device_id,
+                         state=enum_value(pb.OperationState.DESCRIPTOR, outcome.state),
+                         error=outcome.error)
     return msg
 
 

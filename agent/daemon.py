@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 import shutil
 import signal
@@ -34,11 +33,17 @@ from agent.api import SERVICE_NAME
 from agent.auth import AuditLog, Authenticator, AuthInterceptor
 from agent.config import Config, ConfigError, describe, load, parse_address, validate
 from agent.health import SERVING, HealthService
+from agent.journal import Journal
+from agent.logs import configure_logging
+from agent.model import Reading
+from agent.operations import Operations
 from agent.service import RigAgentService, rpc_handler
+from agent.switcher import Switcher
 from agent.telemetry import Sampler
 from agent.unixfront import UnixFront
 from agent.workloads.manager import WorkloadManager
 from hal import errors as hal_errors
+from hal.device import DeviceKind, Health, HealthState
 from hal.registry import Discovery, discover
 
 log = structlog.get_logger("rigd")
@@ -47,27 +52,6 @@ WATCHDOG_SLACK_S = 2.0
 
 class StartupError(Exception):
     """rigd cannot start; the message is one line an operator can act on."""
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 def _prepare_socket_path(path: str) -> None:
@@ -137,7 +121,10 @@ class Agent:
         self.discovery: Discovery | None = None
         self.sampler: Sampler | None = None
         self.service: RigAgentService | None = None
-        self.workloads = WorkloadManager()
+        self.operations = Operations()
+        self.manager: WorkloadManager | None = None
+        self.switcher: Switcher | None = None
+        self._bring_up: asyncio.Task[None] | None = None
         self._public_socket: socket.socket | None = None
 
     # -- start-up -------------------------------------------------------------------------
@@ -194,26 +181,37 @@ class Agent:
     def discover(self) -> Discovery:
         """Blocking: run it in a thread."""
         try:
-            return discover(self.config.backends,
-                            {**self.config.backend_options, **self.extra_backend_options})
+            discovery = discover(self.config.backends, self.backend_options,
+                                 self.config.compute_facets)
         except hal_errors.InvalidArgument as exc:
             raise StartupError(f"configuration: {exc}") from None
+        self._check_hashing_devices(discovery)
+        return discovery
 
-    def _start_workloads(self, discovery: Discovery) -> None:
-        """The [[hashing]] workloads of the configuration; a wrong device id stops start-up."""
-        from agent.workloads.hashing.run import HashingRun
+    @property
+    def backend_options(self) -> dict[str, Any]:
+        return {**self.config.backend_options, **self.extra_backend_options}
 
-        devices = discovery.by_id()
-        for spec in self.config.hashing:
-            try:
-                run = HashingRun.start(spec, devices)
-            except hal_errors.InvalidArgument as exc:
-                self.workloads.stop_all()
-                raise StartupError(f"configuration: {exc}") from None
-            except hal_errors.HalError as exc:
-                log.error("hashing_not_started", device=spec.device, error=str(exc))
-                continue
-            self.workloads.attach(run.device_id, run)
+    def _check_hashing_devices(self, discovery: Discovery) -> None:
+        """A [[hashing]] entry must name a device that can carry the kernel: a typo stops
+        start-up (whether the kernel builds there is found out afterwards)."""
+        capable = sorted(d.id for d in discovery.devices
+                         if d.compute_facet is not None and d.kind != DeviceKind.FPGA)
+        for entry in self.config.hashing:
+            if entry.device != "auto" and entry.device not in capable:
+                discovery.close()
+                raise StartupError(
+                    f"configuration: hashing device {entry.device!r} is not a device rigd "
+                    f"found with an OpenCL compute facet; candidates: "
+                    f"{', '.join(capable) or 'none'}")
+
+    def _simulated_nvml(self) -> dict[str, str] | None:
+        """The simulated NVML driver's files, when the nvml backend runs on the simulator."""
+        options = self.backend_options.get("nvml", {})
+        if "sim_state_path" in options and "library_path" in options:
+            return {"sim_state_path": str(options["sim_state_path"]),
+                    "library_path": str(options["library_path"])}
+        return None
 
     async def start(self, discovery: Discovery) -> None:
         self.discovery = discovery
@@ -222,12 +220,17 @@ class Agent:
                 "backend", name=status.name, available=status.available,
                 reason=status.reason or None, devices=status.device_count,
             )
-        await asyncio.to_thread(self._start_workloads, discovery)
-        self.sampler = Sampler(discovery.devices, self.config.telemetry_interval_s,
-                               self.config.device_timeout_s, self._with_workload)
+        config = self.config
+        self.manager = WorkloadManager(discovery.by_id(), config, Journal(config.state_path),
+                                       self._simulated_nvml())
+        interrupted = await asyncio.to_thread(self.manager.recover)
+        self.switcher = Switcher(self.manager, self.operations)
+        self.switcher.interrupted(interrupted)
+        self.sampler = Sampler(discovery.devices, config.telemetry_interval_s,
+                               config.device_timeout_s, self._enrich)
         self.service = RigAgentService(
-            self.config.rig_id, discovery, self.sampler, self.workloads,
-            self.config.stream_queue_max, self.config.max_streams,
+            config.rig_id, discovery, self.sampler, self.switcher,
+            config.stream_queue_max, config.max_streams,
         )
         self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -242,18 +245,36 @@ class Agent:
         await self.front.start(self._public_socket)
         await self.health.set_all(SERVING)
         log.info(
-            "serving", version=__version__, rig_id=self.config.rig_id,
+            "serving", version=__version__, rig_id=config.rig_id,
             unix_socket=self.socket_path, tcp_port=self.tcp_port,
-            devices=len(discovery.devices),
+            devices=len(discovery.devices), state_dir=str(config.state_path),
         )
+        self._bring_up = asyncio.create_task(self._bring_up_workloads(), name="bring-up")
 
-    def _with_workload(self, reading: Any) -> Any:
-        status = self.workloads.status(reading.device_id)
-        if status is None:
-            return reading
+    async def _bring_up_workloads(self) -> None:
+        """After serving starts: probe the kernel on each compute facet, bring every device
+        back to its desired workload, then supervise."""
+        assert self.manager is not None and self.switcher is not None
+        await self.manager.run_probes()
+        await self.switcher.restore(self.manager.seeds())
+        self.manager.start_supervising()
+
+    def _enrich(self, reading: Reading) -> Reading:
+        """The device's workload in its reading (and its hashrate, where the device itself
+        reports none); a device a failed switch left behind is unhealthy."""
+        assert self.manager is not None
+        device_id = reading.device_id
         telemetry = reading.telemetry
-        if telemetry.hashrate_hs is None and status.hashrate_hs is not None:
+        reason = self.manager.unhealthy.get(device_id)
+        if reason:
+            telemetry = dataclasses.replace(telemetry,
+                                            health=Health(HealthState.UNHEALTHY, reason))
+        status = self.manager.status(device_id)
+        if status is not None and telemetry.hashrate_hs is None \
+                and status.hashrate_hs is not None:
             telemetry = dataclasses.replace(telemetry, hashrate_hs=status.hashrate_hs)
+        if telemetry is reading.telemetry and status is None:
+            return reading
         return dataclasses.replace(reading, telemetry=telemetry, workload=status)
 
     # -- shutdown -------------------------------------------------------------------------
@@ -267,10 +288,14 @@ class Agent:
             self.service.stopping = True
         if self.sampler is not None:
             await self.sampler.stop()  # ends every telemetry stream
+        self.operations.close()  # ends every operation watch
         await self.health.close()  # ends every health watch
         await self.server.stop(config.shutdown_grace_s)
         await self.front.close()
-        await asyncio.to_thread(self.workloads.stop_all)
+        if self._bring_up is not None:
+            self._bring_up.cancel()
+        if self.manager is not None:
+            await self.manager.shutdown()
         if self.service is not None:
             self.service.close()
         if self.discovery is not None:

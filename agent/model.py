@@ -7,7 +7,8 @@ at the gRPC edge (agent/convert.py), so no consumer does `HasField` arithmetic.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from hal.device import Telemetry
 
@@ -57,3 +58,51 @@ class Reading:
     @property
     def device_id(self) -> str:
         return self.telemetry.device_id
+
+
+@dataclass(frozen=True, slots=True)
+class HashingSpec:
+    """Where and how hard a device hashes; resolved from the request and the configuration."""
+
+    pool_urls: tuple[str, ...]
+    user: str
+    password: str
+    intensity: float = 1.0
+    version_rolling: str = "auto"  # auto | on | off
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceSpec:
+    profile: str
+    model: str = ""  # "" = the profile's model
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """What a device should run: the journal keeps one per device."""
+
+    kind: WorkloadKind
+    hashing: HashingSpec | None = None
+    inference: InferenceSpec | None = None
+
+    def describe(self) -> str:
+        if self.inference is not None:
+            return f"inference ({self.inference.profile})"
+        return str(self.kind)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> WorkloadSpec:
+        hashing = data.get("hashing")
+        inference = data.get("inference")
+        return WorkloadSpec(
+            kind=WorkloadKind(data["kind"]),
+            hashing=HashingSpec(**{**hashing, "pool_urls": tuple(hashing["pool_urls"])})
+            if hashing else None,
+            inference=InferenceSpec(**inference) if inference else None,
+        )
+
+
+IDLE = WorkloadSpec(WorkloadKind.IDLE)

@@ -23,11 +23,13 @@ from agent import __version__, convert
 from agent.api import pb
 from agent.auth import clip, current_identity
 from agent.leases import Lease, LeaseError, LeaseManager
-from agent.model import Reading
+from agent.model import IDLE, HashingSpec, InferenceSpec, Reading, WorkloadKind, WorkloadSpec
+from agent.operations import Operation
+from agent.switcher import Refused, Switcher, SwitchRequest
 from agent.telemetry import MIN_INTERVAL_S, Sampler
-from agent.workloads.manager import WorkloadManager
+from agent.workloads.hashing.stratum import parse_pool_url
 from hal import errors
-from hal.device import Capability, Device
+from hal.device import Capability, Device, Health, HealthState
 from hal.registry import Discovery
 
 log = structlog.get_logger("rigd.service")
@@ -119,7 +121,7 @@ class RigAgentService:
         rig_id: str,
         discovery: Discovery,
         sampler: Sampler,
-        workloads: WorkloadManager,
+        switcher: Switcher,
         stream_queue_max: int = 16,
         max_streams: int = 4096,
     ) -> None:
@@ -127,7 +129,9 @@ class RigAgentService:
         self.discovery = discovery
         self.devices: dict[str, Device] = discovery.by_id()
         self.sampler = sampler
-        self.workloads = workloads
+        self.switcher = switcher
+        self.workloads = switcher.manager
+        self.operations = switcher.ops
         self.leases = LeaseManager()
         self.stream_queue_max = stream_queue_max
         self.max_streams = max_streams
@@ -191,8 +195,11 @@ class RigAgentService:
                     health=pb.Health(state=pb.HEALTH_STATE_UNHEALTHY, reason=info),
                 )
             else:
-                msg = convert.device(info, device.capabilities, device.health(),
-                                     self.workloads.status(device_id))
+                health = device.health()
+                if device_id in self.workloads.unhealthy:
+                    health = Health(HealthState.UNHEALTHY, self.workloads.unhealthy[device_id])
+                msg = convert.device(info, self.workloads.capabilities(device), health,
+                                     self.workloads.current_spec(device_id))
             response.devices.append(msg)
         return response
 
@@ -275,7 +282,7 @@ class RigAgentService:
             raise Abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"{device_id} cannot set a power limit (capabilities: "
-                f"{', '.join(sorted(device.capabilities))})",
+                f"{', '.join(sorted(self.workloads.capabilities(device)))})",
             )
         lock = self._power_locks.setdefault(device_id, asyncio.Lock())
         async with lock:  # one power write per device at a time
@@ -285,28 +292,101 @@ class RigAgentService:
         log.info("power_limit_set", device_id=device_id, power_limit_w=applied)
         return pb.SetPowerLimitResponse(power_limit_w=applied)
 
+    def _spec_for(self, device_id: str, workload: pb.Workload) -> WorkloadSpec:
+        """The request's workload for one device, its gaps filled from the configuration."""
+        kind = convert.enum_member(pb.WorkloadKind.DESCRIPTOR, workload.kind, WorkloadKind)
+        which = workload.WhichOneof("spec")
+        if kind is None:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        "workload.kind must be idle, hashing or inference")
+        if which is not None and which != str(kind):
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"a {kind} workload cannot carry a {which} spec")
+        if kind == WorkloadKind.IDLE:
+            return IDLE
+        if kind == WorkloadKind.INFERENCE:
+            profile, model = workload.inference.profile, workload.inference.model
+            if not profile or len(profile) > 64 or len(model) > 512:
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            "inference needs a profile (at most 64 characters; model at most "
+                            "512)")
+            return WorkloadSpec(kind, inference=InferenceSpec(profile, model))
+        return WorkloadSpec(kind, hashing=self._hashing_spec(device_id, workload.hashing))
+
+    def _hashing_spec(self, device_id: str, requested: pb.HashingSpec) -> HashingSpec:
+        base = self.workloads.configured_hashing(device_id)
+        if requested.algorithm not in ("", "sha256d"):
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"algorithm {clip(requested.algorithm, 40)!r}: only sha256d")
+        urls = tuple(requested.pool_urls) or base.pool_urls
+        if not urls:
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                        "no pool given and none configured ([pool] urls)")
+        if len(urls) > 8:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "at most 8 pool_urls")
+        for url in urls:
+            try:
+                parse_pool_url(url)
+            except errors.InvalidArgument as exc:
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, clip(str(exc), 200)) from None
+        intensity = requested.intensity or base.intensity
+        if not math.isfinite(intensity) or not 0 < intensity <= 1:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"intensity must be in (0, 1], got {intensity!r}")
+        user, password = requested.user or base.user, requested.password or base.password
+        for name, text in (("user", user), ("password", password)):
+            if len(text) > 256 or any(ord(c) < 32 for c in text):
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{name}: at most 256 printable characters")
+        return HashingSpec(urls, user, password, intensity, base.version_rolling)
+
     @_unary
     async def SetWorkload(self, request: pb.SetWorkloadRequest, context: Any
                           ) -> pb.SetWorkloadResponse:
-        raise Abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "SetWorkload: the switch state machine (drain, stop, verify, configure, start) and the "
-            "inference runtime supervisor are not built yet; hashing workloads start from the "
-            "[[hashing]] config table",
-        )
+        ids = self._device_ids(request.device_ids)
+        if len(request.request_id) > 128:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id: at most 128 characters")
+        if len(set(ids)) != len(ids):
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "a device is named twice")
+        specs = {d: self._spec_for(d, request.workload) for d in ids}
+        self._admit(request.fencing_token)
+        switch = SwitchRequest(specs, request.request_id)
+        try:
+            op = self.switcher.check(switch) or self.switcher.submit(switch)
+        except Refused as exc:
+            raise Abort(grpc.StatusCode[exc.code], str(exc)) from None
+        return pb.SetWorkloadResponse(operation=convert.operation(op.snapshot()))
+
+    def _operation(self, operation_id: str) -> Operation:
+        op = self.operations.get(operation_id)
+        if op is None:
+            raise Abort(grpc.StatusCode.NOT_FOUND,
+                        f"no operation {clip(operation_id, 80)!r}; see `rigctl ops`")
+        return op
 
     @_unary
     async def GetOperation(self, request: pb.GetOperationRequest, context: Any
                            ) -> pb.GetOperationResponse:
-        raise Abort(grpc.StatusCode.UNIMPLEMENTED,
-                    "GetOperation: no operations exist until SetWorkload and Curtail are built")
+        op = self._operation(request.operation_id)
+        return pb.GetOperationResponse(operation=convert.operation(op.snapshot()))
 
     @_streaming
     async def WatchOperation(self, request: pb.WatchOperationRequest, context: Any
                              ) -> AsyncIterator[pb.WatchOperationResponse]:
-        raise Abort(grpc.StatusCode.UNIMPLEMENTED,
-                    "WatchOperation: no operations exist until SetWorkload and Curtail are built")
-        yield pb.WatchOperationResponse()  # an async generator, like every stream
+        self._operation(request.operation_id)
+        async for snapshot in self.operations.watch(request.operation_id):
+            yield pb.WatchOperationResponse(operation=convert.operation(snapshot))
+
+    @_unary
+    async def ListOperations(self, request: pb.ListOperationsRequest, context: Any
+                             ) -> pb.ListOperationsResponse:
+        limit = request.limit or 50
+        if not 1 <= limit <= 1000:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "limit must be within 1 .. 1000")
+        ops = [op for op in reversed(self.operations.all())
+               if not request.running_only or not op.done][:limit]
+        return pb.ListOperationsResponse(operations=[convert.operation(op.snapshot())
+                                                     for op in ops])
 
     @_unary
     async def Curtail(self, request: pb.CurtailRequest, context: Any) -> pb.CurtailResponse:

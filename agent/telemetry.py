@@ -113,11 +113,21 @@ class Sampler:
     # -- reading ---------------------------------------------------------------------------
 
     async def _read_all(
-        self, ids: Iterable[str], read: Callable[[Device], T], inflight: _Inflight[T]
+        self, ids: Iterable[str], read: Callable[[Device], T], inflight: _Inflight[T],
+        begun_after: float | None = None,
     ) -> dict[str, T | str]:
         """read(device) for each id at once, each within the timeout; a failure becomes its
-        one-line reason. A read already under way is joined, not repeated; one that has run past
-        the timeout (a hung device) is not waited for again and no new one starts."""
+        one-line reason. A read already under way is joined, not repeated, if it began after
+        `begun_after` (monotonic); an older one is waited for and then read again. One that has
+        run past the timeout (a hung device) is not waited for and no new one starts."""
+        ids = list(ids)
+        if begun_after is not None:
+            older = [inflight[d][0] for d in ids
+                     if d in inflight and not inflight[d][0].done()
+                     and inflight[d][1] < begun_after]
+            if older:
+                await asyncio.wait([asyncio.wrap_future(f) for f in older],
+                                   timeout=self.device_timeout_s)
         waiting: dict[asyncio.Future[T], str] = {}
         results: dict[str, T | str] = {}
         now = time.monotonic()
@@ -148,7 +158,7 @@ class Sampler:
                 if not isinstance(exc, HalError):
                     log.error("device_read_failed", device_id=device_id, error=repr(exc))
                 results[device_id] = describe_error(exc)
-        return results
+        return {d: results[d] for d in ids}  # in device order, whatever answered first
 
     async def infos(self) -> dict[str, DeviceInfo | str]:
         """Inventory facts, read like telemetry; the last good answer stands in for a device
@@ -161,11 +171,14 @@ class Sampler:
                 results[device_id] = self._info_cache[device_id]
         return results
 
-    async def sample(self, ids: Iterable[str] | None = None) -> dict[str, Reading]:
-        """Read these devices (every device by default) now and make them the latest."""
+    async def sample(self, ids: Iterable[str] | None = None, begun_after: float | None = None
+                     ) -> dict[str, Reading]:
+        """Read these devices (every device by default) now and make them the latest; a read
+        under way that began before `begun_after` (monotonic) does not count as now."""
         wanted = list(self.devices if ids is None else ids)
         started = time.time()
-        results = await self._read_all(wanted, lambda d: d.telemetry(), self._inflight)
+        results = await self._read_all(wanted, lambda d: d.telemetry(), self._inflight,
+                                       begun_after)
         now = time.monotonic()
         for device_id, result in results.items():
             reading = (failed_reading(self.devices[device_id], result, started)
@@ -187,7 +200,7 @@ class Sampler:
         now = time.monotonic()
         stale = [d for d in wanted if now - self._read_at.get(d, -1e18) > max_age]
         if stale:
-            await self.sample(stale)
+            await self.sample(stale, begun_after=now - max_age)
         return {d: self._latest[d] for d in wanted}
 
     def cached(self, device_id: str) -> Reading | None:

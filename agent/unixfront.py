@@ -87,6 +87,8 @@ class UnixFront:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         except OSError as exc:
             log.debug("unix_relay_ended", uid=uid, pid=pid, error=str(exc))
+        except asyncio.CancelledError:
+            pass  # rigd is stopping: the connection ends here
         finally:
             self._peers.pop(name, None)
             # Once a transport owns the socket only the transport may close it: closing the

@@ -205,6 +205,9 @@ class Device:
     id: str
     kind: DeviceKind
     capabilities: frozenset[Capability] = frozenset({Capability.TELEMETRY})
+    # The OpenCL device that computes for this one: a GPU's OpenCL view (joined by PCI bus id,
+    # or named in the configuration), an OpenCL device itself. None: nothing to run kernels on.
+    compute_facet: Device | None = None
 
     def info(self) -> DeviceInfo:
         raise NotImplementedError

@@ -27,7 +27,7 @@ _OPTIONS = frozenset({"hostname"})
 
 class HostDevice(Device):
     kind = DeviceKind.HOST
-    capabilities = frozenset({Capability.TELEMETRY, Capability.INFERENCE})
+    capabilities = frozenset({Capability.TELEMETRY})  # inference: the agent adds it
 
     def __init__(self, hostname: str | None = None) -> None:
         self.hostname = hostname or socket.gethostname()

@@ -200,13 +200,13 @@ def _asdict(state: DesiredState) -> dict[str, Any]:
 
 class NvmlGpu(Device):
     kind = DeviceKind.GPU
+    # Hashing needs a compute facet (hal.registry joins the GPU's OpenCL view) and inference a
+    # runtime: the agent adds those capabilities when they are really there.
     capabilities = frozenset({
         Capability.TELEMETRY,
         Capability.SET_POWER_LIMIT,
         Capability.LOCK_CLOCKS,
         Capability.PERSISTENCE_MODE,
-        Capability.HASHING,
-        Capability.INFERENCE,
     })
 
     def __init__(self, session: _Session, handle: Any, index: int) -> None:

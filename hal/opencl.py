@@ -93,11 +93,13 @@ class OpenClDevice(Device):
     """An OpenCL compute device that is not claimed as an FPGA card (GPU, CPU, ...)."""
 
     kind = DeviceKind.OPENCL
-    capabilities = frozenset({Capability.TELEMETRY, Capability.HASHING})
+    # Whether the hashing kernel builds here is for the agent to find out (a compile probe).
+    capabilities = frozenset({Capability.TELEMETRY})
     id_prefix = "opencl"
 
     def __init__(self, cl_device: cl.Device, platform_slug: str, index: int) -> None:
         self.cl_device = cl_device
+        self.compute_facet = self
         self.platform_slug = platform_slug
         self.index = index
         self.pci_bus_id = pci_bus_id(cl_device)
@@ -168,9 +170,7 @@ class FpgaCard(OpenClDevice):
     """
 
     kind = DeviceKind.FPGA
-    capabilities = frozenset(
-        {Capability.TELEMETRY, Capability.PROGRAM_BITSTREAM, Capability.HASHING}
-    )
+    capabilities = frozenset({Capability.TELEMETRY, Capability.PROGRAM_BITSTREAM})
     id_prefix = "fpga"
 
     def __init__(
@@ -182,6 +182,7 @@ class FpgaCard(OpenClDevice):
         state_dir: Path | None,
     ) -> None:
         super().__init__(cl_device, platform_slug, index)
+        self.compute_facet = None  # a card runs its bitstream, not the OpenCL C kernel
         self.bitstream_dir = bitstream_dir
         self.state_dir = state_dir
         self._lock = threading.RLock()
@@ -635,3 +636,12 @@ def discover(options: Mapping[str, Any]) -> list[Device]:
             else:
                 devices.append(OpenClDevice(cl_device, slug, index))
     return devices
+
+
+def find_device(device_id: str, options: Mapping[str, Any] | None = None) -> OpenClDevice:
+    """The OpenCL device with this id, enumerated afresh (a workload process looks up the
+    device rigd told it to use)."""
+    for device in discover(options or {}):
+        if device.id == device_id and isinstance(device, OpenClDevice):
+            return device
+    raise DeviceLost(f"OpenCL device {device_id} not found")

@@ -19,9 +19,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hal.device import Device
+import structlog
+
+from hal.device import Device, DeviceKind
 from hal.errors import InvalidArgument, Unavailable
 
+log = structlog.get_logger("hal.registry")
 DiscoverFn = Callable[[Mapping[str, Any]], list[Device]]
 
 # Built-in backends, imported only when discovery asks for them (pynvml or pyopencl may be absent).
@@ -113,11 +116,49 @@ def _unknown_backend(name: str, where: str) -> str:
     return f"{where}: unknown backend {name!r}{suggestion}; known: {', '.join(known_backends())}"
 
 
+def join_compute_facets(devices: list[Device], named: Mapping[str, str] | None = None
+                        ) -> list[Device]:
+    """One device per card: a GPU and the OpenCL device on the same PCI bus id are one card,
+    so the OpenCL device becomes the GPU's compute facet and leaves the list. `named` maps a
+    GPU id to the OpenCL device that computes for it where no twin exists (a simulated GPU, or
+    a driver that does not report bus ids); several GPUs may name the same one."""
+    by_id = {d.id: d for d in devices}
+    claimed: set[str] = set()
+    opencl_by_bus = {_bus_id(d): d for d in devices if d.kind == DeviceKind.OPENCL}
+    opencl_by_bus.pop("", None)
+    for device in devices:
+        twin = opencl_by_bus.get(_bus_id(device)) if device.kind == DeviceKind.GPU else None
+        if twin is not None:
+            device.compute_facet = twin
+            claimed.add(twin.id)
+    for gpu_id, facet_id in (named or {}).items():
+        gpu, facet = by_id.get(gpu_id), by_id.get(facet_id)
+        if gpu is None or facet is None or facet.compute_facet is None:
+            missing = gpu_id if gpu is None else facet_id
+            log.warning("compute_facet_not_found", gpu=gpu_id, facet=facet_id, missing=missing)
+            continue
+        gpu.compute_facet = facet.compute_facet
+        claimed.add(facet_id)
+    return [d for d in devices if d.id not in claimed]
+
+
+def _bus_id(device: Device) -> str:
+    """The device's PCI address in one form ("" when it has none or an odd one)."""
+    from hal.opencl import normalize_pci_bus_id
+
+    try:
+        return normalize_pci_bus_id(device.info().pci_bus_id) if device.info().pci_bus_id else ""
+    except InvalidArgument:
+        return ""
+
+
 def discover(
     backends: Iterable[str] = DEFAULT_BACKENDS,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    compute_facets: Mapping[str, str] | None = None,
 ) -> Discovery:
-    """Run each named backend's discovery; never raises for a missing library or device."""
+    """Run each named backend's discovery; never raises for a missing library or device.
+    GPUs are then joined with their OpenCL views (join_compute_facets)."""
     options = options or {}
     result = Discovery()
     seen: set[str] = set()
@@ -146,4 +187,5 @@ def discover(
         result.backends.append(
             BackendStatus(name, True, "", len(fresh), time.perf_counter() - start)
         )
+    result.devices = join_compute_facets(result.devices, compute_facets)
     return result

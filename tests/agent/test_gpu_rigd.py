@@ -83,7 +83,7 @@ def test_a_lost_gpu_is_unhealthy_while_the_other_keeps_reporting(
     rigd, control = gpu_rig
     first, second = gpu_ids(rigd)
     control.set_lost(0, True)
-    time.sleep(0.3)
+    # A reading asked for with max_age_ms=1 is taken after the request: no waiting needed.
     readings = {r.device_id: r for r in rigd.stub().GetTelemetry(
         pb.GetTelemetryRequest(max_age_ms=1), timeout=10).devices}
     assert readings[first].health.state == pb.HEALTH_STATE_UNHEALTHY
@@ -91,7 +91,6 @@ def test_a_lost_gpu_is_unhealthy_while_the_other_keeps_reporting(
     assert readings[second].health.state == pb.HEALTH_STATE_HEALTHY
     assert readings[second].power_w > 0
     control.set_lost(0, False)
-    time.sleep(0.3)
     again = rigd.stub().GetTelemetry(pb.GetTelemetryRequest(device_ids=[first], max_age_ms=1),
                                      timeout=10).devices[0]
     assert again.health.state == pb.HEALTH_STATE_HEALTHY and again.power_w > 0

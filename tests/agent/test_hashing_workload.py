@@ -42,7 +42,10 @@ def test_configured_hashing_reports_hashrate_and_accepted_shares(
         while time.monotonic() < deadline:
             readings = stub.GetTelemetry(pb.GetTelemetryRequest(), timeout=10).devices
             mining = [r for r in readings if r.workload.kind == pb.WORKLOAD_KIND_HASHING]
-            assert len(mining) == 1
+            assert len(mining) <= 1
+            if not mining:  # the kernel probe and the worker's start come first
+                time.sleep(0.5)
+                continue
             status = mining[0].workload
             if status.shares_accepted >= 2:
                 break
@@ -65,7 +68,7 @@ def test_hashing_on_a_device_rigd_did_not_find_is_a_startup_error(
     config = tmp_path / "rigd.toml"
     config.write_text(f'[server]\nunix_socket = "{tmp_path}/r.sock"\n[hal]\nbackends = ["host"]\n'
                       + hashing_config(pool.port, device="opencl/nope/0"))
-    assert_one_clean_error(run_rigd("--config", str(config)), "is not an OpenCL device",
+    assert_one_clean_error(run_rigd("--config", str(config)), "is not a device rigd found with an OpenCL",
                            after_discovery=True)
     assert not (tmp_path / "r.sock").exists()
 

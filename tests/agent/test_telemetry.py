@@ -220,3 +220,28 @@ def test_inventory_facts_are_bounded_and_fall_back_to_the_last_answer() -> None:
             await sampler.stop()
 
     run(body)
+
+
+def test_a_fresh_reading_is_never_one_begun_before_it_was_asked_for() -> None:
+    """GetTelemetry(max_age_ms=1) right after a fault must see the fault: a read begun before
+    the request is waited for, then the device is read again."""
+
+    async def body() -> None:
+        slow = HangingDevice()
+        sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
+        try:
+            before = asyncio.ensure_future(sampler.sample())
+            while slow.calls == 0:
+                await asyncio.sleep(0.01)
+            fresh = asyncio.ensure_future(sampler.latest([slow.id], max_age_s=0.001))
+            await asyncio.sleep(0.05)
+            slow.release.set()
+            await before
+            reading = (await fresh)[slow.id]
+            assert slow.calls == 2, "the device was read again after the request"
+            assert reading.error == ""
+        finally:
+            slow.release.set()
+            await sampler.stop()
+
+    run(body)

@@ -81,3 +81,12 @@ class JobSource(Protocol):
         ...
 
     def stats(self) -> ShareStats: ...
+
+
+# The genesis block's header and nonce: the known answer every kernel must find.
+GENESIS_HEADER = bytes.fromhex(
+    "01000000" + "00" * 32
+    + "3ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a"
+    + "29ab5f49" + "ffff001d" + "1dac2b7c"
+)
+GENESIS_NONCE = 2083236893

@@ -478,8 +478,10 @@ class StratumClient:
         elif kind == "submit":
             accepted = result is True and error is None
             reason = None if accepted else _reason(error)
-            log.info("stratum.share_result", accepted=accepted, reason=reason,
-                     job_id=share.job.job_id if share else None)
+            # Accepted shares are counted in telemetry; only a rejection is worth a line.
+            (log.debug if accepted else log.warning)(
+                "stratum.share_result", accepted=accepted, reason=reason,
+                job_id=share.job.job_id if share else None)
             self._count(accepted, reason)
 
     def configure_refused(self) -> list[str]:

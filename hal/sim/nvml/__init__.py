@@ -27,6 +27,9 @@ from typing import Any
 from hal.errors import InvalidArgument, Unavailable
 
 STATE_ENV = "RIGD_NVML_SIM_STATE"
+# Set by rigd for a workload process on a simulated GPU (see attach_from_env).
+LIBRARY_ENV = "RIGD_NVML_SIM_LIBRARY"
+GPU_ENV = "RIGD_NVML_SIM_GPU"
 LIBRARY_NAME = "libnvidia-ml.so.1"
 SOURCE = Path(__file__).with_name("nvml_sim.c")
 PROFILES = ("h100-sxm-80gb", "a100-sxm-80gb", "rtx-4090")
@@ -210,6 +213,27 @@ class SimControl:
         return parse_state(self.state_path.read_text())
 
 
+def workload_env(state_path: str | Path, library_path: str | Path, gpu_index: int
+                 ) -> dict[str, str]:
+    """Environment for a workload process that runs on simulated GPU `gpu_index`."""
+    return {STATE_ENV: str(state_path), LIBRARY_ENV: str(library_path), GPU_ENV: str(gpu_index)}
+
+
+def attach_from_env(mem_bytes: int, util_pct: int) -> bool:
+    """In a workload process on a simulated GPU: hold `mem_bytes` there as this process, keeping
+    it `util_pct` busy, as a real CUDA or OpenCL context would; NVML then lists the process and
+    its memory until it exits (or detaches). False, and nothing done, on a real device."""
+    state, library, gpu = (os.environ.get(k) for k in (STATE_ENV, LIBRARY_ENV, GPU_ENV))
+    if not (state and library and gpu):
+        return False
+    control = SimControl(Path(state), Path(library))
+    if mem_bytes:
+        control.attach_load(int(gpu), os.getpid(), mem_bytes, max(0, min(100, util_pct)))
+    else:
+        control.detach_load(int(gpu), os.getpid())
+    return True
+
+
 def _index(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidArgument(f"expected a non-negative integer, got {value!r}")
@@ -241,6 +265,8 @@ def demo_setup(
 
 
 __all__ = [
+    "GPU_ENV",
+    "LIBRARY_ENV",
     "LIBRARY_NAME",
     "PROFILES",
     "STATE_ENV",
@@ -248,7 +274,9 @@ __all__ = [
     "SimGpu",
     "SimLoad",
     "SimState",
+    "attach_from_env",
     "build_library",
     "demo_setup",
     "parse_state",
+    "workload_env",
 ]

@@ -529,19 +529,31 @@ class WorkloadStatus(_message.Message):
     def __init__(self, kind: _Optional[_Union[WorkloadKind, str]] = ..., state: _Optional[_Union[WorkloadState, str]] = ..., detail: _Optional[str] = ..., hashrate_hs: _Optional[float] = ..., shares_accepted: _Optional[int] = ..., shares_rejected: _Optional[int] = ..., pool_url: _Optional[str] = ..., intensity: _Optional[float] = ..., endpoint: _Optional[str] = ..., profile: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class PhaseRecord(_message.Message):
-    __slots__ = ("phase", "start_time", "duration_ms", "detail")
+    __slots__ = ("phase", "start_time", "duration_ms", "detail", "device_id")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     phase: SwitchPhase
     start_time: _timestamp_pb2.Timestamp
     duration_ms: int
     detail: str
-    def __init__(self, phase: _Optional[_Union[SwitchPhase, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+    device_id: str
+    def __init__(self, phase: _Optional[_Union[SwitchPhase, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[int] = ..., detail: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class DeviceOutcome(_message.Message):
+    __slots__ = ("device_id", "state", "error")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    state: OperationState
+    error: str
+    def __init__(self, device_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Operation(_message.Message):
-    __slots__ = ("operation_id", "state", "device_ids", "phases", "error", "create_time", "end_time")
+    __slots__ = ("operation_id", "state", "device_ids", "phases", "error", "create_time", "end_time", "kind", "outcomes", "request_id", "detail")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -549,6 +561,10 @@ class Operation(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     operation_id: str
     state: OperationState
     device_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -556,7 +572,11 @@ class Operation(_message.Message):
     error: str
     create_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, operation_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., device_ids: _Optional[_Iterable[str]] = ..., phases: _Optional[_Iterable[_Union[PhaseRecord, _Mapping]]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: str
+    outcomes: _containers.RepeatedCompositeFieldContainer[DeviceOutcome]
+    request_id: str
+    detail: str
+    def __init__(self, operation_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., device_ids: _Optional[_Iterable[str]] = ..., phases: _Optional[_Iterable[_Union[PhaseRecord, _Mapping]]] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[DeviceOutcome, _Mapping]]] = ..., request_id: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class SetWorkloadRequest(_message.Message):
     __slots__ = ("device_ids", "workload", "fencing_token", "request_id")
@@ -599,6 +619,20 @@ class WatchOperationResponse(_message.Message):
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     operation: Operation
     def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
+
+class ListOperationsRequest(_message.Message):
+    __slots__ = ("limit", "running_only")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_ONLY_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    running_only: bool
+    def __init__(self, limit: _Optional[int] = ..., running_only: _Optional[bool] = ...) -> None: ...
+
+class ListOperationsResponse(_message.Message):
+    __slots__ = ("operations",)
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    operations: _containers.RepeatedCompositeFieldContainer[Operation]
+    def __init__(self, operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ...) -> None: ...
 
 class SetPowerLimitRequest(_message.Message):
     __slots__ = ("device_id", "power_limit_w", "fencing_token")

@@ -81,6 +81,11 @@ class RigAgentStub:
                 request_serializer=rig_dot_v1_dot_rig__agent__pb2.WatchOperationRequest.SerializeToString,
                 response_deserializer=rig_dot_v1_dot_rig__agent__pb2.WatchOperationResponse.FromString,
                 _registered_method=True)
+        self.ListOperations = channel.unary_unary(
+                '/rig.v1.RigAgent/ListOperations',
+                request_serializer=rig_dot_v1_dot_rig__agent__pb2.ListOperationsRequest.SerializeToString,
+                response_deserializer=rig_dot_v1_dot_rig__agent__pb2.ListOperationsResponse.FromString,
+                _registered_method=True)
         self.SetPowerLimit = channel.unary_unary(
                 '/rig.v1.RigAgent/SetPowerLimit',
                 request_serializer=rig_dot_v1_dot_rig__agent__pb2.SetPowerLimitRequest.SerializeToString,
@@ -170,6 +175,13 @@ class RigAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOperations(self, request, context):
+        """Recent operations, newest first (switches, curtailments, the restore at start-up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetPowerLimit(self, request, context):
         """Set one device's power limit; the response carries the limit read back from the device.
         """
@@ -245,6 +257,11 @@ def add_RigAgentServicer_to_server(servicer, server):
                     servicer.WatchOperation,
                     request_deserializer=rig_dot_v1_dot_rig__agent__pb2.WatchOperationRequest.FromString,
                     response_serializer=rig_dot_v1_dot_rig__agent__pb2.WatchOperationResponse.SerializeToString,
+            ),
+            'ListOperations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperations,
+                    request_deserializer=rig_dot_v1_dot_rig__agent__pb2.ListOperationsRequest.FromString,
+                    response_serializer=rig_dot_v1_dot_rig__agent__pb2.ListOperationsResponse.SerializeToString,
             ),
             'SetPowerLimit': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPowerLimit,
@@ -512,6 +529,33 @@ class RigAgent:
             '/rig.v1.RigAgent/WatchOperation',
             rig_dot_v1_dot_rig__agent__pb2.WatchOperationRequest.SerializeToString,
             rig_dot_v1_dot_rig__agent__pb2.WatchOperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rig.v1.RigAgent/ListOperations',
+            rig_dot_v1_dot_rig__agent__pb2.ListOperationsRequest.SerializeToString,
+            rig_dot_v1_dot_rig__agent__pb2.ListOperationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

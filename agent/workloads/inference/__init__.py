@@ -1,0 +1,1 @@
+"""Inference runtimes: their profiles, their supervision, and the builtin runtime."""
