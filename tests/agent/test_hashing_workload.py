@@ -68,7 +68,8 @@ def test_hashing_on_a_device_rigd_did_not_find_is_a_startup_error(
     config = tmp_path / "rigd.toml"
     config.write_text(f'[server]\nunix_socket = "{tmp_path}/r.sock"\n[hal]\nbackends = ["host"]\n'
                       + hashing_config(pool.port, device="opencl/nope/0"))
-    assert_one_clean_error(run_rigd("--config", str(config)), "is not a device rigd found with an OpenCL",
+    assert_one_clean_error(run_rigd("--config", str(config)),
+                           "is not a device rigd found with an OpenCL",
                            after_discovery=True)
     assert not (tmp_path / "r.sock").exists()
 
