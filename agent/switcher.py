@@ -161,8 +161,8 @@ class Switcher:
     async def _bring_up(self, op: Operation, device_id: str, spec: WorkloadSpec,
                         verify_timeout_s: float) -> None:
         manager = self.manager
-        await self._phase(op, device_id, Phase.VERIFYING,
-                          lambda: manager.verify_released(device_id, verify_timeout_s))
+        await self._phase(op, device_id, Phase.VERIFYING, lambda: manager.verify_released(
+            device_id, verify_timeout_s, lambda detail: self._note_once(op, device_id, detail)))
         await self._phase(op, device_id, Phase.CONFIGURING, lambda: self._configure(spec))
 
         async def start() -> str:
@@ -172,6 +172,12 @@ class Switcher:
         await self._phase(op, device_id, Phase.STARTING, start)
         await self._phase(op, device_id, Phase.READY, lambda: manager.wait_ready(device_id, spec))
 
+    def _note_once(self, op: Operation, device_id: str, detail: str) -> None:
+        """A phase's progress, told to watchers only when it changes."""
+        current = next((p.detail for p in reversed(op.phases) if p.device_id == device_id), "")
+        if detail != current:
+            self.ops.note(op, device_id, detail)
+
     async def _configure(self, spec: WorkloadSpec) -> str:
         return f"no power or clock profile configured for {spec.kind}"
 
@@ -180,11 +186,15 @@ class Switcher:
         """Back to what ran before; FAILED (and the device unhealthy) if even that fails."""
         log.warning("switch_failed", device_id=device_id, target=target.describe(), error=error)
         manager = self.manager
+        held = ""
         try:
             await manager.drain(device_id)
             await manager.stop(device_id)
             if previous.kind != WorkloadKind.IDLE:
-                await manager.verify_released(device_id, manager.config.verify_timeout_s)
+                try:
+                    await manager.verify_released(device_id, manager.config.verify_timeout_s)
+                except WorkloadError as exc:  # what ran before ran beside it: start it anyway
+                    held = f" ({exc})"
                 await manager.start(device_id, previous)
                 await manager.wait_ready(device_id, previous)
         except WorkloadError as exc:
@@ -193,7 +203,7 @@ class Switcher:
             return
         manager.commit(device_id, previous)
         self.ops.settle(op, device_id, OperationState.ROLLED_BACK, error, Phase.ROLLED_BACK,
-                        f"{error}; {previous.describe()} runs again")
+                        f"{error}; {previous.describe()} runs again{held}")
 
     def _give_up(self, op: Operation, device_id: str, error: str) -> None:
         """The device runs nothing it should: unhealthy, with the reason, until supervision

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import structlog
@@ -236,9 +236,11 @@ class WorkloadManager:
             return set()
         return {standby.process.pid, *standby.process.descendants}
 
-    async def verify_released(self, device_id: str, timeout_s: float) -> str:
+    async def verify_released(self, device_id: str, timeout_s: float,
+                              waiting: Callable[[str], None] | None = None) -> str:
         """Until the device shows no process holding memory (other than its standby), as the
-        device itself reports it (NVML for GPUs). WorkloadError on timeout."""
+        device itself reports it (NVML for GPUs); `waiting` hears what it waits for.
+        WorkloadError on timeout."""
         device = self.devices[device_id]
         if device.kind != DeviceKind.GPU:
             return f"process group ended; {device.kind} devices report no memory per process"
@@ -254,10 +256,12 @@ class WorkloadManager:
             if not held:
                 used = f"; {gpu.mem_used_bytes >> 20} MiB used" if gpu.mem_used_bytes else ""
                 return f"no process holds GPU memory (NVML){used}"
+            pids = ", ".join(f"pid {p.pid} holds {(p.used_mem_bytes or 0) >> 20} MiB"
+                             for p in held)
             if loop.time() >= deadline:
-                pids = ", ".join(f"pid {p.pid} ({(p.used_mem_bytes or 0) >> 20} MiB)"
-                                 for p in held)
                 raise WorkloadError(f"GPU memory still held after {timeout_s:g} s: {pids}")
+            if waiting is not None:
+                waiting(f"waiting: {pids}")
             await asyncio.sleep(VERIFY_POLL_S)
 
     async def start(self, device_id: str, spec: WorkloadSpec) -> tuple[str, Workload | None]:

@@ -36,6 +36,12 @@ class RigdProcess:
     tcp_address: str
     audit_path: Path
     log_path: Path
+    config_path: Path
+
+    def restart(self) -> RigdProcess:
+        """A new rigd on the same configuration and state (after this one ended)."""
+        return launch_rigd(self.config_path, self.socket_path, self.tcp_address,
+                           self.audit_path, self.log_path)
 
     def stub(self, tcp: bool = False) -> pb_grpc.RigAgentStub:
         target = self.tcp_address if tcp else f"unix:{self.socket_path}"
@@ -85,13 +91,18 @@ def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = (),
     audit = tmp / "audit.jsonl"
     config = tmp / "rigd.toml"
     write_config(config, socket_path, port, audit, extra_config, backends, settings)
-    log_path = tmp / "rigd.log"
+    return launch_rigd(config, socket_path, f"127.0.0.1:{port}", audit, tmp / "rigd.log", args)
+
+
+def launch_rigd(config: Path, socket_path: str, tcp_address: str, audit: Path, log_path: Path,
+                args: tuple[str, ...] = ()) -> RigdProcess:
+    """rigd on a written configuration, once it answers GetInventory."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.daemon", "--config", str(config), *args],
-        stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), text=True,
+        stdout=subprocess.DEVNULL, stderr=open(log_path, "a"), text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    rigd = RigdProcess(proc, socket_path, f"127.0.0.1:{port}", audit, log_path)
+    rigd = RigdProcess(proc, socket_path, tcp_address, audit, log_path, config)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -322,7 +322,8 @@ class LocalPool:
         else:
             stats.rejected += 1
             stats.rejected_by_reason[reason] = stats.rejected_by_reason.get(reason, 0) + 1
-        log.info("pool.share", worker=worker, accepted=reason is None, reason=reason)
+        (log.debug if reason is None else log.info)(
+            "pool.share", worker=worker, accepted=reason is None, reason=reason)
         return reason
 
     def _share_reason(self, conn: _Connection, params: list[Any]) -> tuple[str | None, float]:
