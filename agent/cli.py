@@ -7,6 +7,7 @@ Human tables by default, `--json` for scripts. Errors are one line and a non-zer
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -245,6 +246,125 @@ def cmd_power_limit(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- workloads and operations ------------------------------------------------------------------
+
+PHASE_NAMES = {v: k.removeprefix("SWITCH_PHASE_").lower() for k, v in pb.SwitchPhase.items()}
+OP_STATES = {v: k.removeprefix("OPERATION_STATE_").lower() for k, v in pb.OperationState.items()}
+
+
+def resolve_devices(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """Device ids from what an operator types: a full id, a GPU index, the short id a table
+    shows, or a unique prefix. Unknown or ambiguous names are an error that suggests."""
+    inventory = _call(args, lambda s, md: s.GetInventory(pb.GetInventoryRequest(), metadata=md,
+                                                         timeout=args.timeout))
+    ids = [d.id for d in inventory.devices]
+    gpu_index = {d.attributes.get("index"): d.id for d in inventory.devices
+                 if d.kind == pb.DEVICE_KIND_GPU and "index" in d.attributes}
+    resolved = []
+    for name in names:
+        if name in ids:
+            resolved.append(name)
+            continue
+        if name in gpu_index:
+            resolved.append(gpu_index[name])
+            continue
+        matches = [i for i in ids if i.startswith(name) or i.split("/", 1)[-1].startswith(name)]
+        if len(matches) == 1:
+            resolved.append(matches[0])
+            continue
+        if matches:
+            raise CliError(f"{name!r} matches {len(matches)} devices: "
+                           f"{', '.join(matches[:4])}; give more of the id")
+        close = difflib.get_close_matches(name, ids, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise CliError(f"no device {name!r}{hint}; see `rigctl inventory`")
+    return resolved
+
+
+def format_operation(op: pb.Operation) -> str:
+    lines = [f"operation {op.operation_id} ({op.kind}): {OP_STATES[op.state]}"
+             + (f": {op.error}" if op.error else "")]
+    rows = []
+    for phase in op.phases:
+        took = f"{phase.duration_ms} ms" if phase.HasField("duration_ms") else "…"
+        rows.append([phase.device_id, PHASE_NAMES[phase.phase], took, phase.detail])
+    if rows:
+        lines.append(table(["DEVICE", "PHASE", "TOOK", "DETAIL"], rows))
+    return "\n".join(lines)
+
+
+def _watch_operation(args: argparse.Namespace, operation_id: str) -> pb.Operation:
+    """Print each phase as it completes; return the final operation."""
+    printed: set[tuple[str, int, int]] = set()
+    final = pb.Operation()
+
+    def follow(stub: pb_grpc.RigAgentStub, md: list[Any]) -> None:
+        nonlocal final
+        for message in stub.WatchOperation(pb.WatchOperationRequest(operation_id=operation_id),
+                                           metadata=md):
+            final = message.operation
+            if args.json:
+                _print_json(final)
+                continue
+            for i, phase in enumerate(final.phases):
+                key = (phase.device_id, phase.phase, i)
+                if phase.HasField("duration_ms") and key not in printed:
+                    printed.add(key)
+                    print(f"  {phase.device_id}  {PHASE_NAMES[phase.phase]:<12} "
+                          f"{phase.duration_ms:>7} ms  {phase.detail}", flush=True)
+
+    _call(args, follow)
+    return final
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    kind = {"idle": pb.WORKLOAD_KIND_IDLE, "hashing": pb.WORKLOAD_KIND_HASHING,
+            "inference": pb.WORKLOAD_KIND_INFERENCE}[args.workload]
+    workload = pb.Workload(kind=kind)
+    if args.workload == "inference":
+        workload.inference.CopyFrom(pb.InferenceSpec(profile=args.profile, model=args.model))
+    elif args.workload == "hashing" and (args.pool or args.intensity):
+        workload.hashing.CopyFrom(pb.HashingSpec(pool_urls=args.pool,
+                                                 intensity=args.intensity or 0.0))
+    devices = resolve_devices(args, args.devices)
+    request = pb.SetWorkloadRequest(device_ids=devices, workload=workload,
+                                    fencing_token=args.fencing_token,
+                                    request_id=args.request_id)
+    op = _call(args, lambda s, md: s.SetWorkload(request, metadata=md,
+                                                 timeout=args.timeout)).operation
+    if args.no_wait:
+        _print_json(op) if args.json else print(op.operation_id)
+        return 0
+    if not args.json:
+        print(f"operation {op.operation_id}: {', '.join(devices)} -> {args.workload}")
+    final = _watch_operation(args, op.operation_id)
+    if not args.json:
+        print(f"{OP_STATES[final.state]}" + (f": {final.error}" if final.error else ""))
+    return 0 if final.state == pb.OPERATION_STATE_SUCCEEDED else 1
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    if args.action == "watch":
+        final = _watch_operation(args, args.operation_id)
+        if not args.json:
+            print(format_operation(final))
+        return 0
+    if args.action == "show":
+        op = _call(args, lambda s, md: s.GetOperation(pb.GetOperationRequest(
+            operation_id=args.operation_id), metadata=md, timeout=args.timeout)).operation
+        _print_json(op) if args.json else print(format_operation(op))
+        return 0
+    listed = _call(args, lambda s, md: s.ListOperations(pb.ListOperationsRequest(
+        limit=args.limit, running_only=args.running), metadata=md, timeout=args.timeout))
+    if args.json:
+        _print_json(listed)
+        return 0
+    rows = [[op.operation_id, op.kind, OP_STATES[op.state], ",".join(op.device_ids)[:60],
+             op.error[:60]] for op in listed.operations]
+    print(table(["OPERATION", "KIND", "STATE", "DEVICES", "ERROR"], rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rigctl", description="Operate a rig through rigd.")
     parser.add_argument("--socket", default=os.environ.get("RIGD_SOCKET", default_socket_path()),
@@ -273,6 +393,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fencing-token", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_power_limit)
+
+    p = sub.add_parser("switch", help="switch devices between idle, hashing and inference")
+    p.add_argument("devices", nargs="+", metavar="DEVICE",
+                   help="device id, GPU index, short id or unique prefix")
+    p.add_argument("workload", choices=("idle", "hashing", "inference"))
+    p.add_argument("--profile", default="builtin", help="inference runtime profile")
+    p.add_argument("--model", default="", help="inference model (default: the profile's)")
+    p.add_argument("--pool", action="append", default=[],
+                   help="hashing pool URL (default: the configured pool)")
+    p.add_argument("--intensity", type=float, help="hashing intensity in (0, 1]")
+    p.add_argument("--request-id", default="", help="idempotency key for retries")
+    p.add_argument("--fencing-token", type=int, default=0)
+    p.add_argument("--no-wait", action="store_true", help="print the operation id and return")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_switch)
+
+    p = sub.add_parser("ops", help="operations: list, show ID, watch ID")
+    p.add_argument("action", nargs="?", choices=("list", "show", "watch"), default="list")
+    p.add_argument("operation_id", nargs="?", default="")
+    p.add_argument("--running", action="store_true", help="only operations still running")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ops)
 
     try:
         from agent.fpga_cli import add_fpga_parser

@@ -28,8 +28,15 @@ from tests.agent.test_daemon import assert_one_clean_error, run_rigd
         ('[log]\nformat = "xml"\n', "log.format must be one of json, console"),
         ('[auth]\nanonymous_role = "root"\n', "auth.anonymous_role must be one of"),
         ('[[auth.tokens]]\nname = "c"\nrole = "operator"\n', "lacks sha256"),
-        ('[[hashing]]\ndevice = "auto"\npools = ["stratum+tcp://127.0.0.1:1"]\n'
-         'version_rolling = "maybe"\n', "version_rolling must be one of auto, on, off"),
+        ('[pool]\nversion_rolling = "maybe"\n', "version_rolling must be one of auto, on, off"),
+        ('[pool]\nurls = ["http://127.0.0.1:1"]\n', "pool URL must start with stratum+tcp://"),
+        ("[workloads]\nmin_dwell_s = -1\n", "workloads.min_dwell_s must be within"),
+        ('[inference.profiles.mine]\nargv = ["x"]\ndevices = ["tpu"]\n', "'tpu'"),
+        ('[inference.profiles.vllm]\nwarm_standby = true\nsleep_path = ""\nwake_path = ""\n',
+         "warm_standby needs the runtime's sleep mode"),
+        ('[inference.profiles.mine]\nargv = ["x", "{gpu}"]\n', "unknown placeholder"),
+        ('[inference.profiles.vllm]\nstop_signal = "SIGSTOP"\n', "stop_signal must be one of"),
+        ('[inference.profiles.vllm]\nmodle = "x"\n', "unknown key 'modle'"),
     ],
 )
 def test_check_config_refuses_what_start_up_would(tmp_path: Path, text: str, fragment: str
@@ -72,11 +79,18 @@ def test_defaults_and_a_full_file_load(tmp_path: Path) -> None:
     path.write_text(
         'rig_id = "r1"\n[server]\nunix_socket_mode = "0600"\nmax_streams = 10\n'
         '[audit]\nmax_bytes = 8192\nbackups = 1\n'
-        '[[hashing]]\ndevice = "auto"\npools = ["stratum+tcp://127.0.0.1:3333"]\n'
-        'intensity = 0.25\nversion_rolling = "off"\n')
+        '[pool]\nurls = ["stratum+tcp://127.0.0.1:3333"]\nversion_rolling = "off"\n'
+        '[inference.profiles.vllm]\nmodel = "Qwen/Qwen3-0.6B"\n'
+        '[[hashing]]\ndevice = "auto"\nintensity = 0.25\n')
     config = cfg.load(path)
     assert config.rig_id == "r1" and config.unix_socket_mode == 0o600
     assert config.max_streams == 10 and config.audit_max_bytes == 8192
+    assert config.pool_urls == ("stratum+tcp://127.0.0.1:3333",)
+    assert config.pool_version_rolling == "off"
     (hashing,) = config.hashing
-    assert hashing.pools == ("stratum+tcp://127.0.0.1:3333",) and hashing.intensity == 0.25
-    assert hashing.version_rolling == "off" and hashing.user == "rigd"
+    assert hashing.pools == () and hashing.intensity == 0.25
+    from agent.workloads.inference.profiles import resolve
+
+    vllm = resolve(config.inference_profiles)["vllm"]
+    assert vllm.model == "Qwen/Qwen3-0.6B", "a key changes the shipped profile..."
+    assert vllm.ready_model_listed and vllm.warm_standby, "...and the rest stays as shipped"

@@ -19,9 +19,11 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 STATUS_INTERVAL_S = 0.5
+CHECK_INTERVAL_S = 0.05
 CONTEXT_MEM_BYTES = 300 << 20  # what an OpenCL context and the kernel's buffers hold on a GPU
 PASSWORD_ENV = "RIGD_POOL_PASSWORD"
 
@@ -78,13 +80,18 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=commands, name="commands", daemon=True).start()
     code = 0
-    while not stop.wait(STATUS_INTERVAL_S):
+    last_ready, last_emit = False, 0.0
+    while not stop.wait(CHECK_INTERVAL_S):
         stats, connection = miner.stats(), client.status()
         if stats.error:
             _emit({"state": "failed", "error": stats.error})
             code = 1
             break
         ready = connection.pool_url is not None and connection.authorized
+        now = time.monotonic()
+        if ready == last_ready and now - last_emit < STATUS_INTERVAL_S:
+            continue  # a change of state is told at once, the counters every interval
+        last_ready, last_emit = ready, now
         _emit({
             "state": "running" if ready else "starting",
             "detail": "" if ready else "connecting to pool",

@@ -18,7 +18,7 @@ from agent.workloads.supervisor import ManagedProcess, StopReport, spawn
 
 log = structlog.get_logger("rigd.inference")
 
-PROBE_INTERVAL_S = 0.1
+PROBE_INTERVAL_S = 0.05
 PROBE_TIMEOUT_S = 2.0
 
 
