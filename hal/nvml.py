@@ -219,6 +219,7 @@ class NvmlGpu(Device):
         self._lost_reason = ""
         self._xid_reason = ""
         self._desired_reason = ""
+        self._cap_w: float | None = None  # a curtailment's bound over the desired limit
         self._last_xid: int | None = None
         self.xid_history: deque[tuple[float, int]] = deque(maxlen=64)  # (unix time, xid)
         self._next_drift_check = 0.0
@@ -439,11 +440,14 @@ class NvmlGpu(Device):
         if self._note_energy(energy_mj):
             return True
         desired = self._session.desired.get(self.uuid)
-        if desired.empty or time.monotonic() < self._next_drift_check:
+        with self._lock:
+            cap_w = self._cap_w
+        if (desired.empty and cap_w is None) or time.monotonic() < self._next_drift_check:
             return False
         drift = []
-        if desired.power_limit_w is not None and limit_mw is not None:
-            if abs(limit_mw / 1000.0 - desired.power_limit_w) > 0.5:
+        limit_w = _lower(desired.power_limit_w, cap_w)
+        if limit_w is not None and limit_mw is not None:
+            if abs(limit_mw / 1000.0 - limit_w) > 0.5:
                 drift.append(f"power limit reads {limit_mw / 1000.0:g} W")
         if desired.persistence_mode is not None and persistence is not None:
             if bool(persistence) != desired.persistence_mode:
@@ -470,15 +474,20 @@ class NvmlGpu(Device):
         return reloaded
 
     def reapply_desired_state(self, why: str) -> None:
-        """Apply every stored setting again; failures leave the device DEGRADED with the reason."""
+        """Apply every stored setting again (the power limit under its cap, if one is set);
+        failures leave the device DEGRADED with the reason."""
         desired = self._session.desired.get(self.uuid)
-        if desired.empty:
+        with self._lock:
+            cap_w = self._cap_w
+        if desired.empty and cap_w is None:
             return
-        log.info("nvml.reapply_desired_state", device=self.id, why=why, **desired.to_json())
+        log.info("nvml.reapply_desired_state", device=self.id, why=why, cap_w=cap_w,
+                 **desired.to_json())
         h = self._handle
         steps: list[tuple[str, Callable[[], object]]] = []
-        if desired.power_limit_w is not None:
-            mw = round(desired.power_limit_w * 1000)
+        limit_w = _lower(desired.power_limit_w, cap_w)
+        if limit_w is not None:
+            mw = round(limit_w * 1000)
             steps.append(("set power limit",
                           lambda: pynvml.nvmlDeviceSetPowerManagementLimit(h, mw)))
         if desired.gpu_clocks_mhz is not None:
@@ -531,6 +540,17 @@ class NvmlGpu(Device):
                 f"{self.id}: power limit {watts!r} W is outside the allowed range "
                 f"{low:g}-{high:g} W"
             )
+        with self._lock:
+            cap_w = self._cap_w
+        self._write_limit(_lower(watts, cap_w))  # a cap in force keeps its hold
+        self._session.desired.update(self.uuid, power_limit_w=round(watts * 1000) / 1000.0)
+        log.info("nvml.power_limit_set", device=self.id, power_limit_w=watts, cap_w=cap_w)
+
+    def _write_limit(self, watts: float | None) -> None:
+        """Write a limit (None: the default) and verify it by reading it back."""
+        if watts is None:
+            watts = self._call("read the default power limit",
+                               pynvml.nvmlDeviceGetPowerManagementDefaultLimit) / 1000.0
         mw = round(watts * 1000)
         self._call("set the power limit", pynvml.nvmlDeviceSetPowerManagementLimit, mw)
         read_back = self._call("read the power limit", pynvml.nvmlDeviceGetPowerManagementLimit)
@@ -538,8 +558,27 @@ class NvmlGpu(Device):
             raise HalError(
                 f"{self.id}: power limit set to {watts:g} W but reads back {read_back / 1000:g} W"
             )
-        self._session.desired.update(self.uuid, power_limit_w=mw / 1000.0)
-        log.info("nvml.power_limit_set", device=self.id, power_limit_w=mw / 1000.0)
+
+    @property
+    def power_cap_w(self) -> float | None:
+        with self._lock:
+            return self._cap_w
+
+    def set_power_cap(self, watts: float | None) -> None:
+        """A temporary upper bound over the desired power limit (a curtailment): the GPU runs
+        at the lower of the two, and the desired limit is never overwritten; None lifts the
+        cap and the desired limit (or the default) applies again. Kept in memory only: its
+        owner sets it again after a restart."""
+        if watts is not None:
+            low, high = self.power_limit_range_w()
+            if not math.isfinite(watts) or not low <= watts <= high:
+                raise InvalidArgument(f"{self.id}: power cap {watts!r} W is outside the allowed "
+                                      f"range {low:g}-{high:g} W")
+        with self._lock:
+            self._cap_w = watts
+        desired = self._session.desired.get(self.uuid).power_limit_w
+        self._write_limit(_lower(desired, watts))
+        log.info("nvml.power_cap_set", device=self.id, cap_w=watts, desired_w=desired)
 
     def _clock_range(self, clock_type: int) -> int:
         return self._call("read max clocks", pynvml.nvmlDeviceGetMaxClockInfo, clock_type)
@@ -586,6 +625,13 @@ class NvmlGpu(Device):
         if not self._closed:
             self._closed = True
             self._session.release(self)
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    """The lower of two optional limits (None: no limit from that side)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a, b)
 
 
 def _w(milliwatts: int | None) -> float | None:

@@ -216,6 +216,11 @@ class AntminerMiner(Miner):
     async def async_power_modes(self) -> tuple[str, ...]:
         return tuple(MINER_MODES)
 
+    async def async_power_mode(self) -> str | None:
+        conf = await self.get_miner_conf()
+        number = str(conf.get("bitmain-work-mode", conf.get("miner-mode", "")))
+        return next((name for name, value in MINER_MODES.items() if str(value) == number), None)
+
     async def async_set_power_mode(self, mode: str) -> None:
         await self.set_mode(mode)
 

@@ -226,6 +226,10 @@ class Miner(Device):
     async def async_set_power_mode(self, mode: str) -> None:
         raise NotSupported(f"{self.id}: {self.family} has no named power modes")
 
+    async def async_power_mode(self) -> str | None:
+        """The power mode in force, one of async_power_modes(); None where it cannot be read."""
+        return None
+
     async def async_switch_pool(self, index: int) -> None:
         raise NotSupported(f"{self.id}: pool switch is not supported by {self.family}")
 
@@ -282,6 +286,9 @@ class Miner(Device):
 
     def set_power_mode(self, mode: str) -> None:
         self._sync(lambda: self.async_set_power_mode(mode), self._control_budget_s())
+
+    def power_mode(self) -> str | None:
+        return self._sync(self.async_power_mode, self._control_budget_s())
 
     def switch_pool(self, index: int) -> None:
         if index < 0:

@@ -1,0 +1,559 @@
+"""Curtail the rig to a watt target by a deadline, and restore it exactly when the curtailment ends.
+
+The plan sheds load in a configurable order of steps (default: hashing intensity down; hashing
+stopped, with miners turned down and then put to sleep; GPU power limits lowered; inference
+stopped last, so serving keeps its SLA as long as possible). It picks actions greedily from the
+predicted saving of each, applies them in parallel across devices, then confirms from telemetry:
+CONFIRMED once the rig reads below target, with the time it took. When the prediction falls
+short it escalates to the next actions; when nothing is left it says by how many watts the target
+is missed and why. What every touched device ran and how it was set is recorded first; expiry or
+CancelCurtailment puts each back exactly. The curtailment is journaled: a restarted rigd keeps it
+until its expiry.
+
+A second Curtail while one is in force replaces it (target, deadline, expiry, reason): what is
+already shed stays shed, more is shed if the new target needs it. Raising a target (giving load
+back) is CancelCurtailment and a new Curtail. While a curtailment holds, a switch may stop a
+workload but not start one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import structlog
+
+from agent.config import Config
+from agent.model import IDLE, WorkloadKind, WorkloadSpec, WorkloadState
+from agent.operations import Operation, Operations, OperationState, Phase
+from agent.power import PowerWriter, RigPower, rig_power
+from agent.switcher import Switcher
+from agent.telemetry import Sampler
+from agent.workloads import WorkloadError
+from hal.device import Capability, Device, DeviceKind
+from hal.errors import HalError
+
+log = structlog.get_logger("rigd.curtail")
+
+STEPS = ("hashing_intensity", "hashing_stop", "gpu_power_limit", "inference_stop")
+CONFIRM_POLL_S = 0.2
+MARGIN = 0.97  # plan for a little below the target: predictions are only predictions
+GPU_IDLE_FRACTION = 0.1  # of the default power limit: what an idle GPU still draws
+ASIC_LOW_SAVING = 0.25  # a miner's low-power mode saves about a quarter
+ASIC_STANDBY_W = 15.0
+
+
+class CurtailRefused(Exception):
+    """`code` names the gRPC status."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class Action:
+    device_id: str
+    step: str
+    what: str  # intensity | stop | asic_limit | asic_mode | asic_sleep | gpu_cap
+    value: Any  # the new intensity, limit or mode
+    saving_w: float  # predicted
+    applied: bool = False
+    error: str = ""
+
+    def describe(self) -> str:
+        text = {"intensity": f"hashing intensity to {self.value}", "stop": "workload stopped",
+                "asic_limit": f"power limit to {self.value:g} W",
+                "asic_mode": f"{self.value} mode", "asic_sleep": "asleep",
+                "gpu_cap": f"power capped at {self.value:g} W"}[self.what]
+        return f"{text} (saves ~{self.saving_w:.0f} W)"
+
+
+@dataclass(slots=True)
+class Before:
+    """How a device was, to put it back exactly."""
+
+    power_w: float | None
+    intensity: float | None = None
+    asic_limit_w: float | None = None
+    asic_mode: str | None = None
+    asic_mining: bool | None = None
+
+
+@dataclass(slots=True)
+class Curtailment:
+    target_w: float
+    deadline_unix_s: float
+    expire_unix_s: float
+    reason: str
+    source: str  # who asked (identity, or "openadr:<event id>")
+    operation_id: str
+    power_before_w: float
+    created_unix_s: float = field(default_factory=time.time)
+    state: str = "shedding"  # shedding | confirmed | target_not_met
+    below_target_after_s: float | None = None
+    shortfall_w: float | None = None
+    before: dict[str, Before] = field(default_factory=dict)
+    actions: list[Action] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Curtailment:
+        before = {k: Before(**v) for k, v in data.pop("before").items()}
+        actions = [Action(**a) for a in data.pop("actions")]
+        return Curtailment(**data, before=before, actions=actions)
+
+    def stopped(self) -> set[str]:
+        return {a.device_id for a in self.actions if a.what == "stop" and a.applied}
+
+    def intensity(self, device_id: str) -> float | None:
+        return next((a.value for a in self.actions
+                     if a.device_id == device_id and a.what == "intensity" and a.applied), None)
+
+
+class Curtailer:
+    def __init__(self, config: Config, devices: dict[str, Device], sampler: Sampler,
+                 switcher: Switcher, power: PowerWriter) -> None:
+        self.config = config
+        self.devices = devices
+        self.sampler = sampler
+        self.switcher = switcher
+        self.manager = switcher.manager
+        self.ops: Operations = switcher.ops
+        self.power = power
+        self.current: Curtailment | None = None
+        self._expiry: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one curtail, replace or restore at a time
+
+    # -- asking ------------------------------------------------------------------------------
+
+    def check(self, target_w: float, deadline_s: float, expiry_s: float, reason: str) -> None:
+        if not math.isfinite(target_w) or target_w <= 0:
+            raise CurtailRefused("INVALID_ARGUMENT",
+                                 f"rig_power_target_w must be a positive number of watts, got "
+                                 f"{target_w!r}")
+        if not 1 <= deadline_s <= 3600:
+            raise CurtailRefused("INVALID_ARGUMENT", "deadline_s must be within 1 .. 3600")
+        if not 1 <= expiry_s <= 86400:
+            raise CurtailRefused("INVALID_ARGUMENT", "expiry_s must be within 1 .. 86400")
+        if expiry_s < deadline_s:
+            raise CurtailRefused("INVALID_ARGUMENT",
+                                 f"expiry_s ({expiry_s:g}) must not come before deadline_s "
+                                 f"({deadline_s:g})")
+        if len(reason) > 200:
+            raise CurtailRefused("INVALID_ARGUMENT", "reason: at most 200 characters")
+        current = self.current
+        if current is not None and target_w > current.target_w:
+            raise CurtailRefused("FAILED_PRECONDITION", (
+                f"a curtailment to {current.target_w:g} W is in force ({current.operation_id}); "
+                f"a higher target gives load back: CancelCurtailment, then Curtail again"))
+
+    async def curtail(self, target_w: float, deadline_s: float, expiry_s: float, reason: str,
+                      source: str) -> Operation:
+        """Start (or replace) a curtailment; returns its operation at once."""
+        self.check(target_w, deadline_s, expiry_s, reason)
+        now = time.time()
+        op = self.ops.create("curtail", [])
+        power = await self.rig_power()
+        op.detail = f"target {target_w:g} W ({reason or 'no reason given'}); rig at " \
+                    f"{power.total_w:.0f} W"
+        if self.current is None:
+            self.current = Curtailment(target_w, now + deadline_s, now + expiry_s, reason,
+                                       source, op.operation_id, power.total_w)
+        else:  # replace: what is shed stays shed
+            self.current = dataclasses.replace(
+                self.current, target_w=target_w, deadline_unix_s=now + deadline_s,
+                expire_unix_s=now + expiry_s, reason=reason, source=source,
+                operation_id=op.operation_id, state="shedding", below_target_after_s=None,
+                shortfall_w=None)
+        self._journal()
+        self._arm_expiry()
+        self.switcher.run(op, self._shed(op, self.current, power, started=time.monotonic()))
+        log.info("curtail_started", operation_id=op.operation_id, target_w=target_w,
+                 rig_w=power.total_w, deadline_s=deadline_s, expiry_s=expiry_s, source=source)
+        return op
+
+    async def cancel(self, why: str = "cancelled") -> Operation | None:
+        """Lift the curtailment now: every device back as it was. None if none is in force."""
+        if self.current is None:
+            return None
+        return self._start_restore(why)
+
+    # -- power ---------------------------------------------------------------------------------
+
+    async def rig_power(self, max_age_s: float = 0.5) -> RigPower:
+        return rig_power((await self.sampler.latest(max_age_s=max_age_s)).values())
+
+    # -- shedding ------------------------------------------------------------------------------
+
+    async def _shed(self, op: Operation, c: Curtailment, power: RigPower,
+                    started: float) -> None:
+        async with self._lock:
+            self.ops.begin(op, "", Phase.SHEDDING, f"rig at {power.total_w:.0f} W "
+                           f"(measured {power.measured_w:.0f} + estimated "
+                           f"{power.estimated_w:.0f}); target {c.target_w:g} W")
+            readings = await self.sampler.latest(max_age_s=0.5)
+            for device_id, reading in readings.items():
+                c.before.setdefault(device_id, await self._before(device_id, reading))
+            candidates = self._candidates(c, readings)
+            predicted = power.total_w
+            while True:
+                chosen, predicted = self._choose(candidates, predicted, c.target_w)
+                if chosen:
+                    await self._apply(op, c, chosen)
+                    self._journal()
+                below = await self._confirm(c, started)
+                if below is not None:
+                    c.state, c.below_target_after_s = "confirmed", below
+                    self.ops.begin(op, "", Phase.CONFIRMED,
+                                   f"below {c.target_w:g} W {below:.1f} s after the command")
+                    break
+                if not candidates or time.time() >= c.deadline_unix_s:
+                    await self._missed(op, c)
+                    break
+                predicted = (await self.rig_power()).total_w  # escalate from what is read
+            for device_id in op.device_ids:
+                if op.outcomes[device_id].state == OperationState.RUNNING:
+                    self.ops.settle(op, device_id, OperationState.SUCCEEDED)
+            self._journal()
+            self.ops.finish(op, "" if c.state == "confirmed" else op.error)
+
+    async def _missed(self, op: Operation, c: Curtailment) -> None:
+        power = await self.rig_power()
+        c.state, c.shortfall_w = "target_not_met", power.total_w - c.target_w
+        unknown = f"; no reading from {', '.join(power.unknown_device_ids)}" \
+            if power.unknown_device_ids else ""
+        failed = [f"{a.device_id}: {a.error}" for a in c.actions if a.error]
+        why = ("everything the order allows is shed" if not failed
+               else "some actions failed: " + "; ".join(failed))
+        op.error = (f"target {c.target_w:g} W not met: the rig reads {power.total_w:.0f} W, "
+                    f"{c.shortfall_w:.0f} W above ({why}{unknown})")
+        self.ops.begin(op, "", Phase.FAILED, op.error)
+        op.state = OperationState.FAILED
+
+    async def _confirm(self, c: Curtailment, started: float) -> float | None:
+        """Seconds from the command to a reading below target; None if not by the time the
+        applied actions should have taken effect (escalate) or the deadline."""
+        settle_until = min(c.deadline_unix_s,
+                           time.time() + self.config.curtail_settle_s)
+        while True:
+            power = await self.rig_power(max_age_s=CONFIRM_POLL_S / 2)
+            if power.total_w <= c.target_w:
+                return time.monotonic() - started
+            if time.time() >= settle_until:
+                return None
+            await asyncio.sleep(CONFIRM_POLL_S)
+
+    async def _before(self, device_id: str, reading: Any) -> Before:
+        device = self.devices[device_id]
+        before = Before(power_w=reading.telemetry.power_w)
+        status = reading.workload
+        if status is not None and status.kind == WorkloadKind.HASHING:
+            before.intensity = self.manager.current_spec(device_id).hashing.intensity \
+                if self.manager.current_spec(device_id).hashing else status.intensity
+        if device.kind == DeviceKind.ASIC:
+            asic = reading.telemetry.asic
+            before.asic_mining = asic.is_mining if asic else None
+            before.asic_limit_w = reading.telemetry.power_limit_w
+            mode = getattr(device, "power_mode", None)
+            if mode is not None:
+                with contextlib.suppress(HalError):
+                    before.asic_mode = await asyncio.to_thread(mode)
+        return before
+
+    def _candidates(self, c: Curtailment, readings: dict[str, Any]) -> list[Action]:
+        """Every action the order allows, in order, with its predicted saving."""
+        done = {(a.device_id, a.what) for a in c.actions}
+        order = [s for s in self.config.curtail_order if s in STEPS]
+        actions: list[Action] = []
+        for step in order:
+            for device_id, reading in readings.items():
+                for action in self._step_actions(step, device_id, reading, c):
+                    if (action.device_id, action.what) not in done and action.saving_w > 0:
+                        actions.append(action)
+        return actions
+
+    def _step_actions(self, step: str, device_id: str, reading: Any, c: Curtailment
+                      ) -> list[Action]:
+        device, t = self.devices[device_id], reading.telemetry
+        status = reading.workload
+        power = t.power_w or 0.0
+        running = status is not None and status.state == WorkloadState.RUNNING
+        idle_w = self._idle_w(device, t)
+        if step == "hashing_intensity" and running and status.kind == WorkloadKind.HASHING:
+            low = self.config.curtail_min_intensity
+            if (status.intensity or 1.0) > low:
+                saving = (power - idle_w) * (1 - low / (status.intensity or 1.0))
+                return [Action(device_id, step, "intensity", low, max(0.0, saving))]
+        if step == "hashing_stop":
+            if running and status.kind == WorkloadKind.HASHING:
+                return [Action(device_id, step, "stop", None, max(0.0, power - idle_w))]
+            if device.kind == DeviceKind.ASIC and t.asic is not None and t.asic.is_mining:
+                return self._asic_actions(device, power, step)
+        if step == "gpu_power_limit" and device.kind == DeviceKind.GPU and t.gpu is not None \
+                and t.gpu.power_limit_min_w is not None and power > t.gpu.power_limit_min_w:
+            return [Action(device_id, step, "gpu_cap", t.gpu.power_limit_min_w,
+                           power - t.gpu.power_limit_min_w)]
+        if step == "inference_stop" and running and status.kind == WorkloadKind.INFERENCE:
+            return [Action(device_id, step, "stop", None, max(0.0, power - idle_w))]
+        return []
+
+    def _asic_actions(self, device: Device, power: float, step: str) -> list[Action]:
+        """Turned down first (a lower power limit, or its low mode), then asleep."""
+        actions = []
+        limits = getattr(device, "power_limit_range_w", None)
+        if Capability.SET_POWER_LIMIT in device.capabilities and limits is not None:
+            with contextlib.suppress(HalError):
+                low_high = limits()
+                if low_high is not None and low_high[0] < power:
+                    actions.append(Action(device.id, step, "asic_limit", low_high[0],
+                                          power - low_high[0]))
+        if not actions and "low" in self._power_modes(device):
+            actions.append(Action(device.id, step, "asic_mode", "low", power * ASIC_LOW_SAVING))
+        if Capability.SLEEP_WAKE in device.capabilities:
+            first = actions[0].saving_w if actions else 0.0
+            actions.append(Action(device.id, step, "asic_sleep", None,
+                                  max(0.0, power - ASIC_STANDBY_W - first)))
+        return actions
+
+    @staticmethod
+    def _power_modes(device: Device) -> tuple[str, ...]:
+        modes = getattr(device, "power_modes", None)
+        if modes is None:
+            return ()
+        try:
+            return tuple(modes())
+        except HalError:
+            return ()
+
+    @staticmethod
+    def _idle_w(device: Device, t: Any) -> float:
+        if device.kind == DeviceKind.GPU and t.gpu is not None \
+                and t.gpu.power_limit_default_w is not None:
+            return GPU_IDLE_FRACTION * t.gpu.power_limit_default_w
+        return 0.0
+
+    @staticmethod
+    def _choose(candidates: list[Action], predicted_w: float, target_w: float
+                ) -> tuple[list[Action], float]:
+        """Take actions in order until the predicted power is below target (with a margin)."""
+        chosen = []
+        while candidates and predicted_w > target_w * MARGIN:
+            action = candidates.pop(0)
+            chosen.append(action)
+            predicted_w -= action.saving_w
+        return chosen, predicted_w
+
+    async def _apply(self, op: Operation, c: Curtailment, actions: list[Action]) -> None:
+        """Every chosen action at once, each device's in order (a miner turned down, then put
+        to sleep)."""
+        by_device: dict[str, list[Action]] = {}
+        for action in actions:
+            by_device.setdefault(action.device_id, []).append(action)
+            c.actions.append(action)
+            if action.device_id not in op.device_ids:
+                op.device_ids.append(action.device_id)
+                op.outcomes[action.device_id] = _running(action.device_id)
+                self.power.held[action.device_id] = op.operation_id
+
+        async def one(device_id: str, device_actions: list[Action]) -> None:
+            for action in device_actions:
+                self.ops.begin(op, device_id, Phase.SHEDDING, action.describe())
+                try:
+                    await self._do(op, action)
+                    action.applied = True
+                except (HalError, WorkloadError) as exc:
+                    action.error = str(exc)
+                    self.ops.note(op, device_id, f"{action.describe()}: failed: {exc}")
+                    log.warning("curtail_action_failed", device_id=device_id,
+                                action=action.what, error=str(exc))
+
+        await asyncio.gather(*(one(d, a) for d, a in by_device.items()))
+
+    async def _do(self, op: Operation, action: Action) -> None:
+        device = self.devices[action.device_id]
+        if action.what == "intensity":
+            workload = self.manager.running.get(action.device_id)
+            if workload is None or not hasattr(workload, "set_intensity"):
+                raise WorkloadError("no hashing workload runs there any more")
+            workload.set_intensity(action.value)
+        elif action.what == "stop":
+            await self.manager.drain(action.device_id)
+            await self.manager.stop(action.device_id)
+        elif action.what == "asic_limit":
+            await self.power.write(device, device.set_power_limit, action.value)
+        elif action.what == "asic_mode":
+            await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
+                                   action.value)
+        elif action.what == "asic_sleep":
+            await self.power.write(device, device.sleep)
+        elif action.what == "gpu_cap":
+            await self.power.write(device, device.set_power_cap,  # type: ignore[attr-defined]
+                                   action.value)
+
+    # -- restoring -----------------------------------------------------------------------------
+
+    def _start_restore(self, why: str) -> Operation:
+        c = self.current
+        assert c is not None
+        devices = sorted({a.device_id for a in c.actions if a.applied})
+        op = self.ops.create("restore_curtailment", devices)
+        op.detail = f"{why}: curtailment {c.operation_id} to {c.target_w:g} W lifted"
+        if self._expiry is not None and self._expiry is not asyncio.current_task():
+            self._expiry.cancel()
+        self.switcher.run(op, self._restore(op, c))
+        return op
+
+    async def _restore(self, op: Operation, c: Curtailment) -> None:
+        async with self._lock:
+            by_device: dict[str, list[Action]] = {}
+            for action in c.actions:
+                if action.applied:
+                    by_device.setdefault(action.device_id, []).append(action)
+
+            async def one(device_id: str, actions: list[Action]) -> None:
+                self.ops.begin(op, device_id, Phase.STARTING,
+                               "put back: " + ", ".join(a.what for a in actions))
+                try:
+                    detail = await self._undo(device_id, actions, c.before.get(device_id))
+                except (HalError, WorkloadError) as exc:
+                    self.ops.settle(op, device_id, OperationState.FAILED, str(exc), Phase.FAILED)
+                    return
+                self.ops.note(op, device_id, detail)
+                self.power.held.pop(device_id, None)
+                self.ops.settle(op, device_id, OperationState.SUCCEEDED)
+
+            await asyncio.gather(*(one(d, a) for d, a in by_device.items()))
+            self.current = None
+            self.manager.journal.update(curtailment=None)
+            self.ops.finish(op)
+            log.info("curtail_restored", operation_id=op.operation_id, state=str(op.state))
+
+    async def _undo(self, device_id: str, actions: list[Action], before: Before | None
+                    ) -> str:
+        """Each action undone, the last first."""
+        device, done = self.devices[device_id], []
+        for action in reversed(actions):
+            if action.what == "intensity" and before is not None \
+                    and before.intensity is not None:
+                workload = self.manager.running.get(device_id)
+                if workload is not None and hasattr(workload, "set_intensity"):
+                    workload.set_intensity(before.intensity)
+                    done.append(f"intensity back to {before.intensity:g}")
+            elif action.what == "stop":
+                spec = self.manager.current_spec(device_id)
+                if spec.kind != WorkloadKind.IDLE:
+                    await self.manager.start(device_id, spec)
+                    done.append(await self.manager.wait_ready(device_id, spec))
+            elif action.what == "gpu_cap":
+                await self.power.write(device, device.set_power_cap, None)  # type: ignore[attr-defined]
+                done.append("power cap lifted")
+            elif action.what == "asic_sleep":
+                if before is None or before.asic_mining is not False:
+                    await self.power.write(device, device.wake)
+                    done.append("awake")
+            elif action.what == "asic_mode":
+                mode = before.asic_mode if before and before.asic_mode else "normal"
+                await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
+                                       mode)
+                done.append(f"{mode} mode")
+            elif action.what == "asic_limit":
+                watts = self.power.take_pending(device_id) or (before.asic_limit_w
+                                                               if before else None)
+                if watts is not None:
+                    await self.power.write(device, device.set_power_limit, watts)
+                    done.append(f"power limit {watts:g} W")
+        pending = self.power.take_pending(device_id)
+        if pending is not None:  # an operator's limit set while the miner was held
+            await self.power.write(device, device.set_power_limit, pending)
+            done.append(f"operator's power limit {pending:g} W")
+        return "; ".join(done) or "nothing to put back"
+
+    # -- expiry, journal, restart ----------------------------------------------------------------
+
+    def _arm_expiry(self) -> None:
+        c = self.current
+        assert c is not None
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+        async def expire() -> None:
+            await asyncio.sleep(max(0.0, c.expire_unix_s - time.time()))
+            if self.current is c:
+                self._start_restore("expired")
+
+        self._expiry = asyncio.create_task(expire(), name="curtailment-expiry")
+
+    def _journal(self) -> None:
+        c = self.current
+        self.manager.journal.update(curtailment=c.to_json() if c else None)
+
+    def recover(self) -> None:
+        """At start, before workloads come back: a journaled curtailment holds again."""
+        data = self.manager.journal.get("curtailment")
+        if not data:
+            return
+        c = Curtailment.from_json(dict(data))
+        self.current = c
+        for action in c.actions:
+            if action.applied:
+                self.power.held[action.device_id] = c.operation_id
+        log.warning("curtailment_recovered", operation_id=c.operation_id, target_w=c.target_w,
+                    expires_in_s=round(c.expire_unix_s - time.time()))
+
+    async def resume(self) -> None:
+        """After the restore: caps live in device drivers' memory only, so set them again;
+        expire (restore) at once if the expiry passed while rigd was down."""
+        c = self.current
+        if c is None:
+            return
+        for action in c.actions:
+            if action.applied and action.what == "gpu_cap":
+                device = self.devices.get(action.device_id)
+                if device is not None:
+                    with contextlib.suppress(HalError):
+                        await self.power.write(device, device.set_power_cap,  # type: ignore[attr-defined]
+                                               action.value)
+        self._arm_expiry()
+
+    def adjust(self, device_id: str, spec: WorkloadSpec) -> WorkloadSpec | None:
+        """What a restarted rigd brings back on a device while the curtailment holds: nothing
+        for a stopped one, the lower intensity for a turned-down one."""
+        c = self.current
+        if c is None:
+            return spec
+        if device_id in c.stopped():
+            return None
+        intensity = c.intensity(device_id)
+        if intensity is not None and spec.hashing is not None:
+            return dataclasses.replace(spec, hashing=dataclasses.replace(spec.hashing,
+                                                                         intensity=intensity))
+        return spec
+
+    def blocks_start(self, spec: WorkloadSpec) -> str:
+        """Why a switch may not start this workload now ("" if it may)."""
+        c = self.current
+        if c is None or spec.kind == WorkloadKind.IDLE:
+            return ""
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(c.expire_unix_s))
+        return (f"curtailment {c.operation_id} to {c.target_w:g} W is in force until {until}: "
+                f"no workload starts before it ends (CancelCurtailment to end it now)")
+
+
+def _running(device_id: str) -> Any:
+    from agent.operations import DeviceOutcome
+
+    return DeviceOutcome(device_id)
+
+
+__all__ = ["STEPS", "Curtailer", "CurtailRefused", "Curtailment"]
+
+_ = (IDLE, Awaitable, Callable)  # keep the names importable for callers' annotations
