@@ -52,6 +52,8 @@ class AvalonSim(FirmwareServer):
     def reply(self, command: str, parameter: str | None) -> bytes | None:
         if command == "ascset":
             return self._ascset(parameter or "")
+        if command == "devdetails":  # an Avalon's cgminer 4.11.1 (asic-rs capture)
+            return load_capture(f"{ASCSET}/devdetails.json")
         names = {"version": "rpc_version.json", "stats": "rpc_stats.json",
                  "estats": "rpc_estats.json", "devs": "rpc_devs.json", "pools": "rpc_pools.json",
                  "summary": "../cgminer_4.11.1_live_nodevice/summary.raw"}

@@ -445,6 +445,7 @@ class _Handlers(grpc.GenericRpcHandler):
             return grpc.unary_unary_rpc_method_handler(self._set_power_target)
         if method in self.authorised:
             return grpc.unary_unary_rpc_method_handler(functools.partial(self._read, method))
+        self.sim.refused.append(method)
         return None  # grpc answers UNIMPLEMENTED
 
     async def _check(self, method: str, context: Any) -> None:
