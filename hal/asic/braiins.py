@@ -69,7 +69,7 @@ _READS: dict[str, tuple[str, type[Message], type[Message]]] = {
                       pb.GetCoolingStateRequest, pb.GetCoolingStateResponse),
     "performance_mode": ("/braiins.bos.v1.PerformanceService/GetActivePerformanceMode",
                          pb.GetPerformanceModeRequest, pb.PerformanceMode),
-    "pools": ("/braiins.bos.v1.PoolService/GetPoolGroups",
+    "pool_groups": ("/braiins.bos.v1.PoolService/GetPoolGroups",
               pb.GetPoolGroupsRequest, pb.GetPoolGroupsResponse),
 }
 _LOGIN = "/braiins.bos.v1.AuthenticationService/Login"
@@ -186,7 +186,7 @@ class BraiinsMiner(Miner):
         "boards": ("miner_hw_hashboards",),
         "fans": ("cooling_state",),
         "power_limit": ("performance_mode",),
-        "pools": ("pools",),
+        "pools": ("pool_groups",),
     }
     capabilities = frozenset({Capability.TELEMETRY, Capability.HASHING, Capability.SLEEP_WAKE,
                               Capability.SET_POWER_LIMIT, Capability.RESTART})
@@ -357,7 +357,7 @@ def parse_grpc_json(device_id: str, data: Mapping[str, Any],
                     errors: tuple[str, ...] = ()) -> Telemetry:
     """Braiins OS gRPC replies, rendered as JSON with the .proto's field names (as the captures
     and `fetch` give them): miner_stats, miner_hw_hashboards, cooling_state, miner_details,
-    performance_mode, pools."""
+    performance_mode, pool_groups (a GetPoolGroupsResponse, or its list of groups)."""
     stats = data.get("miner_stats") or {}
     hashrate = _ghs(_path(stats, "miner_stats", "real_hashrate", "last_5s"))
     expected = _ghs(_path(stats, "miner_stats", "nominal_hashrate"))
@@ -388,7 +388,7 @@ def parse_grpc_json(device_id: str, data: Mapping[str, Any],
         is_mining = hashrate > 0
     temps = [t for b in boards for t in (b.temp_board_c, b.temp_chip_c) if t]
     asic = AsicTelemetry(expected_hashrate_hs=expected, boards=tuple(boards), fans_rpm=fans,
-                         pools=_pools(data.get("pools") or []),
+                         pools=_pools(data.get("pool_groups") or []),
                          uptime_s=to_int(details.get("bosminer_uptime_s"))
                          if isinstance(details, dict) else None,
                          errors=errors, is_mining=is_mining)

@@ -37,7 +37,7 @@ def _wait_hashing(miner: Miner, timeout_s: float = 5.0) -> float:
     raise AssertionError("hashrate did not come back")
 
 
-@pytest.mark.parametrize("family", ["antminer", "luxos", "whatsminer", "avalon"])
+@pytest.mark.parametrize("family", ["antminer", "luxos", "whatsminer", "avalon", "braiins"])
 def test_curtailment_round_trip(fleet_factory, family: str) -> None:
     fleet = fleet_factory([family])
     (miner,) = _miners(fleet)

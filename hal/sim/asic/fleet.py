@@ -50,7 +50,8 @@ RPC_PORT, WEB_PORT, GRPC_PORT, WHATSMINER_V3_PORT = 4028, 80, 50051, 4433
 CLIENT_PORTS = (RPC_PORT, WEB_PORT, 443, WHATSMINER_V3_PORT, GRPC_PORT, 8889)
 
 
-def _free_on(host: str, ports: Sequence[int]) -> bool:
+def ports_free(host: str, ports: Sequence[int]) -> bool:
+    """Whether every port in `ports` can be bound on `host` right now."""
     for port in ports:
         with socket.socket() as probe:
             try:
@@ -68,7 +69,7 @@ def loopback_hosts(count: int, ports: Sequence[int] = CLIENT_PORTS) -> list[str]
         block = random.randrange(32, 255)
         for index in range(256 * 254):
             host = f"127.{block}.{index // 254}.{index % 254 + 1}"
-            if _free_on(host, ports):
+            if ports_free(host, ports):
                 found.append(host)
                 if len(found) == count:
                     return found
