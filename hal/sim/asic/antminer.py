@@ -103,13 +103,14 @@ class AntminerSim(FirmwareServer):
                  "stats": "rpc_stats.json", "devs": "rpc_devs.json", "pools": "rpc_pools.json"}
         if command not in names:
             return None
-        text = load_capture(f"{CAPTURES}/{names[command]}").decode()
-        if command in ("summary", "stats"):
-            factor = self.state.hash_factor * (LOW_POWER_FACTOR if self.low_power else 1.0)
-            text = set_numbers(text, dict.fromkeys(_TOTAL_KEYS, self.rate.total(factor, GH)))
-            text = set_numbers(text, {f"chain_rate{index}": board_gh for index, board_gh
-                                      in enumerate(self.rate.boards(factor, GH), start=1)})
-        return text.encode()
+        factor = self.state.hash_factor * (LOW_POWER_FACTOR if self.low_power else 1.0)
+        return self.rendered((command, factor), lambda: self._render(names[command], factor))
+
+    def _render(self, name: str, factor: float) -> str:
+        text = load_capture(f"{CAPTURES}/{name}").decode()
+        text = set_numbers(text, dict.fromkeys(_TOTAL_KEYS, self.rate.total(factor, GH)))
+        return set_numbers(text, {f"chain_rate{index}": board_gh for index, board_gh
+                                  in enumerate(self.rate.boards(factor, GH), start=1)})
 
     # --- web CGI ---------------------------------------------------------------------------
     async def _on_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -59,8 +59,12 @@ class AvalonSim(FirmwareServer):
                  "summary": "../cgminer_4.11.1_live_nodevice/summary.raw"}
         if command not in names:
             return None
-        text = load_capture(f"{CAPTURES}/{names[command]}").decode().rstrip("\x00 ")
-        factor = self.state.hash_factor
+        factor, power, asleep = self.state.hash_factor, self.state.power_w(), self.state.sleeping
+        return self.rendered((command, factor, power, asleep),
+                             lambda: self._render(names[command], command, factor))
+
+    def _render(self, name: str, command: str, factor: float) -> str:
+        text = load_capture(f"{CAPTURES}/{name}").decode().rstrip("\x00 ")
         if command in ("stats", "estats"):
             text = rewrite_blob(text, _BLOB_TOTALS, lambda _v: self.rate.total(factor, GH))
             text = rewrite_blob_list(text, "MGHS", self.rate.boards(factor, GH))
@@ -73,7 +77,7 @@ class AvalonSim(FirmwareServer):
             text = rewrite_numbers(text, _MHS_WINDOWS, lambda _v: self.rate.total(factor, MH))
         if command == "summary":
             text = rewrite_numbers(text, ("Elapsed",), lambda _v: self.elapsed_s)
-        return text.encode()
+        return text
 
     def _ascset(self, parameter: str) -> bytes:
         args = parameter.split(",")

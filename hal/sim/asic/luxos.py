@@ -177,12 +177,16 @@ class LuxosSim(FirmwareServer):
         return self._ok(10, "Reset miner")
 
     def _read(self, command: str) -> bytes:
-        text = load_capture(f"{CAPTURES}/{command}.json").decode()
         factor = self.state.hash_factor
         if self.state.power_target_w is not None and not self.state.sleeping:
             # A profile changes hashrate by its rated ratio, not exactly the power ratio.
             rated = self.profiles[self.profile][1] / self.profiles[self.base_profile][1]
             factor = 0.0 if self.state.warming else rated
+        key = (command, factor, self.state.power_w(), self.profile, self.state.sleeping)
+        return self.rendered(key, lambda: self._render(command, factor))
+
+    def _render(self, command: str, factor: float) -> str:
+        text = load_capture(f"{CAPTURES}/{command}.json").decode()
         if command in ("summary", "stats"):
             text = set_numbers(text, dict.fromkeys(_TOTAL_KEYS, self.rate.total(factor, GH)))
             boards = self.rate.boards(factor, GH)
@@ -201,4 +205,4 @@ class LuxosSim(FirmwareServer):
             text = rewrite_string(text, "Profile", self.profile)
         if command == "config" and self.state.sleeping:
             text = rewrite_string(text, "CurtailMode", "Sleep")
-        return text.encode()
+        return text

@@ -250,6 +250,7 @@ class FirmwareServer:
         self.fault = Fault.NONE
         self.requests: list[str] = []
         self.refused: list[str] = []  # commands answered "invalid command", for tests
+        self._rendered: dict[tuple[Any, ...], bytes] = {}
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -404,6 +405,17 @@ class FirmwareServer:
         return load_capture(self.invalid_command_capture)
 
     # --- for subclasses --------------------------------------------------------------------
+    def rendered(self, key: tuple[Any, ...], render: Callable[[], str]) -> bytes:
+        """`render()`, encoded and remembered under `key`, which must hold everything the
+        reply depends on (command, hash factor, power...): a fleet polled over and over
+        serves the same few states, and rewriting a capture costs far more than a lookup."""
+        found = self._rendered.get(key)
+        if found is None:
+            if len(self._rendered) >= 256:
+                self._rendered.clear()
+            found = self._rendered[key] = render().encode()
+        return found
+
     def handle_message(self, message: dict[str, Any]) -> bytes | None:
         """A hook for requests that are not cgminer commands (Whatsminer's encrypted ones)."""
         return None

@@ -31,9 +31,9 @@ from hal.sim.asic.server import (
     MinerState,
     RunningRate,
     load_capture,
-    rewrite_numbers,
     rewrite_sequence,
     rewrite_string,
+    set_numbers,
 )
 
 CAPTURES = "whatsminer_api_v2_asicrs"
@@ -195,24 +195,27 @@ class WhatsminerSim(FirmwareServer):
             return self.devdetails()
         if command not in _READS:
             return None
+        key = (command, self.state.hash_factor, self.state.power_w(), self.state.sleeping,
+               self.power_limit_w)
+        return self.rendered(key, lambda: self._render(command))
+
+    def _render(self, command: str) -> str:
         text = self._texts.get(command) or load_capture(f"{CAPTURES}/{command}.json").decode()
         factor = self.state.hash_factor
         if command == "summary":
-            text = rewrite_numbers(text, ("HS RT", *_WINDOWS), lambda _v: self.rate.total(factor,
-                                                                                          MH))
+            power = self.state.power_w()
+            limit = self.power_limit_w or self.base_power_limit_w
+            text = set_numbers(text, {"Power": power, "Power Limit": limit,
+                                      **dict.fromkeys(("HS RT", *_WINDOWS),
+                                                      self.rate.total(factor, MH))})
         if command == "devs":
             for key in _WINDOWS:
                 text = rewrite_sequence(text, key, self.rate.boards(factor, MH))
-        if command == "summary":
-            power = self.state.power_w()
-            limit = self.power_limit_w or self.base_power_limit_w
-            text = rewrite_numbers(text, ("Power",), lambda _v: power)
-            text = rewrite_numbers(text, ("Power Limit",), lambda _v: limit)
         if command == "status":
             text = rewrite_string(text, "mineroff", "true" if self.state.sleeping else "false")
             if self.power_limit_w is not None:
                 text = rewrite_string(text, "power_limit_set", str(int(self.power_limit_w)))
-        return text.encode()
+        return text
 
 
 class WhatsminerV3Sim(FirmwareServer):
