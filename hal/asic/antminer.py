@@ -1,11 +1,12 @@
 """Antminer on stock Bitmain firmware: bmminer RPC for reads, the web CGI for control.
 
 Reads: `stats` (realtime rate, uptime, model, boards, chips, temps, fans, expected rate) and
-`pools`; a `summary` reply, where given, supplies the rate and uptime first. Stock firmware has no power reading and no watt target: power_w is the model's
-nameplate estimate (PowerSource.ESTIMATED, hal.asic.power) and set_power_limit raises
-NotSupported. Control goes through `/cgi-bin/set_miner_conf.cgi` with HTTP digest auth; the
-firmware replaces its whole config with what we send, so we read `get_miner_conf.cgi` first and
-send what its own web page sends, with the new `miner-mode` (0 normal, 1 sleep, 3 low power).
+`pools`; a `summary` reply, where given, supplies the rate and uptime first. Stock firmware has
+no power reading and no watt target: power_w is the model's nameplate estimate
+(PowerSource.ESTIMATED, hal.asic.power) and set_power_limit raises NotSupported. Control goes
+through `/cgi-bin/set_miner_conf.cgi` with HTTP digest auth; the firmware replaces its whole
+config with what we send, so we read `get_miner_conf.cgi` first and send what its own web page
+sends, with the new `miner-mode` (0 normal, 1 sleep, 3 low power).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Braiins OS (BOSer): reads and control through its public gRPC API (braiins.bos.v1, TCP 50051).
 
-Reads, sent in parallel over one HTTP/2 connection per poll: MinerService GetMinerDetails
+Reads, sent in parallel over the miner's one HTTP/2 connection: MinerService GetMinerDetails
 (status, uptime), GetMinerStats (hashrate, power), GetHashboards (boards), CoolingService
 GetCoolingState (fans), PerformanceService GetActivePerformanceMode (the power target in force)
 and PoolService GetPoolGroups. Control: ActionsService PauseMining / ResumeMining (sleep / wake:
@@ -104,7 +104,7 @@ def _as_dict(message: Message) -> dict[str, Any]:
 class _Session:
     """One operation's channel to the miner: calls authorised with the miner's token."""
 
-    def __init__(self, miner: BraiinsMiner, channel: grpc.aio.Channel) -> None:
+    def __init__(self, miner: BraiinsMiner, channel: Any) -> None:
         self.miner = miner
         self.channel = channel
         self._login_lock = asyncio.Lock()
@@ -198,6 +198,8 @@ class BraiinsMiner(Miner):
         self.token_timeout_s = 0.0
         self.token_used_at = 0.0
         self._grpc_refused_at: float | None = None
+        self._grpc_channel: Any = None  # grpc.aio.Channel, bound to _channel_loop
+        self._channel_loop: asyncio.AbstractEventLoop | None = None
 
     def token_fresh(self) -> bool:
         idle_s = time.monotonic() - self.token_used_at
@@ -207,23 +209,42 @@ class BraiinsMiner(Miner):
         return grpc_error(exc, self.grpc_address, what, self.config.timeout_s)
 
     # --- gRPC -------------------------------------------------------------------------------
+    def _channel(self) -> Any:
+        """The miner's channel on the running loop: one HTTP/2 connection carries every call
+        of a poll, and is kept between polls while the loop lives (a channel belongs to the
+        loop it was made on)."""
+        loop = asyncio.get_running_loop()
+        if self._channel_loop is not loop:
+            self._grpc_channel = grpc.aio.insecure_channel(self.grpc_address)
+            self._channel_loop = loop
+        return self._grpc_channel
+
+    async def _drop_channel(self) -> None:
+        """Forget the channel after a failure: a fresh one connects at once, where the old
+        one would wait out gRPC's reconnect backoff (up to minutes) after the miner is back."""
+        channel, self._grpc_channel, self._channel_loop = self._grpc_channel, None, None
+        if channel is not None:
+            await channel.close(None)
+
     async def _with_session(self, calls: Sequence[tuple[str, Message, type[Message]]]
                             ) -> list[Message | HalError]:
-        """Run `calls` concurrently on one channel; an error that stops the whole miner
-        (unreachable, no answer, refused login) raises, others come back in their place."""
-        async with grpc.aio.insecure_channel(self.grpc_address) as channel:
-            session = _Session(self, channel)
-            results = await asyncio.gather(*(session.call(*call) for call in calls),
-                                           return_exceptions=True)
+        """Run `calls` concurrently on the miner's channel; an error that stops the whole
+        miner (unreachable, no answer, refused login) raises, others come back in place."""
+        session = _Session(self, self._channel())
+        results = await asyncio.gather(*(session.call(*call) for call in calls),
+                                       return_exceptions=True)
         for result in results:
-            if isinstance(result, (DeviceLost, Timeout, PermissionDenied)):
+            if isinstance(result, (DeviceLost, Timeout)):
+                await self._drop_channel()
+                raise result
+            if isinstance(result, PermissionDenied):
                 raise result
             if isinstance(result, BaseException) and not isinstance(result, HalError):
                 raise result
         return [r for r in results if isinstance(r, (Message, HalError))]
 
     async def grpc_call(self, path: str, request: Message, reply_type: type[Message]) -> Any:
-        """One call, with its own channel (control and info are rare)."""
+        """One call (control, info, constraints)."""
         (result,) = await self._with_session([(path, request, reply_type)])
         if isinstance(result, HalError):
             raise result

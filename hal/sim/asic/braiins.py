@@ -176,6 +176,13 @@ class BraiinsSim(FirmwareServer):
     def boards_gh(self) -> list[float]:
         return self.rate.boards(self.state.hash_factor, GH)
 
+    def state_key(self, method: str) -> tuple[Any, ...]:
+        """Everything a read depends on (uptime: the second), to remember rendered replies."""
+        state = self.state
+        second = int(time.monotonic()) if method.endswith("GetMinerDetails") else 0
+        return (state.hash_factor, state.target_factor, state.power_w(), state.sleeping,
+                self.power_target_w, self.saved_target_w, self.locate, second)
+
     def apply_power_target(self, watts: int, save_action: int) -> None:
         """SaveAction 1 saves only; 2 and 3 save and put the target in force."""
         self.saved_target_w = watts
@@ -457,7 +464,10 @@ class _Handlers(grpc.GenericRpcHandler):
 
     async def _read(self, method: str, request: bytes, context: Any) -> bytes:
         await self._check(method, context)
-        return self.authorised[method](w.decode(request))
+        if request:  # a request with fields (SetLocateDeviceStatus) is never remembered
+            return self.authorised[method](w.decode(request))
+        return self.sim.rendered((method, *self.sim.state_key(method)),
+                                 lambda: self.authorised[method]({}))
 
     async def _login(self, request: bytes, context: Any) -> bytes:
         self.sim.grpc_calls.append("Login")

@@ -405,7 +405,7 @@ class FirmwareServer:
         return load_capture(self.invalid_command_capture)
 
     # --- for subclasses --------------------------------------------------------------------
-    def rendered(self, key: tuple[Any, ...], render: Callable[[], str]) -> bytes:
+    def rendered(self, key: tuple[Any, ...], render: Callable[[], str | bytes]) -> bytes:
         """`render()`, encoded and remembered under `key`, which must hold everything the
         reply depends on (command, hash factor, power...): a fleet polled over and over
         serves the same few states, and rewriting a capture costs far more than a lookup."""
@@ -413,7 +413,8 @@ class FirmwareServer:
         if found is None:
             if len(self._rendered) >= 256:
                 self._rendered.clear()
-            found = self._rendered[key] = render().encode()
+            body = render()
+            found = self._rendered[key] = body.encode() if isinstance(body, str) else body
         return found
 
     def handle_message(self, message: dict[str, Any]) -> bytes | None:
