@@ -74,6 +74,7 @@ _READS: dict[str, tuple[str, type[Message], type[Message]]] = {
 }
 _LOGIN = "/braiins.bos.v1.AuthenticationService/Login"
 _RPC_READS = ("summary", "devs", "temps", "fans", "tunerstatus", "pools")
+_CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1), ("grpc.enable_retries", 0))
 
 
 def grpc_error(exc: grpc.aio.AioRpcError, address: str, what: str, timeout_s: float) -> HalError:
@@ -215,13 +216,15 @@ class BraiinsMiner(Miner):
         loop it was made on)."""
         loop = asyncio.get_running_loop()
         if self._channel_loop is not loop:
-            self._grpc_channel = grpc.aio.insecure_channel(self.grpc_address)
+            self._grpc_channel = grpc.aio.insecure_channel(self.grpc_address,
+                                                           options=_CHANNEL_OPTIONS)
             self._channel_loop = loop
         return self._grpc_channel
 
     async def _drop_channel(self) -> None:
         """Forget the channel after a failure: a fresh one connects at once, where the old
-        one would wait out gRPC's reconnect backoff (up to minutes) after the miner is back."""
+        one would wait out gRPC's reconnect backoff (up to minutes) after the miner is back
+        (the channel's connections are its own: no shared subchannel keeps the backoff)."""
         channel, self._grpc_channel, self._channel_loop = self._grpc_channel, None, None
         if channel is not None:
             await channel.close(None)
@@ -261,8 +264,11 @@ class BraiinsMiner(Miner):
         except DeviceLost as exc:
             if "refused" not in str(exc):
                 raise
+            # gRPC refused: firmware without it if the RPC answers; if not, the miner is off
+            # (and this raises), which says nothing about its gRPC once it is back.
+            fallback = await self.rpc.multi(list(_RPC_READS))
             self._grpc_refused_at = time.monotonic()
-            return await self.rpc.multi(list(_RPC_READS))
+            return fallback
         self._grpc_refused_at = None
         replies: dict[str, Reply] = {}
         for (name, _), result in zip(reads, results, strict=True):

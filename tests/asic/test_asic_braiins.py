@@ -158,6 +158,23 @@ def test_a_forgotten_or_forged_token_is_renewed_once(sim_fleet: Any) -> None:
     assert sim.paused and sim.grpc_calls.count("Login") == 3
 
 
+def test_reads_resume_over_grpc_as_soon_as_the_miner_is_back(sim_fleet: Any) -> None:
+    """The gRPC channel kept between polls is dropped when the miner goes away, so the first
+    poll after it returns connects at once (no reconnect backoff) and over gRPC (an outage
+    is not mistaken for firmware without gRPC)."""
+    fleet = sim_fleet()
+    sim = fleet.miners[0]
+    miner = _braiins(fleet)
+    assert miner.telemetry().power_w == 2472
+    fleet.power_off(0)
+    with pytest.raises(DeviceLost, match="connection refused"):
+        miner.telemetry()
+    fleet.power_on(0)
+    calls = len(sim.grpc_calls)
+    assert miner.telemetry().power_w == 2472
+    assert len(sim.grpc_calls) > calls and sim.requests == []
+
+
 def test_the_simulator_refuses_calls_without_a_token(sim_fleet: Any) -> None:
     """The simulator's auth is real: a call with no token or a made-up one is UNAUTHENTICATED
     and changes nothing (raw gRPC, not rigd's client)."""

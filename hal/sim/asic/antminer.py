@@ -82,6 +82,7 @@ class AntminerSim(FirmwareServer):
 
     async def stop(self) -> None:
         if self._web is not None:
+            self.requested_web_port = self.web_port
             self._web.close()
             await self._web.wait_closed()
             self._web = None

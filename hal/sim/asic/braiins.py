@@ -144,6 +144,7 @@ class BraiinsSim(FirmwareServer):
 
     async def stop(self) -> None:
         if self._grpc is not None:
+            self.requested_grpc_port = self._grpc_port
             await self._grpc.stop(None)
             self._grpc = None
         await super().stop()

@@ -157,6 +157,14 @@ class SimFleet:
     def addresses(self) -> list[str]:
         return [m.address for m in self.miners]
 
+    def power_off(self, index: int) -> None:
+        """The miner goes off the network: its ports close (connections are refused)."""
+        self._run(self.miners[index].stop())
+
+    def power_on(self, index: int) -> None:
+        """...and comes back on the same ports."""
+        self._run(self.miners[index].start())
+
     def set_fault(self, index: int, fault: Fault | str) -> None:
         self.miners[index].fault = Fault(fault)
 

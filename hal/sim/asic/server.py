@@ -260,7 +260,9 @@ class FirmwareServer:
                                                   self.requested_port, backlog=512)
 
     async def stop(self) -> None:
+        """Close the port; a later start() binds the same one again, like a rebooted miner."""
         if self._server is not None:
+            self.requested_port = self.port
             self._server.close()
         for task in list(self._tasks):
             task.cancel()
