@@ -297,8 +297,8 @@ class BraiinsMiner(Miner):
         path, request_type, reply_type = _READS["miner_details"]
         try:
             details = await self.grpc_call(path, request_type(), reply_type)
-        except (DeviceLost, NotSupported):
-            return await super().async_info()
+        except (DeviceLost, NotSupported, PermissionDenied):
+            return await super().async_info()  # the RPC's version needs no login
         model = details.miner_identity.miner_model or details.miner_identity.name
         return DeviceInfo(id=self.id, kind=DeviceKind.ASIC, name=model or "Braiins OS",
                           vendor=self.vendor, model=model,

@@ -174,15 +174,17 @@ class SimFleet:
 
 
 def start_demo_fleet(warmup_s: float = 5.0) -> tuple[SimFleet, dict[str, Any]]:
-    """An Antminer S19 Pro (stock), a LuxOS S19k Pro and a Whatsminer, and the options for them."""
-    fleet = SimFleet.of(["antminer", "luxos", "whatsminer"], warmup_s=warmup_s).start()
+    """An Antminer S19 Pro (stock), a LuxOS S19k Pro, a Whatsminer and a Braiins OS S19 XP,
+    and the options for them."""
+    fleet = SimFleet.of(["antminer", "luxos", "whatsminer", "braiins"],
+                        warmup_s=warmup_s).start()
     return fleet, fleet.discover_options()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3)
-    parser.add_argument("--families", default="antminer,luxos,whatsminer,avalon")
+    parser.add_argument("--families", default="antminer,luxos,whatsminer,avalon,braiins")
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--standard-ports", action="store_true",
                         help="each miner on its own loopback address with the standard ports")
