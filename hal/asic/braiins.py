@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 
 from hal.asic import bos_v1_pb2 as pb
 from hal.asic.antminer import cgminer_pools, summary_hashrate
-from hal.asic.base import Miner, MinerConfig, build_telemetry, commands_for, reply_errors, usable
+from hal.asic.base import Miner, MinerConfig, build_telemetry, reply_errors, usable
 from hal.asic.transport import Reply, to_float, to_int
 from hal.device import (
     AsicBoard,
@@ -279,12 +279,6 @@ class BraiinsMiner(Miner):
                 replies[name] = Reply(name, _as_dict(result), result.SerializeToString(),
                                       self.grpc_address)
         return replies
-
-    async def poll(self, fields: Iterable[str] | None = None) -> Telemetry:
-        telemetry = self.parse_replies(self.id, await self.fetch(
-            commands_for(self.data_sources, fields)))
-        self._last = telemetry
-        return telemetry
 
     @classmethod
     def parse_telemetry(cls, device_id: str, replies: Mapping[str, Reply]) -> Telemetry:
