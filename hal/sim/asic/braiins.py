@@ -171,6 +171,11 @@ class BraiinsSim(FirmwareServer):
     def paused(self) -> bool:
         return self.state.sleeping
 
+    def uptime_s(self) -> int:
+        """bosminer's uptime: the captured one, counting on from the simulator's start."""
+        captured: int = _capture("miner_details")["bosminer_uptime_s"]
+        return captured + round(time.monotonic() - self._started_at)
+
     def total_gh(self) -> float:
         return self.rate.total(self.state.hash_factor, GH)
 
@@ -215,7 +220,6 @@ class BraiinsSim(FirmwareServer):
         identity = d["miner_identity"]
         version = d["bos_version"]
         psu = d["psu_info"]
-        uptime_s = d["bosminer_uptime_s"] + round(time.monotonic() - self._started_at)
         return (w.string(1, d["uid"])
                 + w.message(2, w.uint(1, identity["brand"]), w.uint(2, identity["model"]),
                             w.string(3, identity["name"]), w.string(4, identity["miner_model"]))
@@ -225,7 +229,7 @@ class BraiinsSim(FirmwareServer):
                 + w.string(6, d["hostname"]) + w.string(7, d["mac_address"])
                 + w.uint(8, d["system_uptime"])
                 + w.message(9, _giga(d["sticker_hashrate"]["gigahash_per_second"]))
-                + w.uint(10, uptime_s) + w.uint(11, d["system_uptime_s"])
+                + w.uint(10, self.uptime_s()) + w.uint(11, d["system_uptime_s"])
                 + w.uint(12, STATUS_PAUSED if self.paused else STATUS_NORMAL)
                 + w.string(13, d["kernel_version"])
                 + w.message(14, w.message(1, w.uint(1, psu["version"])),
@@ -356,7 +360,7 @@ class BraiinsSim(FirmwareServer):
         return 69, "Device Details", {"DEVDETAILS": [
             {"DEVDETAILS": n, "Name": f"Hash Chain {b['id']}", "ID": int(b["id"]),
              "Driver": "", "Kernel": "", "Model": f"Bitmain {model}", "Device Path": "",
-             "Chips": b["chips_count"], "Cores": b["chips_count"] * 894,
+             "Chips": b["chips_count"],
              "Frequency": b["current_frequency"]["hertz"],
              "Voltage": b["current_voltage"]["volt"]}
             for n, b in enumerate(self._boards())]}
@@ -364,9 +368,8 @@ class BraiinsSim(FirmwareServer):
     def _rpc_summary(self) -> tuple[int, str, dict[str, Any]]:
         mhs = self.total_gh() * GH / MH
         pool = _capture("miner_stats")["pool_stats"]
-        uptime_s = _capture("miner_details")["bosminer_uptime_s"]
         return 11, "Summary", {"SUMMARY": [{
-            "Elapsed": uptime_s, "MHS av": mhs, "MHS 5s": mhs, "MHS 1m": mhs, "MHS 5m": mhs,
+            "Elapsed": self.uptime_s(), "MHS av": mhs, "MHS 5s": mhs, "MHS 1m": mhs, "MHS 5m": mhs,
             "MHS 15m": mhs, "MHS 24h": mhs, "Accepted": pool["accepted_shares"],
             "Rejected": pool["rejected_shares"], "Stale": pool["stale_shares"],
             "Best Share": pool["best_share"], "Hardware Errors": 0}]}
@@ -438,7 +441,7 @@ class _Handlers(grpc.GenericRpcHandler):
             "ActionsService/PauseMining": self._pause,
             "ActionsService/ResumeMining": self._resume,
             "ActionsService/Restart": self._restart,
-            "ActionsService/Reboot": self._restart,
+            "ActionsService/Reboot": self._reboot,
         }
         self.authorised = {f"/braiins.bos.v1.{name}": fn for name, fn in reads.items()}
 
@@ -511,6 +514,11 @@ class _Handlers(grpc.GenericRpcHandler):
         return w.uint(1, already)
 
     def _restart(self, _request: w.Fields) -> bytes:
+        """bosminer restarts: it mines again after the warm-up (RestartResponse)."""
         self.sim.state.sleeping = True
         self.sim.state.wake()
-        return w.uint(1, True)
+        return w.uint(1, True)  # already_running
+
+    def _reboot(self, request: w.Fields) -> bytes:
+        self._restart(request)
+        return b""  # RebootResponse has no fields

@@ -192,7 +192,7 @@ class WhatsminerSim(FirmwareServer):
 
     def reply(self, command: str, parameter: str | None) -> bytes | None:
         if command == "devdetails":
-            return self.devdetails()
+            return self.rendered((command, int(time.time())), self.devdetails)  # When: s
         if command not in _READS:
             return None
         key = (command, self.state.hash_factor, self.state.power_w(), self.state.sleeping,
