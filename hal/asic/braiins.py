@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
@@ -30,7 +30,14 @@ from google.protobuf.message import Message
 
 from hal.asic import bos_v1_pb2 as pb
 from hal.asic.antminer import cgminer_pools, summary_hashrate
-from hal.asic.base import Miner, MinerConfig, build_telemetry, reply_errors, usable
+from hal.asic.base import (
+    Miner,
+    MinerConfig,
+    build_telemetry,
+    commands_for,
+    reply_errors,
+    usable,
+)
 from hal.asic.transport import Reply, to_float, to_int
 from hal.device import (
     AsicBoard,
@@ -94,12 +101,6 @@ def grpc_error(exc: grpc.aio.AioRpcError, address: str, what: str, timeout_s: fl
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return NotSupported(f"{address} does not implement {what}")
     return ProtocolError(f"{address}: {what} failed: {code.name} {details}", details.encode())
-
-
-def _as_dict(message: Message) -> dict[str, Any]:
-    """A reply as the captures render it: field names as in the .proto, zeros included."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
 
 
 class _Session:
@@ -254,34 +255,41 @@ class BraiinsMiner(Miner):
         return result
 
     async def fetch(self, commands: Sequence[str]) -> dict[str, Reply]:
-        """The gRPC reads as Replies holding the capture-shaped dict; RPC when gRPC is closed."""
+        """The cgminer-compatible RPC reads, in one multi-command (when gRPC is closed)."""
+        return await self.rpc.multi(list(_RPC_READS))
+
+    async def poll(self, fields: Iterable[str] | None = None) -> Telemetry:
+        """One reading over gRPC, parsed from the messages themselves; over the RPC while
+        gRPC is refused (a minute, then gRPC is tried again)."""
         refused_at = self._grpc_refused_at
         if refused_at is not None and time.monotonic() - refused_at < RPC_RETRY_GRPC_S:
-            return await self.rpc.multi(list(_RPC_READS))
-        reads = [(c, _READS[c]) for c in commands if c in _READS]
-        try:
-            results = await self._with_session([(p, req(), rep) for _, (p, req, rep) in reads])
-        except DeviceLost as exc:
-            if "refused" not in str(exc):
-                raise
-            # gRPC refused: firmware without it if the RPC answers; if not, the miner is off
-            # (and this raises), which says nothing about its gRPC once it is back.
-            fallback = await self.rpc.multi(list(_RPC_READS))
-            self._grpc_refused_at = time.monotonic()
-            return fallback
-        self._grpc_refused_at = None
-        replies: dict[str, Reply] = {}
-        for (name, _), result in zip(reads, results, strict=True):
-            if isinstance(result, HalError):
-                failed = {"STATUS": [{"STATUS": "E", "Msg": str(result)}]}
-                replies[name] = Reply(name, failed, b"", self.grpc_address)
-            else:
-                replies[name] = Reply(name, _as_dict(result), result.SerializeToString(),
-                                      self.grpc_address)
-        return replies
+            telemetry = self.parse_replies(self.id, await self.fetch(()))
+        else:
+            try:
+                telemetry = await self._grpc_poll(commands_for(self.data_sources, fields))
+                self._grpc_refused_at = None
+            except DeviceLost as exc:
+                if "refused" not in str(exc):
+                    raise
+                # Refused: firmware without gRPC if the RPC answers; if not, the miner is off
+                # (and this raises), which says nothing of its gRPC once it is back.
+                telemetry = self.parse_replies(self.id, await self.fetch(()))
+                self._grpc_refused_at = time.monotonic()
+        self._last = telemetry
+        return telemetry
+
+    async def _grpc_poll(self, commands: Sequence[str]) -> Telemetry:
+        names = [c for c in commands if c in _READS]
+        results = await self._with_session([(_READS[n][0], _READS[n][1](), _READS[n][2])
+                                            for n in names])
+        messages = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, Message)}
+        errors = tuple(f"{n}: {r}" for n, r in zip(names, results, strict=True)
+                       if isinstance(r, HalError))
+        return parse_grpc(self.id, messages, errors)
 
     @classmethod
     def parse_telemetry(cls, device_id: str, replies: Mapping[str, Reply]) -> Telemetry:
+        """Replies as the captures hold them: gRPC ones rendered as JSON, or the RPC's."""
         grpc_data = {name: r.data for name, r in replies.items() if name in _READS and r.ok}
         if grpc_data:
             return parse_grpc_json(device_id, grpc_data, reply_errors(replies))
@@ -332,89 +340,94 @@ class BraiinsMiner(Miner):
                              pb.SetPowerTargetResponse)
 
 
-def _ghs(node: Any) -> float | None:
-    """H/s from a GigaHashrate/MegaHashrate/TeraHashrate dict; None when absent."""
-    if isinstance(node, dict):
-        for key, scale in (("gigahash_per_second", 1e9), ("megahash_per_second", 1e6),
-                           ("terahash_per_second", 1e12)):
-            if key in node and (v := to_float(node[key])) is not None:
-                return v * scale
-    return None
-
-
-def _degrees(node: Any) -> float | None:
-    """°C from a Temperature dict or a TemperatureSensor dict (its `temperature`)."""
-    if not isinstance(node, dict):
-        return None
-    if isinstance(node.get("temperature"), dict):
-        node = node["temperature"]
-    return to_float(node.get("degree_c"))
-
-
-def _path(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, dict):
+def _at(message: Message | None, *path: str) -> Any:
+    """The sub-message at `path`, or None where one is not set (absent is not zero)."""
+    for name in path:
+        if message is None or not message.HasField(name):
             return None
-        data = data.get(key)
-    return data
+        message = getattr(message, name)
+    return message
 
 
-def _pools(data: Any) -> tuple[PoolStatus, ...]:
-    groups = data.get("pool_groups", []) if isinstance(data, dict) else data
-    pools = []
-    for group in groups if isinstance(groups, list) else []:
-        for pool in group.get("pools", []) if isinstance(group, dict) else []:
-            if isinstance(pool, dict):
-                pools.append(PoolStatus(
-                    url=str(pool.get("url", "")), user=str(pool.get("user", "")),
-                    status="Alive" if pool.get("alive") else "Dead",
-                    active=bool(pool.get("active")),
-                    accepted=to_int(_path(pool, "stats", "accepted_shares")),
-                    rejected=to_int(_path(pool, "stats", "rejected_shares"))))
-    return tuple(pools)
+def _ghs(rate: Any) -> float | None:
+    """H/s from a GigaHashrate; None when not set."""
+    return None if rate is None else rate.gigahash_per_second * 1e9
+
+
+def _board(position: int, board: pb.Hashboard) -> AsicBoard:
+    stats = _at(board, "stats")
+    chip = _at(board, "highest_chip_temp", "temperature")
+    return AsicBoard(
+        index=int(board.id) if board.id.isdigit() else position,
+        hashrate_hs=_ghs(_at(stats, "real_hashrate", "last_5s")),
+        expected_hashrate_hs=_ghs(_at(stats, "nominal_hashrate")),
+        temp_board_c=board.board_temp.degree_c if board.HasField("board_temp") else None,
+        temp_chip_c=None if chip is None else chip.degree_c,
+        chips=board.chips_count.value if board.HasField("chips_count") else None,
+    )
+
+
+def _pools(reply: pb.GetPoolGroupsResponse | None) -> tuple[PoolStatus, ...]:
+    groups = reply.pool_groups if reply is not None else ()
+    return tuple(PoolStatus(url=pool.url, user=pool.user,
+                            status="Alive" if pool.alive else "Dead", active=pool.active,
+                            accepted=pool.stats.accepted_shares,
+                            rejected=pool.stats.rejected_shares)
+                 for group in groups for pool in group.pools)
+
+
+def parse_grpc(device_id: str, messages: Mapping[str, Message],
+               errors: tuple[str, ...] = ()) -> Telemetry:
+    """Telemetry from the gRPC replies, keyed as _READS names them."""
+    stats = messages.get("miner_stats")
+    hashrate = _ghs(_at(stats, "miner_stats", "real_hashrate", "last_5s"))
+    power_node = _at(stats, "power_stats", "approximated_consumption")
+    boards_reply = messages.get("miner_hw_hashboards")
+    boards = [_board(n, b) for n, b in enumerate(
+        boards_reply.hashboards if isinstance(boards_reply, pb.GetHashboardsResponse) else ())]
+    cooling = messages.get("cooling_state")
+    fans = tuple(f.rpm for f in cooling.fans) \
+        if isinstance(cooling, pb.GetCoolingStateResponse) else ()
+    limit = _at(messages.get("performance_mode"), "tuner_mode", "power_target", "power_target")
+    details = messages.get("miner_details")
+    is_mining: bool | None = None
+    if isinstance(details, pb.GetMinerDetailsResponse) \
+            and details.status == pb.MINER_STATUS_PAUSED:
+        is_mining = False
+    elif hashrate is not None:
+        is_mining = hashrate > 0
+    pools = messages.get("pool_groups")
+    asic = AsicTelemetry(
+        expected_hashrate_hs=_ghs(_at(stats, "miner_stats", "nominal_hashrate")),
+        boards=tuple(boards), fans_rpm=fans,
+        pools=_pools(pools if isinstance(pools, pb.GetPoolGroupsResponse) else None),
+        uptime_s=details.bosminer_uptime_s
+        if isinstance(details, pb.GetMinerDetailsResponse) else None,
+        errors=errors, is_mining=is_mining)
+    temps = [t for b in boards for t in (b.temp_board_c, b.temp_chip_c) if t]
+    return build_telemetry(device_id, family="braiins", hashrate_hs=hashrate,
+                           power_w=None if power_node is None else float(power_node.watt),
+                           power_limit_w=None if limit is None else float(limit.watt),
+                           asic=asic, temps=temps)
 
 
 def parse_grpc_json(device_id: str, data: Mapping[str, Any],
                     errors: tuple[str, ...] = ()) -> Telemetry:
-    """Braiins OS gRPC replies, rendered as JSON with the .proto's field names (as the captures
-    and `fetch` give them): miner_stats, miner_hw_hashboards, cooling_state, miner_details,
-    performance_mode, pool_groups (a GetPoolGroupsResponse, or its list of groups)."""
-    stats = data.get("miner_stats") or {}
-    hashrate = _ghs(_path(stats, "miner_stats", "real_hashrate", "last_5s"))
-    expected = _ghs(_path(stats, "miner_stats", "nominal_hashrate"))
-    power = to_float(_path(stats, "power_stats", "approximated_consumption", "watt"))
-    boards: list[AsicBoard] = []
-    for item in _path(data, "miner_hw_hashboards", "hashboards") or []:
-        if not isinstance(item, dict):
+    """The gRPC replies rendered as JSON with the .proto's field names, as the captures hold
+    them (GetPoolGroups' reply may be its bare list of groups)."""
+    messages: dict[str, Message] = {}
+    for name, value in data.items():
+        if name not in _READS:
             continue
-        boards.append(AsicBoard(
-            index=to_int(item.get("id")) or len(boards),
-            hashrate_hs=_ghs(_path(item, "stats", "real_hashrate", "last_5s")),
-            expected_hashrate_hs=_ghs(_path(item, "stats", "nominal_hashrate")),
-            temp_board_c=_degrees(item.get("board_temp")),
-            temp_chip_c=_degrees(item.get("highest_chip_temp")),
-            chips=to_int(item.get("chips_count")),
-        ))
-    fans = tuple(rpm for f in _path(data, "cooling_state", "fans") or []
-                 if isinstance(f, dict) and (rpm := to_int(f.get("rpm"))) is not None)
-    limit = to_float(_path(data, "performance_mode", "tuner_mode", "power_target",
-                           "power_target", "watt"))
-    details = data.get("miner_details") or {}
-    status = details.get("status") if isinstance(details, dict) else None
-    paused = status in ("MINER_STATUS_PAUSED", 3)
-    is_mining: bool | None = None
-    if paused:
-        is_mining = False
-    elif hashrate is not None:
-        is_mining = hashrate > 0
-    temps = [t for b in boards for t in (b.temp_board_c, b.temp_chip_c) if t]
-    asic = AsicTelemetry(expected_hashrate_hs=expected, boards=tuple(boards), fans_rpm=fans,
-                         pools=_pools(data.get("pool_groups") or []),
-                         uptime_s=to_int(details.get("bosminer_uptime_s"))
-                         if isinstance(details, dict) else None,
-                         errors=errors, is_mining=is_mining)
-    return build_telemetry(device_id, family="braiins", hashrate_hs=hashrate, power_w=power,
-                           power_limit_w=limit, asic=asic, temps=temps)
+        if name == "pool_groups" and isinstance(value, list):
+            value = {"pool_groups": value}
+        try:
+            messages[name] = json_format.ParseDict(value, _READS[name][2](),
+                                                   ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise ProtocolError(f"{device_id}: {name} is not a {_READS[name][2].__name__}: "
+                                f"{exc}", str(value).encode()) from exc
+    return parse_grpc(device_id, messages, errors)
 
 
 def cgminer_telemetry(device_id: str, family: str, replies: Mapping[str, Reply]) -> Telemetry:
