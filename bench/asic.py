@@ -58,10 +58,13 @@ def rigd_worker(options: dict[str, Any], runs: int, concurrency: int, sample: in
     # (Braiins OS's gRPC channel) are reused from poll to poll.
     runner = asyncio.Runner()
 
+    cpus: list[float] = []
+
     def poll(miners: list[Miner], limit: int) -> tuple[float, int]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results = runner.run(poll_all(miners, limit))
         elapsed = time.perf_counter() - start
+        cpus.append(time.process_time() - cpu)
         return elapsed, sum(isinstance(r, Telemetry) and (r.hashrate_hs or 0) > 0
                             for r in results)
 
@@ -73,7 +76,9 @@ def rigd_worker(options: dict[str, Any], runs: int, concurrency: int, sample: in
     identified = sum(isinstance(m, Miner) for m in miners)
     miners = [m for m in miners if isinstance(m, Miner)]
     poll(miners, concurrency)  # warm-up: imports, first connections, logins
+    cpus.clear()
     walls, goods = zip(*(poll(miners, concurrency) for _ in range(runs)), strict=True)
+    cpu_s = statistics.median(cpus)
     tracemalloc.start()
     poll(miners, concurrency)
     peak_alloc = tracemalloc.get_traced_memory()[1]
@@ -88,7 +93,8 @@ def rigd_worker(options: dict[str, Any], runs: int, concurrency: int, sample: in
     serial = statistics.median(poll(subset, 1)[0] for _ in range(3))
     runner.close()
     return {"identify_s": identify_s, "identified": identified, "walls": walls,
-            "goods": goods, "rss_mib": rss, "peak_alloc_mib": peak_alloc / 2**20,
+            "cpu_s": cpu_s, "goods": goods, "rss_mib": rss,
+            "peak_alloc_mib": peak_alloc / 2**20,
             "single_x_n_s": statistics.fmean(singles) * len(options["miners"]),
             "serial_scaled_s": serial * len(options["miners"]) / max(len(subset), 1)}
 
@@ -122,10 +128,13 @@ def pyasic_worker(options: dict[str, Any], runs: int) -> dict[str, Any]:
         return list(await asyncio.gather(*(m.get_data() for m in miners),
                                          return_exceptions=True))
 
+    cpus: list[float] = []
+
     def poll(miners: list[Any]) -> tuple[float, int]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results = asyncio.run(get_data(miners))
         elapsed = time.perf_counter() - start
+        cpus.append(time.process_time() - cpu)
         return elapsed, sum(not isinstance(r, BaseException) and r.hashrate is not None
                             and float(r.hashrate) > 0 for r in results)
 
@@ -133,9 +142,10 @@ def pyasic_worker(options: dict[str, Any], runs: int) -> dict[str, Any]:
     miners = asyncio.run(identify())
     identify_s = time.perf_counter() - start
     poll(miners)  # warm-up
+    cpus.clear()
     walls, goods = zip(*(poll(miners) for _ in range(runs)), strict=True)
     return {"identify_s": identify_s, "identified": len(miners), "walls": walls,
-            "goods": goods, "rss_mib": _rss_mib()}
+            "cpu_s": statistics.median(cpus), "goods": goods, "rss_mib": _rss_mib()}
 
 
 def _run_worker(which: str, options_path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -198,14 +208,14 @@ def main() -> int:
           f"{os.getloadavg()[0]:.2f} after (the cores are shared: figures move with it)")
     print(f"fleet: {n} simulated miners ({', '.join(families)}; {n // len(families)} each), "
           f"each on its own loopback address with the standard ports, in a separate process")
-    print(f"{'client (own process)':<24}{'identify':>10}{'poll median':>13}{'min..max':>16}"
-          f"{'hashing':>10}{'peak RSS':>11}")
+    print(f"{'client (own process)':<22}{'identify':>9}{'poll median':>13}{'min..max':>16}"
+          f"{'CPU/poll':>10}{'hashing':>9}{'peak RSS':>10}")
     rows = (("rigd (hal.asic)", rigd), (f"pyasic {version('pyasic')}", theirs))
     for name, r in rows:
         walls = r["walls"]
-        print(f"{name:<24}{r['identify_s']:>9.3f}s{statistics.median(walls):>12.3f}s"
-              f"{min(walls):>8.3f}..{max(walls):.3f}s{min(r['goods']):>6}/{n:<3}"
-              f"{r['rss_mib']:>7.0f} MiB")
+        print(f"{name:<22}{r['identify_s']:>8.3f}s{statistics.median(walls):>12.3f}s"
+              f"{min(walls):>8.3f}..{max(walls):.3f}s{r['cpu_s']:>9.3f}s"
+              f"{min(r['goods']):>5}/{n:<3}{r['rss_mib']:>6.0f} MiB")
     ours, pyasic_s = statistics.median(rigd["walls"]), statistics.median(theirs["walls"])
     speedup = pyasic_s / ours
     target = TARGET_S_PER_500 * n / 500
