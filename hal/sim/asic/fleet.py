@@ -56,6 +56,9 @@ def ports_free(host: str, ports: Sequence[int]) -> bool:
         with socket.socket() as probe:
             try:
                 probe.bind((host, port))
+            except PermissionError as exc:
+                raise RuntimeError(f"cannot bind {host}:{port}: ports below 1024 need root "
+                                   f"(or net.ipv4.ip_unprivileged_port_start)") from exc
             except OSError:
                 return False
     return True
