@@ -321,9 +321,13 @@ class BraiinsMiner(Miner):
                              pb.RestartResponse)
 
     async def async_power_limit_range_w(self) -> tuple[float, float] | None:
-        """The tuner's power-target constraints (min, max), as the firmware states them."""
-        reply = await self.grpc_call("/braiins.bos.v1.ConfigurationService/GetConstraints",
-                                     pb.GetConstraintsRequest(), pb.GetConstraintsResponse)
+        """The tuner's power-target constraints (min, max), as the firmware states them;
+        None where it states none (the firmware then refuses what it cannot take)."""
+        try:
+            reply = await self.grpc_call("/braiins.bos.v1.ConfigurationService/GetConstraints",
+                                         pb.GetConstraintsRequest(), pb.GetConstraintsResponse)
+        except NotSupported:
+            return None
         bounds = reply.tuner_constraints.power_target
         if not bounds.HasField("max") or not bounds.max.watt:
             return None
