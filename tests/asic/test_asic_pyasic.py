@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from statistics import fmean
 from typing import Any
 
@@ -56,6 +56,15 @@ ALLOWED_REFUSALS: dict[str, Callable[[str], bool]] = {
 PYASIC_READS_MINING = {"antminer", "whatsminer", "braiins"}
 
 Temps = list[tuple[float, float, float, float]]  # per board: rigd board, chip; pyasic board, chip
+
+
+@pytest.fixture(autouse=True)
+def patient_pyasic() -> Iterator[None]:
+    """pyasic gives identification 3 s; two busy cores may need longer (restored after)."""
+    before = pyasic.settings.get("factory_get_timeout")
+    pyasic.settings.update("factory_get_timeout", 15)
+    yield
+    pyasic.settings.update("factory_get_timeout", before)
 
 
 def _served(sim: FirmwareServer, command: str) -> dict[str, Any]:
