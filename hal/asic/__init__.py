@@ -7,7 +7,8 @@ avalon, braiins, cgminer (generic reads).
 
 Options:
     miners:      ["host:port", {"address": "host:port", "family": "luxos",
-                  "username": ..., "password": ..., "web_port": 80, "simulated": false}, ...]
+                  "username": ..., "password": ..., "web_port": 80, "grpc_port": 50051,
+                  "simulated": false}, ...]
     subnets:     ["10.0.0.0/24"]  (at most /22 each), scanned on `port` (default 4028)
     timeout_s, concurrency, simulated,
     credentials: {"<family>": {"username": ..., "password": ...}}  defaults per family
@@ -46,9 +47,9 @@ DEFAULT_DISCOVER_TIMEOUT_S = 3.0
 DEFAULT_DISCOVER_CONCURRENCY = 512
 
 _OPTIONS = frozenset({"miners", "subnets", "port", "timeout_s", "concurrency", "simulated",
-                      "credentials", "username", "password", "web_port"})
-_MINER_KEYS = frozenset({"address", "family", "username", "password", "web_port", "simulated",
-                         "timeout_s"})
+                      "credentials", "username", "password", "web_port", "grpc_port"})
+_MINER_KEYS = frozenset({"address", "family", "username", "password", "web_port", "grpc_port",
+                         "simulated", "timeout_s"})
 
 __all__ = [
     "FAMILIES",
@@ -223,8 +224,9 @@ def _check_common(table: Mapping[str, Any], prefix: str) -> None:
     for key in ("username", "password"):
         if key in table and not isinstance(table[key], str):
             raise InvalidArgument(f"asic option {prefix}{key} must be text")
-    if "web_port" in table:
-        _int_in(table["web_port"], f"{prefix}web_port", 1, 65535)
+    for key in ("web_port", "grpc_port"):
+        if key in table:
+            _int_in(table[key], f"{prefix}{key}", 1, 65535)
     if "simulated" in table and not isinstance(table["simulated"], bool):
         raise InvalidArgument(f"asic option {prefix}simulated must be true or false, got "
                               f"{table['simulated']!r:.40}")
@@ -300,6 +302,7 @@ def _config(host: str, port: int, family: str, entry: Mapping[str, Any],
         password=str(entry.get("password") or family_creds.get("password")
                      or options.get("password") or ""),
         web_port=int(entry.get("web_port", options.get("web_port", 80))),
+        grpc_port=int(entry.get("grpc_port", options.get("grpc_port", 50051))),
         timeout_s=float(entry.get("timeout_s", options.get("timeout_s", 5.0))),
         simulated=bool(entry.get("simulated", options.get("simulated", False))),
     )
@@ -344,7 +347,8 @@ async def discover_async(options: Mapping[str, Any]) -> list[Device]:
         config = dataclasses.replace(config, family=found)
         config = _config(config.host, config.port, found,
                          {"username": config.username, "password": config.password,
-                          "web_port": config.web_port, "simulated": config.simulated,
+                          "web_port": config.web_port, "grpc_port": config.grpc_port,
+                          "simulated": config.simulated,
                           "timeout_s": config.timeout_s}, options)
         return make_miner(found, config, version)
 

@@ -1,11 +1,12 @@
 """Antminer on stock Bitmain firmware: bmminer RPC for reads, the web CGI for control.
 
-Reads: `summary` (hashrate, uptime), `stats` (model, boards, chips, temps, fans, expected
-rate), `pools`. Stock firmware has no power reading and no watt target: power_w is the model's
-nameplate estimate (PowerSource.ESTIMATED, hal.asic.power) and set_power_limit raises
-NotSupported. Control goes through `/cgi-bin/set_miner_conf.cgi` with HTTP digest auth; the
-firmware replaces its whole config with what we send, so we read `get_miner_conf.cgi` first and
-send what its own web page sends, with the new `miner-mode` (0 normal, 1 sleep, 3 low power).
+Reads: `stats` (realtime rate, uptime, model, boards, chips, temps, fans, expected rate) and
+`pools`; a `summary` reply, where given, supplies the rate and uptime first. Stock firmware has
+no power reading and no watt target: power_w is the model's nameplate estimate
+(PowerSource.ESTIMATED, hal.asic.power) and set_power_limit raises NotSupported. Control goes
+through `/cgi-bin/set_miner_conf.cgi` with HTTP digest auth; the firmware replaces its whole
+config with what we send, so we read `get_miner_conf.cgi` first and send what its own web page
+sends, with the new `miner-mode` (0 normal, 1 sleep, 3 low power).
 """
 
 from __future__ import annotations
@@ -53,10 +54,7 @@ def ghs_scale(algorithm: str) -> float:
 def antminer_boards(stats: Reply | None, algorithm: str = "sha256d"
                     ) -> tuple[list[AsicBoard], list[int], float | None, list[float]]:
     """Boards, fans, expected hashrate and all temps from a bmminer-style `stats` reply."""
-    if stats is None:
-        return [], [], None, []
-    records = stats.section("STATS")
-    detail = next((r for r in records if "chain_rate1" in r or "fan_num" in r), None)
+    detail = stats_detail(stats)
     if detail is None:
         return [], [], None, []
     unit = str(detail.get("rate_unit") or ("GH" if algorithm == "sha256d" else "MH"))
@@ -115,20 +113,29 @@ def _truthy(value: Any) -> bool | None:
     return str(value).strip().lower() in ("true", "y", "yes", "1")
 
 
+def record_hashrate(record: Mapping[str, Any], algorithm: str = "sha256d"
+                    ) -> tuple[float | None, int | None]:
+    """Realtime hashrate and uptime from a record with cgminer's keys (GHS or MHS)."""
+    ghs = ghs_scale(algorithm)
+    uptime = to_int(record.get("Elapsed"))
+    for key, scale in (("GHS 5s", ghs), ("MHS 5s", 1e6), ("GHS av", ghs), ("MHS av", 1e6)):
+        value = to_float(record.get(key))
+        if value is not None:
+            return value * scale, uptime
+    return None, uptime
+
+
 def summary_hashrate(reply: Reply | None, algorithm: str = "sha256d"
                      ) -> tuple[float | None, int | None]:
-    """Realtime hashrate and uptime from `summary` (GHS or MHS keys)."""
-    if reply is None:
-        return None, None
-    ghs = ghs_scale(algorithm)
-    for record in reply.section("SUMMARY"):
-        uptime = to_int(record.get("Elapsed"))
-        for key, scale in (("GHS 5s", ghs), ("MHS 5s", 1e6), ("GHS av", ghs), ("MHS av", 1e6)):
-            value = to_float(record.get(key))
-            if value is not None:
-                return value * scale, uptime
-        return None, uptime
-    return None, None
+    """Realtime hashrate and uptime from `summary`."""
+    records = reply.section("SUMMARY") if reply is not None else []
+    return record_hashrate(records[0], algorithm) if records else (None, None)
+
+
+def stats_detail(stats: Reply | None) -> dict[str, Any] | None:
+    """bmminer's detail record in `stats` (the one with chain and fan fields)."""
+    records = stats.section("STATS") if stats is not None else []
+    return next((r for r in records if "chain_rate1" in r or "fan_num" in r), None)
 
 
 def bmminer_detail(
@@ -150,9 +157,11 @@ def bmminer_detail(
 class AntminerMiner(Miner):
     family = "antminer"
     vendor = "Bitmain"
+    # bmminer's `stats` carries the realtime rate and uptime too ("GHS 5s", "Elapsed"), so a
+    # poll is two connections (stock firmware refuses `a+b`), not three.
     data_sources: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "hashrate": ("summary",),
-        "uptime": ("summary",),
+        "hashrate": ("stats",),
+        "uptime": ("stats",),
         "expected_hashrate": ("stats",),
         "boards": ("stats",),
         "fans": ("stats",),
@@ -167,6 +176,8 @@ class AntminerMiner(Miner):
         model = model_of(stats)
         algorithm = algorithm_of(model)
         hashrate, uptime = summary_hashrate(usable(replies, "summary"), algorithm)
+        if hashrate is None and (detail := stats_detail(stats)) is not None:
+            hashrate, uptime = record_hashrate(detail, algorithm)
         boards, fans, expected, temps = antminer_boards(stats, algorithm)
         if hashrate is None and boards:
             hashrate = sum(b.hashrate_hs or 0.0 for b in boards)

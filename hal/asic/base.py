@@ -54,6 +54,7 @@ class MinerConfig:
     username: str = ""
     password: str = ""
     web_port: int = 80
+    grpc_port: int = 50051  # Braiins OS public API
     timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES

@@ -1,7 +1,9 @@
 """Whatsminer (MicroBT btminer) API v2: plaintext JSON reads, token + AES-256-ECB for writes.
 
-Reads are `{"cmd": "summary"}` etc., one per connection, no multi-commands; STATUS comes as a
-top-level object for the `get_*` commands. Writes follow the vendor's scheme:
+Reads: btminer is cgminer 4.9.2 inside, so `summary`, `devs` and `pools` go as one
+`summary+devs+pools` multi-command (as pyasic sends them; a firmware that refuses it gets them
+one by one, remembered); `status` and the `get_*` commands are btminer's own, one per
+connection (`{"cmd": ...}`), STATUS a top-level object. Writes follow the vendor's scheme:
 
 1. `get_token` answers `{"time", "salt", "newsalt"}`;
 2. key = md5crypt(password, salt) hash part; sign = md5crypt(key + time, newsalt) hash part;
@@ -13,6 +15,7 @@ A token lasts 30 minutes on the miner; we fetch a fresh one per write (cheap, ne
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -39,6 +42,8 @@ CODE_TOKEN_ERROR = 135
 # `adjust_power_limit` takes whole watts, 0-99999 (btminer API v2.0.5); 0 is no target at all.
 POWER_LIMIT_RANGE_W = (1.0, 99999.0)
 POWER_MODES = {"low": "set_low_power", "normal": "set_normal_power", "high": "set_high_power"}
+# cgminer's own reads, which btminer merges into one `a+b` request (not `status`, `get_*`).
+CGMINER_READS = frozenset({"summary", "devs", "edevs", "pools"})
 
 
 def derive_token(password: str, salt: str, newsalt: str, time_str: str) -> tuple[bytes, str]:
@@ -86,10 +91,13 @@ class WhatsminerMiner(Miner):
     })
 
     async def fetch(self, commands: list[str] | Any) -> dict[str, Reply]:
-        replies = {}
-        for command in commands:
-            replies[command] = await self.rpc.send_json({"cmd": command})
-        return replies
+        merged = [c for c in commands if c in CGMINER_READS]
+        own = [c for c in commands if c not in CGMINER_READS]
+        async def singles() -> list[Reply]:
+            return await asyncio.gather(*(self.rpc.send_json({"cmd": c}) for c in own))
+
+        replies, answers = await asyncio.gather(self.rpc.multi(merged), singles())
+        return {**replies, **dict(zip(own, answers, strict=True))}
 
     @classmethod
     def parse_telemetry(cls, device_id: str, replies: Mapping[str, Reply]) -> Telemetry:

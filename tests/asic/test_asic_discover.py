@@ -189,7 +189,9 @@ def test_hung_miners_do_not_hide_the_healthy_ones() -> None:
     is identified, and discovery ends within one identify timeout plus a margin."""
     from hal.asic import UnidentifiedMiner
 
-    timeout_s = 2.0
+    # 900 healthy miners' four probes each (3,600 connections) are answered by one simulator
+    # process on one shared core: 3 s leaves room for a busy machine.
+    timeout_s = 3.0
     families = ["cgminer", "luxos", "avalon", "antminer", "whatsminer"]
     fleet = SimFleet.of([families[i % len(families)] for i in range(1000)],
                         warmup_s=0.1).start()
@@ -206,7 +208,7 @@ def test_hung_miners_do_not_hide_the_healthy_ones() -> None:
             if index in hung:
                 assert isinstance(device, UnidentifiedMiner)
                 assert device.health().reason == (
-                    f"not identified: no answer on {fleet.addresses[index]} within 2 s")
+                    f"not identified: no answer on {fleet.addresses[index]} within 3 s")
             else:
                 assert isinstance(device, Miner), (index, device.health())
                 assert type(device).family == families[index % len(families)]

@@ -37,7 +37,7 @@ def _wait_hashing(miner: Miner, timeout_s: float = 5.0) -> float:
     raise AssertionError("hashrate did not come back")
 
 
-@pytest.mark.parametrize("family", ["antminer", "luxos", "whatsminer", "avalon"])
+@pytest.mark.parametrize("family", ["antminer", "luxos", "whatsminer", "avalon", "braiins"])
 def test_curtailment_round_trip(fleet_factory, family: str) -> None:
     fleet = fleet_factory([family])
     (miner,) = _miners(fleet)
@@ -198,7 +198,7 @@ def test_controls_do_what_capabilities_say(family: str) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     miner = hal.asic.make_miner(family, MinerConfig("127.0.0.1", port, timeout_s=0.5,
-                                                    web_port=port))
+                                                    web_port=port, grpc_port=port))
     declared = 0
     for capability, call in _CALLS.items():
         if capability not in miner.capabilities:
@@ -212,7 +212,7 @@ def test_controls_do_what_capabilities_say(family: str) -> None:
 
 
 _DECLARED = {"antminer": 2, "luxos": 4, "whatsminer": 4, "whatsminer_v3": 0, "avalon": 3,
-             "braiins": 0, "cgminer": 0}
+             "braiins": 3, "cgminer": 0}
 
 
 def test_info_marks_simulated_devices_and_telemetry_works_from_threads(fleet_factory) -> None:

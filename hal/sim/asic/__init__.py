@@ -1,11 +1,12 @@
 """Simulated ASIC firmware servers on loopback that replay real captured responses.
 
-One class per family (AntminerSim, LuxosSim, WhatsminerSim, AvalonSim, CgminerSim), a
+One class per family (AntminerSim, LuxosSim, WhatsminerSim, AvalonSim, BraiinsSim, CgminerSim), a
 `SimFleet` that runs many in one background loop, and `start_demo_fleet()` for the demo rig.
 """
 
 from hal.sim.asic.antminer import AntminerSim
 from hal.sim.asic.avalon import AvalonSim
+from hal.sim.asic.braiins import BraiinsSim
 from hal.sim.asic.cgminer import CgminerSim
 from hal.sim.asic.fleet import SimFleet, start_demo_fleet
 from hal.sim.asic.luxos import LuxosSim
@@ -15,6 +16,7 @@ from hal.sim.asic.whatsminer import WhatsminerSim, WhatsminerV3Sim
 __all__ = [
     "AntminerSim",
     "AvalonSim",
+    "BraiinsSim",
     "CgminerSim",
     "Fault",
     "FirmwareServer",

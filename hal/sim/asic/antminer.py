@@ -5,7 +5,8 @@ some stock S19 firmware does). Web: `get_system_info.cgi` from the capture, `get
 synthesised from the captured pools (no capture of it exists), `set_miner_conf.cgi` which, like
 the firmware, replaces the whole config and so refuses a body without `pools`; miner-mode 1
 sleeps, 0 wakes (after the warm-up), 3 is low power (hashrate x0.7). HTTP digest auth (MD5,
-qop=auth, realm "antMiner Configuration") on every CGI.
+qop=auth, realm "antMiner Configuration") on every CGI. Every hashrate figure (the summary and
+stats windows, each chain's rate, the web stats built from them) is served from one RunningRate.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from typing import Any
 from hal.sim.asic.server import (
     FirmwareServer,
     MinerState,
+    RunningRate,
     load_capture,
-    rewrite_numbers,
+    set_numbers,
 )
 
 CAPTURES = "antminer_s19pro_stock_bmminer_49.0.1.3"
 REALM = "antMiner Configuration"
 LOW_POWER_FACTOR = 0.7
-_HASH_KEYS = ("GHS 5s", "GHS av", "GHS 30m", "chain_rate1", "chain_rate2", "chain_rate3",
-              "rate_30m", "total rate", "MHS 5s", "MHS av", "Total MH")
+GH = 1e9
+# Whole-miner windows in `summary` and `stats` (GH/s); devs' MHS fields are 0 on this firmware.
+_TOTAL_KEYS = ("GHS 5s", "GHS av", "GHS 30m", "rate_30m", "total rate")
 
 
 class AntminerSim(FirmwareServer):
@@ -47,6 +50,12 @@ class AntminerSim(FirmwareServer):
         self.requested_web_port = web_port
         self._web: asyncio.base_events.Server | None = None
         self._nonce = os.urandom(16).hex()
+        summary = json.loads(load_capture(f"{CAPTURES}/rpc_summary.json"))["SUMMARY"][0]
+        detail = next(r for r in json.loads(load_capture(f"{CAPTURES}/rpc_stats.json"))["STATS"]
+                      if "chain_rate1" in r)
+        self.rate = RunningRate.of_boards(
+            float(summary["GHS 5s"]) * GH,
+            [float(detail[f"chain_rate{i}"]) for i in range(1, 4)])
         pools = json.loads(load_capture(f"{CAPTURES}/rpc_pools.json"))["POOLS"]
         self.miner_conf: dict[str, Any] = {
             "pools": [{"url": p["URL"], "user": p["User"], "pass": "x"} for p in pools],
@@ -73,6 +82,7 @@ class AntminerSim(FirmwareServer):
 
     async def stop(self) -> None:
         if self._web is not None:
+            self.requested_web_port = self.web_port
             self._web.close()
             await self._web.wait_closed()
             self._web = None
@@ -94,11 +104,14 @@ class AntminerSim(FirmwareServer):
                  "stats": "rpc_stats.json", "devs": "rpc_devs.json", "pools": "rpc_pools.json"}
         if command not in names:
             return None
-        text = load_capture(f"{CAPTURES}/{names[command]}").decode()
         factor = self.state.hash_factor * (LOW_POWER_FACTOR if self.low_power else 1.0)
-        if factor != 1.0:
-            text = rewrite_numbers(text, _HASH_KEYS, lambda v: v * factor)
-        return text.encode()
+        return self.rendered((command, factor), lambda: self._render(names[command], factor))
+
+    def _render(self, name: str, factor: float) -> str:
+        text = load_capture(f"{CAPTURES}/{name}").decode()
+        text = set_numbers(text, dict.fromkeys(_TOTAL_KEYS, self.rate.total(factor, GH)))
+        return set_numbers(text, {f"chain_rate{index}": board_gh for index, board_gh
+                                  in enumerate(self.rate.boards(factor, GH), start=1)})
 
     # --- web CGI ---------------------------------------------------------------------------
     async def _on_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

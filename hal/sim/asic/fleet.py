@@ -7,6 +7,11 @@
 
 `python -m hal.sim.asic.fleet --count 500` runs a fleet in its own process (for benchmarks)
 and prints the discover options as one JSON line; it stops when stdin closes.
+
+Clients that only know the standard ports (pyasic: RPC 4028, web 80, Braiins gRPC 50051,
+Whatsminer API v3 4433) need one address per miner: `SimFleet.of(..., standard_ports=True)`
+puts each miner on its own loopback address 127.x.y.z where every port such a client tries is
+free, so nothing else on the machine answers in its place.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
+import socket
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -21,6 +28,7 @@ from typing import Any, TypeVar
 
 from hal.sim.asic.antminer import AntminerSim
 from hal.sim.asic.avalon import AvalonSim
+from hal.sim.asic.braiins import BraiinsSim
 from hal.sim.asic.cgminer import CgminerSim
 from hal.sim.asic.luxos import LuxosSim
 from hal.sim.asic.server import LOOPBACK, Fault, FirmwareServer
@@ -34,8 +42,52 @@ SIM_CLASSES: dict[str, Callable[..., FirmwareServer]] = {
     "whatsminer": WhatsminerSim,
     "whatsminer_v3": WhatsminerV3Sim,
     "avalon": AvalonSim,
+    "braiins": BraiinsSim,
     "cgminer": CgminerSim,
 }
+RPC_PORT, WEB_PORT, GRPC_PORT, WHATSMINER_V3_PORT = 4028, 80, 50051, 4433
+# Every port pyasic tries on a miner (4028, http/https, btminer v3, BOSer gRPC, btminer 8889).
+CLIENT_PORTS = (RPC_PORT, WEB_PORT, 443, WHATSMINER_V3_PORT, GRPC_PORT, 8889)
+
+
+def ports_free(host: str, ports: Sequence[int]) -> bool:
+    """Whether every port in `ports` can be bound on `host` right now."""
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except PermissionError as exc:
+                raise RuntimeError(f"cannot bind {host}:{port}: ports below 1024 need root "
+                                   f"(or net.ipv4.ip_unprivileged_port_start)") from exc
+            except OSError:
+                return False
+    return True
+
+
+def loopback_hosts(count: int, ports: Sequence[int] = CLIENT_PORTS) -> list[str]:
+    """`count` addresses in 127.0.0.0/8 (loopback only) where every port in `ports` is free,
+    from a random /16 so that concurrent test runs rarely meet."""
+    found: list[str] = []
+    for _attempt in range(8):
+        block = random.randrange(32, 255)
+        for index in range(256 * 254):
+            host = f"127.{block}.{index // 254}.{index % 254 + 1}"
+            if ports_free(host, ports):
+                found.append(host)
+                if len(found) == count:
+                    return found
+    raise RuntimeError(f"only {len(found)} of {count} loopback addresses have {ports} free")
+
+
+def _standard_ports(family: str) -> dict[str, int]:
+    if family == "whatsminer_v3":
+        return {"port": WHATSMINER_V3_PORT}
+    extra = {"port": RPC_PORT}
+    if family == "antminer":
+        extra["web_port"] = WEB_PORT
+    if family == "braiins":
+        extra["grpc_port"] = GRPC_PORT
+    return extra
 
 
 class SimFleet:
@@ -45,16 +97,20 @@ class SimFleet:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def of(cls, families: Sequence[str], *, host: str = LOOPBACK,
+    def of(cls, families: Sequence[str], *, host: str = LOOPBACK, standard_ports: bool = False,
            **kwargs: Any) -> SimFleet:
+        """One simulator per family name; all on `host` with ports the OS picks, or with
+        `standard_ports` each on its own loopback address with the firmware's own ports."""
+        hosts = loopback_hosts(len(families)) if standard_ports else [host] * len(families)
         miners = []
-        for family in families:
+        for family, miner_host in zip(families, hosts, strict=True):
             if family not in SIM_CLASSES:
                 raise ValueError(f"no simulator for {family!r}; have {sorted(SIM_CLASSES)}")
             extra = {k: v for k, v in kwargs.items() if family != "cgminer"}
             if family == "whatsminer_v3":
                 extra.pop("warmup_s", None)
-            miners.append(SIM_CLASSES[family](host, 0, **extra))
+            ports = _standard_ports(family) if standard_ports else {"port": 0}
+            miners.append(SIM_CLASSES[family](miner_host, **ports, **extra))
         return cls(miners)
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
@@ -104,6 +160,14 @@ class SimFleet:
     def addresses(self) -> list[str]:
         return [m.address for m in self.miners]
 
+    def power_off(self, index: int) -> None:
+        """The miner goes off the network: its ports close (connections are refused)."""
+        self._run(self.miners[index].stop())
+
+    def power_on(self, index: int) -> None:
+        """...and comes back on the same ports."""
+        self._run(self.miners[index].start())
+
     def set_fault(self, index: int, fault: Fault | str) -> None:
         self.miners[index].fault = Fault(fault)
 
@@ -113,20 +177,24 @@ class SimFleet:
 
 
 def start_demo_fleet(warmup_s: float = 5.0) -> tuple[SimFleet, dict[str, Any]]:
-    """An Antminer S19 Pro (stock), a LuxOS S19k Pro and a Whatsminer, and the options for them."""
-    fleet = SimFleet.of(["antminer", "luxos", "whatsminer"], warmup_s=warmup_s).start()
+    """An Antminer S19 Pro (stock), a LuxOS S19k Pro, a Whatsminer and a Braiins OS S19 XP,
+    and the options for them."""
+    fleet = SimFleet.of(["antminer", "luxos", "whatsminer", "braiins"],
+                        warmup_s=warmup_s).start()
     return fleet, fleet.discover_options()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3)
-    parser.add_argument("--families", default="antminer,luxos,whatsminer,avalon")
+    parser.add_argument("--families", default="antminer,luxos,whatsminer,avalon,braiins")
     parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--standard-ports", action="store_true",
+                        help="each miner on its own loopback address with the standard ports")
     args = parser.parse_args(argv)
     families = args.families.split(",")
     fleet = SimFleet.of([families[i % len(families)] for i in range(args.count)],
-                        warmup_s=args.warmup_s).start()
+                        warmup_s=args.warmup_s, standard_ports=args.standard_ports).start()
     print(json.dumps(fleet.discover_options()), flush=True)
     try:
         sys.stdin.read()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import itertools
 import json
 import os
 import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -78,9 +79,79 @@ def rewrite_blob(text: str, keys: Iterable[str], fn: Callable[[float], float]) -
     return text
 
 
+def set_numbers(text: str, values: Mapping[str, float]) -> str:
+    """Set the number after each `"key":` to `values[key]`, in the number's own format."""
+    for key, value in values.items():
+        text = rewrite_numbers(text, (key,), functools.partial(_constant, value))
+    return text
+
+
+def _constant(value: float, _old: float) -> float:
+    return value
+
+
+def rewrite_sequence(text: str, key: str, values: Sequence[float]) -> str:
+    """Set the number after the n-th `"key":` to `values[n]`: a per-board field repeated in
+    each board's record (`devs`), in record order. Matches past the end keep their number."""
+    pattern = re.compile(r'("' + re.escape(key) + r'"\s*:\s*"?)' + _NUMBER)
+    index = itertools.count()
+
+    def repl(m: re.Match[str]) -> str:
+        n = next(index)
+        if n >= len(values):
+            return m.group(0)
+        return m.group(1) + _format_like(m.group(2), values[n])
+
+    return pattern.sub(repl, text)
+
+
+def rewrite_blob_list(text: str, key: str, values: Sequence[float]) -> str:
+    """Set Avalon's `Key[a b c]` list to `values`, each in its original number format."""
+    pattern = re.compile(r"(\b" + re.escape(key) + r"\[)([^\]]*)(\])")
+
+    def repl(m: re.Match[str]) -> str:
+        olds = m.group(2).split()
+        if len(olds) != len(values):
+            return m.group(0)
+        return m.group(1) + " ".join(_format_like(o, v) for o, v in zip(olds, values,
+                                                                         strict=True)) + m.group(3)
+
+    return pattern.sub(repl, text)
+
+
 def rewrite_string(text: str, key: str, value: str) -> str:
     pattern = re.compile(r'("' + re.escape(key) + r'"\s*:\s*")([^"]*)(")')
     return pattern.sub(lambda m: m.group(1) + value + m.group(3), text)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningRate:
+    """The one running hashrate every figure of a simulated miner is served from.
+
+    Real firmware derives its windows (5 s, 1 m, 15 m, average) and its per-board figures
+    from one running measurement, so in a steady state they agree; the captures, taken at
+    different moments, do not. A simulator serves every window as `total(factor)` and each
+    board as its share of it (shares from the capture), so any client reading any window or
+    summing the boards reads the same hashrate."""
+
+    total_hs: float  # the capture's realtime total, at full power
+    shares: tuple[float, ...]  # each board's part of it, in board order; they sum to 1
+
+    @classmethod
+    def of_boards(cls, total_hs: float, board_rates: Sequence[float]) -> RunningRate:
+        whole = sum(board_rates)
+        return cls(total_hs, tuple(r / whole for r in board_rates))
+
+    def total(self, factor: float, unit_hs: float) -> float:
+        """The whole miner, in `unit_hs` (1e9 for a GH/s field), at `factor` of full power."""
+        return self.total_hs * factor / unit_hs
+
+    def boards(self, factor: float, unit_hs: float,
+               order: Sequence[int] | None = None) -> list[float]:
+        """Each board's figure in `unit_hs`, in board order or in `order` (board indexes as
+        the records list them)."""
+        indexes = range(len(self.shares)) if order is None else order
+        return [self.total(factor, unit_hs) * self.shares[i] for i in indexes]
 
 
 @dataclass
@@ -167,6 +238,8 @@ class FirmwareServer:
     multi_allowed: ClassVar[bool] = True
     trailing_nul: ClassVar[bool] = True
     invalid_command_capture: ClassVar[str] = "cgminer_4.11.1_live_nodevice/badcmd.raw"
+    # Commands that may be parts of an `a+b` multi-command (None: any the firmware knows).
+    multi_parts: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, host: str = LOOPBACK, port: int = 0, *, warmup_s: float = 1.0) -> None:
         if not (host.startswith("127.") or host == "::1"):
@@ -176,6 +249,8 @@ class FirmwareServer:
         self.warmup_s = warmup_s
         self.fault = Fault.NONE
         self.requests: list[str] = []
+        self.refused: list[str] = []  # commands answered "invalid command", for tests
+        self._rendered: dict[tuple[Any, ...], bytes] = {}
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -185,7 +260,9 @@ class FirmwareServer:
                                                   self.requested_port, backlog=512)
 
     async def stop(self) -> None:
+        """Close the port; a later start() binds the same one again, like a rebooted miner."""
         if self._server is not None:
+            self.requested_port = self.port
             self._server.close()
         for task in list(self._tasks):
             task.cancel()
@@ -304,18 +381,23 @@ class FirmwareServer:
         if "+" in command:
             parts = command.split("+")
             if not self.multi_allowed:
-                return self._finish(self.invalid_command())
+                return self._finish(self._refuse(command))
             merged: dict[str, Any] = {}
             for part in parts:
-                one = self.reply(part, param)
-                body = one.rstrip(b"\x00") if one is not None else self.invalid_command()
-                merged[part] = [json.loads(body.rstrip(b"\x00"))]
+                allowed = self.multi_parts is None or part in self.multi_parts
+                one = self._reply_or_refuse(part, param) if allowed else self._refuse(part)
+                merged[part] = [json.loads(one.rstrip(b"\x00"))]
             merged["id"] = 1
             return self._finish(json.dumps(merged).encode())
-        one = self.reply(command, param)
-        if one is None:
-            one = self.invalid_command()
-        return self._finish(one)
+        return self._finish(self._reply_or_refuse(command, param))
+
+    def _reply_or_refuse(self, command: str, parameter: str | None) -> bytes:
+        one = self.reply(command, parameter)
+        return self._refuse(command) if one is None else one
+
+    def _refuse(self, command: str) -> bytes:
+        self.refused.append(command)
+        return self.invalid_command()
 
     def _finish(self, body: bytes) -> bytes:
         body = body.rstrip(b"\x00")
@@ -325,6 +407,18 @@ class FirmwareServer:
         return load_capture(self.invalid_command_capture)
 
     # --- for subclasses --------------------------------------------------------------------
+    def rendered(self, key: tuple[Any, ...], render: Callable[[], str | bytes]) -> bytes:
+        """`render()`, encoded and remembered under `key`, which must hold everything the
+        reply depends on (command, hash factor, power...): a fleet polled over and over
+        serves the same few states, and rewriting a capture costs far more than a lookup."""
+        found = self._rendered.get(key)
+        if found is None:
+            if len(self._rendered) >= 256:
+                self._rendered.clear()
+            body = render()
+            found = self._rendered[key] = body.encode() if isinstance(body, str) else body
+        return found
+
     def handle_message(self, message: dict[str, Any]) -> bytes | None:
         """A hook for requests that are not cgminer commands (Whatsminer's encrypted ones)."""
         return None

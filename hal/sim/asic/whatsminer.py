@@ -5,6 +5,12 @@ sha256(md5crypt(password, salt)), json + token))}` and is answered encrypted wit
 A wrong password or a stale token gets Code 135 "check token err" in plaintext, like the
 firmware. Tokens live `token_ttl_s`. The get_token and write replies are synthesised in the
 firmware's shape; reads are the capture with hashrate/power/mineroff fields rewritten.
+
+btminer is cgminer 4.9.2 inside: it answers `summary+devs+pools` multi-commands for the cgminer
+commands (pyasic relies on it) but not for `get_*` and `status`. Its `summary` and every
+`devs` record carry the MHS 5s/1m/5m/15m windows (the real v1 and M21S captures show them);
+the v2 capture was trimmed upstream, so the windows are added, and every hashrate figure is
+served from one RunningRate.
 """
 
 from __future__ import annotations
@@ -23,15 +29,18 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hal.sim.asic.server import (
     FirmwareServer,
     MinerState,
+    RunningRate,
     load_capture,
-    rewrite_numbers,
+    rewrite_sequence,
     rewrite_string,
+    set_numbers,
 )
 
 CAPTURES = "whatsminer_api_v2_asicrs"
 _READS = {"summary", "devs", "pools", "get_version", "get_psu", "status", "get_miner_info",
           "get_error_code"}
-_HASH_KEYS = ("MHS av", "HS RT", "MHS 5s")
+MH = 1e6
+_WINDOWS = ("MHS av", "MHS 5s", "MHS 1m", "MHS 5m", "MHS 15m")  # summary and each devs record
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,9 +73,19 @@ def _plain(status: str, code: int, msg: Any) -> bytes:
                        "Description": ""}).encode()
 
 
+def _with_windows(name: str, section: str) -> str:
+    """The capture with the windows real btminer sends added to each record (value: its MHS av,
+    rewritten at serve time)."""
+    data = json.loads(load_capture(f"{CAPTURES}/{name}.json"))
+    for record in data[section]:
+        record.update({key: record["MHS av"] for key in _WINDOWS if key not in record})
+    return json.dumps(data, separators=(",", ":"))
+
+
 class WhatsminerSim(FirmwareServer):
     family = "whatsminer"
-    multi_allowed = False
+    multi_allowed = True
+    multi_parts = frozenset({"summary", "devs", "edevs", "pools", "devdetails"})
     trailing_nul = False
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, warmup_s: float = 1.0,
@@ -86,6 +105,11 @@ class WhatsminerSim(FirmwareServer):
         self.salt = "BQ5hoXV9"
         self._tokens: dict[str, tuple[bytes, float]] = {}  # sign -> (aes key, expiry)
         self.active_pool = 0
+        self._texts = {"summary": _with_windows("summary", "SUMMARY"),
+                       "devs": _with_windows("devs", "DEVS")}
+        boards = json.loads(self._texts["devs"])["DEVS"]
+        self.rate = RunningRate.of_boards(float(summary["HS RT"]) * MH,
+                                          [float(b["MHS av"]) for b in boards])
 
     def invalid_command(self) -> bytes:
         # btminer's answer to a command it does not know (e.g. `version`): no family name in it.
@@ -168,23 +192,30 @@ class WhatsminerSim(FirmwareServer):
 
     def reply(self, command: str, parameter: str | None) -> bytes | None:
         if command == "devdetails":
-            return self.devdetails()
+            return self.rendered((command, int(time.time())), self.devdetails)  # When: s
         if command not in _READS:
             return None
-        text = load_capture(f"{CAPTURES}/{command}.json").decode()
+        key = (command, self.state.hash_factor, self.state.power_w(), self.state.sleeping,
+               self.power_limit_w)
+        return self.rendered(key, lambda: self._render(command))
+
+    def _render(self, command: str) -> str:
+        text = self._texts.get(command) or load_capture(f"{CAPTURES}/{command}.json").decode()
         factor = self.state.hash_factor
-        if factor != 1.0:
-            text = rewrite_numbers(text, _HASH_KEYS, lambda v: v * factor)
         if command == "summary":
             power = self.state.power_w()
             limit = self.power_limit_w or self.base_power_limit_w
-            text = rewrite_numbers(text, ("Power",), lambda _v: power)
-            text = rewrite_numbers(text, ("Power Limit",), lambda _v: limit)
+            text = set_numbers(text, {"Power": power, "Power Limit": limit,
+                                      **dict.fromkeys(("HS RT", *_WINDOWS),
+                                                      self.rate.total(factor, MH))})
+        if command == "devs":
+            for key in _WINDOWS:
+                text = rewrite_sequence(text, key, self.rate.boards(factor, MH))
         if command == "status":
             text = rewrite_string(text, "mineroff", "true" if self.state.sleeping else "false")
             if self.power_limit_w is not None:
                 text = rewrite_string(text, "power_limit_set", str(int(self.power_limit_w)))
-        return text.encode()
+        return text
 
 
 class WhatsminerV3Sim(FirmwareServer):
