@@ -179,6 +179,26 @@ class Config:
     hashing_ready_timeout_s: float = setting(60.0, section="workloads", bounds=(1, 3600),
                                              help="a hashing worker not mining by then (kernel "
                                                   "built, pool authorized) fails the switch")
+    # [power]
+    host_power_w: float = setting(0.0, section="power", key="host_w", bounds=(0, 100_000),
+                                  help="the host's draw where nothing measures it (0 = "
+                                       "unknown: the rig's total names the host as unknown)")
+    opencl_power_w: dict[str, float] = setting(
+        section="power", key="opencl_w", factory=dict,
+        help="OpenCL device id -> watts while its hashing runs at full intensity (estimated "
+             "power, scaled by the intensity)")
+    # [curtail]
+    curtail_order: tuple[str, ...] = setting(
+        ("hashing_intensity", "hashing_stop", "gpu_power_limit", "inference_stop"),
+        section="curtail", key="order",
+        help="shedding steps in order; leave one out to never take it")
+    curtail_min_intensity: float = setting(0.25, section="curtail", key="min_intensity",
+                                           bounds=(0.01, 1.0),
+                                           help="the hashing intensity the first step turns to")
+    curtail_settle_s: float = setting(5.0, section="curtail", key="settle_s",
+                                      bounds=(0.5, 600),
+                                      help="how long shed load may take to show in telemetry "
+                                           "before the next step is taken")
     # [inference]
     inference_profiles: dict[str, dict[str, Any]] = setting(
         section="inference", key="profiles", factory=dict,
@@ -382,6 +402,12 @@ def validate(config: Config, source: str = "config") -> None:
         except hal_errors.InvalidArgument as exc:
             raise ConfigError(f"{source}: {exc}") from None
     profiles.resolve(config.inference_profiles, source)
+    from agent.curtail import STEPS
+
+    unknown = [step for step in config.curtail_order if step not in STEPS]
+    if unknown or len(set(config.curtail_order)) != len(config.curtail_order):
+        raise ConfigError(f"{source}: curtail.order: steps are {', '.join(STEPS)}, each at most "
+                          f"once; got {list(config.curtail_order)}")
     if config.tcp_address:
         host, _port = parse_address(config.tcp_address, source)
         if not config.allow_non_loopback and not is_loopback(host):

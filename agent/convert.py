@@ -18,8 +18,10 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.api import pb
+from agent.curtail import Curtailment
 from agent.model import Reading, WorkloadSpec, WorkloadStatus
 from agent.operations import Operation
+from agent.power import RigPower
 from hal.device import DeviceInfo, Health
 from hal.registry import BackendStatus
 
@@ -195,6 +197,28 @@ def encode_stream_device(value: Reading) -> bytes:
     return _DEVICES_TAG + _varint(len(body)) + body
 
 
-def encode_stream_message(devices: list[bytes], sequence: int, dropped_count: int) -> bytes:
+def encode_stream_message(devices: list[bytes], sequence: int, dropped_count: int,
+                          power: RigPower | None = None) -> bytes:
     tail = pb.StreamTelemetryResponse(sequence=sequence, dropped_count=dropped_count)
+    if power is not None:
+        tail.rig_power.CopyFrom(rig_power(power))
     return b"".join(devices) + tail.SerializeToString()
+
+
+def rig_power(power: RigPower) -> pb.RigPower:
+    return pb.RigPower(total_w=power.total_w, measured_w=power.measured_w,
+                       estimated_w=power.estimated_w,
+                       unknown_device_ids=power.unknown_device_ids,
+                       time=timestamp(power.time_unix_s))
+
+
+def curtailment(c: Curtailment) -> pb.Curtailment:
+    msg = pb.Curtailment(
+        rig_power_target_w=c.target_w, deadline_time=timestamp(c.deadline_unix_s),
+        expire_time=timestamp(c.expire_unix_s), reason=c.reason, operation_id=c.operation_id,
+        state=c.state, rig_power_before_w=c.power_before_w, source=c.source)
+    if c.below_target_after_s is not None:
+        msg.below_target_after_s = c.below_target_after_s
+    if c.shortfall_w is not None:
+        msg.shortfall_w = c.shortfall_w
+    return msg

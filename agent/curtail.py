@@ -23,15 +23,14 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
 
 from agent.config import Config
-from agent.model import IDLE, WorkloadKind, WorkloadSpec, WorkloadState
-from agent.operations import Operation, Operations, OperationState, Phase
+from agent.model import WorkloadKind, WorkloadSpec, WorkloadState
+from agent.operations import DeviceOutcome, Operation, Operations, OperationState, Phase
 from agent.power import PowerWriter, RigPower, rig_power
 from agent.switcher import Switcher
 from agent.telemetry import Sampler
@@ -43,7 +42,9 @@ log = structlog.get_logger("rigd.curtail")
 
 STEPS = ("hashing_intensity", "hashing_stop", "gpu_power_limit", "inference_stop")
 CONFIRM_POLL_S = 0.2
-MARGIN = 0.97  # plan for a little below the target: predictions are only predictions
+STEADY_POLLS = 4  # power no longer falling over this many polls (0.6 s): shed more
+STEADY_FRACTION = 0.005
+MARGIN = 0.95  # plan for a little below the target: predictions are only predictions
 GPU_IDLE_FRACTION = 0.1  # of the default power limit: what an idle GPU still draws
 ASIC_LOW_SAVING = 0.25  # a miner's low-power mode saves about a quarter
 ASIC_STANDBY_W = 15.0
@@ -68,10 +69,14 @@ class Action:
     error: str = ""
 
     def describe(self) -> str:
-        text = {"intensity": f"hashing intensity to {self.value}", "stop": "workload stopped",
-                "asic_limit": f"power limit to {self.value:g} W",
-                "asic_mode": f"{self.value} mode", "asic_sleep": "asleep",
-                "gpu_cap": f"power capped at {self.value:g} W"}[self.what]
+        if self.what == "intensity":
+            text = f"hashing intensity to {self.value:g}"
+        elif self.what in ("asic_limit", "gpu_cap"):
+            text = f"power limit to {self.value:g} W"
+        elif self.what == "asic_mode":
+            text = f"{self.value} mode"
+        else:
+            text = {"stop": "workload stopped", "asic_sleep": "asleep"}[self.what]
         return f"{text} (saves ~{self.saving_w:.0f} W)"
 
 
@@ -240,15 +245,21 @@ class Curtailer:
         op.state = OperationState.FAILED
 
     async def _confirm(self, c: Curtailment, started: float) -> float | None:
-        """Seconds from the command to a reading below target; None if not by the time the
-        applied actions should have taken effect (escalate) or the deadline."""
+        """Seconds from the command to a reading below target; None once the rig's power has
+        stopped falling above the target (escalate), or at settle_s or the deadline."""
         settle_until = min(c.deadline_unix_s,
                            time.time() + self.config.curtail_settle_s)
+        recent: list[float] = []
         while True:
             power = await self.rig_power(max_age_s=CONFIRM_POLL_S / 2)
             if power.total_w <= c.target_w:
                 return time.monotonic() - started
-            if time.time() >= settle_until:
+            recent = [*recent[-(STEADY_POLLS - 1):], power.total_w]
+            steady = len(recent) == STEADY_POLLS and \
+                recent[0] - recent[-1] < STEADY_FRACTION * recent[0]
+            if steady or time.time() >= settle_until:
+                log.info("curtail_escalates", rig_w=round(power.total_w), target_w=c.target_w,
+                         steady=steady)
                 return None
             await asyncio.sleep(CONFIRM_POLL_S)
 
@@ -256,9 +267,9 @@ class Curtailer:
         device = self.devices[device_id]
         before = Before(power_w=reading.telemetry.power_w)
         status = reading.workload
+        desired = self.manager.current_spec(device_id).hashing
         if status is not None and status.kind == WorkloadKind.HASHING:
-            before.intensity = self.manager.current_spec(device_id).hashing.intensity \
-                if self.manager.current_spec(device_id).hashing else status.intensity
+            before.intensity = desired.intensity if desired is not None else status.intensity
         if device.kind == DeviceKind.ASIC:
             asic = reading.telemetry.asic
             before.asic_mining = asic.is_mining if asic else None
@@ -361,7 +372,7 @@ class Curtailer:
             c.actions.append(action)
             if action.device_id not in op.device_ids:
                 op.device_ids.append(action.device_id)
-                op.outcomes[action.device_id] = _running(action.device_id)
+                op.outcomes[action.device_id] = DeviceOutcome(action.device_id)
                 self.power.held[action.device_id] = op.operation_id
 
         async def one(device_id: str, device_actions: list[Action]) -> None:
@@ -375,6 +386,7 @@ class Curtailer:
                     self.ops.note(op, device_id, f"{action.describe()}: failed: {exc}")
                     log.warning("curtail_action_failed", device_id=device_id,
                                 action=action.what, error=str(exc))
+                self.ops.end(op, device_id)
 
         await asyncio.gather(*(one(d, a) for d, a in by_device.items()))
 
@@ -547,13 +559,3 @@ class Curtailer:
         return (f"curtailment {c.operation_id} to {c.target_w:g} W is in force until {until}: "
                 f"no workload starts before it ends (CancelCurtailment to end it now)")
 
-
-def _running(device_id: str) -> Any:
-    from agent.operations import DeviceOutcome
-
-    return DeviceOutcome(device_id)
-
-
-__all__ = ["STEPS", "Curtailer", "CurtailRefused", "Curtailment"]
-
-_ = (IDLE, Awaitable, Callable)  # keep the names importable for callers' annotations

@@ -32,11 +32,13 @@ from agent import __version__
 from agent.api import SERVICE_NAME
 from agent.auth import AuditLog, Authenticator, AuthInterceptor
 from agent.config import Config, ConfigError, describe, load, parse_address, validate
+from agent.curtail import Curtailer
 from agent.health import SERVING, HealthService
 from agent.journal import Journal
 from agent.logs import configure_logging
 from agent.model import Reading
 from agent.operations import Operations
+from agent.power import PowerModel, PowerWriter
 from agent.service import RigAgentService, rpc_handler
 from agent.switcher import Switcher
 from agent.telemetry import Sampler
@@ -124,6 +126,8 @@ class Agent:
         self.operations = Operations()
         self.manager: WorkloadManager | None = None
         self.switcher: Switcher | None = None
+        self.curtailer: Curtailer | None = None
+        self.power_model = PowerModel(0.0, {})
         self._bring_up: asyncio.Task[None] | None = None
         self._public_socket: socket.socket | None = None
 
@@ -221,15 +225,21 @@ class Agent:
                 reason=status.reason or None, devices=status.device_count,
             )
         config = self.config
-        self.manager = WorkloadManager(discovery.by_id(), config, Journal(config.state_path),
+        journal = Journal(config.state_path)
+        self.manager = WorkloadManager(discovery.by_id(), config, journal,
                                        self._simulated_nvml())
         interrupted = await asyncio.to_thread(self.manager.recover)
         self.switcher = Switcher(self.manager, self.operations)
         self.switcher.interrupted(interrupted)
+        self.power_model = PowerModel(config.host_power_w, config.opencl_power_w)
         self.sampler = Sampler(discovery.devices, config.telemetry_interval_s,
                                config.device_timeout_s, self._enrich)
+        self.curtailer = Curtailer(config, discovery.by_id(), self.sampler, self.switcher,
+                                   PowerWriter(journal))
+        self.curtailer.recover()
+        self.switcher.start_gate = self.curtailer.blocks_start
         self.service = RigAgentService(
-            config.rig_id, discovery, self.sampler, self.switcher,
+            config.rig_id, discovery, self.sampler, self.switcher, self.curtailer,
             config.stream_queue_max, config.max_streams,
         )
         self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
@@ -254,9 +264,10 @@ class Agent:
     async def _bring_up_workloads(self) -> None:
         """After serving starts: probe the kernel on each compute facet, bring every device
         back to its desired workload, then supervise."""
-        assert self.manager is not None and self.switcher is not None
+        assert self.manager and self.switcher and self.curtailer
         await self.manager.run_probes()
-        await self.switcher.restore(self.manager.seeds())
+        await self.switcher.restore(self.manager.seeds(), self.curtailer.adjust)
+        await self.curtailer.resume()
         self.manager.start_supervising()
 
     def _enrich(self, reading: Reading) -> Reading:
@@ -273,9 +284,9 @@ class Agent:
         if status is not None and telemetry.hashrate_hs is None \
                 and status.hashrate_hs is not None:
             telemetry = dataclasses.replace(telemetry, hashrate_hs=status.hashrate_hs)
-        if telemetry is reading.telemetry and status is None:
-            return reading
-        return dataclasses.replace(reading, telemetry=telemetry, workload=status)
+        if telemetry is not reading.telemetry or status is not None:
+            reading = dataclasses.replace(reading, telemetry=telemetry, workload=status)
+        return self.power_model.estimate(reading, self.manager.devices[device_id].kind)
 
     # -- shutdown -------------------------------------------------------------------------
 

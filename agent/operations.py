@@ -147,6 +147,11 @@ class Operations:
         op.phases.append(PhaseRecord(phase, device_id, time.time(), detail=detail))
         self.changed(op)
 
+    def end(self, op: Operation, device_id: str) -> None:
+        """The device's running phase is over (its duration is fixed now)."""
+        self._close(op, device_id)
+        self.changed(op)
+
     def note(self, op: Operation, device_id: str, detail: str) -> None:
         """Say more about the device's running phase (e.g. what it waits for)."""
         for record in reversed(op.phases):

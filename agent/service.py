@@ -22,9 +22,11 @@ import structlog
 from agent import __version__, convert
 from agent.api import pb
 from agent.auth import clip, current_identity
+from agent.curtail import Curtailer, CurtailRefused
 from agent.leases import Lease, LeaseError, LeaseManager
 from agent.model import IDLE, HashingSpec, InferenceSpec, Reading, WorkloadKind, WorkloadSpec
 from agent.operations import Operation
+from agent.power import rig_power
 from agent.switcher import Refused, Switcher, SwitchRequest
 from agent.telemetry import MIN_INTERVAL_S, Sampler
 from agent.workloads.hashing.stratum import parse_pool_url
@@ -122,6 +124,7 @@ class RigAgentService:
         discovery: Discovery,
         sampler: Sampler,
         switcher: Switcher,
+        curtailer: Curtailer,
         stream_queue_max: int = 16,
         max_streams: int = 4096,
     ) -> None:
@@ -132,12 +135,13 @@ class RigAgentService:
         self.switcher = switcher
         self.workloads = switcher.manager
         self.operations = switcher.ops
+        self.curtailer = curtailer
+        self.power = curtailer.power
         self.leases = LeaseManager()
         self.stream_queue_max = stream_queue_max
         self.max_streams = max_streams
         self.stopping = False
         self._control = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control")
-        self._power_locks: dict[str, asyncio.Lock] = {}
         self._encoded: dict[str, tuple[Reading, bytes]] = {}
 
     def close(self) -> None:
@@ -201,6 +205,8 @@ class RigAgentService:
                 msg = convert.device(info, self.workloads.capabilities(device), health,
                                      self.workloads.current_spec(device_id))
             response.devices.append(msg)
+        if self.curtailer.current is not None:
+            response.curtailment.CopyFrom(convert.curtailment(self.curtailer.current))
         return response
 
     @_unary
@@ -209,7 +215,11 @@ class RigAgentService:
         ids = self._device_ids(request.device_ids)
         max_age_s = request.max_age_ms / 1000 if request.max_age_ms else None
         readings = await self.sampler.latest(ids, max_age_s)
-        return pb.GetTelemetryResponse(devices=[convert.reading(r) for r in readings.values()])
+        response = pb.GetTelemetryResponse(devices=[convert.reading(r)
+                                                    for r in readings.values()])
+        if not ids:
+            response.rig_power.CopyFrom(convert.rig_power(rig_power(readings.values())))
+        return response
 
     @_streaming
     async def StreamTelemetry(self, request: pb.StreamTelemetryRequest, context: Any
@@ -233,8 +243,10 @@ class RigAgentService:
                     return
                 # Awaiting each write is the back-pressure: while the transport holds this
                 # message the sampler's pushes pile up in the bounded queue, oldest dropped.
+                power = rig_power(readings.values()) if not ids else None
                 yield convert.encode_stream_message(
-                    [self._encode(r) for r in readings.values()], sub.sequence, sub.dropped)
+                    [self._encode(r) for r in readings.values()], sub.sequence, sub.dropped,
+                    power)
         finally:
             self.sampler.unsubscribe(sub)
 
@@ -284,13 +296,17 @@ class RigAgentService:
                 f"{device_id} cannot set a power limit (capabilities: "
                 f"{', '.join(sorted(self.workloads.capabilities(device)))})",
             )
-        lock = self._power_locks.setdefault(device_id, asyncio.Lock())
-        async with lock:  # one power write per device at a time
-            await self._in_thread(device.set_power_limit, watts)
-            reading = await self._in_thread(device.telemetry)
+        try:
+            detail = await self.power.set_operator_limit(device, watts)
+            reading = await self.power.write(device, device.telemetry)
+        except errors.HalError as exc:
+            raise status_of(exc) from None
         applied = reading.power_limit_w if reading.power_limit_w is not None else watts
-        log.info("power_limit_set", device_id=device_id, power_limit_w=applied)
-        return pb.SetPowerLimitResponse(power_limit_w=applied)
+        if not detail and abs(applied - watts) > 0.5:
+            detail = f"the firmware applied {applied:g} W (its nearest setting)"
+        log.info("power_limit_set", device_id=device_id, requested_w=watts, applied_w=applied,
+                 detail=detail or None)
+        return pb.SetPowerLimitResponse(power_limit_w=applied, requested_w=watts, detail=detail)
 
     def _spec_for(self, device_id: str, workload: pb.Workload) -> WorkloadSpec:
         """The request's workload for one device, its gaps filled from the configuration."""
@@ -390,17 +406,25 @@ class RigAgentService:
 
     @_unary
     async def Curtail(self, request: pb.CurtailRequest, context: Any) -> pb.CurtailResponse:
-        raise Abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "Curtail: rig-level load shedding (priority order, confirmation from telemetry, "
-            "expiry) is not built yet; SetPowerLimit works per device",
-        )
+        identity = current_identity().name
+        try:
+            self.curtailer.check(request.rig_power_target_w, request.deadline_s,
+                                 request.expiry_s, request.reason)
+            self._admit(request.fencing_token)
+            op = await self.curtailer.curtail(request.rig_power_target_w, request.deadline_s,
+                                              request.expiry_s, request.reason, identity)
+        except CurtailRefused as exc:
+            raise Abort(grpc.StatusCode[exc.code], str(exc)) from None
+        return pb.CurtailResponse(operation=convert.operation(op.snapshot()))
 
     @_unary
     async def CancelCurtailment(self, request: pb.CancelCurtailmentRequest, context: Any
                                 ) -> pb.CancelCurtailmentResponse:
-        raise Abort(grpc.StatusCode.UNIMPLEMENTED,
-                    "CancelCurtailment: curtailment is not built yet")
+        self._admit(request.fencing_token)
+        op = await self.curtailer.cancel(f"cancelled by {current_identity().name}")
+        if op is None:
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION, "no curtailment is in force")
+        return pb.CancelCurtailmentResponse(operation=convert.operation(op.snapshot()))
 
     @_streaming
     async def RunDiagnostics(self, request: pb.RunDiagnosticsRequest, context: Any

@@ -57,6 +57,8 @@ class Switcher:
         self.manager = manager
         self.ops = operations
         self._tasks: set[asyncio.Task[None]] = set()
+        # Why a workload may not start now ("" if it may): a curtailment in force says so.
+        self.start_gate: Callable[[WorkloadSpec], str] = lambda spec: ""
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -91,6 +93,9 @@ class Switcher:
             reason = manager.inference_unavailable(device_id, spec.inference.profile)
         if reason:
             raise Refused("FAILED_PRECONDITION", reason)
+        gate = self.start_gate(spec)
+        if gate:
+            raise Refused("FAILED_PRECONDITION", gate)
         dwell = manager.dwell_left_s(device_id)
         if dwell > 0 and not ignore_dwell:
             raise Refused("FAILED_PRECONDITION", (
@@ -245,12 +250,19 @@ class Switcher:
             self.ops.finish(op)
             log.warning("operation_interrupted", operation_id=op.operation_id)
 
-    async def restore(self, seeds: dict[str, WorkloadSpec]) -> Operation | None:
-        """At start: every device back to its desired workload, as one operation."""
+    async def restore(self, seeds: dict[str, WorkloadSpec],
+                      adjust: Callable[[str, WorkloadSpec], WorkloadSpec | None] | None = None
+                      ) -> Operation | None:
+        """At start: every device back to its desired workload, as one operation. `adjust`
+        may change what starts (a curtailment in force: nothing, or a lower intensity)."""
         manager = self.manager
         if not manager.desired and seeds:
             manager.desired = dict(seeds)
-        wanted = {d: s for d, s in manager.desired.items() if s.kind != WorkloadKind.IDLE}
+        wanted = {}
+        for device_id, spec in manager.desired.items():
+            started = adjust(device_id, spec) if adjust is not None else spec
+            if started is not None and started.kind != WorkloadKind.IDLE:
+                wanted[device_id] = started
         if not wanted:
             return None
         op = self.ops.create("restore", list(wanted))
@@ -266,7 +278,8 @@ class Switcher:
                 manager.schedule_restart(device_id)  # it stays desired: try again, later
                 self.ops.settle(op, device_id, OperationState.FAILED, str(exc), Phase.FAILED)
                 return
-            manager.commit(device_id, spec)
+            if spec == manager.desired.get(device_id):
+                manager.commit(device_id, spec)
             self.ops.settle(op, device_id, OperationState.SUCCEEDED)
 
         async def all_devices() -> None:

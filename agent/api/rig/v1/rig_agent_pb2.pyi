@@ -394,11 +394,27 @@ class GetTelemetryRequest(_message.Message):
     max_age_ms: int
     def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., max_age_ms: _Optional[int] = ...) -> None: ...
 
+class RigPower(_message.Message):
+    __slots__ = ("total_w", "measured_w", "estimated_w", "unknown_device_ids", "time")
+    TOTAL_W_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_W_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_W_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    total_w: float
+    measured_w: float
+    estimated_w: float
+    unknown_device_ids: _containers.RepeatedScalarFieldContainer[str]
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, total_w: _Optional[float] = ..., measured_w: _Optional[float] = ..., estimated_w: _Optional[float] = ..., unknown_device_ids: _Optional[_Iterable[str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class GetTelemetryResponse(_message.Message):
-    __slots__ = ("devices",)
+    __slots__ = ("devices", "rig_power")
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    RIG_POWER_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[DeviceTelemetry]
-    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceTelemetry, _Mapping]]] = ...) -> None: ...
+    rig_power: RigPower
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceTelemetry, _Mapping]]] = ..., rig_power: _Optional[_Union[RigPower, _Mapping]] = ...) -> None: ...
 
 class StreamTelemetryRequest(_message.Message):
     __slots__ = ("device_ids", "interval_ms")
@@ -409,14 +425,16 @@ class StreamTelemetryRequest(_message.Message):
     def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
 
 class StreamTelemetryResponse(_message.Message):
-    __slots__ = ("devices", "sequence", "dropped_count")
+    __slots__ = ("devices", "sequence", "dropped_count", "rig_power")
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DROPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RIG_POWER_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[DeviceTelemetry]
     sequence: int
     dropped_count: int
-    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceTelemetry, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_count: _Optional[int] = ...) -> None: ...
+    rig_power: RigPower
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceTelemetry, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_count: _Optional[int] = ..., rig_power: _Optional[_Union[RigPower, _Mapping]] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "holder", "fencing_token", "expire_time")
@@ -645,24 +663,38 @@ class SetPowerLimitRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class SetPowerLimitResponse(_message.Message):
-    __slots__ = ("power_limit_w",)
+    __slots__ = ("power_limit_w", "requested_w", "detail")
     POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_W_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     power_limit_w: float
-    def __init__(self, power_limit_w: _Optional[float] = ...) -> None: ...
+    requested_w: float
+    detail: str
+    def __init__(self, power_limit_w: _Optional[float] = ..., requested_w: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Curtailment(_message.Message):
-    __slots__ = ("rig_power_target_w", "deadline_time", "expire_time", "reason", "operation_id")
+    __slots__ = ("rig_power_target_w", "deadline_time", "expire_time", "reason", "operation_id", "state", "rig_power_before_w", "source", "below_target_after_s", "shortfall_w")
     RIG_POWER_TARGET_W_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RIG_POWER_BEFORE_W_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BELOW_TARGET_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
     rig_power_target_w: float
     deadline_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
     reason: str
     operation_id: str
-    def __init__(self, rig_power_target_w: _Optional[float] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., operation_id: _Optional[str] = ...) -> None: ...
+    state: str
+    rig_power_before_w: float
+    source: str
+    below_target_after_s: float
+    shortfall_w: float
+    def __init__(self, rig_power_target_w: _Optional[float] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., operation_id: _Optional[str] = ..., state: _Optional[str] = ..., rig_power_before_w: _Optional[float] = ..., source: _Optional[str] = ..., below_target_after_s: _Optional[float] = ..., shortfall_w: _Optional[float] = ...) -> None: ...
 
 class CurtailRequest(_message.Message):
     __slots__ = ("rig_power_target_w", "deadline_s", "expiry_s", "fencing_token", "reason")
@@ -691,8 +723,10 @@ class CancelCurtailmentRequest(_message.Message):
     def __init__(self, fencing_token: _Optional[int] = ...) -> None: ...
 
 class CancelCurtailmentResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: Operation
+    def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
 
 class RunDiagnosticsRequest(_message.Message):
     __slots__ = ("device_ids", "level")
