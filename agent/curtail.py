@@ -478,8 +478,15 @@ class Curtailer:
                                        mode)
                 done.append(f"{mode} mode")
             elif action.what == "asic_limit":
-                watts = self.power.take_pending(device_id) or (before.asic_limit_w
-                                                               if before else None)
+                # The operator's newer limit if one came in meanwhile; else the firmware's own
+                # setting as it was (its named profile, where it has them), else the limit.
+                watts = self.power.take_pending(device_id)
+                if watts is None and before is not None and before.asic_mode:
+                    await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
+                                           before.asic_mode)
+                    done.append(f"{before.asic_mode} profile")
+                    continue
+                watts = watts if watts is not None else (before.asic_limit_w if before else None)
                 if watts is not None:
                     await self.power.write(device, device.set_power_limit, watts)
                     done.append(f"power limit {watts:g} W")

@@ -137,6 +137,11 @@ class LuxosMiner(Miner):
     async def async_power_modes(self) -> tuple[str, ...]:
         return tuple(p[0] for p in await self.profiles())
 
+    async def async_power_mode(self) -> str | None:
+        """The profile in force, as `config` reports it."""
+        profile = _config(await self.rpc.request("config")).get("Profile")
+        return str(profile) if profile else None
+
     async def async_set_power_mode(self, mode: str) -> None:
         if mode not in await self.async_power_modes():
             raise InvalidArgument(f"{self.id}: no LuxOS profile {mode!r}")

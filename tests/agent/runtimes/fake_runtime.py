@@ -8,6 +8,7 @@ faults are the ones real runtimes have.
 --orphan-holds S a grandchild leaves the process group (double fork + setsid), holds simulated
                  GPU memory and exits S seconds after this process dies (vLLM's engine
                  processes outliving their server)
+--gpu-load PCT   hold 8 GiB of simulated GPU memory and keep the GPU PCT % busy (it draws power)
 Writes the pids it starts to $FAKE_RUNTIME_PIDS (one per line) so the test can check them.
 """
 
@@ -57,8 +58,13 @@ def main() -> int:
     parser.add_argument("--never-ready", action="store_true")
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--orphan-holds", type=float)
+    parser.add_argument("--gpu-load", type=int)
     args = parser.parse_args()
     record_pid(os.getpid())
+    if args.gpu_load is not None:
+        from hal.sim.nvml import attach_from_env
+
+        attach_from_env(8 << 30, args.gpu_load)
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if os.fork() == 0:  # a child in the same group, as stubborn as its parent

@@ -1,0 +1,353 @@
+"""Curtail through a real rigd: simulated GPUs (hashing on PoCL, an inference runtime drawing
+power), simulated miners of three firmware families, the host's configured figure. Confirmed
+from telemetry; restored exactly on expiry or cancel; kept across a restart; bad requests
+refused with nothing changed."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agent.api import pb
+from agent.demo import _best_opencl_device
+from agent.workloads.hashing.pool import LocalPool, PoolThread
+from hal.sim.asic import SimFleet
+from hal.sim.nvml import SimControl, demo_setup
+from tests.agent.conftest import OPERATOR_TOKEN, RigdProcess, bearer, start_rigd
+from tests.agent.test_asic_rigd import asic_section
+
+FAKE = Path(__file__).with_name("runtimes") / "fake_runtime.py"
+HOST_W = 300.0
+
+
+@dataclass
+class Rig:
+    rigd: RigdProcess
+    gpus: list[str]
+    asics: list[str]
+    fleet: SimFleet
+    sim: SimControl
+
+
+def build_rig(tmp: Path, pool: PoolThread, fleet: SimFleet, order: list[str] | None = None,
+              intensity: float = 0.5) -> Rig:
+    options = demo_setup(tmp / "nvml", count=2)
+    sim = SimControl(Path(options["sim_state_path"]), Path(options["library_path"]))
+    gpus = [f"gpu/{g.uuid}" for g in sim.read().gpus]
+    facet = _best_opencl_device()
+    nvml = "\n".join(f'{key} = "{value}"' for key, value in options.items())
+    extra = (
+        "compute_facets = { " + ", ".join(f'"{g}" = "{facet}"' for g in gpus) + " }\n"
+        f"[hal.nvml]\n{nvml}\nwatch_xid = false\n"
+        + asic_section(fleet.discover_options())
+        + f'[[hashing]]\ndevice = "{gpus[0]}"\nintensity = {intensity}\n'
+        + "[inference.profiles.busy]\n"
+        f'argv = ["{sys.executable}", "{FAKE}", "--port", "{{port}}", "--gpu-load", "80"]\n'
+        'devices = ["gpu"]\ngrace_s = 2.0\n'
+    )
+    settings: dict[str, dict[str, object]] = {
+        "pool": {"urls": [f"stratum+tcp://127.0.0.1:{pool.port}"], "user": "curtail.test"},
+        "workloads": {"min_dwell_s": 0.0, "state_dir": f"{tmp}/state"},
+        "power": {"host_w": HOST_W},
+        "telemetry": {"interval_s": 0.5},
+    }
+    if order is not None:
+        settings["curtail"] = {"order": order}
+    rigd = start_rigd(tmp, extra, backends=("host", "nvml", "opencl", "asic"), settings=settings)
+    asics = [f"asic/{a}" for a in fleet.addresses]
+    rig = Rig(rigd, gpus, asics, fleet, sim)
+    wait_until(rig, lambda t: t[gpus[0]].workload.state == pb.WORKLOAD_STATE_RUNNING)
+    op = switch(rig, gpus[1], pb.Workload(kind=pb.WORKLOAD_KIND_INFERENCE,
+                                          inference=pb.InferenceSpec(profile="busy")))
+    assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
+    return rig
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[PoolThread]:
+    pool = LocalPool(difficulty=0.002).start_in_thread()
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory, pool: PoolThread) -> Iterator[Rig]:
+    with SimFleet.of(["antminer", "luxos", "whatsminer"], warmup_s=0.3) as fleet:
+        for miner in fleet.miners:
+            miner.state.response_s = 0.5  # power ramps to a new target, as hash boards do
+        rig = build_rig(tmp_path_factory.mktemp("curtail"), pool, fleet)
+        yield rig
+        assert rig.rigd.stop() == 0
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def telemetry(rig: Rig) -> tuple[dict[str, pb.DeviceTelemetry], pb.RigPower]:
+    reply = rig.rigd.stub().GetTelemetry(pb.GetTelemetryRequest(max_age_ms=1), timeout=10)
+    return {d.device_id: d for d in reply.devices}, reply.rig_power
+
+
+def wait_until(rig: Rig, condition: Any, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        readings, _ = telemetry(rig)
+        if condition(readings):
+            return readings
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.1)
+
+
+def switch(rig: Rig, device_id: str, workload: pb.Workload) -> pb.Operation:
+    stub = rig.rigd.stub()
+    op = stub.SetWorkload(pb.SetWorkloadRequest(device_ids=[device_id], workload=workload),
+                          timeout=10).operation
+    return follow(rig, op.operation_id)
+
+
+def follow(rig: Rig, operation_id: str) -> pb.Operation:
+    watch = rig.rigd.stub().WatchOperation(pb.WatchOperationRequest(operation_id=operation_id),
+                                           timeout=120)
+    return [m.operation for m in watch][-1]
+
+
+def curtail(rig: Rig, target_w: float, expiry_s: int = 600, deadline_s: int = 30,
+            reason: str = "test EEA") -> pb.Operation:
+    op = rig.rigd.stub().Curtail(pb.CurtailRequest(
+        rig_power_target_w=target_w, deadline_s=deadline_s, expiry_s=expiry_s, reason=reason),
+        timeout=10).operation
+    return follow(rig, op.operation_id)
+
+
+def cancel(rig: Rig) -> pb.Operation:
+    op = rig.rigd.stub().CancelCurtailment(pb.CancelCurtailmentRequest(), timeout=10).operation
+    return follow(rig, op.operation_id)
+
+
+def state(rig: Rig) -> dict[str, tuple[Any, ...]]:
+    """What restoring must bring back exactly: each device's workload and settings."""
+    readings, _ = telemetry(rig)
+    inventory = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10)
+    out: dict[str, tuple[Any, ...]] = {}
+    for device in inventory.devices:
+        t = readings[device.id]
+        out[device.id] = (
+            device.workload.kind, t.workload.state, round(t.workload.intensity, 3),
+            t.power_limit_w if t.HasField("power_limit_w") else None,
+            t.asic.is_mining if t.HasField("asic") else None,
+        )
+    for index, miner in enumerate(rig.fleet.miners):  # and what each firmware holds
+        out[f"sim{index}"] = (miner.state.sleeping, miner.state.power_target_w,
+                              getattr(miner, "low_power", None))
+    return out
+
+
+def restored(rig: Rig, before: dict[str, tuple[Any, ...]]) -> None:
+    deadline = time.monotonic() + 60
+    while state(rig) != before:
+        assert time.monotonic() < deadline, (state(rig), before)
+        time.sleep(0.2)
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+
+def test_rig_power_keeps_measured_and_estimated_apart(rig: Rig) -> None:
+    readings, power = telemetry(rig)
+    measured = sum(t.power_w for t in readings.values()
+                   if t.power_source == pb.POWER_SOURCE_MEASURED)
+    estimated = sum(t.power_w for t in readings.values()
+                    if t.power_source == pb.POWER_SOURCE_ESTIMATED)
+    assert power.measured_w == pytest.approx(measured)
+    assert power.estimated_w == pytest.approx(estimated)
+    assert power.total_w == pytest.approx(measured + estimated)
+    host = next(t for d, t in readings.items() if d.startswith("host/"))
+    assert host.power_w == HOST_W and host.power_source == pb.POWER_SOURCE_ESTIMATED
+    antminer, luxos, whatsminer = (readings[a] for a in rig.asics)
+    assert antminer.power_source == pb.POWER_SOURCE_ESTIMATED  # stock firmware: nameplate
+    assert luxos.power_source == whatsminer.power_source == pb.POWER_SOURCE_MEASURED
+    assert all(readings[g].power_source == pb.POWER_SOURCE_MEASURED for g in rig.gpus)
+    unknown = set(power.unknown_device_ids)
+    assert unknown == {d for d, t in readings.items() if not t.HasField("power_w")}
+
+
+def test_curtail_to_half_then_expiry_restores_every_device(rig: Rig) -> None:
+    before = state(rig)
+    _, power = telemetry(rig)
+    target = power.total_w / 2
+    op = curtail(rig, target, expiry_s=12)
+    assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
+    phases = [p.phase for p in op.phases]
+    assert phases[0] == pb.SWITCH_PHASE_SHEDDING and phases[-1] == pb.SWITCH_PHASE_CONFIRMED
+    c = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10).curtailment
+    assert c.state == "confirmed" and c.operation_id == op.operation_id
+    assert c.below_target_after_s < 30 and c.source.startswith("unix:")
+    _, now = telemetry(rig)
+    assert now.total_w <= target, "below target, read from telemetry"
+    shed = {p.device_id for p in op.phases if p.device_id}
+    assert rig.gpus[1] not in shed or phases.count(pb.SWITCH_PHASE_SHEDDING) > 4, \
+        "inference is shed last"
+    # While it holds, a switch may stop a workload but not start one.
+    with pytest.raises(grpc.RpcError) as info:
+        rig.rigd.stub().SetWorkload(pb.SetWorkloadRequest(
+            device_ids=[rig.gpus[0]], workload=pb.Workload(kind=pb.WORKLOAD_KIND_HASHING)),
+            timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no workload starts before it ends" in (info.value.details() or "")
+    restored(rig, before)  # the expiry (12 s) puts everything back
+    listed = rig.rigd.stub().ListOperations(pb.ListOperationsRequest(limit=5), timeout=10)
+    restore = next(o for o in listed.operations if o.kind == "restore_curtailment")
+    assert restore.state == pb.OPERATION_STATE_SUCCEEDED and "expired" in restore.detail
+    assert not rig.rigd.stub().GetInventory(pb.GetInventoryRequest(),
+                                            timeout=10).HasField("curtailment")
+
+
+def test_cancel_restores_and_a_lower_target_replaces(rig: Rig) -> None:
+    before = state(rig)
+    _, power = telemetry(rig)
+    first = curtail(rig, power.total_w * 0.8)
+    assert first.state == pb.OPERATION_STATE_SUCCEEDED, first.error
+    second = curtail(rig, power.total_w * 0.6, reason="deeper")
+    assert second.state == pb.OPERATION_STATE_SUCCEEDED, second.error
+    c = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10).curtailment
+    assert c.operation_id == second.operation_id and c.reason == "deeper"
+    assert c.rig_power_before_w == pytest.approx(power.total_w, rel=0.05), \
+        "the replacement keeps the state from before the first"
+    with pytest.raises(grpc.RpcError) as info:  # giving load back in place: refused
+        rig.rigd.stub().Curtail(pb.CurtailRequest(rig_power_target_w=power.total_w * 0.9,
+                                                  deadline_s=10, expiry_s=60), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "CancelCurtailment, then Curtail again" in (info.value.details() or "")
+    restore = cancel(rig)
+    assert restore.state == pb.OPERATION_STATE_SUCCEEDED, restore.error
+    restored(rig, before)
+
+
+def test_a_target_below_the_rig_floor_reports_the_shortfall(rig: Rig) -> None:
+    before = state(rig)
+    op = curtail(rig, 100.0, deadline_s=20)
+    assert op.state == pb.OPERATION_STATE_FAILED
+    assert "target 100 W not met" in op.error and "W above" in op.error
+    c = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10).curtailment
+    assert c.state == "target_not_met" and c.shortfall_w > HOST_W - 100
+    readings, power = telemetry(rig)
+    assert power.total_w > 100
+    assert readings[rig.gpus[1]].workload.kind in (0, pb.WORKLOAD_KIND_IDLE), \
+        "everything the order allows is shed, inference included"
+    assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
+    restored(rig, before)
+
+
+@pytest.mark.parametrize(
+    ("target_w", "deadline_s", "expiry_s", "reason", "fragment"),
+    [
+        (-5.0, 10, 60, "", "must be a positive number of watts"),
+        (math.nan, 10, 60, "", "must be a positive number of watts"),
+        (0.0, 10, 60, "", "must be a positive number of watts"),
+        (math.inf, 10, 60, "", "must be a positive number of watts"),
+        (1000.0, 0, 60, "", "deadline_s must be within 1 .. 3600"),
+        (1000.0, 3601, 7200, "", "deadline_s must be within 1 .. 3600"),
+        (1000.0, 10, 0, "", "expiry_s must be within 1 .. 86400"),
+        (1000.0, 10, 86401, "", "expiry_s must be within 1 .. 86400"),
+        (1000.0, 60, 30, "", "must not come before deadline_s"),
+        (1000.0, 10, 60, "x" * 201, "reason: at most 200 characters"),
+    ],
+)
+def test_bad_curtail_requests_are_refused(rig: Rig, target_w: float, deadline_s: int,
+                                          expiry_s: int, reason: str, fragment: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        rig.rigd.stub().Curtail(pb.CurtailRequest(
+            rig_power_target_w=target_w, deadline_s=deadline_s, expiry_s=expiry_s,
+            reason=reason), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in (info.value.details() or "")
+    assert not rig.rigd.stub().GetInventory(pb.GetInventoryRequest(),
+                                            timeout=10).HasField("curtailment")
+
+
+def test_cancel_without_a_curtailment_is_refused(rig: Rig) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        rig.rigd.stub().CancelCurtailment(pb.CancelCurtailmentRequest(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_viewers_cannot_curtail(rig: Rig) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        rig.rigd.stub(tcp=True).Curtail(pb.CurtailRequest(
+            rig_power_target_w=1000, deadline_s=10, expiry_s=60), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    lines = rig.rigd.audit_path.read_text().splitlines()
+    assert '"method": "Curtail"' in lines[-1] and "PERMISSION_DENIED" in lines[-1]
+
+
+# ---- the operator's settings and restarts: rigs of their own ---------------------------------
+
+
+def test_an_operator_limit_set_during_a_curtailment_survives_it(tmp_path: Path,
+                                                                pool: PoolThread) -> None:
+    with SimFleet.of(["luxos"], warmup_s=0.3) as fleet:
+        rig = build_rig(tmp_path, pool, fleet, order=["gpu_power_limit", "hashing_stop"],
+                        intensity=1.0)
+        try:
+            stub = rig.rigd.stub(tcp=True)
+            md = bearer(OPERATOR_TOKEN)
+            readings, power = telemetry(rig)
+            gpu = rig.gpus[0]
+            # Enough to need the GPU caps and the miner turned down.
+            op = curtail(rig, power.total_w - 200 - readings[rig.asics[0]].power_w / 2)
+            assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
+            capped = telemetry(rig)[0][gpu]
+            assert capped.power_limit_w == capped.gpu.power_limit_min_w
+            reply = stub.SetPowerLimit(pb.SetPowerLimitRequest(device_id=gpu,
+                                                               power_limit_w=450),
+                                       metadata=md, timeout=10)
+            assert reply.requested_w == 450 and reply.power_limit_w == capped.power_limit_w
+            assert "capped at" in reply.detail
+            luxos = rig.asics[0]
+            reply = stub.SetPowerLimit(pb.SetPowerLimitRequest(device_id=luxos,
+                                                               power_limit_w=1900),
+                                       metadata=md, timeout=10)
+            assert "applies when it ends" in reply.detail
+            assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
+            readings, _ = telemetry(rig)
+            assert readings[gpu].power_limit_w == 450, "the operator's limit, not the default"
+            assert readings[luxos].power_limit_w <= 1900
+            assert readings[luxos].power_limit_w > 1000, "the operator's profile, not the cap"
+            # and after a restart the GPU keeps the operator's value (the cap is gone for good)
+            assert rig.rigd.stop() == 0
+            rig.rigd = rig.rigd.restart()
+            assert telemetry(rig)[0][gpu].power_limit_w == 450
+        finally:
+            rig.rigd.stop()
+
+
+def test_a_restart_keeps_the_curtailment_until_its_expiry(tmp_path: Path,
+                                                          pool: PoolThread) -> None:
+    with SimFleet.of(["antminer", "whatsminer"], warmup_s=0.3) as fleet:
+        rig = build_rig(tmp_path, pool, fleet)
+        try:
+            before = state(rig)
+            _, power = telemetry(rig)
+            target = power.total_w / 2
+            op = curtail(rig, target, expiry_s=25)
+            assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
+            assert rig.rigd.stop() == 0
+            rig.rigd = rig.rigd.restart()
+            c = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10).curtailment
+            assert c.operation_id == op.operation_id, "still in force after the restart"
+            # What the curtailment stopped stays stopped; the rig stays below target.
+            wait_until(rig, lambda t: True)
+            readings, now = telemetry(rig)
+            assert now.total_w <= target
+            assert readings[rig.gpus[0]].workload.kind in (0, pb.WORKLOAD_KIND_IDLE)
+            restored(rig, before)  # at the expiry
+        finally:
+            rig.rigd.stop()
