@@ -47,6 +47,7 @@ STEADY_FRACTION = 0.005
 MARGIN = 0.95  # plan for a little below the target: predictions are only predictions
 GPU_IDLE_FRACTION = 0.1  # of the default power limit: what an idle GPU still draws
 ASIC_LOW_SAVING = 0.25  # a miner's low-power mode saves about a quarter
+ASIC_LIMIT_FLOOR = 0.5  # of its present draw: as low as a miner's power limit is taken
 ASIC_STANDBY_W = 15.0
 
 
@@ -229,7 +230,8 @@ class Curtailer:
                 if op.outcomes[device_id].state == OperationState.RUNNING:
                     self.ops.settle(op, device_id, OperationState.SUCCEEDED)
             self._journal()
-            self.ops.finish(op, "" if c.state == "confirmed" else op.error)
+            missed = c.state != "confirmed"
+            self.ops.finish(op, op.error if missed else "", failed=missed)
 
     async def _missed(self, op: Operation, c: Curtailment) -> None:
         power = await self.rig_power()
@@ -242,7 +244,6 @@ class Curtailer:
         op.error = (f"target {c.target_w:g} W not met: the rig reads {power.total_w:.0f} W, "
                     f"{c.shortfall_w:.0f} W above ({why}{unknown})")
         self.ops.begin(op, "", Phase.FAILED, op.error)
-        op.state = OperationState.FAILED
 
     async def _confirm(self, c: Curtailment, started: float) -> float | None:
         """Seconds from the command to a reading below target; None once the rig's power has
@@ -324,9 +325,12 @@ class Curtailer:
         if Capability.SET_POWER_LIMIT in device.capabilities and limits is not None:
             with contextlib.suppress(HalError):
                 low_high = limits()
-                if low_high is not None and low_high[0] < power:
-                    actions.append(Action(device.id, step, "asic_limit", low_high[0],
-                                          power - low_high[0]))
+                # An API's range may reach far below what hash boards can run at (Whatsminer
+                # takes 1 W): aim no lower than half the present draw.
+                floor = max(low_high[0], ASIC_LIMIT_FLOOR * power) if low_high else power
+                if floor < power:
+                    actions.append(Action(device.id, step, "asic_limit", round(floor),
+                                          power - floor))
         if not actions and "low" in self._power_modes(device):
             actions.append(Action(device.id, step, "asic_mode", "low", power * ASIC_LOW_SAVING))
         if Capability.SLEEP_WAKE in device.capabilities:

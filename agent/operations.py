@@ -176,11 +176,14 @@ class Operations:
         op.outcomes[device_id] = DeviceOutcome(device_id, state, error)
         self.changed(op)
 
-    def finish(self, op: Operation, error: str = "") -> None:
-        """The whole operation ends with its worst device outcome."""
+    def finish(self, op: Operation, error: str = "", failed: bool = False) -> None:
+        """The whole operation ends with its worst device outcome (or FAILED, when the
+        operation as a whole failed: a curtailment that missed its target)."""
         for device_id in op.device_ids:
             self._close(op, device_id)
         states = [o.state for o in op.outcomes.values()] or [OperationState.SUCCEEDED]
+        if failed:
+            states.append(OperationState.FAILED)
         op.state = max(states, key=_SEVERITY.__getitem__)
         if op.state == OperationState.RUNNING:  # a device never settled: a bug, not success
             op.state = OperationState.FAILED

@@ -144,16 +144,17 @@ def state(rig: Rig) -> dict[str, tuple[Any, ...]]:
             t.power_limit_w if t.HasField("power_limit_w") else None,
             t.asic.is_mining if t.HasField("asic") else None,
         )
-    for index, miner in enumerate(rig.fleet.miners):  # and what each firmware holds
-        out[f"sim{index}"] = (miner.state.sleeping, miner.state.power_target_w,
-                              getattr(miner, "low_power", None))
+    for index, miner in enumerate(rig.fleet.miners):  # and the modes each firmware holds
+        out[f"sim{index}"] = (miner.state.sleeping, getattr(miner, "low_power", None),
+                              getattr(miner, "profile", None))
     return out
 
 
 def restored(rig: Rig, before: dict[str, tuple[Any, ...]]) -> None:
     deadline = time.monotonic() + 60
-    while state(rig) != before:
-        assert time.monotonic() < deadline, (state(rig), before)
+    while (now := state(rig)) != before:
+        changed = {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}
+        assert time.monotonic() < deadline, f"not as before: {changed}"
         time.sleep(0.2)
 
 
@@ -183,7 +184,7 @@ def test_curtail_to_half_then_expiry_restores_every_device(rig: Rig) -> None:
     before = state(rig)
     _, power = telemetry(rig)
     target = power.total_w / 2
-    op = curtail(rig, target, expiry_s=12)
+    op = curtail(rig, target, expiry_s=12, deadline_s=10)
     assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
     phases = [p.phase for p in op.phases]
     assert phases[0] == pb.SWITCH_PHASE_SHEDDING and phases[-1] == pb.SWITCH_PHASE_CONFIRMED
@@ -301,8 +302,10 @@ def test_an_operator_limit_set_during_a_curtailment_survives_it(tmp_path: Path,
             md = bearer(OPERATOR_TOKEN)
             readings, power = telemetry(rig)
             gpu = rig.gpus[0]
-            # Enough to need the GPU caps and the miner turned down.
-            op = curtail(rig, power.total_w - 200 - readings[rig.asics[0]].power_w / 2)
+            # Enough to need both GPU caps and the miner turned down.
+            caps = sum(readings[g].power_w - readings[g].gpu.power_limit_min_w
+                       for g in rig.gpus)
+            op = curtail(rig, power.total_w - caps - readings[rig.asics[0]].power_w / 3)
             assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
             capped = telemetry(rig)[0][gpu]
             assert capped.power_limit_w == capped.gpu.power_limit_min_w
@@ -337,7 +340,7 @@ def test_a_restart_keeps_the_curtailment_until_its_expiry(tmp_path: Path,
             before = state(rig)
             _, power = telemetry(rig)
             target = power.total_w / 2
-            op = curtail(rig, target, expiry_s=25)
+            op = curtail(rig, target, expiry_s=25, deadline_s=10)
             assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
             assert rig.rigd.stop() == 0
             rig.rigd = rig.rigd.restart()

@@ -134,3 +134,40 @@ def test_no_permission_becomes_permission_denied_with_hint(rig: SimRig) -> None:
     assert result["telemetry_ok"] == 700.0
     assert rig.control.read().gpus[0].power_limit_mw == 0
     assert rig.desired() == {}
+
+
+def test_a_power_cap_holds_the_gpu_below_its_desired_limit_and_never_replaces_it(
+    rig: SimRig
+) -> None:
+    uuid = rig.control.read().gpus[0].uuid
+    result = rig.run("""
+        gpu = discover()[0]
+        gpu.set_power_limit(600)
+        gpu.set_power_cap(300)
+        capped = gpu.telemetry().power_limit_w
+        gpu.set_power_limit(500)                 # the operator changes it under the cap
+        still = gpu.telemetry().power_limit_w
+        bad = error_of(gpu.set_power_cap, 100)   # below the GPU's range: refused
+        gpu.set_power_cap(None)
+        emit({"capped": capped, "still": still, "bad": bad,
+              "lifted": gpu.telemetry().power_limit_w})
+    """)
+    assert result["capped"] == 300.0 and result["still"] == 300.0
+    assert result["bad"]["type"] == "InvalidArgument" and "200-700 W" in result["bad"]["message"]
+    assert result["lifted"] == 500.0, "the operator's latest limit, not the cap, not 600"
+    assert rig.desired()[uuid]["power_limit_w"] == 500.0, "the cap is never desired state"
+
+
+def test_a_cap_is_applied_again_after_a_driver_reload_and_forgotten_by_a_restart(
+    rig: SimRig
+) -> None:
+    result = rig.run("""
+        gpu = discover()[0]
+        gpu.set_power_limit(600)
+        gpu.set_power_cap(250)
+        SIM.driver_reload()          # the driver forgets every limit...
+        emit(gpu.telemetry().power_limit_w)   # ...and the reading re-applies the lower one
+    """)
+    assert result == 250.0
+    # A new process (an agent restart) knows only the desired state; its owner caps again.
+    assert rig.run("emit(discover()[0].telemetry().power_limit_w)") == 600.0
