@@ -365,6 +365,58 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_curtailment(inv: pb.GetInventoryResponse, power: pb.RigPower) -> str:
+    rig = (f"rig {power.total_w:.0f} W (measured {power.measured_w:.0f} W + estimated "
+           f"{power.estimated_w:.0f} W)")
+    if power.unknown_device_ids:
+        rig += f"; no power reading from {', '.join(power.unknown_device_ids)}"
+    if not inv.HasField("curtailment"):
+        return f"no curtailment in force; {rig}"
+    c = inv.curtailment
+    expires = c.expire_time.ToDatetime().strftime("%H:%M:%S UTC")
+    lines = [f"curtailment {c.operation_id}: target {c.rig_power_target_w:.0f} W, {c.state}, "
+             f"until {expires} ({c.reason or 'no reason'}; by {c.source})", rig]
+    if c.HasField("below_target_after_s"):
+        lines.append(f"below target {c.below_target_after_s:.1f} s after the command "
+                     f"(from {c.rig_power_before_w:.0f} W)")
+    if c.HasField("shortfall_w"):
+        lines.append(f"target missed by {c.shortfall_w:.0f} W")
+    return "\n".join(lines)
+
+
+def cmd_curtail(args: argparse.Namespace) -> int:
+    if args.target == "status":
+        inv = _call(args, lambda s, md: s.GetInventory(pb.GetInventoryRequest(), metadata=md,
+                                                       timeout=args.timeout))
+        power = _call(args, lambda s, md: s.GetTelemetry(pb.GetTelemetryRequest(), metadata=md,
+                                                         timeout=args.timeout)).rig_power
+        if args.json:
+            _print_json(inv.curtailment)
+            _print_json(power)
+        else:
+            print(format_curtailment(inv, power))
+        return 0
+    if args.target == "cancel":
+        op = _call(args, lambda s, md: s.CancelCurtailment(pb.CancelCurtailmentRequest(
+            fencing_token=args.fencing_token), metadata=md, timeout=args.timeout)).operation
+    else:
+        try:
+            watts = float(args.target)
+        except ValueError:
+            raise CliError(f"curtail: give WATTS, status or cancel; got {args.target!r}") from None
+        op = _call(args, lambda s, md: s.Curtail(pb.CurtailRequest(
+            rig_power_target_w=watts, deadline_s=args.deadline, expiry_s=args.expiry,
+            reason=args.reason, fencing_token=args.fencing_token), metadata=md,
+            timeout=args.timeout)).operation
+    if args.no_wait:
+        _print_json(op) if args.json else print(op.operation_id)
+        return 0
+    final = _watch_operation(args, op.operation_id)
+    if not args.json:
+        print(f"{OP_STATES[final.state]}" + (f": {final.error}" if final.error else ""))
+    return 0 if final.state == pb.OPERATION_STATE_SUCCEEDED else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rigctl", description="Operate a rig through rigd.")
     parser.add_argument("--socket", default=os.environ.get("RIGD_SOCKET", default_socket_path()),
@@ -416,6 +468,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ops)
+
+    p = sub.add_parser("curtail", help="curtail the rig: WATTS, status or cancel")
+    p.add_argument("target", metavar="WATTS|status|cancel",
+                   help="rig power target in watts, or status, or cancel")
+    p.add_argument("--deadline", type=int, default=60, metavar="S",
+                   help="seconds allowed to get below target (default 60)")
+    p.add_argument("--expiry", type=int, default=3600, metavar="S",
+                   help="seconds until it lifts by itself (default 3600)")
+    p.add_argument("--reason", default="", help="free text for the audit log")
+    p.add_argument("--fencing-token", type=int, default=0)
+    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_curtail)
 
     try:
         from agent.fpga_cli import add_fpga_parser

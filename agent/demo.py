@@ -24,6 +24,7 @@ log = structlog.get_logger("rigd.demo")
 # Four GPUs whose hashing runs on the CPU: an eighth each leaves half the CPU to rigd, the
 # inference runtimes and the visitor's shell.
 DEMO_INTENSITY = 0.125
+DEMO_HOST_W = 250.0  # the host's own draw, estimated: nothing measures it
 DEMO_SHARE_DIFFICULTY = 0.02  # ~2^26 hashes a share: one every few seconds on PoCL
 
 
@@ -86,6 +87,7 @@ class DemoRig:
             config, rig_id="demo-rig", hashing=hashing, compute_facets=facets,
             pool_urls=(self.pool_url,), pool_user="demo.rig",
             state_dir=str(self.workdir / "state"), min_dwell_s=0.0,
+            host_power_w=DEMO_HOST_W,
         )
         return config, dict(self.backend_options)
 
