@@ -22,7 +22,8 @@ rigd. A later interval or a modified event with a lower target replaces the curt
 one is CancelCurtailment, then Curtail (the Curtailer never raises a target in place). A
 cancelled event, or the end of its last interval, restores the rig. An operator's curtailment in
 force with a lower target is left alone; the event's, if lower, replaces it (and ends with the
-event).
+event). An operator's CancelCurtailment of an event's curtailment wins: the VTN hears optOut. A
+curtailment journaled before a restart is left to its expiry until its event comes again.
 
 The session with the VTN: register, offer the reports, fetch the events, then poll. Three polls
 in a row without a good answer (no answer, a reply that is not OpenADR, an error code) end the
@@ -295,6 +296,7 @@ class Ven:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._power: tuple[float, RigPower] | None = None
+        self._applied: str | None = None  # the event whose curtailment this VEN put in force
 
     def start(self) -> None:
         handler = _ToLog()
@@ -421,7 +423,7 @@ class Ven:
 
     async def _exchange(self, perform: Callable[..., Any], service: str, message: Any) -> Any:
         """One request to the VTN, counted good only if a valid OpenADR answer with code 200
-        came back; otherwise a log line says what came instead."""
+        came back; otherwise `exchanges.problem` says what came instead."""
         self.exchanges.reply = None
         result = await perform(service, message)
         if not isinstance(result, tuple):  # openleadr's answer to an empty reply: make it usual
@@ -440,8 +442,8 @@ class Ven:
         else:
             problem = f"a reply that is not valid OpenADR: {self._reply_excerpt()}"
         self.exchanges.problem = f"{service}: {problem}"
-        log.warning("openadr_bad_exchange", vtn_url=self.config.openadr_vtn_url,
-                    problem=self.exchanges.problem)
+        # debug: openleadr's own line says what failed, and the session's lines sum it up
+        log.debug("openadr_bad_exchange", problem=self.exchanges.problem)
         return result
 
     def _received(self, content: str) -> None:
@@ -537,34 +539,56 @@ class Ven:
     async def _reconcile(self) -> float | None:
         """Bring the Curtailer to what the events ask now; returns when to look again."""
         now = time.time()
-        for event_id, plan in list(self.plans.items()):
-            if plan.end_unix_s <= now:
-                self._drop(event_id, "over")
+        for ended in [p.event_id for p in self.plans.values() if p.end_unix_s <= now]:
+            self._drop(ended, "over")
         wanted = await self._wanted(now)
         await self._restores_done()
         # From here to each Curtailer call nothing awaits: its expiry cannot slip in between.
         current = self.curtailer.current
-        ours = current is not None and current.source.startswith(SOURCE_PREFIX)
+        if self._overridden(current) and wanted is not None and wanted[0].refused:
+            wanted = None
+            self._wake.set()  # another event may still ask for something: look again
+        event_id = current.source[len(SOURCE_PREFIX):] \
+            if current is not None and current.source.startswith(SOURCE_PREFIX) else ""
+        # A curtailment of an event this VEN knows; another (an operator's, or one journaled
+        # before a restart whose event the VTN has not sent again yet) is left to its expiry.
+        known = bool(event_id) and (event_id in self.plans or event_id in self.endings)
         if wanted is None:
-            if current is not None and ours:
-                event_id = current.source[len(SOURCE_PREFIX):]
-                await self._lift(f"OpenADR event {event_id} "
-                                 f"{self.endings.pop(event_id, 'over')}")
+            if known:
+                await self._lift(f"OpenADR event {event_id} {self.endings.pop(event_id, 'over')}")
         else:
             plan, target_w = wanted
             same = current is not None and current.source == plan.source \
                 and abs(current.target_w - target_w) < 0.5 \
                 and abs(current.expire_unix_s - plan.end_unix_s) < 1.0
-            if current is not None and ours and not same and target_w > current.target_w:
-                await self._lift(f"OpenADR event {plan.event_id} gives load back: "
-                                 f"{current.target_w:g} W -> {target_w:g} W")
+            if current is not None and known and not same and target_w > current.target_w:
+                await self._lift(
+                    f"OpenADR event {event_id} gives load back: {current.target_w:g} W -> "
+                    f"{target_w:g} W" if event_id == plan.event_id else
+                    f"OpenADR event {event_id} {self.endings.pop(event_id, 'over')}; "
+                    f"event {plan.event_id} holds the rig at {target_w:g} W")
                 current = None
-            if current is None or (ours and not same) or current.target_w > target_w:
+            if current is None or (known and not same) or current.target_w > target_w:
                 await self._curtail(plan, target_w)
         if not self.plans and self.curtailer.current is None:
             self.endings.clear()
         changes = [t for p in self.plans.values() if (t := p.next_change(now)) is not None]
         return min(changes, default=None)
+
+    def _overridden(self, current: Any) -> bool:
+        """The curtailment this VEN put in force was cancelled on the rig (CancelCurtailment by
+        an operator) before its event ended: the operator wins, and the VTN hears optOut."""
+        event_id = self._applied
+        if event_id is None or current is not None:
+            return False
+        self._applied = None
+        plan = self.plans.get(event_id)
+        if plan is None or plan.end_unix_s <= time.time() + 1:
+            return False
+        log.warning("openadr_overridden", event_id=event_id,
+                    why="its curtailment was cancelled on the rig")
+        self._opt_out_late(plan, "the rig's operator cancelled its curtailment")
+        return True
 
     async def _wanted(self, now: float) -> tuple[EventPlan, float] | None:
         """The event with the lowest target now, and that target in watts."""
@@ -617,6 +641,7 @@ class Ven:
                       error=str(exc))
             self._opt_out_late(plan, f"rigd refused the target: {exc}")
             return
+        self._applied = plan.event_id
         self._audit("Curtail", plan.source, request, "OK", op.operation_id)
         log.info("openadr_curtail", event_id=plan.event_id, target_w=target_w,
                  operation_id=op.operation_id, deadline_s=round(deadline_s, 1),
@@ -624,6 +649,7 @@ class Ven:
 
     async def _lift(self, why: str) -> None:
         source = self.curtailer.current.source if self.curtailer.current else ""
+        self._applied = None
         op = await self.curtailer.cancel(why)
         if op is None:
             return
