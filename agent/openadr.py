@@ -309,6 +309,10 @@ class Ven:
         self._spawn(self._reconcile_loop(), "openadr-events")
         log.info("openadr_started", vtn_url=self.config.openadr_vtn_url, ven_name=self.ven_name,
                  signed=bool(self.config.openadr_cert_file))
+        if self.config.openadr_cert_file:  # what the VTN's operator must be given out of band
+            with open(self.config.openadr_cert_file, encoding="ascii") as f:
+                fingerprint = self.openleadr.utils.certificate_fingerprint(f.read())
+            log.info("openadr_ven_fingerprint", fingerprint=fingerprint)
 
     async def stop(self) -> None:
         """Bounded: a VTN that hangs does not hold rigd's shutdown. Curtailments stay to their

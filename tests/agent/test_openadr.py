@@ -3,7 +3,8 @@ simulated GPUs hashing on PoCL, simulated miners of three firmware families, the
 configured figure. A dispatched event curtails the rig (opted in, reported on); cancelling it
 restores every device; a SIMPLE level goes through the configured table; a VTN that disappears
 leaves the curtailment to expire at the event's end; signals rigd does not understand, and a VTN
-that answers garbage, are refused clearly. Waits poll with deadlines; sleeps are safety nets."""
+that answers garbage, are refused clearly; TLS with client certificates and signed messages work
+both ways. Waits poll with deadlines; sleeps are safety nets."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 from openleadr import OpenADRServer, hooks, utils
+from openleadr.utils import certificate_fingerprint
 
 from agent.api import pb
 from agent.auth import AuditLog
@@ -50,8 +52,11 @@ T = TypeVar("T")
 class Vtn:
     """openleadr's VTN on its own event loop in a thread, recording what the VEN tells it."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, pki: Path | None = None, ven_fingerprint: str = "") -> None:
+        """With `pki`: https with client certificates, and signed messages both ways."""
         self.port = port
+        self.pki = pki
+        self.ven_fingerprint = ven_fingerprint
         self.registrations = 0
         self.responses: list[dict[str, Any]] = []  # every eventResponse of oadrCreatedEvent
         self.reports: list[tuple[str, float]] = []  # (resource id, watts)
@@ -63,7 +68,8 @@ class Vtn:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/OpenADR2/Simple/2.0b"
+        scheme = "https" if self.pki else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/OpenADR2/Simple/2.0b"
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
@@ -76,8 +82,14 @@ class Vtn:
         return result
 
     async def _start(self) -> Any:
+        tls: dict[str, Any] = {}
+        if self.pki is not None:
+            cert, key = str(self.pki / "server.pem"), str(self.pki / "server.key")
+            tls = {"cert": cert, "key": key, "http_cert": cert, "http_key": key,
+                   "http_ca_file": str(self.pki / "ca.pem"), "ven_lookup": self._lookup}
         server = OpenADRServer(vtn_id="TEST-VTN", http_port=self.port,
-                               requested_poll_freq=timedelta(seconds=1), show_fingerprint=False)
+                               requested_poll_freq=timedelta(seconds=1), show_fingerprint=False,
+                               **tls)
         server.add_handler("on_create_party_registration", self._register)
         server.add_handler("on_register_report", self._offered)
         await server.run()
@@ -86,6 +98,11 @@ class Vtn:
     def _register(self, payload: dict[str, Any]) -> tuple[str, str]:
         self.registrations += 1
         return f"ven-{payload['ven_name']}", f"reg-{self.registrations}"
+
+    def _lookup(self, ven_id: str) -> dict[str, str]:
+        """The VEN as provisioned out of band: its venID and certificate fingerprint."""
+        return {"ven_id": VEN_ID, "ven_name": "test-rig", "registration_id": "reg-signed",
+                "fingerprint": self.ven_fingerprint} if ven_id == VEN_ID else {}
 
     def _offered(self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
                  min_sampling_interval: timedelta, max_sampling_interval: timedelta
@@ -216,7 +233,11 @@ def rig_w(rig: Rig) -> float:
 
 
 def curtailment(rig: Rig) -> pb.Curtailment | None:
-    inventory = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10)
+    return curtailment_of(rig.rigd)
+
+
+def curtailment_of(rigd: RigdProcess) -> pb.Curtailment | None:
+    inventory = rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10)
     return inventory.curtailment if inventory.HasField("curtailment") else None
 
 
@@ -234,11 +255,12 @@ def state(rig: Rig) -> dict[str, tuple[Any, ...]]:
 
 
 def log_lines(rig: Rig, event: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in rig.rigd.log_path.read_text().splitlines():
-        if f'"event": "{event}"' in line:
-            lines.append(json.loads(line))
-    return lines
+    return log_of(rig.rigd, event)
+
+
+def log_of(rigd: RigdProcess, event: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in rigd.log_path.read_text().splitlines()
+            if f'"event": "{event}"' in line]
 
 
 def settled(rig: Rig) -> dict[str, tuple[Any, ...]]:
@@ -250,7 +272,11 @@ def settled(rig: Rig) -> dict[str, tuple[Any, ...]]:
 
 
 def opted(rig: Rig, event_id: str, modification: int = 0) -> dict[str, Any]:
-    answer: dict[str, Any] = wait_for(lambda: rig.vtn.answer(event_id, modification),
+    return opted_on(rig.vtn, event_id, modification)
+
+
+def opted_on(vtn: Vtn, event_id: str, modification: int = 0) -> dict[str, Any]:
+    answer: dict[str, Any] = wait_for(lambda: vtn.answer(event_id, modification),
                                       f"the VEN's answer to {event_id}#{modification}", 30)
     return answer
 
@@ -358,6 +384,29 @@ def test_a_vtn_that_disappears_leaves_the_curtailment_to_expire(rig: Rig) -> Non
     # A VTN back on the same address: the VEN registers again by itself.
     rig.vtn = Vtn(rig.vtn.port)
     wait_for(lambda: rig.vtn.registrations > 0, "registration with the new VTN", 30)
+
+
+def test_signed_messages_over_mutual_tls(tmp_path: Path, pki: Path) -> None:
+    """The VTN checks the VEN's client certificate and signatures, the VEN the VTN's."""
+    vtn = Vtn(free_port(), pki, certificate_fingerprint((pki / "ctrl-a.pem").read_text()))
+    rigd = start_rigd(tmp_path, settings={"power": {"host_w": 1000.0}, "openadr": {
+        "vtn_url": vtn.url, "ven_id": VEN_ID, "poll_interval_s": 0.5,
+        "cert_file": str(pki / "ctrl-a.pem"), "key_file": str(pki / "ctrl-a.key"),
+        "ca_file": str(pki / "ca.pem"),
+        "vtn_fingerprint": certificate_fingerprint((pki / "server.pem").read_text())}})
+    try:
+        wait_for(lambda: vtn.registrations > 0, "a signed registration", 30)
+        vtn.add_event("signed-1", "LOAD_DISPATCH", "setpoint", 600.0, duration_s=600)
+        assert opted_on(vtn, "signed-1")["opt_type"] == "optIn"
+        held = wait_for(lambda: curtailment_of(rigd), "the curtailment")
+        assert held.source == "openadr:signed-1" and held.rig_power_target_w == 600.0
+        vtn.cancel("signed-1")
+        wait_for(lambda: curtailment_of(rigd) is None, "the restore")
+        assert log_of(rigd, "openadr_ven_fingerprint")[0]["fingerprint"] == \
+            certificate_fingerprint((pki / "ctrl-a.pem").read_text())
+    finally:
+        assert rigd.stop() == 0
+        vtn.stop()
 
 
 # ---- a VTN that answers garbage, and a rig without openleadr ----------------------------------
