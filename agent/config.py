@@ -214,7 +214,8 @@ class Config:
                                   help='a venID the VTN provisioned ("" = the VTN assigns one)')
     openadr_poll_interval_s: float = setting(
         0.0, section="openadr", key="poll_interval_s", bounds=(0, 3600),
-        help="how often the VTN is polled for events (0 = as the VTN asks at registration)")
+        help="how often the VTN is polled for events, at least 0.1 (0 = as the VTN asks at "
+             "registration)")
     openadr_report_interval_s: int = setting(
         10, section="openadr", key="report_interval_s", bounds=(1, 3600),
         help="the shortest interval of the rig's power reports (TELEMETRY_USAGE, watts: total, "
@@ -484,6 +485,9 @@ _FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})*")
 
 def _check_openadr(config: Config, source: str) -> None:
     """[openadr]: a URL rigd may use, a level table that makes sense, files that exist."""
+    if 0 < config.openadr_poll_interval_s < 0.1:
+        raise ConfigError(f"{source}: openadr.poll_interval_s: 0 (as the VTN asks) or at least "
+                          f"0.1, got {config.openadr_poll_interval_s!r}")
     levels = config.openadr_simple_levels
     for level, fraction in levels.items():
         if level not in SIMPLE_LEVELS:
