@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
+import re
 import socket
 import tomllib
 import typing
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +202,49 @@ class Config:
                                       bounds=(0.5, 600),
                                       help="how long shed load may take to show in telemetry "
                                            "before the next step is taken")
+    # [openadr]: the OpenADR 2.0b VEN (agent/openadr.py), off unless vtn_url is set
+    openadr_vtn_url: str = setting(
+        "", section="openadr", key="vtn_url",
+        help='the VTN\'s OpenADR 2.0b simpleHttp base URL ("" = no VEN); plain http:// is for '
+             "tests on loopback only, a VTN elsewhere needs https:// with cert_file, key_file "
+             "and ca_file")
+    openadr_ven_name: str = setting("", section="openadr", key="ven_name",
+                                    help="this rig's venName at the VTN (default: rig_id)")
+    openadr_ven_id: str = setting("", section="openadr", key="ven_id",
+                                  help='a venID the VTN provisioned ("" = the VTN assigns one)')
+    openadr_poll_interval_s: float = setting(
+        0.0, section="openadr", key="poll_interval_s", bounds=(0, 3600),
+        help="how often the VTN is polled for events, at least 0.1 (0 = as the VTN asks at "
+             "registration)")
+    openadr_report_interval_s: int = setting(
+        10, section="openadr", key="report_interval_s", bounds=(1, 3600),
+        help="the shortest interval of the rig's power reports (TELEMETRY_USAGE, watts: total, "
+             "measured, estimated); the VTN picks one between this and an hour")
+    openadr_deadline_s: float = setting(
+        60.0, section="openadr", key="deadline_s", bounds=(1, 3600),
+        help="an event's curtailment must read below target this long after the event starts "
+             "(or by the event's end, if sooner)")
+    openadr_simple_levels: dict[str, float] = setting(
+        section="openadr", key="simple_levels",
+        factory=lambda: {"1": 0.75, "2": 0.5, "3": 0.25},
+        help="SIMPLE signal level -> rig power target as a fraction of the rig's power when the "
+             "event starts, in (0, 1], not rising with the level; level 0 is no curtailment, "
+             "a level left out is opted out of")
+    openadr_retry_max_s: float = setting(
+        60.0, section="openadr", key="retry_max_s", bounds=(1, 3600),
+        help="longest wait between attempts to register with a VTN that does not answer well "
+             "(the wait doubles from 1 s)")
+    openadr_cert_file: str = setting("", section="openadr", key="cert_file",
+                                     help="this VEN's certificate (PEM): TLS client certificate "
+                                          "and XML message signatures")
+    openadr_key_file: str = setting("", section="openadr", key="key_file",
+                                    help="its private key (PEM, unencrypted)")
+    openadr_ca_file: str = setting("", section="openadr", key="ca_file",
+                                   help="CA that signs the VTN's TLS certificate")
+    openadr_vtn_fingerprint: str = setting(
+        "", section="openadr", key="vtn_fingerprint",
+        help='the VTN certificate\'s OpenADR fingerprint ("AB:CD:..."); when set, messages '
+             "the VTN does not sign with it are ignored")
     # [inference]
     inference_profiles: dict[str, dict[str, Any]] = setting(
         section="inference", key="profiles", factory=dict,
@@ -426,10 +472,61 @@ def validate(config: Config, source: str = "config") -> None:
     for path in filter(None, tls):
         if not Path(path).is_file():
             raise ConfigError(f"{source}: TLS file {path} does not exist")
+    _check_openadr(config, source)
     try:
         check_options(config.backends, config.backend_options)
     except hal_errors.InvalidArgument as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+SIMPLE_LEVELS = ("1", "2", "3")
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})*")
+
+
+def _check_openadr(config: Config, source: str) -> None:
+    """[openadr]: a URL rigd may use, a level table that makes sense, files that exist."""
+    if 0 < config.openadr_poll_interval_s < 0.1:
+        raise ConfigError(f"{source}: openadr.poll_interval_s: 0 (as the VTN asks) or at least "
+                          f"0.1, got {config.openadr_poll_interval_s!r}")
+    levels = config.openadr_simple_levels
+    for level, fraction in levels.items():
+        if level not in SIMPLE_LEVELS:
+            raise ConfigError(f"{source}: openadr.simple_levels: levels are 1, 2 and 3 (0 is no "
+                              f"curtailment), got {level!r}")
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"{source}: openadr.simple_levels.{level} must be a fraction of "
+                              f"the rig's power in (0, 1], got {fraction!r}")
+    listed = [levels[level] for level in SIMPLE_LEVELS if level in levels]
+    if listed != sorted(listed, reverse=True):
+        raise ConfigError(f"{source}: openadr.simple_levels: a higher level must not leave the "
+                          f"rig more power, got {levels}")
+    if config.openadr_vtn_fingerprint and not _FINGERPRINT.fullmatch(
+            config.openadr_vtn_fingerprint):
+        raise ConfigError(f"{source}: openadr.vtn_fingerprint must be hex pairs separated by "
+                          f"colons, got {config.openadr_vtn_fingerprint!r}")
+    files = (config.openadr_cert_file, config.openadr_key_file, config.openadr_ca_file)
+    if any(files[:2]) and not all(files):
+        raise ConfigError(f"{source}: [openadr] needs cert_file, key_file and ca_file together")
+    for path in filter(None, files):
+        if not Path(path).is_file():
+            raise ConfigError(f"{source}: openadr file {path} does not exist")
+    url = config.openadr_vtn_url
+    if not url:
+        return
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{source}: openadr.vtn_url must be an http:// or https:// URL, got "
+                          f"{url!r}")
+    if not is_loopback(parts.hostname) and not (parts.scheme == "https" and all(files)):
+        raise ConfigError(
+            f"{source}: openadr.vtn_url {url} is not on loopback: a VTN elsewhere needs "
+            "https:// and cert_file, key_file and ca_file (plain http is for tests)")
+    if importlib.util.find_spec("openleadr") is None:
+        raise ConfigError(f"{source}: {OPENLEADR_MISSING}")
+
+
+OPENLEADR_MISSING = ("[openadr] is configured but openleadr is not installed: "
+                     "pip install 'rigd[openadr]' (openleadr==0.5.36)")
 
 
 def parse_address(address: str, source: str = "config") -> tuple[str, int]:
@@ -505,4 +602,7 @@ def _toml_default(s: Setting) -> str:
         return f'"{value}"'
     if isinstance(value, tuple):
         return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {v!r}' for k, v in value.items()) + " }" \
+            if value else "{}"
     return repr(value)

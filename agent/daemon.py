@@ -37,6 +37,7 @@ from agent.health import SERVING, HealthService
 from agent.journal import Journal
 from agent.logs import configure_logging
 from agent.model import Reading
+from agent.openadr import OpenleadrMissing, Ven, load_openleadr
 from agent.operations import Operations
 from agent.power import PowerModel, PowerWriter
 from agent.service import RigAgentService, rpc_handler
@@ -127,6 +128,11 @@ class Agent:
         self.manager: WorkloadManager | None = None
         self.switcher: Switcher | None = None
         self.curtailer: Curtailer | None = None
+        self.ven: Ven | None = None
+        try:  # before anything listens: a missing library is a start-up error
+            self._openleadr = load_openleadr() if config.openadr_vtn_url else None
+        except OpenleadrMissing as exc:
+            raise StartupError(str(exc)) from None
         self.power_model = PowerModel(0.0, {})
         self._bring_up: asyncio.Task[None] | None = None
         self._public_socket: socket.socket | None = None
@@ -238,6 +244,8 @@ class Agent:
                                    PowerWriter(journal))
         self.curtailer.recover()
         self.switcher.start_gate = self.curtailer.blocks_start
+        if self._openleadr is not None:
+            self.ven = Ven(config, self.curtailer, self.audit, self._openleadr)
         self.service = RigAgentService(
             config.rig_id, discovery, self.sampler, self.switcher, self.curtailer,
             config.stream_queue_max, config.max_streams,
@@ -263,12 +271,18 @@ class Agent:
 
     async def _bring_up_workloads(self) -> None:
         """After serving starts: probe the kernel on each compute facet, bring every device
-        back to its desired workload, then supervise."""
+        back to its desired workload, then supervise. Grid events are taken only then, so that
+        a curtailment never races the bring-up."""
         assert self.manager and self.switcher and self.curtailer
-        await self.manager.run_probes()
-        await self.switcher.restore(self.manager.seeds(), self.curtailer.adjust)
-        await self.curtailer.resume()
-        self.manager.start_supervising()
+        try:
+            await self.manager.run_probes()
+            await self.switcher.restore(self.manager.seeds(), self.curtailer.adjust)
+            await self.curtailer.resume()
+            self.manager.start_supervising()
+        finally:
+            task = asyncio.current_task()
+            if self.ven is not None and not (task is not None and task.cancelling()):
+                self.ven.start()
 
     def _enrich(self, reading: Reading) -> Reading:
         """The device's workload in its reading (and its hashrate, where the device itself
@@ -297,6 +311,8 @@ class Agent:
         await asyncio.sleep(config.drain_s)  # listeners open: NOT_SERVING reaches the watchers
         if self.service is not None:
             self.service.stopping = True
+        if self.ven is not None:
+            await self.ven.stop()  # bounded; its curtailment, if any, holds to its expiry
         if self.sampler is not None:
             await self.sampler.stop()  # ends every telemetry stream
         self.operations.close()  # ends every operation watch

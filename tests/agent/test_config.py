@@ -37,6 +37,15 @@ from tests.agent.test_daemon import assert_one_clean_error, run_rigd
         ('[inference.profiles.mine]\nargv = ["x", "{gpu}"]\n', "unknown placeholder"),
         ('[inference.profiles.vllm]\nstop_signal = "SIGSTOP"\n', "stop_signal must be one of"),
         ('[inference.profiles.vllm]\nmodle = "x"\n', "unknown key 'modle'"),
+        ('[openadr]\nvtn_url = "http://192.0.2.7:8080/OpenADR2/Simple/2.0b"\n',
+         "is not on loopback: a VTN elsewhere needs https://"),
+        ('[openadr]\nvtn_url = "127.0.0.1:8080"\n', "must be an http:// or https:// URL"),
+        ('[openadr]\nsimple_levels = { "4" = 0.5 }\n', "levels are 1, 2 and 3"),
+        ('[openadr]\nsimple_levels = { "1" = 0.25, "2" = 0.5 }\n',
+         "a higher level must not leave the rig more power"),
+        ('[openadr]\nsimple_levels = { "1" = 1.5 }\n', "in (0, 1]"),
+        ("[openadr]\ndeadline_s = 0\n", "openadr.deadline_s must be within 1 .. 3600"),
+        ('[openadr]\ncert_file = "/etc/rigd/ven.pem"\n', "cert_file, key_file and ca_file"),
     ],
 )
 def test_check_config_refuses_what_start_up_would(tmp_path: Path, text: str, fragment: str
