@@ -137,6 +137,7 @@ class Curtailer:
         self.power = power
         self.current: Curtailment | None = None
         self._expiry: asyncio.Task[None] | None = None
+        self._restoring: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one curtail, replace or restore at a time
 
     # -- asking ------------------------------------------------------------------------------
@@ -165,6 +166,8 @@ class Curtailer:
     async def curtail(self, target_w: float, deadline_s: float, expiry_s: float, reason: str,
                       source: str) -> Operation:
         """Start (or replace) a curtailment; returns its operation at once."""
+        if self._restoring is not None and not self._restoring.done():
+            await asyncio.shield(self._restoring)  # the restore finishes first: a fresh start
         self.check(target_w, deadline_s, expiry_s, reason)
         now = time.time()
         op = self.ops.create("curtail", [])
@@ -188,8 +191,9 @@ class Curtailer:
         return op
 
     async def cancel(self, why: str = "cancelled") -> Operation | None:
-        """Lift the curtailment now: every device back as it was. None if none is in force."""
-        if self.current is None:
+        """Lift the curtailment now: every device back as it was. None if none is in force
+        (or its restore already runs)."""
+        if self.current is None or (self._restoring is not None and not self._restoring.done()):
             return None
         return self._start_restore(why)
 
@@ -425,7 +429,7 @@ class Curtailer:
         op.detail = f"{why}: curtailment {c.operation_id} to {c.target_w:g} W lifted"
         if self._expiry is not None and self._expiry is not asyncio.current_task():
             self._expiry.cancel()
-        self.switcher.run(op, self._restore(op, c))
+        self._restoring = self.switcher.run(op, self._restore(op, c))
         return op
 
     async def _restore(self, op: Operation, c: Curtailment) -> None:
@@ -510,7 +514,7 @@ class Curtailer:
 
         async def expire() -> None:
             await asyncio.sleep(max(0.0, c.expire_unix_s - time.time()))
-            if self.current is c:
+            if self.current is c and (self._restoring is None or self._restoring.done()):
                 self._start_restore("expired")
 
         self._expiry = asyncio.create_task(expire(), name="curtailment-expiry")

@@ -117,7 +117,7 @@ class Switcher:
         self.run(op, self._switch_all(op, previous, request.specs))
         return op
 
-    def run(self, op: Operation, body: Awaitable[None]) -> None:
+    def run(self, op: Operation, body: Awaitable[None]) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await body
@@ -132,6 +132,7 @@ class Switcher:
         task = asyncio.create_task(guarded(), name=op.operation_id)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _switch_all(self, op: Operation, previous: dict[str, WorkloadSpec],
                           targets: dict[str, WorkloadSpec]) -> None:

@@ -109,6 +109,8 @@ def gpu_response_s(control: SimControl) -> float:
         started = time.monotonic()
         control.detach_load(0, holder.pid)
         while pynvml.nvmlDeviceGetPowerUsage(handle) > loaded * 0.5:
+            if time.monotonic() - started > 30:
+                return float("nan")
             time.sleep(0.005)
         return time.monotonic() - started
     finally:
@@ -174,6 +176,8 @@ miners = [
             stub = wait_socket(sock, proc)
             settle(stub, lambda s: rig_power_w(s) > 100 * 500)
             results = [one_run(stub) for _ in range(runs)]
+            load.kill()  # its loads go with it: GPU 0 is free for the response measurement
+            load.wait()
             os.environ["RIGD_NVML_SIM_STATE"] = options["sim_state_path"]
             import ctypes
 
