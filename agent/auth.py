@@ -49,6 +49,7 @@ METHOD_ROLES: dict[str, str] = {
     "SetPowerLimit": "operator",
     "Curtail": "operator",
     "CancelCurtailment": "operator",
+    "DeviceAction": "operator",
 }
 MUTATING = frozenset(
     {
@@ -59,6 +60,7 @@ MUTATING = frozenset(
         "SetPowerLimit",
         "Curtail",
         "CancelCurtailment",
+        "DeviceAction",
         "RunDiagnostics",  # diagnostics load the hardware
     }
 )

@@ -50,6 +50,12 @@ MIN_STREAM_INTERVAL_MS = round(MIN_INTERVAL_S * 1000)
 MAX_STREAM_INTERVAL_MS = 3_600_000
 MAX_DEVICE_IDS = 10_000
 MAX_DETAIL_CHARS = 1000
+_ACTIONS = {
+    pb.DEVICE_ACTION_SLEEP: ("sleep", Capability.SLEEP_WAKE),
+    pb.DEVICE_ACTION_WAKE: ("wake", Capability.SLEEP_WAKE),
+    pb.DEVICE_ACTION_RESTART: ("restart", Capability.RESTART),
+    pb.DEVICE_ACTION_POOL_SWITCH: ("switch_pool", Capability.POOL_SWITCH),
+}
 # Responses the servicer hands over already serialized (see convert.encode_stream_message).
 _PRESERIALIZED = frozenset({"StreamTelemetry"})
 
@@ -425,6 +431,38 @@ class RigAgentService:
         if op is None:
             raise Abort(grpc.StatusCode.FAILED_PRECONDITION, "no curtailment is in force")
         return pb.CancelCurtailmentResponse(operation=convert.operation(op.snapshot()))
+
+    @_unary
+    async def DeviceAction(self, request: pb.DeviceActionRequest, context: Any
+                           ) -> pb.DeviceActionResponse:
+        (device_id,) = self._device_ids([request.device_id])
+        action = _ACTIONS.get(request.action)
+        if action is None:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        "action must be sleep, wake, restart or pool_switch")
+        name, capability = action
+        device = self.devices[device_id]
+        if capability not in self.workloads.capabilities(device):
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                        f"{device_id} cannot {name.replace('_', ' ')} (capabilities: "
+                        f"{', '.join(sorted(self.workloads.capabilities(device)))})")
+        if request.pool_index and name != "switch_pool":
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "pool_index is for pool_switch only")
+        if request.pool_index > 63:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "pool_index must be within 0 .. 63")
+        self._admit(request.fencing_token)
+        held = self.power.held.get(device_id)
+        if held and name in ("wake", "restart"):
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                        f"curtailment {held} holds {device_id}; it comes back when the "
+                        f"curtailment ends (CancelCurtailment to end it now)")
+        args = (request.pool_index,) if name == "switch_pool" else ()
+        try:
+            await self.power.write(device, getattr(device, name), *args)
+        except errors.HalError as exc:
+            raise status_of(exc) from None
+        log.info("device_action", device_id=device_id, action=name, pool=request.pool_index)
+        return pb.DeviceActionResponse(detail=f"{name.replace('_', ' ')} sent")
 
     @_streaming
     async def RunDiagnostics(self, request: pb.RunDiagnosticsRequest, context: Any

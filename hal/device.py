@@ -92,6 +92,7 @@ class GpuProcess:
 
 @dataclass(frozen=True, slots=True)
 class GpuTelemetry:
+    index: int | None = None  # NVML's index, what nvidia-smi -i takes
     power_limit_default_w: float | None = None
     power_limit_min_w: float | None = None
     power_limit_max_w: float | None = None

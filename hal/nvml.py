@@ -372,7 +372,7 @@ class NvmlGpu(Device):
             self._mark_lost()
             return Telemetry(
                 device_id=self.id, kind=self.kind, health=self._health(),
-                gpu=GpuTelemetry(last_xid=self.last_xid),
+                gpu=GpuTelemetry(index=self.index, last_xid=self.last_xid),
             )
         return reading
 
@@ -395,6 +395,7 @@ class NvmlGpu(Device):
         processes = self._newest("nvmlDeviceGetComputeRunningProcesses_v3",
                                  "nvmlDeviceGetComputeRunningProcesses_v2")
         gpu = GpuTelemetry(
+            index=self.index,
             power_limit_default_w=_w(f(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, h)),
             power_limit_min_w=_w(constraints[0]) if constraints else None,
             power_limit_max_w=_w(constraints[1]) if constraints else None,

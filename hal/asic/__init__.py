@@ -430,6 +430,24 @@ class UnidentifiedMiner(Device):
     def set_power_limit(self, watts: float) -> None:
         self._resolve().set_power_limit(watts)
 
+    def power_limit_range_w(self) -> tuple[float, float] | None:
+        return self._resolve().power_limit_range_w()
+
+    def power_modes(self) -> tuple[str, ...]:
+        return self._resolve().power_modes()
+
+    def power_mode(self) -> str | None:
+        return self._resolve().power_mode()
+
+    def set_power_mode(self, mode: str) -> None:
+        self._resolve().set_power_mode(mode)
+
+    def restart(self) -> None:
+        self._resolve().restart()
+
+    def switch_pool(self, index: int) -> None:
+        self._resolve().switch_pool(index)
+
 
 def discover(options: Mapping[str, Any]) -> list[Device]:
     """Miners the configuration lists; nothing is scanned unless `subnets` says so."""

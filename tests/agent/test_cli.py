@@ -1,4 +1,5 @@
-"""rigctl against a running rigd: tables for people, JSON for scripts, one-line errors."""
+"""rigctl as installed (the `rigctl` entry point) against a running rigd: tables for people,
+JSON for scripts, one-line errors with the right exit code."""
 
 from __future__ import annotations
 
@@ -7,49 +8,115 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.agent.conftest import RigdProcess
 
+RIGCTL = str(Path(sys.executable).with_name("rigctl"))
 
-def rigctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, timeout=60)
+
+def rigctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RIGCTL, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_inventory_table_and_json(rigd: RigdProcess) -> None:
     table = rigctl("--socket", rigd.socket_path, "inventory")
     assert table.returncode == 0, table.stderr
     assert "rig test-rig" in table.stdout
-    assert "DEVICE" in table.stdout and "host/" in table.stdout
-    assert "BACKEND" in table.stdout
-    data = json.loads(rigctl("--socket", rigd.socket_path, "inventory", "--json").stdout)
+    assert "DEVICE" in table.stdout and "BACKEND" in table.stdout
+    assert max(len(line) for line in table.stdout.splitlines()) <= 160
+    data = json.loads(rigctl("inventory", "--json", "--socket", rigd.socket_path).stdout)
+    assert data["schema"] == "rigctl/v1" and data["kind"] == "inventory"
     assert data["rig_id"] == "test-rig"
-    assert data["devices"][0]["kind"] == "DEVICE_KIND_HOST"
+    host = data["devices"][0]
+    assert host["kind"] == "host", "the names the tables use"
+    assert host["simulated"] is False, "false fields are printed too"
+    backend = data["backends"][0]
+    assert backend == {"name": "host", "available": True, "reason": "", "device_count": 1}
 
 
 def test_telemetry_table_json_and_watch(rigd: RigdProcess) -> None:
     table = rigctl("--address", rigd.tcp_address, "telemetry")
     assert table.returncode == 0, table.stderr
-    assert "cpu " in table.stdout and "mem " in table.stdout
-    data = json.loads(rigctl("--address", rigd.tcp_address, "telemetry", "--json").stdout)
+    assert "rig power" in table.stdout and "cpu " in table.stdout
+    data = json.loads(rigctl("telemetry", "--json", "--address", rigd.tcp_address).stdout)
     host = data["devices"][0]["host"]
-    assert int(host["mem_total_bytes"]) > int(host["mem_used_bytes"]) > 0
-    watch = rigctl("--socket", rigd.socket_path, "telemetry", "--watch", "--count", "2",
-                   "--interval-ms", "200")
+    assert isinstance(host["mem_total_bytes"], int), "64-bit numbers are numbers"
+    assert host["mem_total_bytes"] > host["mem_used_bytes"] > 0
+    assert data["devices"][0]["temp_c"] is None or isinstance(data["devices"][0]["temp_c"],
+                                                                float)
+    assert "gpu" in data["devices"][0] and data["devices"][0]["gpu"] is None
+    watch = rigctl("telemetry", "--watch", "--count", "2", "--interval-ms", "200", "--json",
+                   "--socket", rigd.socket_path)
     assert watch.returncode == 0, watch.stderr
-    assert watch.stdout.count("--- #") == 2
+    lines = watch.stdout.splitlines()
+    assert len(lines) == 2 and [json.loads(line)["sequence"] for line in lines] == [1, 2]
+    text = rigctl("telemetry", "--watch", "--count", "2", "--interval-ms", "200",
+                  "--socket", rigd.socket_path)
+    assert text.stdout.count("rigctl telemetry  20") == 2, "each refresh says when it is"
 
 
-def test_unreachable_rigd_is_one_line(tmp_path: Path) -> None:
+def test_unreachable_rigd_is_one_line_and_exit_3(tmp_path: Path) -> None:
     result = rigctl("--socket", str(tmp_path / "none.sock"), "--timeout", "2", "inventory")
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith("rigctl: error:")
+    assert result.returncode == 3
+    assert result.stderr.startswith("rigctl: cannot reach rigd at unix:")
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
 
 
-def test_refusal_is_reported_with_its_code(rigd: RigdProcess) -> None:
-    result = rigctl("--address", rigd.tcp_address, "power-limit", "gpu/none", "300")
+def test_a_refusal_says_what_happened_without_class_names(rigd: RigdProcess) -> None:
+    result = rigctl("--address", rigd.tcp_address, "power-limit", "host", "300")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "rigctl: error: PERMISSION_DENIED: SetPowerLimit needs role operator; anonymous has viewer"
-    )
+        "rigctl: not allowed: SetPowerLimit needs role operator; anonymous has viewer")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("telemetry", "--watch", "--interval-ms", "-5"), "must be within 100 .. 3600000 ms"),
+        (("power-limit", "host", "0"), "must be a positive number of watts"),
+        (("power-limit", "host", "nan"), "must be a positive number of watts"),
+        (("switch", "host", "mining"), "invalid choice: 'mining'"),
+    ],
+)
+def test_bad_command_lines_are_usage_errors(rigd: RigdProcess, args: tuple[str, ...],
+                                            fragment: str) -> None:
+    result = rigctl(*args, "--socket", rigd.socket_path)
+    assert result.returncode == 2
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_devices_are_named_as_the_tables_show_them(rigd: RigdProcess) -> None:
+    result = rigctl("--socket", rigd.socket_path, "telemetry", "-d", "hos", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [d["device_id"][:5] for d in json.loads(result.stdout)["devices"]] == ["host/"]
+    wrong = rigctl("--socket", rigd.socket_path, "telemetry", "-d", "hots")
+    assert wrong.returncode == 1
+    assert "no device 'hots'" in wrong.stderr and "did you mean host/" in wrong.stderr
+    assert "rigctl inventory" in wrong.stderr
+
+
+def test_health_lease_and_ops_commands(rigd: RigdProcess) -> None:
+    health = rigctl("--socket", rigd.socket_path, "health")
+    assert health.returncode == 0 and "rigd: serving" in health.stdout
+    lease = json.loads(rigctl("--socket", rigd.socket_path, "lease", "acquire", "--holder",
+                              "ops-test", "--ttl", "30", "--json").stdout)
+    assert lease["holder"].startswith("ops-test (unix:uid=")
+    assert isinstance(lease["fencing_token"], int)
+    released = rigctl("--socket", rigd.socket_path, "lease", "release", lease["lease_id"])
+    # Another process is another identity over the Unix socket: it may not release it.
+    assert released.returncode == 1 and "not allowed" in released.stderr
+    ops = rigctl("--socket", rigd.socket_path, "ops")
+    assert ops.returncode == 0 and ops.stdout.startswith("OPERATION")
+
+
+def test_every_command_has_help_with_its_options(rigd: RigdProcess) -> None:
+    from agent.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:  # type: ignore[union-attr]
+        result = rigctl(name, "--help")
+        assert result.returncode == 0, name
+        assert "--json" in result.stdout or name == "fpga", name
+    assert "default: 1000" in rigctl("telemetry", "--help").stdout
+    assert "examples:" in rigctl("switch", "--help").stdout

@@ -72,6 +72,14 @@ class SwitchPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SWITCH_PHASE_SHEDDING: _ClassVar[SwitchPhase]
     SWITCH_PHASE_CONFIRMED: _ClassVar[SwitchPhase]
 
+class DeviceActionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEVICE_ACTION_UNSPECIFIED: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_SLEEP: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_WAKE: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_RESTART: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_POOL_SWITCH: _ClassVar[DeviceActionKind]
+
 class DiagnosticLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DIAGNOSTIC_LEVEL_UNSPECIFIED: _ClassVar[DiagnosticLevel]
@@ -127,6 +135,11 @@ SWITCH_PHASE_ROLLED_BACK: SwitchPhase
 SWITCH_PHASE_FAILED: SwitchPhase
 SWITCH_PHASE_SHEDDING: SwitchPhase
 SWITCH_PHASE_CONFIRMED: SwitchPhase
+DEVICE_ACTION_UNSPECIFIED: DeviceActionKind
+DEVICE_ACTION_SLEEP: DeviceActionKind
+DEVICE_ACTION_WAKE: DeviceActionKind
+DEVICE_ACTION_RESTART: DeviceActionKind
+DEVICE_ACTION_POOL_SWITCH: DeviceActionKind
 DIAGNOSTIC_LEVEL_UNSPECIFIED: DiagnosticLevel
 DIAGNOSTIC_LEVEL_QUICK: DiagnosticLevel
 DIAGNOSTIC_LEVEL_MEDIUM: DiagnosticLevel
@@ -223,7 +236,7 @@ class GpuProcess(_message.Message):
     def __init__(self, pid: _Optional[int] = ..., used_mem_bytes: _Optional[int] = ...) -> None: ...
 
 class GpuTelemetry(_message.Message):
-    __slots__ = ("power_limit_default_w", "power_limit_min_w", "power_limit_max_w", "power_limit_enforced_w", "utilization_gpu_pct", "utilization_mem_pct", "mem_total_bytes", "mem_used_bytes", "mem_free_bytes", "clock_sm_mhz", "clock_mem_mhz", "fan_speed_pct", "performance_state", "throttle_reasons", "persistence_mode", "processes", "last_xid")
+    __slots__ = ("power_limit_default_w", "power_limit_min_w", "power_limit_max_w", "power_limit_enforced_w", "utilization_gpu_pct", "utilization_mem_pct", "mem_total_bytes", "mem_used_bytes", "mem_free_bytes", "clock_sm_mhz", "clock_mem_mhz", "fan_speed_pct", "performance_state", "throttle_reasons", "persistence_mode", "processes", "last_xid", "index")
     POWER_LIMIT_DEFAULT_W_FIELD_NUMBER: _ClassVar[int]
     POWER_LIMIT_MIN_W_FIELD_NUMBER: _ClassVar[int]
     POWER_LIMIT_MAX_W_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +254,7 @@ class GpuTelemetry(_message.Message):
     PERSISTENCE_MODE_FIELD_NUMBER: _ClassVar[int]
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     LAST_XID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
     power_limit_default_w: float
     power_limit_min_w: float
     power_limit_max_w: float
@@ -258,7 +272,8 @@ class GpuTelemetry(_message.Message):
     persistence_mode: bool
     processes: _containers.RepeatedCompositeFieldContainer[GpuProcess]
     last_xid: int
-    def __init__(self, power_limit_default_w: _Optional[float] = ..., power_limit_min_w: _Optional[float] = ..., power_limit_max_w: _Optional[float] = ..., power_limit_enforced_w: _Optional[float] = ..., utilization_gpu_pct: _Optional[float] = ..., utilization_mem_pct: _Optional[float] = ..., mem_total_bytes: _Optional[int] = ..., mem_used_bytes: _Optional[int] = ..., mem_free_bytes: _Optional[int] = ..., clock_sm_mhz: _Optional[int] = ..., clock_mem_mhz: _Optional[int] = ..., fan_speed_pct: _Optional[float] = ..., performance_state: _Optional[int] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., persistence_mode: _Optional[bool] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ..., last_xid: _Optional[int] = ...) -> None: ...
+    index: int
+    def __init__(self, power_limit_default_w: _Optional[float] = ..., power_limit_min_w: _Optional[float] = ..., power_limit_max_w: _Optional[float] = ..., power_limit_enforced_w: _Optional[float] = ..., utilization_gpu_pct: _Optional[float] = ..., utilization_mem_pct: _Optional[float] = ..., mem_total_bytes: _Optional[int] = ..., mem_used_bytes: _Optional[int] = ..., mem_free_bytes: _Optional[int] = ..., clock_sm_mhz: _Optional[int] = ..., clock_mem_mhz: _Optional[int] = ..., fan_speed_pct: _Optional[float] = ..., performance_state: _Optional[int] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., persistence_mode: _Optional[bool] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ..., last_xid: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
 
 class AsicBoard(_message.Message):
     __slots__ = ("index", "hashrate_hs", "expected_hashrate_hs", "temp_board_c", "temp_chip_c", "chips", "expected_chips")
@@ -727,6 +742,24 @@ class CancelCurtailmentResponse(_message.Message):
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     operation: Operation
     def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
+
+class DeviceActionRequest(_message.Message):
+    __slots__ = ("device_id", "action", "pool_index", "fencing_token")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    POOL_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    action: DeviceActionKind
+    pool_index: int
+    fencing_token: int
+    def __init__(self, device_id: _Optional[str] = ..., action: _Optional[_Union[DeviceActionKind, str]] = ..., pool_index: _Optional[int] = ..., fencing_token: _Optional[int] = ...) -> None: ...
+
+class DeviceActionResponse(_message.Message):
+    __slots__ = ("detail",)
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    def __init__(self, detail: _Optional[str] = ...) -> None: ...
 
 class RunDiagnosticsRequest(_message.Message):
     __slots__ = ("device_ids", "level")

@@ -101,6 +101,11 @@ class RigAgentStub:
                 request_serializer=rig_dot_v1_dot_rig__agent__pb2.CancelCurtailmentRequest.SerializeToString,
                 response_deserializer=rig_dot_v1_dot_rig__agent__pb2.CancelCurtailmentResponse.FromString,
                 _registered_method=True)
+        self.DeviceAction = channel.unary_unary(
+                '/rig.v1.RigAgent/DeviceAction',
+                request_serializer=rig_dot_v1_dot_rig__agent__pb2.DeviceActionRequest.SerializeToString,
+                response_deserializer=rig_dot_v1_dot_rig__agent__pb2.DeviceActionResponse.FromString,
+                _registered_method=True)
         self.RunDiagnostics = channel.unary_stream(
                 '/rig.v1.RigAgent/RunDiagnostics',
                 request_serializer=rig_dot_v1_dot_rig__agent__pb2.RunDiagnosticsRequest.SerializeToString,
@@ -203,6 +208,13 @@ class RigAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeviceAction(self, request, context):
+        """What a device's capabilities advertise beyond power: sleep, wake, restart, switch pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunDiagnostics(self, request, context):
         """Named diagnostic tests, one streamed result each (like `dcgmi diag`, `xbutil validate`).
         """
@@ -277,6 +289,11 @@ def add_RigAgentServicer_to_server(servicer, server):
                     servicer.CancelCurtailment,
                     request_deserializer=rig_dot_v1_dot_rig__agent__pb2.CancelCurtailmentRequest.FromString,
                     response_serializer=rig_dot_v1_dot_rig__agent__pb2.CancelCurtailmentResponse.SerializeToString,
+            ),
+            'DeviceAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeviceAction,
+                    request_deserializer=rig_dot_v1_dot_rig__agent__pb2.DeviceActionRequest.FromString,
+                    response_serializer=rig_dot_v1_dot_rig__agent__pb2.DeviceActionResponse.SerializeToString,
             ),
             'RunDiagnostics': grpc.unary_stream_rpc_method_handler(
                     servicer.RunDiagnostics,
@@ -637,6 +654,33 @@ class RigAgent:
             '/rig.v1.RigAgent/CancelCurtailment',
             rig_dot_v1_dot_rig__agent__pb2.CancelCurtailmentRequest.SerializeToString,
             rig_dot_v1_dot_rig__agent__pb2.CancelCurtailmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeviceAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rig.v1.RigAgent/DeviceAction',
+            rig_dot_v1_dot_rig__agent__pb2.DeviceActionRequest.SerializeToString,
+            rig_dot_v1_dot_rig__agent__pb2.DeviceActionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,60 @@
+"""rigctl: the operator's CLI for a running rigd, and the local FPGA card tools.
+
+Tables for people, `--json` for scripts (see agent/cli/output.py). Errors are one line saying
+what happened. Exit codes: 0 done; 1 rigd refused the call or the operation failed; 2 the command
+line is wrong; 3 no rigd answered; 4 diagnostics or a validation found a fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent import __version__
+from agent.cli import devices, leases, power, workloads
+from agent.cli.connect import EXIT_UNREACHABLE, CliError, Rig, add_connection_args
+
+COMMANDS = (devices, workloads, power, leases)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true",
+                        help="print JSON (one object per line for streams) instead of tables")
+    add_connection_args(common, after_command=True)
+    parser = argparse.ArgumentParser(
+        prog="rigctl", description="Operate a rig through rigd: devices, workloads, power.",
+        epilog="Run `rigctl COMMAND --help` for a command's options and examples. Exit codes: "
+               "0 done, 1 refused or failed, 2 bad command line, 3 rigd unreachable, "
+               "4 tests found a fault.")
+    parser.add_argument("--version", action="version", version=f"rigctl {__version__}")
+    add_connection_args(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parsers(sub, common)
+    from agent.fpga_cli import add_fpga_parser, run_fpga
+
+    add_fpga_parser(sub).set_defaults(func=None, local=run_fpga)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        local = getattr(args, "local", None)
+        if local is not None:  # runs on this machine, not through rigd
+            result: int = local(args)
+            return result
+        result = args.func(Rig(args), args)
+        return result
+    except CliError as exc:
+        print(f"rigctl: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # piped into `head`
+        sys.stderr.close()
+        return 0
+    except ConnectionError as exc:  # pragma: no cover - grpc reports these as RpcError
+        print(f"rigctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE

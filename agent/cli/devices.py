@@ -1,0 +1,308 @@
+"""rigctl inventory, telemetry, power-limit and the device actions (sleep, wake, restart,
+pool-switch)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from agent.api import pb
+from agent.cli.connect import CliError, Rig
+from agent.cli.output import (
+    HEALTH,
+    KIND,
+    NA,
+    WORKLOAD,
+    WORKLOAD_STATE,
+    clear_screen,
+    emit_json,
+    mib,
+    opt,
+    short_id,
+    si,
+    table,
+    watts,
+)
+
+ACTIONS = {"sleep": pb.DEVICE_ACTION_SLEEP, "wake": pb.DEVICE_ACTION_WAKE,
+           "restart": pb.DEVICE_ACTION_RESTART, "pool-switch": pb.DEVICE_ACTION_POOL_SWITCH}
+
+
+def format_inventory(inv: pb.GetInventoryResponse) -> str:
+    rows = []
+    for d in inv.devices:
+        health = HEALTH[d.health.state] + (f": {d.health.reason}" if d.health.reason else "")
+        name = d.name or NA
+        if d.model and d.model != d.name:
+            name = f"{name} ({d.model})"
+        workload = WORKLOAD[d.workload.kind] if d.HasField("workload") else "idle"
+        rows.append([short_id(d.id), KIND[d.kind], name[:34] + ("*" if d.simulated else ""),
+                     workload, health[:40], ",".join(d.capabilities)])
+    out = [f"rig {inv.rig_id} (rigd {inv.agent_version}, {len(inv.devices)} devices; "
+           f"* = simulated)", ""]
+    out.append(table(["DEVICE", "KIND", "NAME", "WORKLOAD", "HEALTH", "CAPABILITIES"], rows))
+    out += ["", table(["BACKEND", "AVAILABLE", "DEVICES", "REASON"], [
+        [b.name, "yes" if b.available else "no", str(b.device_count), b.reason or ""]
+        for b in inv.backends
+    ])]
+    return "\n".join(out)
+
+
+def _status(t: pb.DeviceTelemetry) -> str:
+    if t.error:
+        return t.error[:50]
+    if t.health.state != pb.HEALTH_STATE_HEALTHY:
+        return (HEALTH[t.health.state] + (f": {t.health.reason}" if t.health.reason else ""))[:50]
+    return "ok"
+
+
+def _workload(t: pb.DeviceTelemetry) -> str:
+    if not t.HasField("workload"):
+        return "idle"
+    w = t.workload
+    text = f"{WORKLOAD[w.kind]} {WORKLOAD_STATE[w.state]}"
+    if w.kind == pb.WORKLOAD_KIND_HASHING and w.HasField("intensity") and w.intensity < 1:
+        text += f" {w.intensity:.0%}"
+    return text
+
+
+def _power(t: pb.DeviceTelemetry) -> str:
+    if not t.HasField("power_w"):
+        return NA
+    text = f"{t.power_w:.0f}W" + ("~" if t.power_source == pb.POWER_SOURCE_ESTIMATED else "")
+    if t.HasField("power_limit_w"):
+        text += f"/{t.power_limit_w:.0f}W"
+    return text
+
+
+def _gpu_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
+    rows = []
+    for t in readings:
+        g = t.gpu
+        mem = (f"{mib(g.mem_used_bytes)}/{mib(g.mem_total_bytes)}"
+               if g.HasField("mem_used_bytes") and g.HasField("mem_total_bytes") else NA)
+        row = [opt(g, "index", str), short_id(t.device_id),
+               opt(t, "temp_c", lambda v: f"{v:.0f}C"), _power(t), mem,
+               opt(g, "utilization_gpu_pct", lambda v: f"{v:.0f}%"), _workload(t),
+               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), _status(t)]
+        if wide:
+            row[-1:-1] = [opt(g, "performance_state", lambda v: f"P{v}"),
+                          opt(g, "clock_sm_mhz", lambda v: f"{v}MHz"), str(len(g.processes)),
+                          opt(g, "last_xid", str)]
+        rows.append(row)
+    headers = ["GPU", "ID", "TEMP", "POWER/CAP", "MEMORY", "UTIL", "WORKLOAD", "HASHRATE",
+               "STATUS"]
+    if wide:
+        headers[-1:-1] = ["PERF", "SM CLK", "PROCS", "XID"]
+    return table(headers, rows)
+
+
+def _asic_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
+    rows = []
+    for t in readings:
+        a = t.asic
+        temps = [b.temp_chip_c for b in a.boards if b.HasField("temp_chip_c")]
+        row = [short_id(t.device_id), a.firmware_family or NA,
+               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), _power(t),
+               f"{max(temps):.0f}C" if temps else NA,
+               opt(a, "is_mining", lambda v: "yes" if v else "no"), _status(t)]
+        if wide:
+            row[-1:-1] = [opt(a, "expected_hashrate_hs", lambda v: si(v, "H/s")),
+                          "/".join(str(f) for f in a.fans_rpm) or NA]
+        rows.append(row)
+    headers = ["MINER", "FIRMWARE", "HASHRATE", "POWER/LIMIT", "CHIP", "MINING", "STATUS"]
+    if wide:
+        headers[-1:-1] = ["EXPECTED", "FANS RPM"]
+    return table(headers, rows)
+
+
+def _other_rows(readings: list[pb.DeviceTelemetry]) -> str:
+    rows = []
+    for t in readings:
+        w = t.workload
+        shares = f"{w.shares_accepted}/{w.shares_rejected}" if w.HasField("shares_accepted") \
+            else NA
+        detail = ""
+        if t.HasField("host"):
+            h = t.host
+            detail = f"cpu {h.cpu_util_pct:.0f}% mem {mib(h.mem_used_bytes)}"
+        rows.append([short_id(t.device_id)[:24], KIND[t.kind], _power(t), _workload(t),
+                     opt(t, "hashrate_hs", lambda v: si(v, "H/s")), shares,
+                     detail if _status(t) == "ok" else _status(t)])
+    return table(["DEVICE", "KIND", "POWER", "WORKLOAD", "HASHRATE", "SHARES A/R", "STATUS"],
+                 rows)
+
+
+def format_rig_power(power: pb.RigPower) -> str:
+    text = (f"rig power {watts(power.total_w)} (measured {watts(power.measured_w)}, "
+            f"estimated {watts(power.estimated_w)}, ~ marks estimates)")
+    if power.unknown_device_ids:
+        text += f"; no power from {', '.join(short_id(d) for d in power.unknown_device_ids)}"
+    return text
+
+
+def format_telemetry(readings: Sequence[pb.DeviceTelemetry], power: pb.RigPower | None = None,
+                     wide: bool = False) -> str:
+    gpus = [t for t in readings if t.kind == pb.DEVICE_KIND_GPU]
+    asics = [t for t in readings if t.kind == pb.DEVICE_KIND_ASIC]
+    others = [t for t in readings if t.kind not in (pb.DEVICE_KIND_GPU, pb.DEVICE_KIND_ASIC)]
+    sections = [format_rig_power(power)] if power is not None and power.HasField("time") else []
+    if gpus:
+        sections.append(_gpu_rows(gpus, wide))
+    if asics:
+        sections.append(_asic_rows(asics, wide))
+    if others:
+        sections.append(_other_rows(others))
+    return "\n\n".join(sections)
+
+
+def _interval_ms(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    if not 100 <= value <= 3_600_000:
+        raise argparse.ArgumentTypeError("must be within 100 .. 3600000 ms")
+    return value
+
+
+def _positive_watts(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of watts: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of watts")
+    return value
+
+
+def cmd_inventory(rig: Rig, args: argparse.Namespace) -> int:
+    inv = rig.inventory()
+    emit_json("inventory", inv) if args.json else print(format_inventory(inv))
+    return 0
+
+
+def cmd_telemetry(rig: Rig, args: argparse.Namespace) -> int:
+    ids = rig.resolve(args.device) if args.device else []
+    if not args.watch:
+        reply = rig.call(lambda s, md: s.GetTelemetry(pb.GetTelemetryRequest(device_ids=ids),
+                                                      metadata=md, timeout=args.timeout))
+        if args.json:
+            emit_json("telemetry", reply)
+        else:
+            print(format_telemetry(reply.devices, reply.rig_power, args.wide))
+        return 0
+
+    def follow(stub: Any, md: list[tuple[str, str]]) -> None:
+        request = pb.StreamTelemetryRequest(device_ids=ids, interval_ms=args.interval_ms)
+        for n, msg in enumerate(stub.StreamTelemetry(request, metadata=md), start=1):
+            if args.json:
+                emit_json("telemetry", msg, stream=True)
+            else:
+                clear_screen()
+                now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                print(f"rigctl telemetry  {now}  #{msg.sequence}"
+                      + (f"  ({msg.dropped_count} dropped: reader too slow)"
+                         if msg.dropped_count else ""))
+                print(format_telemetry(msg.devices, msg.rig_power, args.wide), flush=True)
+                print()
+            if args.count and n >= args.count:
+                return
+
+    rig.call(follow)
+    return 0
+
+
+def cmd_power_limit(rig: Rig, args: argparse.Namespace) -> int:
+    (device_id,) = rig.resolve([args.device])
+    reply = rig.call(lambda s, md: s.SetPowerLimit(pb.SetPowerLimitRequest(
+        device_id=device_id, power_limit_w=args.watts, fencing_token=args.fencing_token),
+        metadata=md, timeout=args.timeout))
+    if args.json:
+        emit_json("power_limit", reply)
+        return 0
+    text = f"{device_id}: requested {reply.requested_w:g} W, applied {reply.power_limit_w:g} W"
+    print(text + (f" ({reply.detail})" if reply.detail else ""))
+    return 0
+
+
+def cmd_action(rig: Rig, args: argparse.Namespace) -> int:
+    ids = rig.resolve(args.devices)
+    failed = 0
+    for device_id in ids:
+        request = pb.DeviceActionRequest(device_id=device_id, action=ACTIONS[args.command],
+                                         pool_index=getattr(args, "pool", 0),
+                                         fencing_token=args.fencing_token)
+        def act(stub: Any, md: list[tuple[str, str]],
+                r: pb.DeviceActionRequest = request) -> pb.DeviceActionResponse:
+            return stub.DeviceAction(r, metadata=md, timeout=args.timeout)
+
+        try:
+            reply = rig.call(act)
+        except CliError as exc:
+            print(f"{device_id}: {exc}")
+            failed += 1
+            continue
+        if args.json:
+            emit_json("device_action", {"device_id": device_id, "action": args.command,
+                                        "detail": reply.detail}, stream=True)
+        else:
+            print(f"{device_id}: {args.command}: {reply.detail or 'done'}")
+    return 1 if failed else 0
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("inventory", parents=[common], help="devices, capabilities, backends",
+                       description="Every device rigd found, what it can do, and the backends "
+                                   "that are unavailable and why.")
+    p.set_defaults(func=cmd_inventory)
+
+    p = sub.add_parser(
+        "telemetry", parents=[common], help="latest readings, or a live view with --watch",
+        description="Readings of every device (or those named), and the rig's power.",
+        epilog="examples:\n  rigctl telemetry\n  rigctl telemetry -d 0 -d 127.0.0.1:4028\n"
+               "  rigctl telemetry --watch --interval-ms 500\n"
+               "  rigctl telemetry --watch --json | jq .rig_power.total_w",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", "--device", action="append", default=[], metavar="DEVICE",
+                   help="a device (id, GPU index, short id or unique prefix); repeatable")
+    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    p.add_argument("--interval-ms", type=_interval_ms, default=1000, metavar="MS",
+                   help="with --watch: milliseconds between readings, 100 .. 3600000 "
+                        "(default: %(default)s)")
+    p.add_argument("--count", type=int, default=0, metavar="N",
+                   help="with --watch: stop after N readings (default: until Ctrl-C)")
+    p.add_argument("--wide", action="store_true", help="every column (P-state, clocks, fans)")
+    p.set_defaults(func=cmd_telemetry)
+
+    p = sub.add_parser(
+        "power-limit", parents=[common], help="set one device's power limit (watts)",
+        description="Set a device's power limit; the answer is what the device applied (a "
+                    "miner's firmware may pick its nearest profile; a curtailment may hold it "
+                    "lower until it ends).",
+        epilog="example:\n  rigctl power-limit 0 450",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("device", metavar="DEVICE", help="id, GPU index, short id or unique prefix")
+    p.add_argument("watts", type=_positive_watts, metavar="WATTS", help="the limit in watts")
+    _fencing(p)
+    p.set_defaults(func=cmd_power_limit)
+
+    for name, what in (("sleep", "stop hashing, draw standby power (miners)"),
+                       ("wake", "hash again after a sleep (miners)"),
+                       ("restart", "restart the miner's firmware"),
+                       ("pool-switch", "mine for the miner's pool number N")):
+        p = sub.add_parser(name, parents=[common], help=what, description=what.capitalize())
+        p.add_argument("devices", nargs="+", metavar="DEVICE")
+        if name == "pool-switch":
+            p.add_argument("--pool", type=int, required=True, metavar="N",
+                           help="the pool's index in the miner's own list")
+        _fencing(p)
+        p.set_defaults(func=cmd_action)
+
+
+def _fencing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fencing-token", type=int, default=0, metavar="N",
+                   help="the token of the lease you hold (rigctl lease acquire); 0 = no lease")
