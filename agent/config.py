@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.paths import default_socket_path
 from hal import errors as hal_errors
 from hal.registry import DEFAULT_BACKENDS, check_options
 
@@ -266,15 +267,6 @@ class Config:
             return Path("/var/lib/rigd")
         base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
         return Path(base) / "rigd"
-
-
-def default_socket_path() -> str:
-    if os.geteuid() == 0:
-        return "/run/rigd/rigd.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "rigd", "rigd.sock")
-    return f"/tmp/rigd-{os.getuid()}/rigd.sock"
 
 
 # ---- the schema, derived from the declarations above -------------------------------------------

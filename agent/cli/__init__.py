@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from agent import __version__
-from agent.cli import devices, leases, power, workloads
+from agent.cli import devices, leases, power, top, workloads
 from agent.cli.connect import EXIT_UNREACHABLE, CliError, Rig, add_connection_args
 
-COMMANDS = (devices, workloads, power, leases)
+COMMANDS = (devices, workloads, power, leases, top)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,14 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parsers(sub, common)
-    from agent.fpga_cli import add_fpga_parser, run_fpga
-
-    add_fpga_parser(sub).set_defaults(func=None, local=run_fpga)
+    # The FPGA tools load OpenCL: only when asked for, so every other command starts fast.
+    fpga = sub.add_parser("fpga", add_help=False, help="examine, validate and program FPGA "
+                          "cards on this machine (`rigctl fpga --help`)")
+    fpga.add_argument("fpga_args", nargs=argparse.REMAINDER)
+    fpga.set_defaults(func=None, local=_fpga)
     return parser
 
 
+def _fpga(args: argparse.Namespace) -> int:
+    from agent import fpga_cli
+
+    return fpga_cli.main(["fpga", *args.fpga_args])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "local", None) is _fpga:  # its own options, --help included
+        args.fpga_args = [*unknown, *args.fpga_args]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         local = getattr(args, "local", None)
         if local is not None:  # runs on this machine, not through rigd

@@ -14,7 +14,7 @@ import grpc
 
 from agent.api import FRESH_STREAM_OPTIONS, pb, pb_grpc
 from agent.cli.output import short_id
-from agent.config import default_socket_path
+from agent.paths import default_socket_path
 
 T = TypeVar("T")
 

@@ -51,7 +51,7 @@ def format_inventory(inv: pb.GetInventoryResponse) -> str:
     return "\n".join(out)
 
 
-def _status(t: pb.DeviceTelemetry) -> str:
+def status_text(t: pb.DeviceTelemetry) -> str:
     if t.error:
         return t.error[:50]
     if t.health.state != pb.HEALTH_STATE_HEALTHY:
@@ -59,7 +59,7 @@ def _status(t: pb.DeviceTelemetry) -> str:
     return "ok"
 
 
-def _workload(t: pb.DeviceTelemetry) -> str:
+def workload_text(t: pb.DeviceTelemetry) -> str:
     if not t.HasField("workload"):
         return "idle"
     w = t.workload
@@ -69,7 +69,7 @@ def _workload(t: pb.DeviceTelemetry) -> str:
     return text
 
 
-def _power(t: pb.DeviceTelemetry) -> str:
+def power_text(t: pb.DeviceTelemetry) -> str:
     if not t.HasField("power_w"):
         return NA
     text = f"{t.power_w:.0f}W" + ("~" if t.power_source == pb.POWER_SOURCE_ESTIMATED else "")
@@ -85,9 +85,9 @@ def _gpu_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
         mem = (f"{mib(g.mem_used_bytes)}/{mib(g.mem_total_bytes)}"
                if g.HasField("mem_used_bytes") and g.HasField("mem_total_bytes") else NA)
         row = [opt(g, "index", str), short_id(t.device_id),
-               opt(t, "temp_c", lambda v: f"{v:.0f}C"), _power(t), mem,
-               opt(g, "utilization_gpu_pct", lambda v: f"{v:.0f}%"), _workload(t),
-               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), _status(t)]
+               opt(t, "temp_c", lambda v: f"{v:.0f}C"), power_text(t), mem,
+               opt(g, "utilization_gpu_pct", lambda v: f"{v:.0f}%"), workload_text(t),
+               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), status_text(t)]
         if wide:
             row[-1:-1] = [opt(g, "performance_state", lambda v: f"P{v}"),
                           opt(g, "clock_sm_mhz", lambda v: f"{v}MHz"), str(len(g.processes)),
@@ -106,9 +106,9 @@ def _asic_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
         a = t.asic
         temps = [b.temp_chip_c for b in a.boards if b.HasField("temp_chip_c")]
         row = [short_id(t.device_id), a.firmware_family or NA,
-               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), _power(t),
+               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), power_text(t),
                f"{max(temps):.0f}C" if temps else NA,
-               opt(a, "is_mining", lambda v: "yes" if v else "no"), _status(t)]
+               opt(a, "is_mining", lambda v: "yes" if v else "no"), status_text(t)]
         if wide:
             row[-1:-1] = [opt(a, "expected_hashrate_hs", lambda v: si(v, "H/s")),
                           "/".join(str(f) for f in a.fans_rpm) or NA]
@@ -129,9 +129,9 @@ def _other_rows(readings: list[pb.DeviceTelemetry]) -> str:
         if t.HasField("host"):
             h = t.host
             detail = f"cpu {h.cpu_util_pct:.0f}% mem {mib(h.mem_used_bytes)}"
-        rows.append([short_id(t.device_id)[:24], KIND[t.kind], _power(t), _workload(t),
+        rows.append([short_id(t.device_id)[:24], KIND[t.kind], power_text(t), workload_text(t),
                      opt(t, "hashrate_hs", lambda v: si(v, "H/s")), shares,
-                     detail if _status(t) == "ok" else _status(t)])
+                     detail if status_text(t) == "ok" else status_text(t)])
     return table(["DEVICE", "KIND", "POWER", "WORKLOAD", "HASHRATE", "SHARES A/R", "STATUS"],
                  rows)
 

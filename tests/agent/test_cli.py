@@ -120,3 +120,13 @@ def test_every_command_has_help_with_its_options(rigd: RigdProcess) -> None:
         assert "--json" in result.stdout or name == "fpga", name
     assert "default: 1000" in rigctl("telemetry", "--help").stdout
     assert "examples:" in rigctl("switch", "--help").stdout
+
+
+def test_top_renders_plain_frames_when_not_a_terminal(rigd: RigdProcess) -> None:
+    result = rigctl("--socket", rigd.socket_path, "top", "--count", "2", "--interval-ms", "200")
+    assert result.returncode == 0, result.stderr
+    frames = result.stdout.strip().split("\n\n")
+    assert len(frames) == 2
+    assert all(frame.startswith("rig test-rig") and "power" in frame for frame in frames)
+    assert all("DEVICE  KIND  WORKLOAD" in frame and " host " in frame for frame in frames)
+    assert "\x1b[" not in result.stdout, "no terminal codes into a pipe"
