@@ -286,15 +286,21 @@ class Curtailer:
         return before
 
     def _candidates(self, c: Curtailment, readings: dict[str, Any]) -> list[Action]:
-        """Every action the order allows, in order, with its predicted saving."""
+        """Every action the order allows, step by step; within a step the devices that save
+        most come first (the fewest devices are touched), each device's actions in their own
+        order (a miner turned down before it is put to sleep)."""
         done = {(a.device_id, a.what) for a in c.actions}
         order = [s for s in self.config.curtail_order if s in STEPS]
         actions: list[Action] = []
         for step in order:
+            per_device = []
             for device_id, reading in readings.items():
-                for action in self._step_actions(step, device_id, reading, c):
-                    if (action.device_id, action.what) not in done and action.saving_w > 0:
-                        actions.append(action)
+                own = [a for a in self._step_actions(step, device_id, reading, c)
+                       if (a.device_id, a.what) not in done and a.saving_w > 0]
+                if own:
+                    per_device.append(own)
+            per_device.sort(key=lambda own: -sum(a.saving_w for a in own))
+            actions += [a for own in per_device for a in own]
         return actions
 
     def _step_actions(self, step: str, device_id: str, reading: Any, c: Curtailment
