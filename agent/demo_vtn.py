@@ -7,6 +7,9 @@ It listens on loopback only, registers whichever VEN comes, and records what the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +19,8 @@ from typing import Any, TypeVar
 from openleadr import OpenADRServer, hooks, utils
 
 T = TypeVar("T")
+# openleadr advises, at every start, to provision VENs out of band; this VTN takes any VEN.
+logging.getLogger("openleadr").setLevel(logging.ERROR)
 
 
 class Vtn:
@@ -67,7 +72,8 @@ class Vtn:
                                **tls)
         server.add_handler("on_create_party_registration", self._register)
         server.add_handler("on_register_report", self._offered)
-        await server.run()
+        with contextlib.redirect_stdout(io.StringIO()):  # openleadr's banner is for consoles
+            await server.run()
         return server
 
     def _register(self, payload: dict[str, Any]) -> tuple[str, str]:

@@ -62,6 +62,8 @@ def status_text(t: pb.DeviceTelemetry) -> str:
 
 def workload_text(t: pb.DeviceTelemetry) -> str:
     if not t.HasField("workload"):
+        if t.HasField("asic") and t.asic.HasField("is_mining"):  # a miner hashes by itself
+            return "hashing" if t.asic.is_mining else "not hashing"
         return "idle"
     w = t.workload
     text = f"{WORKLOAD[w.kind]} {WORKLOAD_STATE[w.state]}"

@@ -177,7 +177,8 @@ class WhatsminerSim(FirmwareServer):
             if not 0 < watts <= 99999:
                 return _plain("E", 132, "power_limit out of range")
             self.power_limit_w = watts
-            self.state.set_target(watts)
+            # A limit, not a setpoint: above what the miner draws anyway it changes nothing.
+            self.state.set_target(None if watts >= self.state.nominal_power_w else watts)
         elif name in ("set_low_power", "set_normal_power", "set_high_power"):
             share = {"set_low_power": 0.8, "set_normal_power": 1.0, "set_high_power": 1.1}[name]
             self.state.set_target(self.state.nominal_power_w * share)

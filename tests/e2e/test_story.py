@@ -1,0 +1,50 @@
+"""The story `make demo` tells, as one test: the demo rig mines, two GPUs switch to the builtin
+runtime and answer a real embedding request, a utility's OpenADR event curtails the rig below
+its target while inference keeps serving, and the end of the event brings every device back.
+Every step is asserted; nothing is left running."""
+
+from __future__ import annotations
+
+import psutil
+
+from agent.story import GRID_FRACTION, Demo, Story
+
+
+def test_the_hybrid_rig_story() -> None:
+    lines: list[str] = []
+    demo = Demo()
+    try:
+        demo.wait_ready()
+        facts = Story(demo.socket, out=lines.append).tell(demo.vtn)
+        rigd_pid = demo.proc.pid
+        workers = [p for p in psutil.Process(rigd_pid).children(recursive=True)]
+    finally:
+        demo.stop()
+
+    # 1. the rig: the host, four simulated GPUs, four simulated miners at least
+    assert facts.devices >= 9 and len(facts.gpus) == 4
+    # 2. everything mines, for the local pool
+    assert facts.mining_hs > 1e14 and facts.shares_accepted > 0
+    # 3. two GPUs switched; their runtime embeds related sentences closer than unrelated ones
+    assert facts.switch_state == "succeeded" and facts.endpoint.startswith("http://127.0.0.1:")
+    assert facts.similarity_related > facts.similarity_unrelated + 0.3
+    # 4. the grid event: confirmed below target before its deadline, by the VEN, opted in;
+    #    miners shed, inference still serving
+    c = facts.curtailment
+    assert c["source"] == "openadr:grid-1" and c["state"] == "confirmed"
+    assert c["below_target_after_s"] < 60
+    assert facts.target_w == round(facts.rig_before_w * GRID_FRACTION)
+    assert facts.rig_curtailed_w <= facts.target_w
+    assert not all(facts.asics_mining_curtailed), "miners asleep or turned down"
+    assert facts.serving_while_curtailed and facts.opted == "optIn"
+    # 5. the event's end: every device exactly as before
+    assert facts.restored_equal
+    # the timeline said each step with its latency
+    assert [title[:20] for title, _ in facts.steps] == [
+        "what the rig is", "everything mines: fo", "inference demand arr", "the grid asks: the u",
+        "the event ends: the ", "the same rig in rigc"]
+    assert sum("... " in line and line.strip().endswith(" s") for line in lines) == 6
+    # nothing outlives the demo
+    assert workers and not any(psutil.pid_exists(p.pid) and p.status() != psutil.STATUS_ZOMBIE
+                               for p in workers)
+    assert not demo.tmp.exists()
