@@ -5,6 +5,13 @@ Every step is asserted; nothing is left running."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import psutil
 
 from agent.story import GRID_FRACTION, Demo, Story
@@ -48,3 +55,34 @@ def test_the_hybrid_rig_story() -> None:
     assert workers and not any(psutil.pid_exists(p.pid) and p.status() != psutil.STATUS_ZOMBIE
                                for p in workers)
     assert not demo.tmp.exists()
+
+
+def test_ctrl_c_in_the_middle_of_a_switch_leaves_nothing_behind() -> None:
+    """Ctrl-C reaches the demo's whole process group, as a terminal sends it."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="e2e-"))  # short: socket paths have a limit
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.story"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if "$ rigctl switch 0 1 inference" in line:
+                break  # the switch has begun: its runtimes are starting
+        assert seen and "rigctl switch" in seen[-1], "".join(seen)
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert any("agent.workloads" in " ".join(p.cmdline()) for p in descendants
+                   if p.is_running())
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, "".join(seen) + rest
+    assert "stopping rigd" in rest
+    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]
+    assert not list(tmp_path.iterdir()), "the demo's temporary directories are gone"
+    tmp_path.rmdir()
