@@ -130,3 +130,32 @@ def test_top_renders_plain_frames_when_not_a_terminal(rigd: RigdProcess) -> None
     assert all(frame.startswith("rig test-rig") and "power" in frame for frame in frames)
     assert all("DEVICE  KIND  WORKLOAD" in frame and " host " in frame for frame in frames)
     assert "\x1b[" not in result.stdout, "no terminal codes into a pipe"
+
+
+def test_fpga_tools_run_through_the_installed_rigctl() -> None:
+    examine = rigctl("fpga", "examine", "--fpga-device-types", "cpu", "--json")
+    assert examine.returncode == 0, examine.stderr
+    cards = json.loads(examine.stdout)
+    assert cards and "Traceback" not in examine.stderr
+    assert rigctl("fpga", "--help").returncode == 0
+
+
+def test_a_miner_power_limit_says_what_the_firmware_applied(tmp_path: Path) -> None:
+    from hal.sim.asic import SimFleet
+    from tests.agent.conftest import start_rigd
+    from tests.agent.test_asic_rigd import asic_section
+
+    with SimFleet.of(["luxos"], warmup_s=0.1) as fleet:
+        rigd = start_rigd(tmp_path, asic_section(fleet.discover_options()),
+                          backends=("host", "asic"))
+        try:
+            miner = fleet.addresses[0]
+            result = rigctl("--socket", rigd.socket_path, "power-limit", str(miner), "1900")
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith(f"asic/{miner}: requested 1900 W, applied ")
+            assert "its nearest setting" in result.stdout
+            refused = rigctl("--socket", rigd.socket_path, "power-limit", str(miner), "900000")
+            assert refused.returncode == 1
+            assert refused.stderr.startswith("rigctl: invalid: ") and "W" in refused.stderr
+        finally:
+            rigd.stop()
