@@ -36,6 +36,7 @@ from agent.curtail import Curtailer
 from agent.health import SERVING, HealthService
 from agent.journal import Journal
 from agent.logs import configure_logging
+from agent.metrics import MetricsError, MetricsListener
 from agent.model import Reading
 from agent.openadr import OpenleadrMissing, Ven, load_openleadr
 from agent.operations import Operations
@@ -136,6 +137,7 @@ class Agent:
         self.power_model = PowerModel(0.0, {})
         self._bring_up: asyncio.Task[None] | None = None
         self._public_socket: socket.socket | None = None
+        self.metrics = MetricsListener(self) if config.metrics_address else None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -160,6 +162,12 @@ class Agent:
             except StartupError:
                 self.release_listeners()
                 raise
+        if self.metrics is not None:
+            try:
+                self.metrics.bind()
+            except MetricsError as exc:
+                self.release_listeners()
+                raise StartupError(str(exc)) from None
 
     def _bind_tcp(self) -> None:
         host, port = parse_address(self.config.tcp_address)
@@ -185,6 +193,8 @@ class Agent:
         """Start-up failed after binding: free the port and the socket path for the next try."""
         if self._public_socket is not None:
             self._public_socket.close()
+        if self.metrics is not None:
+            self.metrics.release()
         Path(self.socket_path).unlink(missing_ok=True)
         shutil.rmtree(self.front.private_dir, ignore_errors=True)
 
@@ -319,6 +329,8 @@ class Agent:
         await self.health.close()  # ends every health watch
         await self.server.stop(config.shutdown_grace_s)
         await self.front.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self._bring_up is not None:
             self._bring_up.cancel()
         if self.manager is not None:
@@ -391,6 +403,8 @@ async def serve(config: Config, signals: SignalWatcher,
     agent = Agent(config, extra_backend_options)
     agent.bind()
     try:
+        if agent.metrics is not None:  # scrapes answer (rigd_ready 0) while discovery runs
+            await agent.metrics.start()
         discovering = asyncio.ensure_future(asyncio.to_thread(agent.discover))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({discovering, stopping}, return_when=asyncio.FIRST_COMPLETED)
