@@ -33,6 +33,7 @@ from agent.api import SERVICE_NAME
 from agent.auth import AuditLog, Authenticator, AuthInterceptor
 from agent.config import Config, ConfigError, describe, load, parse_address, validate
 from agent.curtail import Curtailer
+from agent.diagnostics import Diagnostics
 from agent.health import SERVING, HealthService
 from agent.journal import Journal
 from agent.logs import configure_logging
@@ -260,6 +261,9 @@ class Agent:
             config.rig_id, discovery, self.sampler, self.switcher, self.curtailer,
             config.stream_queue_max, config.max_streams,
         )
+        self.service.diagnostics = Diagnostics(config, discovery.by_id(), discovery.backends,
+                                               self.sampler, self.manager, self.curtailer,
+                                               self.operations)
         self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
