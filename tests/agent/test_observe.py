@@ -29,11 +29,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from agent.api import pb
-from agent.demo import _best_opencl_device
-from agent.workloads.hashing.pool import LocalPool, PoolThread
+from agent.workloads.hashing.pool import PoolThread
 from hal.sim.asic import Fault, SimFleet
-from hal.sim.nvml import SimControl, demo_setup
-from tests.agent.conftest import OPERATOR_TOKEN, RigdProcess, bearer, free_port, start_rigd
+from hal.sim.nvml import SimControl
+from tests.agent.conftest import (
+    OPERATOR_TOKEN,
+    RigdProcess,
+    bearer,
+    free_port,
+    simulated_gpus,
+    start_rigd,
+)
 from tests.agent.test_asic_rigd import asic_section
 from tests.agent.test_curtail import switch
 from tests.agent.test_daemon import assert_one_clean_error, run_rigd
@@ -73,26 +79,12 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[PoolThread]:
-    pool = LocalPool(difficulty=0.002).start_in_thread()
-    yield pool
-    pool.stop()
-
-
-@pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory, pool: PoolThread) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("observe")
-    options = demo_setup(tmp / "nvml", count=2)
-    sim = SimControl(Path(options["sim_state_path"]), Path(options["library_path"]))
-    gpus = [f"gpu/{g.uuid}" for g in sim.read().gpus]
-    facet = _best_opencl_device()
-    assert facet is not None, "the tests need an OpenCL device (PoCL)"
-    nvml = "\n".join(f'{key} = "{value}"' for key, value in options.items())
+    sim, gpus, gpu_config = simulated_gpus(tmp, 2)
     port = free_port()
     with SimFleet.of(["antminer", "luxos", "whatsminer"], warmup_s=0.1) as fleet:
-        extra = ("compute_facets = { " + ", ".join(f'"{g}" = "{facet}"' for g in gpus) + " }\n"
-                 f"[hal.nvml]\n{nvml}\nwatch_xid = false\n"
-                 + asic_section(fleet.discover_options())
+        extra = (gpu_config + asic_section(fleet.discover_options())
                  + f'[[hashing]]\ndevice = "{gpus[0]}"\nintensity = 0.1\n')
         rigd = start_rigd(tmp, extra, backends=("host", "nvml", "opencl", "asic"), settings={
             "pool": {"urls": [f"stratum+tcp://127.0.0.1:{pool.port}"], "user": "observe.test"},
