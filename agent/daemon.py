@@ -327,14 +327,14 @@ class Agent:
             self.service.stopping = True
         if self.ven is not None:
             await self.ven.stop()  # bounded; its curtailment, if any, holds to its expiry
+        if self.metrics is not None:
+            await self.metrics.close()  # scraped through the drain, closed before the sampler
         if self.sampler is not None:
             await self.sampler.stop()  # ends every telemetry stream
         self.operations.close()  # ends every operation watch
         await self.health.close()  # ends every health watch
         await self.server.stop(config.shutdown_grace_s)
         await self.front.close()
-        if self.metrics is not None:
-            await self.metrics.close()
         if self._bring_up is not None:
             self._bring_up.cancel()
         if self.manager is not None:

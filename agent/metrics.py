@@ -39,6 +39,7 @@ from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
     StateSetMetricFamily,
 )
@@ -128,6 +129,12 @@ class OperationTally:
         self.phases: dict[tuple[str, str], _Histogram] = {}
 
     def ended(self, op: Operation) -> None:
+        try:
+            self._count(op)
+        except Exception:  # counting must never stop an operation from ending
+            log.exception("metrics_count_failed", operation_id=op.operation_id)
+
+    def _count(self, op: Operation) -> None:
         self.ended_ops[(op.kind, str(op.state))] += 1
         if op.end_unix_s is not None:
             self.durations.setdefault(op.kind, _Histogram()).observe(
@@ -249,9 +256,8 @@ def _dcgm_families(snap: Snapshot) -> Iterator[Metric]:
 
 
 def _device_families(snap: Snapshot) -> Iterator[Metric]:
-    info = _gauge("rigd_device_info", "A device rigd found (value 1), with its facts.",
-                  [*DEVICE_LABELS, "name", "model", "firmware_version", "driver_version",
-                   "simulated"])
+    info = InfoMetricFamily("rigd_device", "A device rigd found, with its facts.",
+                            labels=list(DEVICE_LABELS))
     up = _gauge("rigd_device_up", "1 when the device's latest reading answered, 0 when it "
                 "failed (timeout, lost).")
     health = StateSetMetricFamily("rigd_device_health", "The device's health state.",
@@ -271,8 +277,10 @@ def _device_families(snap: Snapshot) -> Iterator[Metric]:
         labels = [device_id, str(t.kind)]
         facts = snap.infos.get(device_id)
         if facts is not None:
-            info.add_metric([*labels, facts.name, facts.model, facts.firmware_version,
-                             facts.driver_version, str(facts.simulated).lower()], 1)
+            info.add_metric(labels, {"name": facts.name, "model": facts.model,
+                                     "firmware_version": facts.firmware_version,
+                                     "driver_version": facts.driver_version,
+                                     "simulated": str(facts.simulated).lower()})
         up.add_metric(labels, 0 if reading.error else 1)
         health.add_metric(labels, {s: s == str(t.health.state) for s in HEALTH_STATES})
         if t.power_w is not None:
@@ -362,8 +370,8 @@ def _workload_families(snap: Snapshot) -> Iterator[Metric]:
 
 
 def _rig_families(snap: Snapshot) -> Iterator[Metric]:
-    info = _gauge("rigd_info", "This rigd (value 1).", ["version", "rig_id"])
-    info.add_metric([__version__, snap.rig_id], 1)
+    info = InfoMetricFamily("rigd", "This rigd.", {"version": __version__,
+                                                   "rig_id": snap.rig_id})
     ready = _gauge("rigd_ready", "1 once discovery ended and rigd serves devices.", [])
     ready.add_metric([], 1 if snap.ready else 0)
     yield from (info, ready)

@@ -70,8 +70,10 @@ async def embeddings(endpoint: str, model: str = "") -> Verdict:
                                       timeout=EMBED_TIMEOUT_S)
         except httpx.HTTPError as exc:
             return Result.FAIL, f"{endpoint}/v1/embeddings: {exc or type(exc).__name__}"
-    if reply.status_code in (404, 405):
-        return Result.SKIP, (f"{endpoint} serves no /v1/embeddings (HTTP {reply.status_code}); "
+    if reply.status_code in (404, 405, 501) or (
+            reply.status_code == 400 and "not support" in reply.text.lower()):
+        # A generative model's server: embeddings are not what it serves.
+        return Result.SKIP, (f"{endpoint} serves no embeddings (HTTP {reply.status_code}); "
                              f"its readiness probe is what rigd watches")
     if reply.status_code != 200:
         return Result.FAIL, f"/v1/embeddings answered {reply.status_code}: {reply.text[:200]}"

@@ -25,6 +25,9 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -252,7 +255,9 @@ def test_metrics_listener_answers_only_metrics(rig: Rig) -> None:
         "Accept": "application/openmetrics-text; version=1.0.0"})
     with urllib.request.urlopen(request, timeout=20) as reply:
         assert reply.headers["Content-Type"].startswith("application/openmetrics-text")
-        assert reply.read().decode().rstrip().endswith("# EOF")
+        families = {f.name: f for f in openmetrics_families(reply.read().decode())}
+    assert families["rigd"].type == "info" and families["rigd_device_health"].type == "stateset"
+    assert families["rigd_operations"].type == "counter"
 
 
 def test_metrics_over_tls_need_the_client_certificate(tmp_path: Path, pki: Path) -> None:
