@@ -52,10 +52,10 @@ MAX_STREAM_INTERVAL_MS = 3_600_000
 MAX_DEVICE_IDS = 10_000
 MAX_DETAIL_CHARS = 1000
 _ACTIONS = {
-    pb.DEVICE_ACTION_SLEEP: ("sleep", Capability.SLEEP_WAKE),
-    pb.DEVICE_ACTION_WAKE: ("wake", Capability.SLEEP_WAKE),
-    pb.DEVICE_ACTION_RESTART: ("restart", Capability.RESTART),
-    pb.DEVICE_ACTION_POOL_SWITCH: ("switch_pool", Capability.POOL_SWITCH),
+    pb.DEVICE_ACTION_KIND_SLEEP: ("sleep", Capability.SLEEP_WAKE),
+    pb.DEVICE_ACTION_KIND_WAKE: ("wake", Capability.SLEEP_WAKE),
+    pb.DEVICE_ACTION_KIND_RESTART: ("restart", Capability.RESTART),
+    pb.DEVICE_ACTION_KIND_POOL_SWITCH: ("switch_pool", Capability.POOL_SWITCH),
 }
 # Responses the servicer hands over already serialized (see convert.encode_stream_message).
 _PRESERIALIZED = frozenset({"StreamTelemetry"})

@@ -27,8 +27,9 @@ from agent.cli.output import (
     watts,
 )
 
-ACTIONS = {"sleep": pb.DEVICE_ACTION_SLEEP, "wake": pb.DEVICE_ACTION_WAKE,
-           "restart": pb.DEVICE_ACTION_RESTART, "pool-switch": pb.DEVICE_ACTION_POOL_SWITCH}
+ACTIONS = {"sleep": pb.DEVICE_ACTION_KIND_SLEEP, "wake": pb.DEVICE_ACTION_KIND_WAKE,
+           "restart": pb.DEVICE_ACTION_KIND_RESTART,
+           "pool-switch": pb.DEVICE_ACTION_KIND_POOL_SWITCH}
 
 
 def format_inventory(inv: pb.GetInventoryResponse) -> str:

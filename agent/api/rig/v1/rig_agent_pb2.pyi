@@ -74,11 +74,11 @@ class SwitchPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 
 class DeviceActionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    DEVICE_ACTION_UNSPECIFIED: _ClassVar[DeviceActionKind]
-    DEVICE_ACTION_SLEEP: _ClassVar[DeviceActionKind]
-    DEVICE_ACTION_WAKE: _ClassVar[DeviceActionKind]
-    DEVICE_ACTION_RESTART: _ClassVar[DeviceActionKind]
-    DEVICE_ACTION_POOL_SWITCH: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_KIND_UNSPECIFIED: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_KIND_SLEEP: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_KIND_WAKE: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_KIND_RESTART: _ClassVar[DeviceActionKind]
+    DEVICE_ACTION_KIND_POOL_SWITCH: _ClassVar[DeviceActionKind]
 
 class DiagnosticLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -135,11 +135,11 @@ SWITCH_PHASE_ROLLED_BACK: SwitchPhase
 SWITCH_PHASE_FAILED: SwitchPhase
 SWITCH_PHASE_SHEDDING: SwitchPhase
 SWITCH_PHASE_CONFIRMED: SwitchPhase
-DEVICE_ACTION_UNSPECIFIED: DeviceActionKind
-DEVICE_ACTION_SLEEP: DeviceActionKind
-DEVICE_ACTION_WAKE: DeviceActionKind
-DEVICE_ACTION_RESTART: DeviceActionKind
-DEVICE_ACTION_POOL_SWITCH: DeviceActionKind
+DEVICE_ACTION_KIND_UNSPECIFIED: DeviceActionKind
+DEVICE_ACTION_KIND_SLEEP: DeviceActionKind
+DEVICE_ACTION_KIND_WAKE: DeviceActionKind
+DEVICE_ACTION_KIND_RESTART: DeviceActionKind
+DEVICE_ACTION_KIND_POOL_SWITCH: DeviceActionKind
 DIAGNOSTIC_LEVEL_UNSPECIFIED: DiagnosticLevel
 DIAGNOSTIC_LEVEL_QUICK: DiagnosticLevel
 DIAGNOSTIC_LEVEL_MEDIUM: DiagnosticLevel
