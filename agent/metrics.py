@@ -522,7 +522,8 @@ class MetricsListener:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         elif self._socket is not None:
             self._socket.close()
-        self.model.operations.listeners.remove(self.tally.ended)
+        with contextlib.suppress(ValueError):  # closed once already
+            self.model.operations.listeners.remove(self.tally.ended)
 
     # -- one scrape ------------------------------------------------------------------------
 
