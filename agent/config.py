@@ -153,6 +153,20 @@ class Config:
                                       help="a device read that takes longer is reported failed")
     stream_queue_max: int = setting(16, section="telemetry", bounds=(1, 10_000),
                                     help="readings a slow stream keeps before dropping the oldest")
+    # [metrics]: Prometheus /metrics on a listener of its own (agent/metrics.py)
+    metrics_address: str = setting(
+        "", section="metrics", key="address",
+        help='"host:port" that serves Prometheus /metrics ("" = off); beyond loopback it '
+             "needs server.allow_non_loopback and cert_file/key_file")
+    metrics_cert_file: str = setting("", section="metrics", key="cert_file",
+                                     help="TLS certificate (PEM) for /metrics: HTTPS, required "
+                                          "beyond loopback")
+    metrics_key_file: str = setting("", section="metrics", key="key_file",
+                                    help="its private key (PEM)")
+    metrics_client_ca_file: str = setting(
+        "", section="metrics", key="client_ca_file",
+        help='with cert_file: scrapers must present a certificate this CA signed ("" = none '
+             "asked)")
     # [hal]
     backends: tuple[str, ...] = setting(DEFAULT_BACKENDS, section="hal",
                                         help="backends to discover devices with")
@@ -446,22 +460,22 @@ def validate(config: Config, source: str = "config") -> None:
     if unknown or len(set(config.curtail_order)) != len(config.curtail_order):
         raise ConfigError(f"{source}: curtail.order: steps are {', '.join(STEPS)}, each at most "
                           f"once; got {list(config.curtail_order)}")
-    if config.tcp_address:
-        host, _port = parse_address(config.tcp_address, source)
-        if not config.allow_non_loopback and not is_loopback(host):
-            raise ConfigError(
-                f"{source}: server.tcp_address {config.tcp_address} is not a loopback address; "
-                "set server.allow_non_loopback = true (and configure [tls]) to expose rigd"
-            )
-        if not is_loopback(host) and not (config.tls_cert_file and config.tls_client_ca_file):
-            raise ConfigError(
-                f"{source}: listening on {host} needs mTLS: set tls.cert_file, tls.key_file "
-                "and tls.client_ca_file"
-            )
+    _check_exposure(config, source, "server.tcp_address", config.tcp_address, "[tls]",
+                    bool(config.tls_cert_file and config.tls_client_ca_file),
+                    "mTLS: set tls.cert_file, tls.key_file and tls.client_ca_file")
     tls = (config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
     if any(tls) and not all(tls):
         raise ConfigError(f"{source}: [tls] needs cert_file, key_file and client_ca_file together")
-    for path in filter(None, tls):
+    _check_exposure(config, source, "metrics.address", config.metrics_address,
+                    "metrics.cert_file and key_file",
+                    bool(config.metrics_cert_file and config.metrics_key_file),
+                    "TLS: set metrics.cert_file and metrics.key_file")
+    metrics_tls = (config.metrics_cert_file, config.metrics_key_file)
+    if any(metrics_tls) and not all(metrics_tls):
+        raise ConfigError(f"{source}: [metrics] needs cert_file and key_file together")
+    if config.metrics_client_ca_file and not config.metrics_cert_file:
+        raise ConfigError(f"{source}: metrics.client_ca_file needs cert_file and key_file")
+    for path in filter(None, (*tls, *metrics_tls, config.metrics_client_ca_file)):
         if not Path(path).is_file():
             raise ConfigError(f"{source}: TLS file {path} does not exist")
     _check_openadr(config, source)
@@ -469,6 +483,23 @@ def validate(config: Config, source: str = "config") -> None:
         check_options(config.backends, config.backend_options)
     except hal_errors.InvalidArgument as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _check_exposure(config: Config, source: str, key: str, address: str, configure: str,
+                    secured: bool, needs: str) -> None:
+    """The exposure rule of every listener: loopback, unless server.allow_non_loopback is set
+    and the listener is secured."""
+    if not address:
+        return
+    host, _port = parse_address(address, source)
+    if is_loopback(host):
+        return
+    if not config.allow_non_loopback:
+        raise ConfigError(
+            f"{source}: {key} {address} is not a loopback address; set "
+            f"server.allow_non_loopback = true (and configure {configure}) to expose rigd")
+    if not secured:
+        raise ConfigError(f"{source}: listening on {host} needs {needs}")
 
 
 SIMPLE_LEVELS = ("1", "2", "3")

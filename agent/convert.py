@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.api import pb
 from agent.curtail import Curtailment
+from agent.diagnostics import Outcome
 from agent.model import Reading, WorkloadSpec, WorkloadStatus
 from agent.operations import Operation
 from agent.power import RigPower
@@ -222,3 +223,12 @@ def curtailment(c: Curtailment) -> pb.Curtailment:
     if c.shortfall_w is not None:
         msg.shortfall_w = c.shortfall_w
     return msg
+
+
+def diagnostic(outcome: Outcome) -> pb.RunDiagnosticsResponse:
+    return pb.RunDiagnosticsResponse(
+        device_id=outcome.device_id, test_name=outcome.test,
+        result=f"DIAGNOSTIC_RESULT_{outcome.result.name}",
+        detail=outcome.detail, duration_ms=round(outcome.duration_s * 1000),
+        tests_done=outcome.done, tests_total=outcome.total,
+        level=pb.DiagnosticLevel.Name(outcome.level))

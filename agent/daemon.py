@@ -33,9 +33,11 @@ from agent.api import SERVICE_NAME
 from agent.auth import AuditLog, Authenticator, AuthInterceptor
 from agent.config import Config, ConfigError, describe, load, parse_address, validate
 from agent.curtail import Curtailer
+from agent.diagnostics import Diagnostics
 from agent.health import SERVING, HealthService
 from agent.journal import Journal
 from agent.logs import configure_logging
+from agent.metrics import MetricsError, MetricsListener
 from agent.model import Reading
 from agent.openadr import OpenleadrMissing, Ven, load_openleadr
 from agent.operations import Operations
@@ -136,6 +138,7 @@ class Agent:
         self.power_model = PowerModel(0.0, {})
         self._bring_up: asyncio.Task[None] | None = None
         self._public_socket: socket.socket | None = None
+        self.metrics = MetricsListener(self) if config.metrics_address else None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -160,6 +163,12 @@ class Agent:
             except StartupError:
                 self.release_listeners()
                 raise
+        if self.metrics is not None:
+            try:
+                self.metrics.bind()
+            except MetricsError as exc:
+                self.release_listeners()
+                raise StartupError(str(exc)) from None
 
     def _bind_tcp(self) -> None:
         host, port = parse_address(self.config.tcp_address)
@@ -185,6 +194,8 @@ class Agent:
         """Start-up failed after binding: free the port and the socket path for the next try."""
         if self._public_socket is not None:
             self._public_socket.close()
+        if self.metrics is not None:
+            self.metrics.release()
         Path(self.socket_path).unlink(missing_ok=True)
         shutil.rmtree(self.front.private_dir, ignore_errors=True)
 
@@ -250,6 +261,9 @@ class Agent:
             config.rig_id, discovery, self.sampler, self.switcher, self.curtailer,
             config.stream_queue_max, config.max_streams,
         )
+        self.service.diagnostics = Diagnostics(config, discovery.by_id(), discovery.backends,
+                                               self.sampler, self.manager, self.curtailer,
+                                               self.operations)
         self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -313,6 +327,8 @@ class Agent:
             self.service.stopping = True
         if self.ven is not None:
             await self.ven.stop()  # bounded; its curtailment, if any, holds to its expiry
+        if self.metrics is not None:
+            await self.metrics.close()  # scraped through the drain, closed before the sampler
         if self.sampler is not None:
             await self.sampler.stop()  # ends every telemetry stream
         self.operations.close()  # ends every operation watch
@@ -391,6 +407,8 @@ async def serve(config: Config, signals: SignalWatcher,
     agent = Agent(config, extra_backend_options)
     agent.bind()
     try:
+        if agent.metrics is not None:  # scrapes answer (rigd_ready 0) while discovery runs
+            await agent.metrics.start()
         discovering = asyncio.ensure_future(asyncio.to_thread(agent.discover))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({discovering, stopping}, return_when=asyncio.FIRST_COMPLETED)

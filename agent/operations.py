@@ -13,7 +13,7 @@ import enum
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 MAX_KEPT = 1000
@@ -96,6 +96,8 @@ class Operations:
         self._by_request: dict[str, str] = {}
         self._changed = asyncio.Event()
         self.closed = False
+        # Called with each operation as it ends (the metrics count them there).
+        self.listeners: list[Callable[[Operation], None]] = []
 
     def close(self) -> None:
         """Shutdown: every watch ends after its next snapshot."""
@@ -191,6 +193,8 @@ class Operations:
         op.error = error or "; ".join(errors)
         op.end_unix_s = time.time()
         self.changed(op)
+        for listener in self.listeners:
+            listener(op)
 
     async def watch(self, operation_id: str) -> AsyncIterator[Operation]:
         """Snapshots of the operation at each change, ending with the final one."""

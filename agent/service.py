@@ -23,6 +23,7 @@ from agent import __version__, convert
 from agent.api import pb
 from agent.auth import clip, current_identity
 from agent.curtail import Curtailer, CurtailRefused
+from agent.diagnostics import LEVEL_NAMES, Diagnostics, DiagnosticsBusy
 from agent.leases import Lease, LeaseError, LeaseManager
 from agent.model import IDLE, HashingSpec, InferenceSpec, Reading, WorkloadKind, WorkloadSpec
 from agent.operations import Operation
@@ -147,6 +148,7 @@ class RigAgentService:
         self.stream_queue_max = stream_queue_max
         self.max_streams = max_streams
         self.stopping = False
+        self.diagnostics: Diagnostics | None = None  # set by the agent once it has started
         self._control = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control")
         self._encoded: dict[str, tuple[Reading, bytes]] = {}
 
@@ -467,12 +469,18 @@ class RigAgentService:
     @_streaming
     async def RunDiagnostics(self, request: pb.RunDiagnosticsRequest, context: Any
                              ) -> AsyncIterator[pb.RunDiagnosticsResponse]:
-        raise Abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "RunDiagnostics: agent-side diagnostics are not built yet; "
-            "`rigctl fpga validate` runs FPGA card tests locally",
-        )
-        yield pb.RunDiagnosticsResponse()
+        ids = self._device_ids(request.device_ids)
+        level = request.level or pb.DIAGNOSTIC_LEVEL_QUICK
+        if level not in LEVEL_NAMES:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"level must be 1 (quick), 2 (medium) or 3 (long), got {level}")
+        if self.diagnostics is None:
+            raise Abort(grpc.StatusCode.UNAVAILABLE, "rigd is still starting")
+        try:
+            async for outcome in self.diagnostics.run(level, ids, current_identity().name):
+                yield convert.diagnostic(outcome)
+        except DiagnosticsBusy as exc:
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
 
 
 def rpc_handler(servicer: RigAgentService) -> grpc.GenericRpcHandler:

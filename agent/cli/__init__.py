@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from agent import __version__
-from agent.cli import devices, leases, power, top, workloads
+from agent.cli import devices, diag, leases, power, top, workloads
 from agent.cli.connect import EXIT_UNREACHABLE, CliError, Rig, add_connection_args
 
-COMMANDS = (devices, workloads, power, leases, top)
+COMMANDS = (devices, workloads, power, leases, diag, top)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,8 @@ import grpc
 import pytest
 
 from agent.api import pb, pb_grpc
+from agent.workloads.hashing.pool import LocalPool, PoolThread
+from hal.sim.nvml import SimControl
 
 OPERATOR_TOKEN = "op-secret-token"
 ADMIN_TOKEN = "admin-secret-token"
@@ -116,6 +118,31 @@ def launch_rigd(config: Path, socket_path: str, tcp_address: str, audit: Path, l
         time.sleep(0.1)
     rigd.stop()
     raise RuntimeError("rigd did not start within 60 s")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[PoolThread]:
+    """A local Stratum pool whose shares a CPU finds within seconds."""
+    pool = LocalPool(difficulty=0.002).start_in_thread()
+    yield pool
+    pool.stop()
+
+
+def simulated_gpus(tmp: Path, count: int) -> tuple[SimControl, list[str], str]:
+    """`count` simulated GPUs whose hashing runs on the machine's best OpenCL device: the
+    simulator's control, the GPU ids, and their configuration (its first line lands in [hal],
+    which ends the file write_config makes)."""
+    from agent.demo import _best_opencl_device
+    from hal.sim.nvml import demo_setup
+
+    options = demo_setup(tmp / "nvml", count=count)
+    sim = SimControl(Path(options["sim_state_path"]), Path(options["library_path"]))
+    gpus = [f"gpu/{g.uuid}" for g in sim.read().gpus]
+    facet = _best_opencl_device()
+    assert facet is not None, "the tests need an OpenCL device (PoCL)"
+    nvml = "\n".join(f'{key} = "{value}"' for key, value in options.items())
+    return sim, gpus, ("compute_facets = { " + ", ".join(f'"{g}" = "{facet}"' for g in gpus)
+                       + f" }}\n[hal.nvml]\n{nvml}\nwatch_xid = false\n")
 
 
 @pytest.fixture

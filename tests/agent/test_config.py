@@ -46,6 +46,12 @@ from tests.agent.test_daemon import assert_one_clean_error, run_rigd
         ('[openadr]\nsimple_levels = { "1" = 1.5 }\n', "in (0, 1]"),
         ("[openadr]\ndeadline_s = 0\n", "openadr.deadline_s must be within 1 .. 3600"),
         ('[openadr]\ncert_file = "/etc/rigd/ven.pem"\n', "cert_file, key_file and ca_file"),
+        ('[metrics]\naddress = "0.0.0.0:9477"\n',
+         "metrics.address 0.0.0.0:9477 is not a loopback address"),
+        ('[server]\nallow_non_loopback = true\n[metrics]\naddress = "0.0.0.0:9477"\n',
+         "listening on 0.0.0.0 needs TLS: set metrics.cert_file and metrics.key_file"),
+        ('[metrics]\ncert_file = "/etc/rigd/metrics.pem"\n', "needs cert_file and key_file"),
+        ('[metrics]\naddress = "localhost"\n', "must be host:port"),
     ],
 )
 def test_check_config_refuses_what_start_up_would(tmp_path: Path, text: str, fragment: str

@@ -18,7 +18,7 @@ import pytest
 
 from agent.api import pb
 from agent.demo import _best_opencl_device
-from agent.workloads.hashing.pool import LocalPool, PoolThread
+from agent.workloads.hashing.pool import PoolThread
 from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
 from tests.agent.conftest import OPERATOR_TOKEN, RigdProcess, bearer, start_rigd
@@ -69,13 +69,6 @@ def build_rig(tmp: Path, pool: PoolThread, fleet: SimFleet, order: list[str] | N
                                           inference=pb.InferenceSpec(profile="busy")))
     assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
     return rig
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[PoolThread]:
-    pool = LocalPool(difficulty=0.002).start_in_thread()
-    yield pool
-    pool.stop()
 
 
 @pytest.fixture(scope="module")

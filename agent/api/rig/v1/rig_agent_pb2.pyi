@@ -770,15 +770,21 @@ class RunDiagnosticsRequest(_message.Message):
     def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., level: _Optional[_Union[DiagnosticLevel, str]] = ...) -> None: ...
 
 class RunDiagnosticsResponse(_message.Message):
-    __slots__ = ("device_id", "test_name", "result", "detail", "duration_ms")
+    __slots__ = ("device_id", "test_name", "result", "detail", "duration_ms", "tests_done", "tests_total", "level")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TEST_NAME_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    TESTS_DONE_FIELD_NUMBER: _ClassVar[int]
+    TESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     test_name: str
     result: DiagnosticResult
     detail: str
     duration_ms: int
-    def __init__(self, device_id: _Optional[str] = ..., test_name: _Optional[str] = ..., result: _Optional[_Union[DiagnosticResult, str]] = ..., detail: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+    tests_done: int
+    tests_total: int
+    level: DiagnosticLevel
+    def __init__(self, device_id: _Optional[str] = ..., test_name: _Optional[str] = ..., result: _Optional[_Union[DiagnosticResult, str]] = ..., detail: _Optional[str] = ..., duration_ms: _Optional[int] = ..., tests_done: _Optional[int] = ..., tests_total: _Optional[int] = ..., level: _Optional[_Union[DiagnosticLevel, str]] = ...) -> None: ...
