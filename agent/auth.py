@@ -227,13 +227,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         mutating = method in MUTATING
         audit_log = self._audit
 
-        def audit(identity: Identity, request: Any, context: Any, outcome: str, detail: str,
+        def audit(identity: Identity, request: Any, peer: str, outcome: str, detail: str,
                   started: float | None) -> None:
             if not mutating:
                 return
             event: dict[str, Any] = {
                 "method": method, "identity": identity.name, "role": identity.role,
-                "peer": clip(context.peer(), 128), "request": _summary(request),
+                "peer": clip(peer, 128), "request": _summary(request),
                 "outcome": outcome, "detail": clip(detail, 512),
             }
             if started is not None:
@@ -247,17 +247,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             unauthenticated = identity.role == "none"
             code = grpc.StatusCode.UNAUTHENTICATED if unauthenticated else \
                 grpc.StatusCode.PERMISSION_DENIED
-            audit(identity, request, context, code.name, "", None)
+            audit(identity, request, context.peer(), code.name, "", None)
             if unauthenticated:
                 await context.abort(code, f"{method} needs a valid token")
             await context.abort(
                 code, f"{method} needs role {needed}; {identity.name} has {identity.role}")
             raise AssertionError("unreachable")
 
-        def finished(identity: Identity, request: Any, context: Any, started: float,
-                     error: BaseException | None) -> None:
+        def finished(identity: Identity, request: Any, context: Any, peer: str,
+                     started: float, error: BaseException | None) -> None:
             if error is None:
-                audit(identity, request, context, "OK", "", started)
+                audit(identity, request, peer, "OK", "", started)
                 return
             code = context.code()
             if isinstance(code, grpc.StatusCode):
@@ -266,23 +266,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 outcome = "CANCELLED"
             else:
                 outcome = "INTERNAL"
-            audit(identity, request, context, outcome, _text(context.details()), started)
+            audit(identity, request, peer, outcome, _text(context.details()), started)
 
         if handler.unary_unary is not None:
             inner_unary = handler.unary_unary
 
             async def unary(request: Any, context: Any) -> Any:
                 identity = await admit(request, context)
+                peer = context.peer()
                 token = _current.set(identity)
                 started = time.perf_counter()
                 try:
                     response = await inner_unary(request, context)
                 except BaseException as exc:
-                    finished(identity, request, context, started, exc)
+                    finished(identity, request, context, peer, started, exc)
                     raise
                 finally:
                     _current.reset(token)
-                finished(identity, request, context, started, None)
+                finished(identity, request, context, peer, started, None)
                 return response
 
             return grpc.unary_unary_rpc_method_handler(
@@ -293,17 +294,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
                 identity = await admit(request, context)
+                # The peer is read now: once a stream is cancelled, grpc.aio frees the call,
+                # and context.peer() on it crashes the process (seen: SIGSEGV on a cancelled
+                # RunDiagnostics).
+                peer = context.peer()
                 started = time.perf_counter()
                 token = _current.set(identity)
                 try:
                     async for item in inner_stream(request, context):
                         yield item
                 except BaseException as exc:
-                    finished(identity, request, context, started, exc)
+                    finished(identity, request, context, peer, started, exc)
                     raise
                 finally:
                     _current.reset(token)
-                finished(identity, request, context, started, None)
+                finished(identity, request, context, peer, started, None)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer

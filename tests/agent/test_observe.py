@@ -380,6 +380,13 @@ def test_one_long_run_at_a_time_and_a_cancelled_run_ends_its_runtimes(rig: Rig) 
     quick = list(stub.RunDiagnostics(pb.RunDiagnosticsRequest(level=pb.DIAGNOSTIC_LEVEL_QUICK),
                                      timeout=30))
     assert quick and all(r.level == pb.DIAGNOSTIC_LEVEL_QUICK for r in quick)
+    # The cancelled run is audited with its peer (read before the call was freed: reading it
+    # afterwards crashed rigd).
+    audit = [json.loads(line) for line in rig.rigd.audit_path.read_text().splitlines()]
+    cancelled = [e for e in audit
+                 if e.get("method") == "RunDiagnostics" and e.get("outcome") == "CANCELLED"]
+    assert cancelled and cancelled[-1]["peer"].startswith("unix:"), cancelled
+    assert rig.rigd.proc.poll() is None
 
 
 @pytest.mark.parametrize(
