@@ -203,6 +203,14 @@ class Sampler:
             await self.sample(stale, begun_after=now - max_age)
         return {d: self._latest[d] for d in wanted}
 
+    def invalidate(self, device_id: str) -> None:
+        """The device changed in a way its latest reading does not show (its workload): the
+        next request reads it afresh, and streams get it at once."""
+        if device_id in self.devices:
+            self._read_at.pop(device_id, None)
+            self._due[device_id] = 0.0
+            self._wake.set()
+
     def cached(self, device_id: str) -> Reading | None:
         return self._latest.get(device_id)
 

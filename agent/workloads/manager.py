@@ -74,6 +74,9 @@ class WorkloadManager:
         self.busy: set[str] = set()  # devices an operation is changing: not supervised
         self._restarts: dict[str, tuple[int, float]] = {}  # device -> (failures, next try)
         self._task: asyncio.Task[None] | None = None
+        # Called with a device id whenever its workload changes, so that readings taken
+        # before the change are not served after it (the daemon points it at the sampler).
+        self.changed: Callable[[str], None] = lambda device_id: None
 
     # -- what a device can do -------------------------------------------------------------
 
@@ -207,6 +210,7 @@ class WorkloadManager:
         self.since.pop(device_id, None)
         if workload is None:
             return "nothing running"
+        self.changed(device_id)
         if (isinstance(workload, RuntimeProcess) and workload.profile.warm_standby
                 and workload.process is not None and workload.process.running):
             try:
@@ -276,6 +280,7 @@ class WorkloadManager:
             await workload.start()
             self.running[device_id] = workload
             self._journal_processes()
+            self.changed(device_id)
             return f"hashing worker pid {workload.process.pid if workload.process else '?'}", \
                 workload
         assert spec.inference is not None
@@ -285,6 +290,7 @@ class WorkloadManager:
             del self.standby[device_id]
             self.running[device_id] = standby
             await standby.wake()
+            self.changed(device_id)
             return f"woke warm standby pid {standby.process.pid}", standby
         await self._drop_standby(device_id)
         profile = self.profiles[spec.inference.profile]
@@ -292,6 +298,7 @@ class WorkloadManager:
         self.running[device_id] = runtime
         await runtime.start()
         self._journal_processes()
+        self.changed(device_id)
         pid = runtime.process.pid if runtime.process else "?"
         return f"{spec.inference.profile} runtime pid {pid} on {runtime.endpoint}", runtime
 
@@ -314,6 +321,7 @@ class WorkloadManager:
         self.unhealthy.pop(device_id, None)
         self._restarts.pop(device_id, None)
         self.journal.update(desired={d: s.to_json() for d, s in self.desired.items()})
+        self.changed(device_id)
 
     def dwell_left_s(self, device_id: str) -> float:
         since = self.since.get(device_id)
@@ -377,6 +385,7 @@ class WorkloadManager:
 
     async def _died(self, device_id: str, workload: Workload) -> None:
         self.running.pop(device_id, None)
+        self.changed(device_id)
         status = workload.status()
         code = workload.process.proc.returncode if workload.process else None
         wait = self.schedule_restart(device_id)

@@ -362,6 +362,7 @@ def test_dwell_time_refuses_a_switch_too_soon(tmp_path: Path) -> None:
         facet = _best_opencl_device()
         rigd = start_rigd(tmp_path, backends=("host", "opencl"), settings={
             "pool": {"urls": [f"stratum+tcp://127.0.0.1:{pool.port}"]},
+            "telemetry": {"interval_s": 3600.0},  # no sampling tick during the test
             "workloads": {"state_dir": f"{tmp_path}/state", "min_dwell_s": 300.0}})
         try:
             stub = rigd.stub()
@@ -378,6 +379,11 @@ def test_dwell_time_refuses_a_switch_too_soon(tmp_path: Path) -> None:
             final = list(stub.WatchOperation(pb.WatchOperationRequest(
                 operation_id=op.operation_id), timeout=120))[-1].operation
             assert final.state == pb.OPERATION_STATE_SUCCEEDED, final.error
+            # The reading served right after the switch (at the default freshness, with the
+            # sampler's next tick an hour away) shows the new workload, not the one before.
+            workload = stub.GetTelemetry(pb.GetTelemetryRequest(device_ids=[facet]),
+                                         timeout=10).devices[0].workload
+            assert workload.kind == HASHING and workload.state == pb.WORKLOAD_STATE_RUNNING
             with pytest.raises(grpc.RpcError) as info:
                 stub.SetWorkload(pb.SetWorkloadRequest(
                     device_ids=[facet], workload=pb.Workload(kind=pb.WORKLOAD_KIND_IDLE)),
