@@ -17,10 +17,12 @@ from cocotb.simtime import get_sim_time
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, First, RisingEdge
 
-from hal.sha256d_core import Ctrl, Reg, Sha256dCore, verify
-from hal.sha256d_sim import CLOCK_NS, JOB_ENV, job_from_json, report_to_json
+from hal.errors import HalError
+from hal.sha256d_core import Ctrl, Reg, SearchReport, Sha256dCore, verify
+from hal.sha256d_sim import CLOCK_NS, JOB_ENV, error_to_json, job_from_json, report_to_json
 
 NEWS_WAIT_MAX_CLOCKS = 4096  # wait_for_news returns at the latest after this many clocks
+JOB_TIMEOUT_S = 3600.0  # wall-clock bound of one simulated job
 
 
 class CocotbRegisters:
@@ -90,20 +92,28 @@ class CocotbRegisters:
 
 @cocotb.test()
 async def run_job(dut: Any) -> None:
-    """Run the job in $SHA256D_SIM_JOB through the driver; write the checked report as JSON."""
+    """Run the job in $SHA256D_SIM_JOB through the driver and write the checked report (or the
+    driver's error) as JSON for hal/sha256d_sim.py."""
     job, out = job_from_json(os.environ[JOB_ENV])
     registers = CocotbRegisters(dut)
     await registers.reset()
 
-    def program_and_start() -> Sha256dCore:
+    def program() -> Sha256dCore:
         core = registers.driver()
         core.program(job)
         core.clear_results()
         return core
 
-    core = await bridge(program_and_start)()
-    start_ns = await registers.write(Reg.CTRL, int(Ctrl.START))
-    results = await bridge(core.wait)()
-    clocks = round((get_sim_time(unit="ns") - start_ns) / CLOCK_NS)
-    report = await bridge(lambda: verify(job, results, core.counters()))()
-    out.write_text(json.dumps(report_to_json(report, clocks)), encoding="utf-8")
+    def finish(core: Sha256dCore) -> SearchReport:
+        return verify(job, core.wait(timeout_s=JOB_TIMEOUT_S), core.counters())
+
+    try:
+        core = await bridge(program)()
+        start_ns = await registers.write(Reg.CTRL, int(Ctrl.START))
+        report = await bridge(finish)(core)
+    except HalError as exc:
+        result = error_to_json(exc)
+    else:
+        clocks = round((get_sim_time(unit="ns") - start_ns) / CLOCK_NS)
+        result = report_to_json(report, clocks)
+    out.write_text(json.dumps(result), encoding="utf-8")

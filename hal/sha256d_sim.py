@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hal.errors import InvalidArgument, Unavailable
+from hal import errors
+from hal.errors import HalError, InvalidArgument, ProtocolError, Unavailable
 from hal.sha256d_core import Counters, Job, SearchReport
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ RTL_SOURCES = [
         "sha256d_add32.v",
         "sha256d_round.v",
         "sha256d_sum4.v",
+        "sha256d_k16.v",
+        "sha256d_k_table.v",
         "sha256d_unrolled.v",
         "sha256d_folded.v",
         "sha256d_fifo.v",
@@ -159,8 +162,12 @@ def build(
 def run_test(
     runner: Runner, build_dir: Path, test_module: str, testcase: str, env: dict[str, str]
 ) -> None:
-    """Run one cocotb test in a built model; a failing cocotb test raises."""
-    runner.test(
+    """Run one cocotb test in a built model; raises if it did not pass. (Under pytest the
+    runner itself ends the calling test when the cocotb test fails.)"""
+    from cocotb_tools.check_results import get_results
+
+    log = build_dir / "runs" / f"{testcase}.log"
+    results = runner.test(
         test_module=test_module,
         hdl_toplevel=TOPLEVEL,
         hdl_toplevel_lang="verilog",
@@ -168,8 +175,14 @@ def run_test(
         build_dir=build_dir,
         test_dir=build_dir / "runs",
         extra_env=env,
-        log_file=build_dir / "runs" / f"{testcase}.log",
+        log_file=log,
     )
+    try:
+        tests, failed = get_results(results)
+    except RuntimeError as exc:
+        raise ProtocolError(f"the simulation of {testcase} ended abnormally; see {log}") from exc
+    if failed or not tests:
+        raise ProtocolError(f"the simulated {testcase} failed; see {log}")
 
 
 @dataclass(frozen=True)
@@ -201,16 +214,24 @@ def report_to_json(report: SearchReport, clocks: int) -> dict[str, Any]:
     }
 
 
-def run_job(config: SimConfig, job: Job, build_dir: Path, simulator: str = "verilator") -> SimRun:
+def error_to_json(error: HalError) -> dict[str, Any]:
+    """A driver error inside the simulator, to be raised again by run_job."""
+    return {"error": type(error).__name__, "message": str(error)}
+
+
+def run_job(
+    config: SimConfig, job: Job, build_dir: Path, simulator: str = "verilator"
+) -> SimRun:
     """Build (or reuse) the model in build_dir and run `job` through the driver inside it."""
     runner = build(simulator, config, build_dir)
     out = build_dir / "runs" / "job.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     run_test(runner, build_dir, "hal.sha256d_cocotb", "run_job", {JOB_ENV: job_to_json(job, out)})
-    if not out.exists():
-        raise Unavailable(f"the simulation wrote no result; see {build_dir / 'runs'}")
     data = json.loads(out.read_text(encoding="utf-8"))
+    if "error" in data:
+        error_class = getattr(errors, data["error"], HalError)
+        raise error_class(f"simulated core: {data['message']}")
     report = SearchReport(
         job,
         tuple(data["nonces"]),

@@ -98,6 +98,20 @@ module sha256d_folded #(
     endgenerate
 
     // ------------------------------------------------------------------
+    // K[t] of the round each stage position runs on this clock: stage j of the
+    // first hash and stage j of the second run the same round, so they share
+    // one table (with FOLD = 64, a 64-entry table of about 200 LUT4).
+    // ------------------------------------------------------------------
+    wire [31:0] k_now [0:STAGES-1];
+    generate
+        for (j = 0; j < STAGES; j = j + 1) begin : round_constants
+            sha256d_k_table #(.BASE(j * FOLD), .INDEX_BITS(PHASE_BITS)) k_table (
+                .index(phase), .k(k_now[j])
+            );
+        end
+    endgenerate
+
+    // ------------------------------------------------------------------
     // Stages. st*[j]: state after the last round run; hist*[j]: message words
     // consumed, newest in the top word.
     // ------------------------------------------------------------------
@@ -125,13 +139,16 @@ module sha256d_folded #(
                 assign state_q = st2[J];
                 assign hist_q = hist2[J];
             end
-            wire [255:0] s = tick ? state_in : state_q;
-            wire [5:0] round_idx = BASE6 + {{(6 - PHASE_BITS){1'b0}}, phase};
+            // With FOLD = 64 the second hash is one stage that stops after round 60:
+            // it loads the IV on the last phase of the slot before (a synchronous
+            // set/reset of its registers, no multiplexer) and reads its own state.
+            localparam integer IV_ON_LAST_PHASE = (HASH == 2 && STAGES2 == 1) ? 1 : 0;
+            wire [255:0] s = (tick && IV_ON_LAST_PHASE == 0) ? state_in : state_q;
 
             // The message word consumed on this clock.
             wire [31:0] w_msg, w_sched, w_now;
             if (BASE < 16) begin : message
-                wire [5:0] i = round_idx;
+                wire [5:0] i = BASE6 + {{(6 - PHASE_BITS){1'b0}}, phase};    // its round
                 if (HASH == 1) begin : header
                     wire [31:0] n = nonce_q[(J < NONCE_STAGES) ? J : 0];
                     wire [31:0] w3 = {n[7:0], n[15:8], n[23:16], n[31:24]};
@@ -199,7 +216,7 @@ module sha256d_folded #(
             wire unused_words = &{1'b0, w_msg, w_sched, hist_q};
 
             wire [31:0] kw, hkw, a_new, e_new;
-            sha256d_add32 add_kw (.a(sha256_k(round_idx)), .b(w_now), .sum(kw));
+            sha256d_add32 add_kw (.a(k_now[J]), .b(w_now), .sum(kw));
             sha256d_add32 add_hkw (.a(s[31:0]), .b(kw), .sum(hkw));
             sha256d_round #(.NEED_A(1)) rnd (
                 .a(s[255:224]), .b(s[223:192]), .c(s[191:160]), .d(s[159:128]),
@@ -210,7 +227,10 @@ module sha256d_folded #(
             reg [255:0] state_r;
             reg [511:0] hist_r;
             always @(posedge clk) begin
-                state_r <= {a_new, s[255:160], e_new, s[127:32]};
+                if (IV_ON_LAST_PHASE != 0 && last_phase)
+                    state_r <= SHA256_IV;
+                else
+                    state_r <= {a_new, s[255:160], e_new, s[127:32]};
                 hist_r  <= {w_now, hist_r[511:32]};
             end
             if (HASH == 1) begin : first_regs
