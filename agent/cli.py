@@ -271,11 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_power_limit)
 
     try:
-        from agent.fpga_cli import add_fpga_parser
+        from agent.fpga_cli import add_fpga_parser, run_fpga
     except ImportError:  # pragma: no cover - the FPGA tools are part of the same package
         pass
     else:
-        add_fpga_parser(sub)
+        add_fpga_parser(sub).set_defaults(func=run_fpga)
     return parser
 
 

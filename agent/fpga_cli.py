@@ -1,12 +1,17 @@
-"""`rigctl fpga examine|validate|program`: FPGA card administration, modelled on Xilinx `xbutil`.
+"""`rigctl fpga examine|validate|program|sim-run`: FPGA card administration, modelled on Xilinx
+`xbutil`, and a search job on the simulated SHA-256d core.
 
 These commands talk to the cards locally through hal (as xbutil talks to the driver), not to
 the agent over gRPC, so they work on a rig whose agent is down. Exit codes: 0 ok, 1 a
-validation test failed, 2 usage error or refusal (one line on stderr, no traceback).
+validation test failed (or the simulated core reported a nonce hashlib rejects), 2 usage
+error or refusal (one line on stderr, no traceback).
 
     rigctl fpga examine  [--device ID] [--json]
     rigctl fpga validate [--device ID] [--run TEST ...] [--report PATH] [--json]
     rigctl fpga program  --bitstream PATH [--dry-run] [--device ID] [--json]
+    rigctl fpga sim-run  [--fold N] [--header HEX] [--first N] [--count N] [--target HEX]
+                         [--fifo-log2 N] [--simulator verilator|icarus] [--build-dir DIR]
+                         [--json]
 
 Common options: --fpga-device-types (default accelerator; `cpu` makes PoCL's CPU a card),
 --bitstream-dir (only bitstreams inside it are accepted), --state-dir (where a card's loaded
@@ -26,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.workloads.hashing.job import DIFF1_TARGET
 from hal import opencl
 from hal.errors import HalError, Unavailable
+from hal.sha256d_core import Job
+from hal.sha256d_sim import FOLDS as SIM_FOLDS
 
 EXIT_OK = 0
 EXIT_VALIDATION_FAILED = 1
@@ -63,6 +71,41 @@ def _device_types(text: str) -> list[str]:
             f"device types must be a comma-separated subset of {','.join(opencl.DEVICE_TYPE_NAMES)}"
         )
     return types
+
+
+def default_sim_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rigd", "fpga-sim")
+
+
+def _header(text: str) -> bytes:
+    try:
+        header = bytes.fromhex(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not hex: {text!r}") from exc
+    if len(header) not in (76, 80):
+        raise argparse.ArgumentTypeError(f"a block header is 76 or 80 bytes, got {len(header)}")
+    return header
+
+
+def _target(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a hex number: {text!r}") from exc
+    if not 0 <= value < 1 << 256:
+        raise argparse.ArgumentTypeError("the target is a 256-bit number (at most 64 hex digits)")
+    return value
+
+
+def _nonce(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{value} is not a 32-bit nonce")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -114,6 +157,28 @@ def add_fpga_parser(subparsers: Any) -> argparse.ArgumentParser:
     program.add_argument(
         "--dry-run", "-n", action="store_true", help="make every check, change nothing"
     )
+    sim = sub.add_parser(
+        "sim-run", help="run a search job through the host driver on the simulated core",
+        description="Build the SHA-256d core (fpga/rtl) for a simulator, program a job "
+        "through the host driver (hal/sha256d_core.py) and check every reported nonce with "
+        "hashlib. Defaults: the genesis header around its nonce, at difficulty 1.",
+    )
+    sim.add_argument("--fold", type=int, choices=SIM_FOLDS, default=64,
+                     help="rounds per stage: one nonce every FOLD clocks (default: %(default)s)")
+    sim.add_argument("--header", type=_header, default=GENESIS_HEADER,
+                     help="block header, 76 or 80 bytes in hex (default: the genesis block)")
+    sim.add_argument("--first", type=_nonce, default=GENESIS_NONCE - 2048,
+                     help="first nonce (default: %(default)s)")
+    sim.add_argument("--count", type=_positive_int, default=4096,
+                     help="nonces to search (default: %(default)s)")
+    sim.add_argument("--target", type=_target, default=DIFF1_TARGET,
+                     help="256-bit target in hex (default: difficulty 1)")
+    sim.add_argument("--fifo-log2", type=int, choices=range(1, 13), default=4, metavar="N",
+                     help="result FIFO of 2**N entries (default: %(default)s)")
+    sim.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    sim.add_argument("--build-dir", type=Path, default=Path(default_sim_dir()),
+                     help="where models are built and kept (default: %(default)s)")
+    sim.add_argument("--json", action="store_true", help="print JSON instead of a report")
     return fpga
 
 
@@ -123,6 +188,7 @@ def run_fpga(args: argparse.Namespace) -> int:
         "examine": _examine,
         "validate": _validate,
         "program": _program,
+        "sim-run": _sim_run,
     }
     try:
         return handlers[args.fpga_command](args)
@@ -405,6 +471,55 @@ def _program(args: argparse.Namespace) -> int:
     else:
         print(f"Programmed: {report.action}")
     return EXIT_OK
+
+
+# --- sim-run -------------------------------------------------------------------------------
+
+
+def _sim_run(args: argparse.Namespace) -> int:
+    from hal.sha256d_sim import SimConfig, run_job  # needs the test extras (cocotb, verilator)
+
+    last = args.first + args.count - 1
+    if last > 0xFFFFFFFF:
+        raise CliError(f"--first {args.first} + --count {args.count} runs past nonce 0xFFFFFFFF")
+    config = SimConfig(fold=args.fold, fifo_log2=args.fifo_log2)
+    job = Job(args.header, args.first, last, args.target)
+    build_dir = args.build_dir.expanduser() / f"{args.simulator}_{config.key}"
+    run = run_job(config, job, build_dir, args.simulator)
+    report = run.report
+    summary = {
+        "simulator": args.simulator,
+        "fold": config.fold,
+        "fifo_depth": 1 << config.fifo_log2,
+        "nonce_first": job.nonce_first,
+        "nonce_last": job.nonce_last,
+        "target": f"{job.target:064x}",
+        "nonces": list(report.nonces),
+        "above_target": list(report.above_target),
+        "wrong": list(report.wrong),
+        "nonces_done": report.counters.nonces_done,
+        "replays": report.counters.replays,
+        "clocks": run.clocks,
+        "nonces_per_clock": report.counters.nonces_done / run.clocks,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"Simulated SHA-256d core ({args.simulator}): FOLD={config.fold}, "
+              f"FIFO {summary['fifo_depth']} entries, model in {build_dir}")
+        print(f"  nonces {job.nonce_first}..{job.nonce_last} ({job.nonce_count}), "
+              f"target {summary['target']}")
+        print(f"  found          : {_nonce_list(report.nonces)} (meet the target, hashlib)")
+        print(f"  dropped        : {_nonce_list(report.above_target)} "
+              "(top word passes, the full target does not)")
+        print(f"  wrong          : {_nonce_list(report.wrong)}")
+        print(f"  compared       : {report.counters.nonces_done} nonces in {run.clocks} clocks "
+              f"({summary['nonces_per_clock']:.4f}/clock), {report.counters.replays} replays")
+    return EXIT_VALIDATION_FAILED if report.wrong else EXIT_OK
+
+
+def _nonce_list(nonces: tuple[int, ...]) -> str:
+    return ", ".join(str(n) for n in nonces) or "none"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,6 +162,19 @@ def test_usage_errors_exit_2(rig: Any, fpga_cards: Any) -> None:
     assert_one_line_error(report, "does not exist")
 
 
+def test_installed_rigctl_runs_fpga_commands(rig: Any) -> None:
+    """`rigctl fpga ...` through the installed entry point (agent/cli.py) runs the command (it
+    used to stop with "no attribute 'func'")."""
+    argv = [
+        str(Path(sys.executable).parent / "rigctl"), "fpga", "examine", "--json",
+        "--fpga-device-types", "cpu", "--state-dir", str(rig.state_dir), "--device", rig.card_id,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (card,) = json.loads(proc.stdout)["cards"]
+    assert card["id"] == rig.card_id
+
+
 def test_add_fpga_parser_plugs_into_another_argparse() -> None:
     import argparse
 
