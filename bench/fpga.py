@@ -234,7 +234,7 @@ def print_speed(folds: list[int], clocks: int, repeats: int, work: Path) -> dict
         )
     print(
         "(plain: C++ harness, -O3, clock toggling only, runs 20x longer; cocotb: the same model"
-        " at -O1 with cocotb's clock and a monitor; sim nonces/s from the plain run)"
+        " at -O1 with cocotb's clock, no monitor; sim nonces/s from the plain run)"
     )
     print(REFERENCE_VERILATOR)
     return measured
