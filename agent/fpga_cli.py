@@ -98,24 +98,22 @@ def _target(text: str) -> int:
     return value
 
 
-def _nonce(text: str) -> int:
+def _int_from(text: str, low: int, high: int, what: str) -> int:
     try:
         value = int(text, 0)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"{value} is not a 32-bit nonce")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is not {what}")
     return value
+
+
+def _nonce(text: str) -> int:
+    return _int_from(text, 0, 0xFFFFFFFF, "a 32-bit nonce")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if not 1 <= value <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"{value} is not in 1..2^32-1")
-    return value
+    return _int_from(text, 1, 0xFFFFFFFF, "in 1..2^32-1")
 
 
 def add_fpga_parser(subparsers: Any) -> argparse.ArgumentParser:

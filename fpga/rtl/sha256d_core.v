@@ -170,18 +170,17 @@ module sha256d_core #(
             valid_q <= {valid_q[DEPTH-2:0], issue};
     end
 
+    // Counters of the current job.
     always @(posedge clk) begin
-        if (rst || accept_start)
+        if (rst || accept_start) begin
             nonces_done <= 33'd0;
-        else if (retire)
-            nonces_done <= nonces_done + 33'd1;
-    end
-
-    always @(posedge clk) begin
-        if (rst || accept_start)
-            replays <= 16'd0;
-        else if (replay)
-            replays <= replays + 16'd1;
+            replays     <= 16'd0;
+        end else begin
+            if (retire)
+                nonces_done <= nonces_done + 33'd1;
+            if (replay)
+                replays <= replays + 16'd1;
+        end
     end
 
     // ------------------------------------------------------------------

@@ -87,10 +87,14 @@ module sha256d_top #(
     reg [31:0]         target;
     reg [31:0]         nonce_first;
     reg [31:0]         nonce_last;
-    reg [255:0]        midstate;
-    reg [95:0]         tail;
-    reg [511:0]        pre;
     reg                write_ignored;
+
+    // The header words: MIDSTATE0..7 and TAIL0..2 (contiguous), then PRE0..15.
+    localparam integer HEADER_WORDS = 8 + 3 + 16;
+    reg [32*HEADER_WORDS-1:0] header_words;       // word 0 in the top bits
+    wire [255:0] midstate = header_words[32*HEADER_WORDS-1 -: 256];
+    wire [95:0]  tail     = header_words[32*HEADER_WORDS-257 -: 96];
+    wire [511:0] pre      = header_words[511:0];
 
     always @(posedge clk) begin
         if (rst) begin
@@ -111,26 +115,13 @@ module sha256d_top #(
 
     genvar i;
     generate
-        for (i = 0; i < 8; i = i + 1) begin : midstate_words
+        for (i = 0; i < HEADER_WORDS; i = i + 1) begin : header_word
+            localparam [5:0] ADDRESS = (i < 11) ? A_MIDSTATE0 + i : A_PRE0 + (i - 11);
             always @(posedge clk)
                 if (rst)
-                    midstate[255 - 32 * i -: 32] <= 32'd0;
-                else if (job_write && word == A_MIDSTATE0 + i)
-                    midstate[255 - 32 * i -: 32] <= csr_wdata;
-        end
-        for (i = 0; i < 3; i = i + 1) begin : tail_words
-            always @(posedge clk)
-                if (rst)
-                    tail[95 - 32 * i -: 32] <= 32'd0;
-                else if (job_write && word == A_TAIL0 + i)
-                    tail[95 - 32 * i -: 32] <= csr_wdata;
-        end
-        for (i = 0; i < 16; i = i + 1) begin : pre_words
-            always @(posedge clk)
-                if (rst)
-                    pre[511 - 32 * i -: 32] <= 32'd0;
-                else if (job_write && word == A_PRE0 + i)
-                    pre[511 - 32 * i -: 32] <= csr_wdata;
+                    header_words[32*(HEADER_WORDS-i)-1 -: 32] <= 32'd0;
+                else if (job_write && word == ADDRESS)
+                    header_words[32*(HEADER_WORDS-i)-1 -: 32] <= csr_wdata;
         end
     endgenerate
 

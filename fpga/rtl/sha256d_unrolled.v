@@ -15,14 +15,15 @@
 //   folded into K60.
 // The host re-checks every reported nonce with hashlib (hal/sha256d_core.py).
 //
-// Timing: the nonce enters on the issue clock, when the first hash's round 3
-// is computed; round t of the first hash is computed t - 3 clocks later, round
-// t of the second hash 61 + t clocks later, and H7 (round 60) is valid on the
-// clock LATENCY = 121 after issue, from the last pipeline register.
+// Timing: the nonce enters on the issue clock, when stage 0 computes the first
+// hash's round 3; stage n computes round n + 3 of the first hash (n <= 60) or
+// round n - 61 of the second (n >= 61) n clocks later, and H7 (round 60) is
+// valid on the clock LATENCY = 121 after issue, from the last pipeline stage.
 //
-// State after round t: {a_t, a_t-1, a_t-2, a_t-3, e_t, e_t-1, e_t-2, e_t-3}.
-// Window after round t: {W[t+1], ..., W[t+16]} (W[t+16] computed in round t).
-// Words that are constant or set by the job are wired in, not registered.
+// Stage registers after round t: {a_t, a_t-1, a_t-2, a_t-3, e_t, e_t-1,
+// e_t-2, e_t-3} and the window {W[t+1], ..., W[t+16]} (W[t+16] computed in
+// round t). Words that are constant or set by the job are wired in, not
+// registered.
 //
 // Verilog-2005.
 `default_nettype none
@@ -53,19 +54,15 @@ module sha256d_unrolled (
     localparam integer KIND_JOB = 1;     // a job register
     localparam integer KIND_SIGNAL = 2;  // differs per nonce: pipelined
 
-    // First hash, message word i >= 4.
-    function integer kind1;
+    // Message word i of a hash (the first hash's words are only asked for i >= 4).
+    function integer kind;
+        input integer hash;
         input integer i;
         begin
-            kind1 = (i <= 15) ? KIND_CONST : (i <= 17) ? KIND_JOB : KIND_SIGNAL;
-        end
-    endfunction
-
-    // Second hash, message word i.
-    function integer kind2;
-        input integer i;
-        begin
-            kind2 = (i >= 8 && i <= 15) ? KIND_CONST : KIND_SIGNAL;
+            if (hash == 1)
+                kind = (i <= 15) ? KIND_CONST : (i <= 17) ? KIND_JOB : KIND_SIGNAL;
+            else
+                kind = (i >= 8 && i <= 15) ? KIND_CONST : KIND_SIGNAL;
         end
     endfunction
 
@@ -75,12 +72,8 @@ module sha256d_unrolled (
         input integer hash;
         input integer i;
         begin
-            if (hash == 1)
-                var_mask = {kind1(i - 16) != KIND_CONST, kind1(i - 15) != KIND_CONST,
-                            kind1(i - 7) != KIND_CONST, kind1(i - 2) != KIND_CONST};
-            else
-                var_mask = {kind2(i - 16) != KIND_CONST, kind2(i - 15) != KIND_CONST,
-                            kind2(i - 7) != KIND_CONST, kind2(i - 2) != KIND_CONST};
+            var_mask = {kind(hash, i - 16) != KIND_CONST, kind(hash, i - 15) != KIND_CONST,
+                        kind(hash, i - 7) != KIND_CONST, kind(hash, i - 2) != KIND_CONST};
         end
     endfunction
 
@@ -112,7 +105,7 @@ module sha256d_unrolled (
                                + majority(sha256_iv(0), sha256_iv(1), sha256_iv(2));
     localparam [31:0] E0_CONST = sha256_iv(3) + T1_0;
 
-    genvar t, k;
+    genvar n, k;
 
     wire [31:0] pre_w [0:15];
     generate
@@ -122,10 +115,13 @@ module sha256d_unrolled (
     endgenerate
 
     // ------------------------------------------------------------------
-    // First hash: round 3 on the issue clock, then rounds 4..63.
+    // Stages 0..60: the first hash, round 3 (on the issue clock) to round 63.
+    // Stages 61..120: the second hash, rounds 0..59. Round 60 follows.
     // ------------------------------------------------------------------
-    wire [255:0] st1  [3:63];
-    wire [511:0] win1 [3:63];
+    localparam integer STAGES = 121;
+    wire [255:0] st  [0:STAGES-1];
+    wire [511:0] win [0:STAGES-1];
+    wire [511:0] msg2;              // the second hash's block: first digest and padding
 
     wire [31:0] w3 = {nonce[7:0], nonce[15:8], nonce[23:16], nonce[31:24]};
     wire [31:0] a3, e3, w18, w19;
@@ -135,100 +131,120 @@ module sha256d_unrolled (
     sha256d_add32 add_w19 (.a(pre_w[P_P19]), .b(w3), .sum(w19));
 
     generate
-        for (t = 3; t <= 63; t = t + 1) begin : hash1
-            wire [31:0] a_new, e_new;     // round t
-            wire [31:0] w_new;            // W[t+16]
-            if (t == 3) begin : issue
+        for (n = 0; n < STAGES; n = n + 1) begin : stage
+            localparam integer HASH = (n <= 60) ? 1 : 2;
+            localparam integer T = (HASH == 1) ? n + 3 : n - 61;     // its round
+            localparam integer LAST_WORD = (HASH == 1) ? 63 : 60;    // last W the hash reads
+            localparam integer PREV = (n == 0) ? 0 : n - 1;
+            localparam [5:0] T6 = T[5:0];
+
+            wire [511:0] w;             // {W[T], ..., W[T+15]} on this stage's clock
+            wire [31:0] a_new, e_new;   // round T
+            wire [31:0] w_new;          // W[T+16]
+            if (HASH == 2 && T == 0) begin : from_digest
+                assign w = msg2;
+            end else begin : from_window
+                assign w = win[PREV];
+            end
+
+            if (HASH == 1 && T == 3) begin : issue
                 assign a_new = a3;
                 assign e_new = e3;
-                assign w_new = w19;
+            end else if (HASH == 2 && T == 0) begin : iv_round
+                sha256d_add32 add_a (.a(w[511:480]), .b(A0_CONST), .sum(a_new));
+                sha256d_add32 add_e (.a(w[511:480]), .b(E0_CONST), .sum(e_new));
             end else begin : round
-                wire [255:0] s = st1[t-1];
-                wire [511:0] w = win1[t-1];            // {W[t], ..., W[t+15]}
-                wire [31:0] hkw;
-                if (t <= 6) begin : host_hkw
-                    assign hkw = pre_w[P_R4 + t - 4];
-                end else if (t <= 15) begin : constant_kw
-                    sha256d_add32 add_hkw (.a(s[31:0]), .b(sha256_k(t) + header_pad_word(t)),
+                wire [255:0] s = st[PREV];
+                wire [31:0] hkw;        // h + K[T] + W[T], with what is constant added up
+                if (HASH == 1 && T <= 6) begin : host_hkw
+                    assign hkw = pre_w[P_R4 + T - 4];
+                end else if (HASH == 2 && T <= 3) begin : iv_h       // h = e[T-4], the IV
+                    sha256d_add32 add_hkw (.a(w[511:480]), .b(sha256_iv(7 - T) + sha256_k(T6)),
+                                           .sum(hkw));
+                end else if (kind(HASH, T) == KIND_CONST) begin : constant_kw
+                    sha256d_add32 add_hkw (.a(s[31:0]), .b(sha256_k(T6) + pad_word(HASH, T)),
                                            .sum(hkw));
                 end else begin : signal_kw
                     wire [31:0] kw;
-                    sha256d_add32 add_kw (.a(w[511:480]), .b(sha256_k(t)), .sum(kw));
+                    sha256d_add32 add_kw (.a(w[511:480]), .b(sha256_k(T6)), .sum(kw));
                     sha256d_add32 add_hkw (.a(s[31:0]), .b(kw), .sum(hkw));
                 end
-                sha256d_round #(.NEED_A(1)) rnd (
+                sha256d_round #(.NEED_A((HASH == 1 || T <= 56) ? 1 : 0)) rnd (
                     .a(s[255:224]), .b(s[223:192]), .c(s[191:160]), .d(s[159:128]),
                     .e(s[127:96]), .f(s[95:64]), .g(s[63:32]), .hkw(hkw),
                     .a_new(a_new), .e_new(e_new)
                 );
-                if (t + 16 == 31 || t + 16 == 32) begin : host_partial
-                    // W31 = s1(W29) + W24 + p31, W32 = s1(W30) + W25 + p32
-                    sha256d_sum4 #(.VAR_MASK(4'b0111), .CONSTANT(32'd0)) schedule_sum (
-                        .terms({small_sigma1(w[63:32]), w[223:192],
-                                pre_w[t + 16 == 31 ? P_P31 : P_P32], 32'd0}),
-                        .sum(w_new)
-                    );
-                end else if (t + 16 <= 63) begin : schedule
-                    sha256d_sum4 #(
-                        .VAR_MASK(var_mask(1, t + 16)), .CONSTANT(constant_terms(1, t + 16))
-                    ) schedule_sum (
-                        .terms({small_sigma1(w[63:32]), w[223:192],
-                                small_sigma0(w[479:448]), w[511:480]}),
-                        .sum(w_new)
-                    );
-                end else begin : past_63
-                    assign w_new = 32'd0;
-                end
-                wire unused_h = &{1'b0, s[31:0], w};
+                wire unused_h = &{1'b0, s[31:0]};
             end
-            wire unused_w_new = &{1'b0, w_new};   // W[64..79] are not built
 
-            // State registers: a_k and e_k for k <= 2 are job registers.
+            if (HASH == 1 && T == 3) begin : w19_from_host
+                assign w_new = w19;
+            end else if (HASH == 1 && (T + 16 == 31 || T + 16 == 32)) begin : host_partial
+                // W31 = s1(W29) + W24 + p31, W32 = s1(W30) + W25 + p32
+                sha256d_sum4 #(.VAR_MASK(4'b0111), .CONSTANT(32'd0)) schedule_sum (
+                    .terms({small_sigma1(w[63:32]), w[223:192],
+                            pre_w[T + 16 == 31 ? P_P31 : P_P32], 32'd0}),
+                    .sum(w_new)
+                );
+            end else if (T + 16 <= LAST_WORD) begin : schedule
+                sha256d_sum4 #(
+                    .VAR_MASK(var_mask(HASH, T + 16)), .CONSTANT(constant_terms(HASH, T + 16))
+                ) schedule_sum (
+                    .terms({small_sigma1(w[63:32]), w[223:192], small_sigma0(w[479:448]),
+                            w[511:480]}),
+                    .sum(w_new)
+                );
+            end else begin : past_last_word
+                assign w_new = 32'd0;
+            end
+            wire unused_w = &{1'b0, w, w_new};
+
+            // State registers. a[T-k] and e[T-k] are job registers in the first hash up to
+            // k = 2 (e0 is only read inside R4), IV words in the second hash before round 0.
             reg [31:0] a_q, e_q;
             always @(posedge clk) begin
                 a_q <= a_new;
                 e_q <= e_new;
             end
-            assign st1[t][255:224] = a_q;
-            assign st1[t][127:96]  = e_q;
+            assign st[n][255:224] = a_q;
+            assign st[n][127:96]  = e_q;
             for (k = 1; k <= 3; k = k + 1) begin : chain
-                if (t - k <= 2) begin : from_job
-                    assign st1[t][255 - 32 * k -: 32] = pre_w[P_AX + t - k];
-                    if (t - k == 0) begin : e0_unread     // h of round 4: inside R4
-                        assign st1[t][127 - 32 * k -: 32] = 32'd0;
-                    end else begin : e_job
-                        assign st1[t][127 - 32 * k -: 32] = pre_w[P_EX + t - k];
-                    end
+                if (HASH == 1 && T - k <= 2) begin : from_job
+                    assign st[n][255 - 32 * k -: 32] = pre_w[P_AX + T - k];
+                    assign st[n][127 - 32 * k -: 32] = (T - k == 0) ? 32'd0 : pre_w[P_EX + T - k];
+                end else if (HASH == 2 && T - k < 0) begin : from_iv  // a[-m] = H[m-1], e[-m] = H[m+3]
+                    assign st[n][255 - 32 * k -: 32] = sha256_iv(k - T - 1);
+                    assign st[n][127 - 32 * k -: 32] = sha256_iv(k - T + 3);
                 end else begin : pipelined
                     reg [31:0] a_k, e_k;
                     always @(posedge clk) begin
-                        a_k <= st1[t-1][255 - 32 * (k - 1) -: 32];
-                        e_k <= st1[t-1][127 - 32 * (k - 1) -: 32];
+                        a_k <= st[PREV][255 - 32 * (k - 1) -: 32];
+                        e_k <= st[PREV][127 - 32 * (k - 1) -: 32];
                     end
-                    assign st1[t][255 - 32 * k -: 32] = a_k;
-                    assign st1[t][127 - 32 * k -: 32] = e_k;
+                    assign st[n][255 - 32 * k -: 32] = a_k;
+                    assign st[n][127 - 32 * k -: 32] = e_k;
                 end
             end
 
             // Window registers: only words that differ per nonce are registered.
             for (k = 0; k < 16; k = k + 1) begin : window
-                if (t + 1 + k > 63) begin : unused_word
-                    assign win1[t][511 - 32 * k -: 32] = 32'd0;
-                end else if (kind1(t + 1 + k) == KIND_CONST) begin : constant_word
-                    assign win1[t][511 - 32 * k -: 32] = header_pad_word(t + 1 + k);
-                end else if (kind1(t + 1 + k) == KIND_JOB) begin : job_word
-                    assign win1[t][511 - 32 * k -: 32] = pre_w[P_W16 + t + 1 + k - 16];
+                if (T + 1 + k > LAST_WORD) begin : unused_word
+                    assign win[n][511 - 32 * k -: 32] = 32'd0;
+                end else if (kind(HASH, T + 1 + k) == KIND_CONST) begin : constant_word
+                    assign win[n][511 - 32 * k -: 32] = pad_word(HASH, T + 1 + k);
+                end else if (kind(HASH, T + 1 + k) == KIND_JOB) begin : job_word
+                    assign win[n][511 - 32 * k -: 32] = pre_w[P_W16 + T + 1 + k - 16];
                 end else begin : signal_word
                     reg [31:0] w_q;
                     always @(posedge clk) begin
                         if (k == 15)
                             w_q <= w_new;
-                        else if (t == 3)
+                        else if (HASH == 1 && T == 3)
                             w_q <= w18;                    // the only other one: W18
                         else
-                            w_q <= win1[t-1][511 - 32 * (k + 1) -: 32];
+                            w_q <= w[511 - 32 * (k + 1) -: 32];
                     end
-                    assign win1[t][511 - 32 * k -: 32] = w_q;
+                    assign win[n][511 - 32 * k -: 32] = w_q;
                 end
             end
         end
@@ -237,10 +253,9 @@ module sha256d_unrolled (
     // ------------------------------------------------------------------
     // Feed-forward: the first digest is the second hash's message W0..W7.
     // ------------------------------------------------------------------
-    wire [511:0] msg2;
     generate
         for (k = 0; k < 8; k = k + 1) begin : feed_forward
-            sha256d_add32 add_x (.a(midstate[255 - 32 * k -: 32]), .b(st1[63][255 - 32 * k -: 32]),
+            sha256d_add32 add_x (.a(midstate[255 - 32 * k -: 32]), .b(st[60][255 - 32 * k -: 32]),
                                  .sum(msg2[511 - 32 * k -: 32]));
         end
         for (k = 8; k < 16; k = k + 1) begin : digest_padding
@@ -249,103 +264,10 @@ module sha256d_unrolled (
     endgenerate
     assign first_digest = msg2[511:256];
 
-    // ------------------------------------------------------------------
-    // Second hash: rounds 0..59 pipelined, round 60 (e only) on the last clock.
-    // ------------------------------------------------------------------
-    wire [255:0] st2  [0:59];
-    wire [511:0] win2 [0:59];
-
-    generate
-        for (t = 0; t <= 59; t = t + 1) begin : hash2
-            wire [511:0] w;                                   // {W[t], ..., W[t+15]}
-            if (t == 0) begin : from_digest
-                assign w = msg2;
-            end else begin : from_window
-                assign w = win2[t-1];
-            end
-            wire [31:0] a_new, e_new, w_new;
-            if (t == 0) begin : iv_round
-                sha256d_add32 add_a (.a(w[511:480]), .b(A0_CONST), .sum(a_new));
-                sha256d_add32 add_e (.a(w[511:480]), .b(E0_CONST), .sum(e_new));
-            end else begin : round
-                wire [255:0] s = st2[t-1];
-                wire [31:0] hkw;
-                if (t <= 3) begin : constant_h            // h = e[t-4], still the IV
-                    sha256d_add32 add_hkw (.a(w[511:480]), .b(sha256_iv(7 - t) + sha256_k(t)),
-                                           .sum(hkw));
-                end else if (t >= 8 && t <= 15) begin : constant_kw
-                    sha256d_add32 add_hkw (.a(s[31:0]), .b(sha256_k(t) + digest_pad_word(t)),
-                                           .sum(hkw));
-                end else begin : signal_kw
-                    wire [31:0] kw;
-                    sha256d_add32 add_kw (.a(w[511:480]), .b(sha256_k(t)), .sum(kw));
-                    sha256d_add32 add_hkw (.a(s[31:0]), .b(kw), .sum(hkw));
-                end
-                sha256d_round #(.NEED_A((t <= 56) ? 1 : 0)) rnd (
-                    .a(s[255:224]), .b(s[223:192]), .c(s[191:160]), .d(s[159:128]),
-                    .e(s[127:96]), .f(s[95:64]), .g(s[63:32]), .hkw(hkw),
-                    .a_new(a_new), .e_new(e_new)
-                );
-                wire unused_h = &{1'b0, s[31:0]};
-            end
-            wire unused_w = &{1'b0, w};
-            if (t + 16 <= 60) begin : schedule
-                sha256d_sum4 #(
-                    .VAR_MASK(var_mask(2, t + 16)), .CONSTANT(constant_terms(2, t + 16))
-                ) schedule_sum (
-                    .terms({small_sigma1(w[63:32]), w[223:192], small_sigma0(w[479:448]),
-                            w[511:480]}),
-                    .sum(w_new)
-                );
-            end else begin : past_60
-                assign w_new = 32'd0;
-            end
-
-            reg [31:0] a_q, e_q;
-            always @(posedge clk) begin
-                a_q <= a_new;
-                e_q <= e_new;
-            end
-            assign st2[t][255:224] = a_q;
-            assign st2[t][127:96]  = e_q;
-            for (k = 1; k <= 3; k = k + 1) begin : chain
-                if (t - k < 0) begin : from_iv         // a[-n] = H[n-1], e[-n] = H[n+3]
-                    assign st2[t][255 - 32 * k -: 32] = sha256_iv(k - t - 1);
-                    assign st2[t][127 - 32 * k -: 32] = sha256_iv(k - t + 3);
-                end else begin : pipelined
-                    reg [31:0] a_k, e_k;
-                    always @(posedge clk) begin
-                        a_k <= st2[t-1][255 - 32 * (k - 1) -: 32];
-                        e_k <= st2[t-1][127 - 32 * (k - 1) -: 32];
-                    end
-                    assign st2[t][255 - 32 * k -: 32] = a_k;
-                    assign st2[t][127 - 32 * k -: 32] = e_k;
-                end
-            end
-
-            for (k = 0; k < 16; k = k + 1) begin : window
-                if (t + 1 + k > 60) begin : unused_word
-                    assign win2[t][511 - 32 * k -: 32] = 32'd0;
-                end else if (kind2(t + 1 + k) == KIND_CONST) begin : constant_word
-                    assign win2[t][511 - 32 * k -: 32] = digest_pad_word(t + 1 + k);
-                end else begin : signal_word
-                    reg [31:0] w_q;
-                    always @(posedge clk) begin
-                        if (k == 15)
-                            w_q <= w_new;
-                        else
-                            w_q <= w[511 - 32 * (k + 1) -: 32];
-                    end
-                    assign win2[t][511 - 32 * k -: 32] = w_q;
-                end
-            end
-        end
-    endgenerate
-
     // Round 60, e only, with IV7 folded into K60: its e is H7.
-    wire [255:0] s60 = st2[59];
+    wire [255:0] s60 = st[STAGES-1];
     wire [31:0]  kw60, hkw60, unused_a60;
-    sha256d_add32 add_kw60 (.a(win2[59][511:480]), .b(sha256_k(6'd60) + sha256_iv(7)),
+    sha256d_add32 add_kw60 (.a(win[STAGES-1][511:480]), .b(sha256_k(6'd60) + sha256_iv(7)),
                             .sum(kw60));
     sha256d_add32 add_hkw60 (.a(s60[31:0]), .b(kw60), .sum(hkw60));
     sha256d_round #(.NEED_A(0)) round60 (
@@ -353,7 +275,7 @@ module sha256d_unrolled (
         .e(s60[127:96]), .f(s60[95:64]), .g(s60[63:32]), .hkw(hkw60),
         .a_new(unused_a60), .e_new(h7)
     );
-    wire unused_round60 = &{1'b0, unused_a60, win2[59][479:0]};
+    wire unused_round60 = &{1'b0, unused_a60, win[STAGES-1][479:0]};
 
 endmodule
 
