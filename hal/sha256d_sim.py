@@ -105,9 +105,12 @@ def verilator_env(opt_fast: str = VERILATOR_OPT_FAST) -> dict[str, str]:
         "PYTHON3": "python3",
         "OPT_FAST": opt_fast,
     }
+    path = os.environ.get("PATH", "")
+    if not path.startswith(f"{root / 'bin'}{os.pathsep}"):
+        path = f"{root / 'bin'}{os.pathsep}{path}"
     return {
         "VERILATOR_ROOT": str(root),
-        "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": path,
         # Replaces any MAKEFLAGS inherited from an outer make (its jobserver is not ours).
         "MAKEFLAGS": " ".join([f"-j{MAKE_JOBS}", *(f"{k}={v}" for k, v in make_settings.items())]),
     }

@@ -155,9 +155,9 @@ async def csr_map(dut: Any) -> None:
         assert await bench.bus.read(reg) == 0
 
     # Job registers are write-only: they read 0 after a write.
-    for reg in (Reg.TARGET, Reg.NONCE_FIRST, Reg.MIDSTATE0, Reg.TAIL0, Reg.PRE0 + 60):
-        await bench.bus.write(reg, 0x12345678)
-        assert await bench.bus.read(reg) == 0
+    for job_address in (Reg.TARGET, Reg.NONCE_FIRST, Reg.MIDSTATE0, Reg.TAIL0, Reg.PRE0 + 60):
+        await bench.bus.write(job_address, 0x12345678)
+        assert await bench.bus.read(job_address) == 0
     await bench.bus.write(Reg.ID, 0)  # read-only: ignored
     assert await bench.bus.read(Reg.ID) == CORE_ID
     await bench.bus.write(0xFC, 0xFFFFFFFF)  # unmapped: ignored, reads 0
