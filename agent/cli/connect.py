@@ -13,16 +13,12 @@ from typing import Any, TypeVar
 import grpc
 
 from agent.api import FRESH_STREAM_OPTIONS, pb, pb_grpc
+from agent.cli.exitcodes import EXIT_FAILED, EXIT_UNREACHABLE
 from agent.cli.output import short_id
 from agent.paths import default_socket_path
 
 T = TypeVar("T")
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # rigd refused or the operation failed
-EXIT_USAGE = 2  # argparse's own code for a bad command line
-EXIT_UNREACHABLE = 3  # no rigd answered
-EXIT_TESTS_FAILED = 4  # diagnostics or a validation found a fault
 
 # What each refusal means to an operator, instead of the status name.
 _SAYS = {

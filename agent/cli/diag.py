@@ -13,7 +13,8 @@ from collections import defaultdict
 from typing import Any
 
 from agent.api import pb
-from agent.cli.connect import EXIT_TESTS_FAILED, Rig
+from agent.cli.connect import Rig
+from agent.cli.exitcodes import EXIT_TESTS_FAILED
 from agent.cli.output import emit_json, enum_names, short_id
 
 RESULT = enum_names(pb.DiagnosticResult)

@@ -9,7 +9,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.api import SERVICE_NAME, pb
-from agent.cli.connect import EXIT_FAILED, Rig
+from agent.cli.connect import Rig
+from agent.cli.exitcodes import EXIT_FAILED
 from agent.cli.output import emit_json
 
 

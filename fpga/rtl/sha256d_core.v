@@ -1,47 +1,47 @@
-// sha256d_core.v - rigd SHA-256d nonce search core.
+// sha256d_core.v - rigd SHA-256d nonce search core: issue, datapath, compare,
+// replay, result FIFO and counters.
 //
-// Hashes Bitcoin-style 80-byte headers: the host gives the midstate (SHA-256
-// state after the first 64 header bytes) and the 12 bytes before the nonce;
-// the core walks an inclusive nonce range and queues {tag, nonce} for every
-// nonce whose double hash passes the target-word compare.
+// Hashes Bitcoin-style 80-byte headers: the host gives the job (midstate,
+// header tail or its precomputation, nonce range, target, tag, fpga/README.md)
+// and the core walks the inclusive nonce range, queueing {tag, nonce} for every
+// nonce whose H7 passes the target word: byteswap(H7) <= target. The host
+// re-checks every reported nonce against the full target with hashlib.
 //
-// Pipeline: 2 * 64/FOLD round stages (first hash, then second hash), each
-// doing FOLD rounds at one round per clock. All stages hand over together on
-// "tick" clocks (every FOLD clocks), so one nonce enters every FOLD clocks and
-// leaves exactly LATENCY = 128 clocks after it entered, whatever FOLD is.
+// Datapath: FOLD = 1 is sha256d_unrolled (one nonce per clock); FOLD = 2..64 is
+// sha256d_folded (one nonce every FOLD clocks). Either gives H7 of a nonce a
+// fixed LATENCY clocks after it was issued.
 //
-// Match rule: the final digest is H0..H7 (bytes big-endian per word). Read as
-// the 256-bit little-endian number Bitcoin compares with the target, its top
-// 32 bits are byteswap(H7). A nonce matches when byteswap(H7) <= target.
-// target = 0 is the usual miner filter (H7 == 0, "difficulty-1-ish"); the host
-// re-checks the full 256-bit target in software.
+// Results are exact with any FIFO depth, and a small FIFO does not slow the
+// search: nonces are issued while the FIFO has room, without reserving a slot
+// for every nonce in flight (almost none of them match). When a matching nonce
+// finds the FIFO full it is not lost: the core replays, i.e. drops what is in
+// flight and issues again from that nonce once the host has popped an entry.
+// Results stay in nonce order and none is reported twice.
 //
-// Back-pressure: a nonce is issued only while fifo count + nonces in flight is
-// below the FIFO depth, so every nonce in flight has a reserved FIFO slot. When
-// the host stops reading, issue pauses (`throttled`), nothing is lost, and the
-// search resumes when entries are popped.
+// Job inputs must not change while busy (sha256d_top refuses such writes).
 //
 // Verilog-2005.
 `default_nettype none
 
 module sha256d_core #(
     parameter integer FOLD = 1,             // 1, 2, 4, 8, 16, 32 or 64 rounds per stage
-    parameter integer FIFO_DEPTH_LOG2 = 8,  // result FIFO holds 2**FIFO_DEPTH_LOG2 entries
+    parameter integer FIFO_DEPTH_LOG2 = 4,  // result FIFO holds 2**FIFO_DEPTH_LOG2 entries
     parameter integer TAG_BITS = 8,         // job tag width (1..24)
-    parameter integer DEBUG_DIGEST = 0      // 1: drive dbg_* with every final digest
+    parameter integer DEBUG_DIGEST = 0      // 1: drive dbg_* (tests)
 ) (
     input  wire                       clk,
     input  wire                       rst,          // synchronous, active high
 
-    // Job inputs, copied into the active job on an accepted `start`.
+    // The job, read while the core is busy.
     input  wire [255:0]               midstate,     // {H0, ..., H7} after header bytes 0..63
-    input  wire [95:0]                tail,         // {W0, W1, W2}: header bytes 64..75, big-endian words
-    input  wire [31:0]                nonce_first,  // first nonce (header value, little-endian in the header)
-    input  wire [31:0]                nonce_last,   // last nonce, inclusive
+    input  wire [95:0]                tail,         // header bytes 64..75 (FOLD >= 2)
+    input  wire [511:0]               pre,          // host precomputation (FOLD = 1)
+    input  wire [31:0]                nonce_first,
+    input  wire [31:0]                nonce_last,   // inclusive
     input  wire [31:0]                target,       // match when byteswap(H7) <= target
     input  wire [TAG_BITS-1:0]        tag,
 
-    input  wire                       start,        // begin the job (drops in-flight work of the old one)
+    input  wire                       start,        // begin the job (drops in-flight work)
     input  wire                       flush,        // drop in-flight work and the rest of the range
     input  wire                       pop,          // drop the FIFO head
     input  wire                       fifo_clear,   // drop every FIFO entry
@@ -49,29 +49,35 @@ module sha256d_core #(
     output wire                       busy,         // nonces left to issue or in flight
     output wire                       done,         // the whole range of the last job was hashed
     output reg                        range_error,  // last start refused: nonce_last < nonce_first
-    output wire                       throttled,    // issue paused waiting for FIFO room
+    output wire                       throttled,    // issue paused: FIFO full
     output wire                       result_valid, // FIFO not empty
     output wire [TAG_BITS-1:0]        result_tag,
     output wire [31:0]                result_nonce,
     output wire [FIFO_DEPTH_LOG2:0]   result_count,
-    output wire                       fifo_overflow, // sticky; never set unless the design is wrong
+    output wire                       fifo_full,
     output reg  [32:0]                nonces_done,  // nonces hashed and checked in this job
     output wire [31:0]                nonce_next,   // next nonce to issue
+    output reg  [15:0]                replays,      // replays in this job (modulo 2^16)
+    output wire [7:0]                 latency,      // LATENCY: clocks from issue to compare
 
-    output wire                       dbg_valid,    // pulses once per hashed nonce (DEBUG_DIGEST=1)
+    output wire                       dbg_valid,    // pulses once per checked nonce (DEBUG_DIGEST=1)
     output wire [31:0]                dbg_nonce,
-    output wire [255:0]               dbg_digest    // {H0, ..., H7} of the second hash
+    output wire [31:0]                dbg_h7,       // H7 of the second hash
+    output wire                       dbg_first_valid,   // a nonce entered the second hash
+    output wire [31:0]                dbg_first_nonce,
+    output wire [255:0]               dbg_first_digest   // its first digest (hashlib's sha256)
 );
 
-    localparam integer STAGES     = 64 / FOLD;          // stages per hash
-    localparam integer DEPTH      = 2 * STAGES;         // stages in the pipeline
     localparam integer PHASE_BITS = (FOLD > 1) ? $clog2(FOLD) : 1;
-    localparam integer FIFO_DEPTH = 1 << FIFO_DEPTH_LOG2;
-
-    localparam [255:0] SHA256_IV = {
-        32'h6a09e667, 32'hbb67ae85, 32'h3c6ef372, 32'ha54ff53a,
-        32'h510e527f, 32'h9b05688c, 32'h1f83d9ab, 32'h5be0cd19
-    };
+    localparam integer STAGES = 64 / FOLD;
+    // Pipeline positions a nonce passes (one per tick), the phase of its last
+    // position on which H7 is compared, the clocks from issue to compare, and
+    // the position from which it enters the second hash (see the datapaths).
+    localparam integer DEPTH = (FOLD == 1) ? 121 : (FOLD <= 4) ? STAGES + 60 / FOLD : 2 * STAGES;
+    localparam integer RETIRE_PHASE = (FOLD <= 4) ? 0 : FOLD - 3;
+    localparam integer LATENCY = (FOLD == 1) ? 121 : (FOLD <= 4) ? 124 : 125;
+    localparam integer FIRST_POSITION = (FOLD == 1) ? 60 : STAGES - 1;
+    localparam [PHASE_BITS-1:0] RETIRE_AT = RETIRE_PHASE[PHASE_BITS-1:0];
 
     generate
         if (FOLD != 1 && FOLD != 2 && FOLD != 4 && FOLD != 8 &&
@@ -85,54 +91,41 @@ module sha256d_core #(
     endgenerate
 
     // ------------------------------------------------------------------
-    // Phase: position inside the FOLD-clock slot; stages hand over on tick.
+    // Phase: position inside the FOLD-clock slot; nonces enter on a tick.
     // ------------------------------------------------------------------
     wire bad_range    = nonce_last < nonce_first;
     wire accept_start = start & ~bad_range;
     wire kill         = accept_start | flush;    // drop everything in flight
+    wire replay;
 
     reg [PHASE_BITS-1:0] phase;
-    wire tick = (phase == {PHASE_BITS{1'b0}});
+    wire tick = (FOLD == 1) || (phase == {PHASE_BITS{1'b0}});
 
     always @(posedge clk) begin
-        if (rst || accept_start || FOLD == 1)
+        if (rst || accept_start || replay || FOLD == 1)
             phase <= {PHASE_BITS{1'b0}};
         else
             phase <= phase + 1'b1;
     end
 
     // ------------------------------------------------------------------
-    // Active job and issue.
+    // Issue, retire, replay.
     // ------------------------------------------------------------------
-    reg [255:0]          job_midstate;
-    reg [95:0]           job_tail;
-    reg [31:0]           job_last;
-    reg [31:0]           job_target;
-    reg [TAG_BITS-1:0]   job_tag;
-    reg [31:0]           next_nonce;
-    reg                  running;
-    reg                  job_live;
-    reg [7:0]            in_flight;             // at most DEPTH <= 128
-
+    reg  [31:0]        next_nonce;
+    reg                running;
+    reg                job_live;
+    reg  [7:0]         in_flight;            // at most DEPTH <= 124
+    reg  [DEPTH-1:0]   valid_q;              // valid_q[p]: position p holds a live nonce
+    wire [31:0]        h7;
     wire [FIFO_DEPTH_LOG2:0] fifo_count;
-    wire [31:0] reserved  = {{(31 - FIFO_DEPTH_LOG2){1'b0}}, fifo_count} + {24'd0, in_flight};
-    wire        credit_ok = reserved < FIFO_DEPTH;
-    wire        issue     = tick & running & credit_ok & ~kill;
 
-    reg  [DEPTH-1:0]     valid_q;               // valid_q[j]: stage j holds a live nonce
-    reg  [31:0]          nonce_q [0:DEPTH-1];   // nonce_q[j]: its nonce
-    wire                 retire = tick & valid_q[DEPTH-1] & ~kill;
-    wire                 is_match;
-
-    always @(posedge clk) begin
-        if (accept_start) begin
-            job_midstate <= midstate;
-            job_tail     <= tail;
-            job_last     <= nonce_last;
-            job_target   <= target;
-            job_tag      <= tag;
-        end
-    end
+    wire issue       = tick & running & ~fifo_full & ~kill;
+    wire retire_slot = (phase == RETIRE_AT) & valid_q[DEPTH-1] & ~kill;
+    wire is_match    = {h7[7:0], h7[15:8], h7[23:16], h7[31:24]} <= target;
+    assign replay    = retire_slot & is_match & fifo_full;
+    wire retire      = retire_slot & ~replay;     // checked: counted, queued if it matches
+    // The oldest nonce in flight: nonces are issued in order without gaps.
+    wire [31:0] retire_nonce = next_nonce - {24'd0, in_flight};
 
     always @(posedge clk) begin
         if (rst)
@@ -153,119 +146,66 @@ module sha256d_core #(
         end else if (flush) begin
             running     <= 1'b0;
             job_live    <= 1'b0;
+        end else if (replay) begin
+            running     <= 1'b1;
+            next_nonce  <= retire_nonce;
         end else if (issue) begin
             next_nonce  <= next_nonce + 32'd1;
-            if (next_nonce == job_last)
+            if (next_nonce == nonce_last)
                 running <= 1'b0;
         end
     end
 
     always @(posedge clk) begin
-        if (rst || kill)
+        if (rst || kill || replay)
             in_flight <= 8'd0;
         else
             in_flight <= in_flight + {7'd0, issue} - {7'd0, retire};
     end
 
     always @(posedge clk) begin
-        if (rst || accept_start)
-            nonces_done <= 33'd0;
-        else if (retire)
-            nonces_done <= nonces_done + 33'd1;
-    end
-
-    always @(posedge clk) begin
-        if (rst || kill)
+        if (rst || kill || replay)
             valid_q <= {DEPTH{1'b0}};
         else if (tick)
             valid_q <= {valid_q[DEPTH-2:0], issue};
     end
 
-    genvar i;
+    // Counters of the current job.
     always @(posedge clk) begin
-        if (tick)
-            nonce_q[0] <= next_nonce;
+        if (rst || accept_start) begin
+            nonces_done <= 33'd0;
+            replays     <= 16'd0;
+        end else begin
+            if (retire)
+                nonces_done <= nonces_done + 33'd1;
+            if (replay)
+                replays <= replays + 16'd1;
+        end
     end
 
-    generate
-        for (i = 1; i < DEPTH; i = i + 1) begin : nonce_pipe
-            always @(posedge clk) begin
-                if (tick)
-                    nonce_q[i] <= nonce_q[i-1];
-            end
-        end
-    endgenerate
-
     // ------------------------------------------------------------------
-    // Round stages. Stage j covers rounds (j mod STAGES)*FOLD .. +FOLD-1 of
-    // the first hash (j < STAGES) or of the second hash (j >= STAGES).
+    // Datapath.
     // ------------------------------------------------------------------
-    wire [255:0] stage_state  [0:DEPTH-1];
-    wire [511:0] stage_window [0:DEPTH-1];
-
-    // Second block of the header: W0..W2, the nonce as a big-endian word,
-    // then SHA-256 padding for an 80-byte message (length 640 bits).
-    wire [31:0]  nonce_word   = {next_nonce[7:0], next_nonce[15:8], next_nonce[23:16], next_nonce[31:24]};
-    wire [511:0] first_window = {job_tail, nonce_word, 32'h80000000, 320'd0, 32'h00000280};
-
-    // First digest = midstate + state after 64 rounds, word by word.
-    wire [255:0] first_rounds = stage_state[STAGES-1];
     wire [255:0] first_digest;
-    // Final digest = IV + state after the second 64 rounds.
-    wire [255:0] final_rounds = stage_state[DEPTH-1];
-    wire [255:0] final_digest;
-
     generate
-        for (i = 0; i < 8; i = i + 1) begin : feed_forward
-            assign first_digest[32*i +: 32] = job_midstate[32*i +: 32] + first_rounds[32*i +: 32];
-            assign final_digest[32*i +: 32] = SHA256_IV[32*i +: 32] + final_rounds[32*i +: 32];
-        end
-    endgenerate
-
-    // The last stage of each hash hands on its state only: its window is dead.
-    wire unused_last_windows = &{1'b0, stage_window[STAGES-1], stage_window[DEPTH-1]};
-
-    // Second hash: one block of the 32-byte first digest, padded (256 bits).
-    wire [511:0] second_window = {first_digest, 32'h80000000, 192'd0, 32'h00000100};
-
-    generate
-        for (i = 0; i < DEPTH; i = i + 1) begin : stage
-            wire [255:0] state_in;
-            wire [511:0] window_in;
-            if (i == 0) begin : from_job
-                assign state_in  = job_midstate;
-                assign window_in = first_window;
-            end else if (i == STAGES) begin : from_first_hash
-                assign state_in  = SHA256_IV;
-                assign window_in = second_window;
-            end else begin : from_previous
-                assign state_in  = stage_state[i-1];
-                assign window_in = stage_window[i-1];
-            end
-            sha256d_stage #(
-                .BASE((i % STAGES) * FOLD),
-                .PHASE_BITS(PHASE_BITS)
-            ) rounds (
-                .clk(clk),
-                .load(tick),
-                .phase(phase),
-                .state_in(state_in),
-                .window_in(window_in),
-                .state_q(stage_state[i]),
-                .window_q(stage_window[i])
+        if (FOLD == 1) begin : unrolled
+            sha256d_unrolled datapath (
+                .clk(clk), .midstate(midstate), .pre(pre), .nonce(next_nonce),
+                .h7(h7), .first_digest(first_digest)
             );
+            wire unused_job = &{1'b0, tail, phase};
+        end else begin : folded
+            sha256d_folded #(.FOLD(FOLD)) datapath (
+                .clk(clk), .phase(phase), .midstate(midstate), .tail(tail), .nonce(next_nonce),
+                .h7(h7), .first_digest(first_digest)
+            );
+            wire unused_job = &{1'b0, pre};
         end
     endgenerate
 
     // ------------------------------------------------------------------
-    // Compare and queue.
+    // Results.
     // ------------------------------------------------------------------
-    wire [31:0] h7    = final_digest[31:0];
-    wire [31:0] top32 = {h7[7:0], h7[15:8], h7[23:16], h7[31:24]};
-    assign is_match   = top32 <= job_target;
-
-    wire [31:0] retire_nonce = nonce_q[DEPTH-1];
-
     sha256d_fifo #(
         .WIDTH(TAG_BITS + 32),
         .DEPTH_LOG2(FIFO_DEPTH_LOG2)
@@ -274,43 +214,63 @@ module sha256d_core #(
         .rst(rst),
         .clear(fifo_clear),
         .push(retire & is_match),
-        .push_data({job_tag, retire_nonce}),
+        .push_data({tag, retire_nonce}),
         .pop(pop),
         .head({result_tag, result_nonce}),
         .count(fifo_count),
-        .overflow(fifo_overflow)
+        .full(fifo_full)
     );
 
     assign result_count = fifo_count;
     assign result_valid = (fifo_count != {(FIFO_DEPTH_LOG2 + 1){1'b0}});
     assign busy         = running | (in_flight != 8'd0);
     assign done         = job_live & ~busy;
-    assign throttled    = running & ~credit_ok;
+    assign throttled    = running & fifo_full;
     assign nonce_next   = next_nonce;
+    assign latency      = LATENCY[7:0];
 
     // ------------------------------------------------------------------
-    // Observation port for tests: every final digest, one clock after retire.
+    // Observation ports for tests: every compared H7 (one clock after the
+    // compare) and every first digest (one clock after it enters hash 2).
     // ------------------------------------------------------------------
     generate
         if (DEBUG_DIGEST != 0) begin : debug_port
-            reg         dbg_valid_q;
-            reg [31:0]  dbg_nonce_q;
-            reg [255:0] dbg_digest_q;
+            reg  [31:0]  nonce_q [0:DEPTH-1];   // the nonce in each position
+            reg          dbg_valid_q, dbg_first_valid_q;
+            reg  [31:0]  dbg_nonce_q, dbg_h7_q, dbg_first_nonce_q;
+            reg  [255:0] dbg_first_digest_q;
+            integer p;
             always @(posedge clk) begin
+                if (tick) begin
+                    nonce_q[0] <= next_nonce;
+                    for (p = 1; p < DEPTH; p = p + 1)
+                        nonce_q[p] <= nonce_q[p-1];
+                end
                 dbg_valid_q <= ~rst & retire;
                 if (retire) begin
-                    dbg_nonce_q  <= retire_nonce;
-                    dbg_digest_q <= final_digest;
+                    dbg_nonce_q <= retire_nonce;
+                    dbg_h7_q    <= h7;
+                end
+                dbg_first_valid_q <= ~rst & ~kill & ~replay & tick & valid_q[FIRST_POSITION];
+                if (tick) begin
+                    dbg_first_nonce_q  <= nonce_q[FIRST_POSITION];
+                    dbg_first_digest_q <= first_digest;
                 end
             end
-            assign dbg_valid  = dbg_valid_q;
-            assign dbg_nonce  = dbg_nonce_q;
-            assign dbg_digest = dbg_digest_q;
+            assign dbg_valid        = dbg_valid_q;
+            assign dbg_nonce        = dbg_nonce_q;
+            assign dbg_h7           = dbg_h7_q;
+            assign dbg_first_valid  = dbg_first_valid_q;
+            assign dbg_first_nonce  = dbg_first_nonce_q;
+            assign dbg_first_digest = dbg_first_digest_q;
         end else begin : no_debug_port
-            wire unused_digest = &{1'b0, final_digest[255:32]};
-            assign dbg_valid  = 1'b0;
-            assign dbg_nonce  = 32'd0;
-            assign dbg_digest = 256'd0;
+            wire unused_digest = &{1'b0, first_digest};
+            assign dbg_valid        = 1'b0;
+            assign dbg_nonce        = 32'd0;
+            assign dbg_h7           = 32'd0;
+            assign dbg_first_valid  = 1'b0;
+            assign dbg_first_nonce  = 32'd0;
+            assign dbg_first_digest = 256'd0;
         end
     endgenerate
 

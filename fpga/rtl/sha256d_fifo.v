@@ -1,16 +1,16 @@
 // sha256d_fifo.v - small synchronous result FIFO with a first-word-fall-through
 // head: `head` shows the oldest entry whenever `count != 0`.
 //
-// The core never pushes into a full FIFO (it reserves room before it issues a
-// nonce), so a push while full is a design error; it is still refused here and
-// recorded in the sticky `overflow` flag rather than overwriting an entry.
+// The core never pushes into a full FIFO: a match that finds it full is not
+// pushed but replayed (sha256d_core.v). A push while full would be refused
+// here rather than overwrite an entry.
 //
 // Verilog-2005.
 `default_nettype none
 
 module sha256d_fifo #(
     parameter integer WIDTH = 40,
-    parameter integer DEPTH_LOG2 = 8
+    parameter integer DEPTH_LOG2 = 4
 ) (
     input  wire                  clk,
     input  wire                  rst,       // synchronous, active high
@@ -20,7 +20,7 @@ module sha256d_fifo #(
     input  wire                  pop,       // ignored while empty
     output wire [WIDTH-1:0]      head,
     output reg  [DEPTH_LOG2:0]   count,
-    output reg                   overflow
+    output wire                  full
 );
 
     localparam integer DEPTH = 1 << DEPTH_LOG2;
@@ -29,7 +29,7 @@ module sha256d_fifo #(
     reg [DEPTH_LOG2-1:0] rd_ptr;
     reg [DEPTH_LOG2-1:0] wr_ptr;
 
-    wire full      = count[DEPTH_LOG2];   // count never exceeds DEPTH
+    assign full    = count[DEPTH_LOG2];   // count never exceeds DEPTH
     wire empty     = (count == {(DEPTH_LOG2 + 1){1'b0}});
     wire do_push   = push & ~full;
     wire do_pop    = pop & ~empty;
@@ -55,13 +55,6 @@ module sha256d_fifo #(
                 default: count <= count;
             endcase
         end
-    end
-
-    always @(posedge clk) begin
-        if (rst)
-            overflow <= 1'b0;
-        else if (push && full)
-            overflow <= 1'b1;
     end
 
 endmodule

@@ -1,58 +1,56 @@
-"""Golden model of the SHA-256d search core, built on hashlib.
+"""Golden model of the SHA-256d search core: hashlib and nothing else.
 
-The midstate comes from hal.sha256's pure-Python compression (hashlib does
-not expose its internal state); every final digest is hashlib's
-sha256(sha256(header)). The helpers mirror the core's conventions so a test
-can compare register values and results one to one.
+The tests compare what the core computes (every first digest, every H7, the nonces it reports
+and those the host keeps) with what hashlib says of the same headers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
 
-from hal.sha256 import IV, MASK, compress
-
-HEADER_BYTES = 80
+NONCE_LIMIT = 1 << 32
 
 
-@dataclass(frozen=True)
-class Job:
-    """What the host writes to the core for one header (see fpga/README.md)."""
+def header_with(header: bytes, nonce: int) -> bytes:
+    """The 80-byte header with `nonce` in bytes 76..79 (little-endian)."""
+    return header[:76] + struct.pack("<I", nonce % NONCE_LIMIT)
 
-    midstate: tuple[int, ...]  # H0..H7 after header bytes 0..63
-    tail: tuple[int, int, int]  # header bytes 64..75 as big-endian words
-    prefix: bytes  # header bytes 0..75, for hashlib
 
-    @classmethod
-    def from_header(cls, header: bytes) -> Job:
-        if len(header) not in (76, HEADER_BYTES):
-            raise ValueError(f"header must be 76 or 80 bytes, got {len(header)}")
-        midstate = compress(IV, header[:64])
-        tail = struct.unpack(">3I", header[64:76])
-        return cls(midstate=midstate, tail=(tail[0], tail[1], tail[2]), prefix=bytes(header[:76]))
+def first_digest(header: bytes, nonce: int) -> int:
+    """sha256(header) as the 256-bit word {H0, ..., H7} of the core's debug port."""
+    return int.from_bytes(hashlib.sha256(header_with(header, nonce)).digest(), "big")
 
-    def header(self, nonce: int) -> bytes:
-        return self.prefix + struct.pack("<I", nonce & MASK)
 
-    def digest(self, nonce: int) -> bytes:
-        """sha256(sha256(header)) as hashlib returns it (32 bytes)."""
-        return hashlib.sha256(hashlib.sha256(self.header(nonce)).digest()).digest()
+def digest(header: bytes, nonce: int) -> bytes:
+    """sha256(sha256(header)) as hashlib returns it."""
+    return hashlib.sha256(hashlib.sha256(header_with(header, nonce)).digest()).digest()
 
-    def digest_words(self, nonce: int) -> tuple[int, ...]:
-        """The final digest as the core's H0..H7 words."""
-        return struct.unpack(">8I", self.digest(nonce))
 
-    def top32(self, nonce: int) -> int:
-        """Top 32 bits of the hash read as Bitcoin's little-endian 256-bit number."""
-        return int.from_bytes(self.digest(nonce)[28:32], "little")
+def h7(header: bytes, nonce: int) -> int:
+    """The last word of the final digest (big-endian, as the core's H7)."""
+    return int.from_bytes(digest(header, nonce)[28:], "big")
 
-    def matches(self, nonce: int, target: int) -> bool:
-        return self.top32(nonce) <= target
 
-    def match_set(self, first: int, last: int, target: int) -> list[int]:
-        return [n for n in range(first, last + 1) if self.matches(n, target)]
+def value(header: bytes, nonce: int) -> int:
+    """The hash as the 256-bit little-endian number a target is compared with."""
+    return int.from_bytes(digest(header, nonce), "little")
+
+
+def top32(header: bytes, nonce: int) -> int:
+    """The top 32 bits of `value`: what the core compares with its TARGET word."""
+    return value(header, nonce) >> 224
+
+
+def nonces_meeting(header: bytes, first: int, last: int, target: int) -> list[int]:
+    """Nonces in [first, last] whose hash is at most the 256-bit target."""
+    return [n for n in range(first, last + 1) if value(header, n) <= target]
+
+
+def nonces_passing_word(header: bytes, first: int, last: int, target: int) -> list[int]:
+    """Nonces in [first, last] whose top word is at most the target's: what the core reports."""
+    word = target >> 224
+    return [n for n in range(first, last + 1) if top32(header, n) <= word]
 
 
 def block_hash_hex(header: bytes) -> str:
@@ -89,3 +87,5 @@ def block_125552_header() -> bytes:
 
 BLOCK_125552_NONCE = 2504433986
 BLOCK_125552_HASH = "00000000000000001e8d6829a8a21adc5d38d0a473b144b6765798e61f98bd1d"
+# Bitcoin's difficulty-1 target: a block hash at most this has 32 leading zero bits and more.
+DIFFICULTY_1_TARGET = 0xFFFF << 208

@@ -37,7 +37,7 @@ def examine_json(rig: Any) -> dict[str, Any]:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rigctl fpga ") and fragment in lines[0], lines
@@ -79,7 +79,7 @@ def test_validate_fails_when_the_bitstream_is_the_wrong_kernel(rig: Any, tmp_pat
     report_path = tmp_path / "validate.json"
     proc = rigctl(rig, "validate", "--report", str(report_path), "--json",
                   "--throughput-nonces", "4096")
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     report = json.loads(report_path.read_text())
     assert json.loads(proc.stdout) == report
     results = {t["name"]: t["result"] for t in report["tests"]}
@@ -95,7 +95,7 @@ def test_validate_fails_when_the_bitstream_is_the_wrong_kernel(rig: Any, tmp_pat
 def test_validate_runs_only_the_named_tests(rig: Any) -> None:
     assert rigctl(rig, "program", "--bitstream", "lying-search.bin").returncode == 0
     proc = rigctl(rig, "validate", "--run", "sha256d-known-answer", "--json")
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     (test,) = json.loads(proc.stdout)["tests"]
     assert test["name"] == "sha256d-known-answer" and test["result"] == "FAIL"
     assert "1 failed the hashlib check" in test["detail"]
@@ -107,7 +107,7 @@ def test_validate_fails_the_checksum_of_a_corrupted_card_image(rig: Any) -> None
     image.write_bytes(b"\0" * image.stat().st_size)
     proc = rigctl(rig, "validate", "--json", "--run", "bitstream-checksum", "--run",
                   "sha256d-known-answer")
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     results = {t["name"]: (t["result"], t["detail"]) for t in json.loads(proc.stdout)["tests"]}
     assert results["bitstream-checksum"][0] == "FAIL"
     assert "differs from manifest" in results["bitstream-checksum"][1]
@@ -119,7 +119,7 @@ def test_validate_fails_the_checksum_of_a_corrupted_card_image(rig: Any) -> None
 
 def test_validate_without_a_bitstream_fails_every_test(rig: Any) -> None:
     proc = rigctl(rig, "validate", "--json", "--run", "kernel-present")
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     (test,) = json.loads(proc.stdout)["tests"]
     assert test["result"] == "FAIL" and test["detail"] == "no bitstream is loaded"
 
@@ -160,6 +160,19 @@ def test_usage_errors_exit_2(rig: Any, fpga_cards: Any) -> None:
         rig, "validate", "--report", "/nonexistent-dir/r.json", "--run", "kernel-present"
     )
     assert_one_line_error(report, "does not exist")
+
+
+def test_installed_rigctl_runs_fpga_commands(rig: Any) -> None:
+    """`rigctl fpga ...` through the installed entry point (agent/cli.py) runs the command (it
+    used to stop with "no attribute 'func'")."""
+    argv = [
+        str(Path(sys.executable).parent / "rigctl"), "fpga", "examine", "--json",
+        "--fpga-device-types", "cpu", "--state-dir", str(rig.state_dir), "--device", rig.card_id,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (card,) = json.loads(proc.stdout)["cards"]
+    assert card["id"] == rig.card_id
 
 
 def test_add_fpga_parser_plugs_into_another_argparse() -> None:
