@@ -11,9 +11,7 @@ hashlib), in the header's little-endian nonce convention of job.py.
 
 from __future__ import annotations
 
-import struct
 import threading
-from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -21,7 +19,7 @@ import pyopencl as cl
 
 from agent.workloads.hashing.job import hash_value
 from hal.errors import InvalidArgument, Unavailable
-from hal.sha256 import MASK, K, big_s0, big_s1, midstate, round_step, small_s0, small_s1
+from hal.sha256 import MASK, HeaderPrecompute
 
 NONCE_LIMIT = 1 << 32
 VECTOR_WIDTHS = (1, 2, 4, 8, 16)
@@ -38,69 +36,10 @@ _DEFAULT_ITERATIONS = 4  # nonce vectors per work-item
 # (a free choice would cost ~2 s of LLVM time for every new launch geometry).
 _DEFAULT_LOCAL_SIZE = 64
 
-@dataclass(frozen=True, slots=True)
-class JobConstants:
-    """Everything the kernel needs about a header that does not depend on the nonce."""
-
-    midstate: tuple[int, ...]
-    pre_a3: int
-    pre_e3: int
-    a0: int
-    a1: int
-    a2: int
-    e1: int
-    e2: int
-    r4: int
-    r5: int
-    r6: int
-    w16: int
-    w17: int
-    p18: int
-    p19: int
-    p31: int
-    p32: int
-
-    @classmethod
-    def from_header(cls, header76: bytes) -> JobConstants:
-        state0 = midstate(header76[:64])
-        w0, w1, w2 = struct.unpack(">3I", header76[64:76])
-        states = [list(state0)]
-        for t, w in enumerate((w0, w1, w2)):
-            states.append(round_step(states[-1], (K[t] + w) & MASK))
-        a2, b2, c2, d2, e2, f2, g2, h2 = states[3]
-        a0, e0 = states[1][0], states[1][4]
-        a1, e1 = states[2][0], states[2][4]
-        t1_partial = (h2 + big_s1(e2) + ((e2 & f2) ^ (~e2 & g2)) + K[3]) & MASK
-        t2 = (big_s0(a2) + ((a2 & b2) ^ (a2 & c2) ^ (b2 & c2))) & MASK
-        w16 = (small_s0(w1) + w0) & MASK
-        w17 = (small_s1(640) + small_s0(w2) + w1) & MASK
-        return cls(
-            midstate=state0,
-            pre_a3=(t1_partial + t2) & MASK,
-            pre_e3=(d2 + t1_partial) & MASK,
-            a0=a0,
-            a1=a1,
-            a2=a2,
-            e1=e1,
-            e2=e2,
-            r4=(e0 + K[4] + 0x80000000) & MASK,
-            r5=(e1 + K[5]) & MASK,
-            r6=(e2 + K[6]) & MASK,
-            w16=w16,
-            w17=w17,
-            p18=(small_s1(w16) + w2) & MASK,
-            p19=(small_s1(w17) + small_s0(0x80000000)) & MASK,
-            p31=(small_s0(w16) + 640) & MASK,
-            p32=(small_s0(w17) + w16) & MASK,
-        )
-
-    def kernel_args(self) -> list[np.uint32]:
-        values = [
-            *self.midstate,
-            self.pre_a3, self.pre_e3, self.a0, self.a1, self.a2, self.e1, self.e2,
-            self.r4, self.r5, self.r6, self.w16, self.w17, self.p18, self.p19, self.p31, self.p32,
-        ]  # fmt: skip
-        return [np.uint32(v) for v in values]
+def kernel_args(header76: bytes) -> list[np.uint32]:
+    """The kernel's per-job arguments: the midstate, then the 16 precomputed words."""
+    constants = HeaderPrecompute.from_header(header76)
+    return [np.uint32(v) for v in (*constants.midstate, *constants.words())]
 
 
 # ---- device choice -------------------------------------------------------------------------
@@ -258,7 +197,7 @@ class Sha256dKernel:
         if not 0 <= target < 1 << 256:
             raise InvalidArgument("target must be in 0..2^256-1")
         header76 = bytes(header[:76])
-        args = JobConstants.from_header(header76).kernel_args()
+        args = kernel_args(header76)
         target_top = np.uint32(min(target >> 224, MASK))
         with self._lock:
             candidates = self._candidates(args, target_top, start_nonce, count)
