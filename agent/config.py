@@ -472,6 +472,14 @@ def validate(config: Config, source: str = "config") -> None:
     for path in filter(None, tls):
         if not Path(path).is_file():
             raise ConfigError(f"{source}: TLS file {path} does not exist")
+    if all(tls):  # read now: gRPC would fail to listen without saying which file is wrong
+        from agent.certs import CertError, check_server_files
+
+        try:
+            check_server_files(config.tls_cert_file, config.tls_key_file,
+                               config.tls_client_ca_file)
+        except CertError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     _check_openadr(config, source)
     try:
         check_options(config.backends, config.backend_options)

@@ -8,13 +8,18 @@ line is wrong; 3 no rigd answered; 4 diagnostics or a validation found a fault.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+# Before grpc loads: its C core would print a refused TLS handshake as an info line of its own
+# beside rigctl's one-line error.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from agent import __version__
-from agent.cli import devices, leases, power, workloads
+from agent.cli import certs, devices, leases, power, workloads
 from agent.cli.connect import EXIT_UNREACHABLE, CliError, Rig, add_connection_args
 
-COMMANDS = (devices, workloads, power, leases)
+COMMANDS = (devices, workloads, power, leases, certs)
 
 
 def build_parser() -> argparse.ArgumentParser:
