@@ -16,10 +16,10 @@ import sys
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from agent import __version__
-from agent.cli import certs, devices, leases, power, workloads
+from agent.cli import certs, completion, devices, leases, power, workloads
 from agent.cli.connect import EXIT_UNREACHABLE, CliError, Rig, add_connection_args
 
-COMMANDS = (devices, workloads, power, leases, certs)
+COMMANDS = (devices, workloads, power, leases, certs, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:
