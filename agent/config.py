@@ -30,6 +30,7 @@ from hal.registry import DEFAULT_BACKENDS, check_options
 
 ROLES = ("viewer", "operator", "admin")
 DEFAULT_CONFIG_PATH = "/etc/rigd/rigd.toml"
+CONFIG_ENV = "RIGD_CONFIG"  # the file rigd reads without -c, instead of DEFAULT_CONFIG_PATH
 
 
 class ConfigError(Exception):
@@ -558,16 +559,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def config_path(path: str | os.PathLike[str] | None) -> str | None:
+    """The file rigd reads: -c's; else $RIGD_CONFIG (which must exist); else
+    /etc/rigd/rigd.toml if it exists; None = the built-in defaults."""
+    if path is not None:
+        return str(path)
+    if os.environ.get(CONFIG_ENV):
+        return os.environ[CONFIG_ENV]
+    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).is_file() else None
+
+
 def load(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a config file; None reads DEFAULT_CONFIG_PATH if it exists, else the
-    defaults."""
-    if path is None:
-        if not Path(DEFAULT_CONFIG_PATH).is_file():
-            return Config()
-        path = DEFAULT_CONFIG_PATH
-    source = str(path)
+    """Read and validate the config file `config_path(path)` names, or the defaults."""
+    source = config_path(path)
+    if source is None:
+        return Config()
     try:
-        with open(path, "rb") as f:
+        with open(source, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {source} does not exist") from None
@@ -590,7 +598,9 @@ def describe() -> str:
                 continue  # tables of their own, described by their entries
             header = prefix or (f"[{s.section}]" if s.section else "")
             if header != current:
-                lines += ["", header] if header else []
+                # An array-of-tables header is commented out too: one with its required keys
+                # commented would be an entry lacking them, and the output a config that fails.
+                lines += ["", f"# {header}" if prefix else header] if header else []
                 current = header
             lines.append(f"# {s.key} = {_toml_default(s)}  # {s.help}")
     return "\n".join(lines).strip() + "\n"
