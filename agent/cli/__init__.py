@@ -29,9 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_args(common, after_command=True)
     parser = argparse.ArgumentParser(
         prog="rigctl", description="Operate a rig through rigd: devices, workloads, power.",
-        epilog="Run `rigctl COMMAND --help` for a command's options and examples. Exit codes: "
-               "0 done, 1 refused or failed, 2 bad command line, 3 rigd unreachable, "
-               "4 tests found a fault.")
+        epilog="examples:\n  rigctl inventory\n  rigctl telemetry --watch\n"
+               "  rigctl switch 0 inference\n  rigctl curtail 5000 --deadline 30\n"
+               "  rigctl certs init /etc/rigd/pki --server-name rig12.example.net\n\n"
+               "Run `rigctl COMMAND --help` for a command's options and examples.\n"
+               "Exit codes: 0 done, 1 refused or failed, 2 bad command line, 3 rigd "
+               "unreachable,\n4 tests found a fault.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rigctl {__version__}")
     add_connection_args(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -118,7 +118,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     certs = sub.add_parser(
         "certs", help="create the CA and certificates for mTLS (local)",
         description="Certificates for rigd's mTLS listener and its clients. Runs on this "
-                    "machine; rigd need not be running.")
+                    "machine; rigd need not be running.",
+        epilog="example:\n  rigctl certs init /etc/rigd/pki --server-name rig12.example.net",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="COMMAND")
     p = certs_sub.add_parser(
         "init", help="a CA, rigd's certificate and client certificates for a first installation",
