@@ -100,8 +100,9 @@ class Config:
                           help="this rig's name in inventory (default: the hostname)")
     # [server]
     unix_socket: str = setting("", section="server",
-                               help="local socket for rigctl (default: /run/rigd/rigd.sock as "
-                                    "root, else $XDG_RUNTIME_DIR/rigd/rigd.sock)")
+                               help="local socket for rigctl (default: rigd.sock in systemd's "
+                                    "$RUNTIME_DIRECTORY, else /run/rigd/rigd.sock as root, else "
+                                    "$XDG_RUNTIME_DIR/rigd/rigd.sock)")
     unix_socket_mode: int = setting(0o660, section="server", parse=_octal,
                                     help='file mode of the socket, octal text like "0660"')
     tcp_address: str = setting("", section="server",
@@ -172,8 +173,8 @@ class Config:
         help="BIP 310 version rolling: auto = ask, and mine without it where the pool refuses")
     # [workloads]
     state_dir: str = setting("", section="workloads",
-                             help="journal and caches (default: /var/lib/rigd as root, else "
-                                  "$XDG_STATE_HOME/rigd)")
+                             help="journal and caches (default: systemd's $STATE_DIRECTORY, "
+                                  "else /var/lib/rigd as root, else $XDG_STATE_HOME/rigd)")
     min_dwell_s: float = setting(60.0, section="workloads", bounds=(0, 86400),
                                  help="a device runs a workload at least this long before the "
                                       "next switch (against flapping; curtailment ignores it)")
@@ -255,18 +256,33 @@ class Config:
                                                  help="devices that hash at first start")
     demo: bool = False
 
+    # Under systemd (deploy/rigd.service) rigd runs as its own user in the directories the unit
+    # made for it: RuntimeDirectory= and StateDirectory= say where, whatever the uid.
+
     @property
     def socket_path(self) -> str:
-        return self.unix_socket or default_socket_path()
+        if self.unix_socket:
+            return self.unix_socket
+        runtime = _systemd_directory("RUNTIME_DIRECTORY")
+        return str(runtime / "rigd.sock") if runtime else default_socket_path()
 
     @property
     def state_path(self) -> Path:
         if self.state_dir:
             return Path(self.state_dir)
+        state = _systemd_directory("STATE_DIRECTORY")
+        if state:
+            return state
         if os.geteuid() == 0:
             return Path("/var/lib/rigd")
         base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
         return Path(base) / "rigd"
+
+
+def _systemd_directory(variable: str) -> Path | None:
+    """The first directory systemd lists in $RUNTIME_DIRECTORY / $STATE_DIRECTORY."""
+    value = os.environ.get(variable, "").split(":")[0]
+    return Path(value) if value else None
 
 
 def default_socket_path() -> str:

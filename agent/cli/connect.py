@@ -18,6 +18,8 @@ from agent.config import default_socket_path
 
 T = TypeVar("T")
 
+SYSTEM_SOCKET = "/run/rigd/rigd.sock"  # rigd under systemd (deploy/rigd.service)
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # rigd refused or the operation failed
 EXIT_USAGE = 2  # argparse's own code for a bad command line
@@ -56,9 +58,9 @@ def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = F
 
     group = parser.add_argument_group("reaching rigd")
     group.add_argument("--socket", default=default(os.environ.get("RIGD_SOCKET",
-                                                                  default_socket_path())),
+                                                                  local_socket())),
                        help="rigd's Unix socket (env RIGD_SOCKET; default: "
-                            f"{default_socket_path()})")
+                            f"{default_socket_path()}, else {SYSTEM_SOCKET})")
     group.add_argument("--address", default=default(os.environ.get("RIGD_ADDRESS", "")),
                        help="reach rigd over TCP instead, HOST:PORT (env RIGD_ADDRESS); with "
                             "--ca/--cert/--key over mTLS")
@@ -74,6 +76,15 @@ def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = F
                        help="bearer token file (or env RIGCTL_TOKEN)")
     group.add_argument("--timeout", type=float, default=default(10.0), metavar="S",
                        help="seconds per call (default: 10)")
+
+
+def local_socket() -> str:
+    """The socket of a rigd this user runs; else the system rigd's, which the members of its
+    group may use (the unit runs rigd as its own user, not as the operator)."""
+    own = default_socket_path()
+    if not os.path.exists(own) and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return own
 
 
 class Rig:
