@@ -461,8 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the embedded demo rig (simulated GPUs, miners and a pool on "
                              "loopback)")
     parser.add_argument("--unix-socket", metavar="PATH",
-                        help="override server.unix_socket (default: /run/rigd/rigd.sock as "
-                             "root, else $XDG_RUNTIME_DIR/rigd/rigd.sock)")
+                        help="override server.unix_socket (default: rigd.sock in systemd's "
+                             "$RUNTIME_DIRECTORY, else /run/rigd/rigd.sock as root, else "
+                             "$XDG_RUNTIME_DIR/rigd/rigd.sock)")
     parser.add_argument("--tcp", metavar="HOST:PORT",
                         help="override server.tcp_address (default: no TCP listener)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),

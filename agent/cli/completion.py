@@ -64,13 +64,16 @@ complete -o default -F _rigctl rigctl
 """
 
 
-def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-             ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = (),
+            skip: tuple[str, ...] = ()
+            ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """The parser and every subcommand's, each with its command path ("certs", "init")."""
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                yield from _parsers(sub, (*path, name))
+                if name not in skip:
+                    yield from parsers(sub, (*path, name), skip)
 
 
 def _words(items: list[str]) -> str:
@@ -80,7 +83,7 @@ def _words(items: list[str]) -> str:
 def bash_script(parser: argparse.ArgumentParser, version: str) -> str:
     cases: list[str] = []
     choices: list[str] = []
-    for path, p in _parsers(parser):
+    for path, p in parsers(parser):
         key = " ".join(path)
         subs: list[str] = []
         opts: list[str] = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-from collections.abc import Iterator
 
 from agent import daemon
 from agent.cli import build_parser
+from agent.cli.completion import parsers
 from tests.agent.test_cli import rigctl
 from tests.agent.test_startup import RIGD
 
@@ -16,19 +16,9 @@ from tests.agent.test_startup import RIGD
 NOT_HERE = ("fpga",)
 
 
-def parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-            ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
-    yield path, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name not in NOT_HERE:
-                    yield from parsers(sub, (*path, name))
-
-
 def problems(parser: argparse.ArgumentParser, program: str) -> list[str]:
     found = []
-    for path, p in parsers(parser):
+    for path, p in parsers(parser, skip=NOT_HERE):
         where = " ".join((program, *path))
         commands = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         if not commands and "example" not in (p.epilog or ""):
