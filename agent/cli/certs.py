@@ -1,8 +1,8 @@
 """rigctl certs init: the certificates a first installation needs for mTLS, and the lines of
 rigd.toml and of rigctl that use them. Runs on this machine; rigd need not be running.
 
-The `cryptography` import waits until the command runs: every other rigctl command starts
-without it.
+`cryptography` and the agent's configuration module are imported when the command runs:
+every other rigctl command starts without them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli.connect import EXIT_USAGE, CliError
-from agent.config import ROLES, is_loopback
 
 DEFAULT_PORT = 50051
 _CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -23,6 +22,8 @@ _CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 def _client(text: str) -> tuple[str, str]:
     """NAME or NAME=ROLE; the name becomes the certificate's common name and its file name."""
+    from agent.config import ROLES
+
     name, _, role = text.partition("=")
     if not _CLIENT.fullmatch(name) or name in ("ca", "server"):
         raise argparse.ArgumentTypeError(
@@ -48,6 +49,8 @@ def _host_port(host: str, port: int) -> str:
 
 def _listen_address(names: tuple[str, ...], port: int) -> str:
     """The first non-loopback IP given, else every address; loopback if only loopback."""
+    from agent.config import is_loopback
+
     for name in names:
         try:
             ip = ipaddress.ip_address(name)
