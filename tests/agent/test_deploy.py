@@ -52,13 +52,26 @@ def complete(script: str, *words: str) -> list[str]:
         (("rigctl", "switch", "0", "1", ""), ["idle", "hashing", "inference"]),
         (("rigctl", "certs", ""), ["init"]),
         (("rigctl", "certs", "init", "/etc/rigd/pki", "--cl"), ["--client-name"]),
-        (("rigctl", "fpga", "validate", "--run", "sha"), ["sha256d-known-answer"]),
         (("rigctl", "--ca", ""), []),  # a file name: bash's default completion
     ],
 )
 def test_completion_offers_commands_options_and_choices(
         completion_script: str, words: tuple[str, ...], offered: list[str]) -> None:
     assert complete(completion_script, *words) == offered
+
+
+def test_completion_offers_an_options_choices(completion_script: str) -> None:
+    """Every option with choices, wherever it is (today `fpga validate --run`)."""
+    from agent.cli import build_parser
+    from agent.cli.completion import parsers
+
+    found = [(path, action.option_strings[-1], [str(c) for c in action.choices or ()])
+             for path, p in parsers(build_parser()) for action in p._actions
+             if action.option_strings and action.choices]
+    if not found:
+        pytest.skip("no rigctl option has choices")
+    for path, option, choices in found:
+        assert complete(completion_script, "rigctl", *path, option, "") == choices, option
 
 
 def test_completion_lists_every_command() -> None:
