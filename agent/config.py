@@ -31,6 +31,7 @@ from hal.registry import DEFAULT_BACKENDS, check_options
 
 ROLES = ("viewer", "operator", "admin")
 DEFAULT_CONFIG_PATH = "/etc/rigd/rigd.toml"
+CONFIG_ENV = "RIGD_CONFIG"  # the file rigd reads without -c, instead of DEFAULT_CONFIG_PATH
 
 
 class ConfigError(Exception):
@@ -100,8 +101,9 @@ class Config:
                           help="this rig's name in inventory (default: the hostname)")
     # [server]
     unix_socket: str = setting("", section="server",
-                               help="local socket for rigctl (default: /run/rigd/rigd.sock as "
-                                    "root, else $XDG_RUNTIME_DIR/rigd/rigd.sock)")
+                               help="local socket for rigctl (default: rigd.sock in systemd's "
+                                    "$RUNTIME_DIRECTORY, else /run/rigd/rigd.sock as root, else "
+                                    "$XDG_RUNTIME_DIR/rigd/rigd.sock)")
     unix_socket_mode: int = setting(0o660, section="server", parse=_octal,
                                     help='file mode of the socket, octal text like "0660"')
     tcp_address: str = setting("", section="server",
@@ -186,8 +188,8 @@ class Config:
         help="BIP 310 version rolling: auto = ask, and mine without it where the pool refuses")
     # [workloads]
     state_dir: str = setting("", section="workloads",
-                             help="journal and caches (default: /var/lib/rigd as root, else "
-                                  "$XDG_STATE_HOME/rigd)")
+                             help="journal and caches (default: systemd's $STATE_DIRECTORY, "
+                                  "else /var/lib/rigd as root, else $XDG_STATE_HOME/rigd)")
     min_dwell_s: float = setting(60.0, section="workloads", bounds=(0, 86400),
                                  help="a device runs a workload at least this long before the "
                                       "next switch (against flapping; curtailment ignores it)")
@@ -269,18 +271,33 @@ class Config:
                                                  help="devices that hash at first start")
     demo: bool = False
 
+    # Under systemd (deploy/rigd.service) rigd runs as its own user in the directories the unit
+    # made for it: RuntimeDirectory= and StateDirectory= say where, whatever the uid.
+
     @property
     def socket_path(self) -> str:
-        return self.unix_socket or default_socket_path()
+        if self.unix_socket:
+            return self.unix_socket
+        runtime = _systemd_directory("RUNTIME_DIRECTORY")
+        return str(runtime / "rigd.sock") if runtime else default_socket_path()
 
     @property
     def state_path(self) -> Path:
         if self.state_dir:
             return Path(self.state_dir)
+        state = _systemd_directory("STATE_DIRECTORY")
+        if state:
+            return state
         if os.geteuid() == 0:
             return Path("/var/lib/rigd")
         base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
         return Path(base) / "rigd"
+
+
+def _systemd_directory(variable: str) -> Path | None:
+    """The first directory systemd lists in $RUNTIME_DIRECTORY / $STATE_DIRECTORY."""
+    value = os.environ.get(variable, "").split(":")[0]
+    return Path(value) if value else None
 
 
 # ---- the schema, derived from the declarations above -------------------------------------------
@@ -478,6 +495,14 @@ def validate(config: Config, source: str = "config") -> None:
     for path in filter(None, (*tls, *metrics_tls, config.metrics_client_ca_file)):
         if not Path(path).is_file():
             raise ConfigError(f"{source}: TLS file {path} does not exist")
+    if all(tls):  # read now: gRPC would fail to listen without saying which file is wrong
+        from agent.certs import CertError, check_server_files
+
+        try:
+            check_server_files(config.tls_cert_file, config.tls_key_file,
+                               config.tls_client_ca_file)
+        except CertError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     _check_openadr(config, source)
     try:
         check_options(config.backends, config.backend_options)
@@ -573,16 +598,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def config_path(path: str | os.PathLike[str] | None) -> str | None:
+    """The file rigd reads: -c's; else $RIGD_CONFIG (which must exist); else
+    /etc/rigd/rigd.toml if it exists; None = the built-in defaults."""
+    if path is not None:
+        return str(path)
+    if os.environ.get(CONFIG_ENV):
+        return os.environ[CONFIG_ENV]
+    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).is_file() else None
+
+
 def load(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a config file; None reads DEFAULT_CONFIG_PATH if it exists, else the
-    defaults."""
-    if path is None:
-        if not Path(DEFAULT_CONFIG_PATH).is_file():
-            return Config()
-        path = DEFAULT_CONFIG_PATH
-    source = str(path)
+    """Read and validate the config file `config_path(path)` names, or the defaults."""
+    source = config_path(path)
+    if source is None:
+        return Config()
     try:
-        with open(path, "rb") as f:
+        with open(source, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {source} does not exist") from None
@@ -605,7 +637,9 @@ def describe() -> str:
                 continue  # tables of their own, described by their entries
             header = prefix or (f"[{s.section}]" if s.section else "")
             if header != current:
-                lines += ["", header] if header else []
+                # An array-of-tables header is commented out too: one with its required keys
+                # commented would be an entry lacking them, and the output a config that fails.
+                lines += ["", f"# {header}" if prefix else header] if header else []
                 current = header
             lines.append(f"# {s.key} = {_toml_default(s)}  # {s.help}")
     return "\n".join(lines).strip() + "\n"

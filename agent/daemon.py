@@ -31,7 +31,17 @@ from grpc_reflection.v1alpha import reflection
 from agent import __version__
 from agent.api import SERVICE_NAME
 from agent.auth import AuditLog, Authenticator, AuthInterceptor
-from agent.config import Config, ConfigError, describe, load, parse_address, validate
+from agent.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    config_path,
+    describe,
+    load,
+    parse_address,
+    validate,
+)
 from agent.curtail import Curtailer
 from agent.diagnostics import Diagnostics
 from agent.health import SERVING, HealthService
@@ -59,16 +69,28 @@ class StartupError(Exception):
     """rigd cannot start; the message is one line an operator can act on."""
 
 
+def _os_reason(path: Path, exc: OSError) -> str:
+    """The OS's reason, naming the regular file that stands where a directory must be."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        for p in (path, *path.parents):
+            if p.exists() and not p.is_dir():
+                return f"{p} is a file, not a directory"
+    return exc.strerror or str(exc)
+
+
+def _make_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise StartupError(f"cannot create {path} for {what}: {_os_reason(path, exc)}") from None
+
+
 def _prepare_socket_path(path: str) -> None:
     """Refuse a path another live process serves or that is not a socket; clear a stale one."""
     p = Path(path)
     if len(os.fsencode(path)) > 80:
         raise StartupError(f"unix socket path {path} is too long (at most 80 bytes)")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    except OSError as exc:
-        raise StartupError(f"cannot create {p.parent} for the unix socket: {exc.strerror}"
-                           ) from None
+    _make_dir(p.parent, "the unix socket")
     try:
         mode = p.lstat().st_mode
     except FileNotFoundError:
@@ -113,7 +135,12 @@ class Agent:
         self.socket_path = config.socket_path
         self.tcp_port: int | None = None
         self.front = UnixFront(self.socket_path, config.unix_socket_mode)
-        self.audit = AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups)
+        try:
+            self.audit = AuditLog(config.audit_path, config.audit_max_bytes,
+                                  config.audit_backups)
+        except OSError as exc:
+            raise StartupError(f"cannot open the audit log {config.audit_path}: "
+                               f"{_os_reason(Path(config.audit_path), exc)}") from None
         self.server = grpc.aio.server(
             interceptors=[AuthInterceptor(Authenticator(config, self.front.lookup), self.audit)],
             options=[
@@ -143,13 +170,16 @@ class Agent:
     # -- start-up -------------------------------------------------------------------------
 
     def bind(self) -> None:
-        """Listeners first: a taken socket or port is reported before anything else happens."""
+        """Listeners first: a taken socket or port is reported before anything else happens
+        (the state directory is made first: it is rigd's, and an unusable one stops it)."""
+        _make_dir(self.config.state_path, "rigd's state (workloads.state_dir)")
         _prepare_socket_path(self.socket_path)
         try:
             self.front.prepare()
             self._public_socket = self.front.listen_socket()
         except OSError as exc:
-            raise StartupError(f"cannot listen on unix:{self.socket_path}: {exc}") from None
+            raise StartupError(f"cannot listen on unix:{self.socket_path}: "
+                               f"{_os_reason(Path(self.socket_path), exc)}") from None
         try:
             bound = self.server.add_insecure_port(f"unix:{self.front.internal_path}")
         except RuntimeError:
@@ -188,7 +218,8 @@ class Agent:
         except RuntimeError:
             self.tcp_port = 0
         if not self.tcp_port:
-            raise StartupError(f"cannot listen on {self.config.tcp_address}: address not available")
+            raise StartupError(f"cannot listen on {self.config.tcp_address}: gRPC refused it "
+                               "(its log line above says why)")
 
     def release_listeners(self) -> None:
         """Start-up failed after binding: free the port and the socket path for the next try."""
@@ -425,27 +456,48 @@ async def serve(config: Config, signals: SignalWatcher,
     await agent.shutdown()
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rigd", description="The rig agent.",
-        epilog="Exit codes: 0 stopped by SIGTERM/SIGINT, 2 configuration or start-up error.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="rigd",
+        description="The rig agent: finds the rig's devices and serves rig.v1.RigAgent to\n"
+                    "rigctl (Unix socket) and controllers (TCP with mTLS): telemetry, power\n"
+                    "limits, switching devices between hashing and inference, curtailment.",
+        epilog="examples:\n"
+               "  rigd --demo --log-format console     a simulated rig on this machine\n"
+               "  rigd --check-config -c rigd.toml      validate a file, start nothing\n"
+               "  rigd --print-config > rigd.toml       every setting, commented out\n"
+               "  rigd                                  /etc/rigd/rigd.toml (systemd: "
+               "deploy/rigd.service)\n\n"
+               f"environment: {CONFIG_ENV} names the file read without --config (instead of "
+               f"{DEFAULT_CONFIG_PATH}).\n"
+               "exit codes: 0 stopped by SIGTERM/SIGINT, 2 configuration or start-up error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", "-c",
-                        help="TOML configuration file (default: /etc/rigd/rigd.toml if present, "
-                             "else built-in defaults)")
+    parser.add_argument("--config", "-c", metavar="FILE",
+                        help=f"TOML configuration file (default: ${CONFIG_ENV} if set, else "
+                             f"{DEFAULT_CONFIG_PATH} if present, else built-in defaults)")
     parser.add_argument("--demo", action="store_true",
-                        help="run the embedded demo rig (simulated devices on loopback)")
-    parser.add_argument("--unix-socket", help="override server.unix_socket")
-    parser.add_argument("--tcp", metavar="HOST:PORT", help="override server.tcp_address")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    parser.add_argument("--log-format", choices=("json", "console"))
+                        help="run the embedded demo rig (simulated GPUs, miners and a pool on "
+                             "loopback)")
+    parser.add_argument("--unix-socket", metavar="PATH",
+                        help="override server.unix_socket (default: rigd.sock in systemd's "
+                             "$RUNTIME_DIRECTORY, else /run/rigd/rigd.sock as root, else "
+                             "$XDG_RUNTIME_DIR/rigd/rigd.sock)")
+    parser.add_argument("--tcp", metavar="HOST:PORT",
+                        help="override server.tcp_address (default: no TCP listener)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="override log.level (unset there: info)")
+    parser.add_argument("--log-format", choices=("json", "console"),
+                        help="override log.format: json lines, or console (colour only on a "
+                             "terminal) (unset there: json)")
     parser.add_argument("--check-config", action="store_true",
-                        help="validate the configuration (every backend's options too) and exit")
+                        help="validate the configuration (every backend's options and the TLS "
+                             "files too) and exit")
     parser.add_argument("--print-config", action="store_true",
-                        help="print every setting with its default and meaning, then exit")
+                        help="print every setting with its default and meaning as commented "
+                             "TOML, then exit")
     parser.add_argument("--version", action="version", version=f"rigd {__version__}")
-    return parser.parse_args(argv)
+    return parser
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -468,15 +520,16 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.print_config:
         print(describe(), end="")
         return 0
     demo: Any = None
     try:
         config = build_config(args)
+        source = config_path(args.config) or "built-in defaults"
         if args.check_config:
-            print(f"rigd: {args.config or 'defaults'}: configuration is valid")
+            print(f"rigd: {source}: configuration is valid")
             return 0
         configure_logging(config.log_level, config.log_format)
         signals = SignalWatcher(config.drain_s + config.shutdown_grace_s + WATCHDOG_SLACK_S)

@@ -8,14 +8,19 @@ line is wrong; 3 no rigd answered; 4 diagnostics or a validation found a fault.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+# Before grpc loads: its C core would print a refused TLS handshake as an info line of its own
+# beside rigctl's one-line error.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from agent import __version__
-from agent.cli import devices, diag, leases, power, top, workloads
+from agent.cli import certs, completion, devices, diag, leases, power, top, workloads
 from agent.cli.connect import CliError, Rig, add_connection_args
 from agent.cli.exitcodes import EXIT_UNREACHABLE
 
-COMMANDS = (devices, workloads, power, leases, diag, top)
+COMMANDS = (devices, workloads, power, leases, diag, top, certs, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_args(common, after_command=True)
     parser = argparse.ArgumentParser(
         prog="rigctl", description="Operate a rig through rigd: devices, workloads, power.",
-        epilog="Run `rigctl COMMAND --help` for a command's options and examples. Exit codes: "
-               "0 done, 1 refused or failed, 2 bad command line, 3 rigd unreachable, "
-               "4 tests found a fault.")
+        epilog="examples:\n  rigctl inventory\n  rigctl telemetry --watch\n"
+               "  rigctl switch 0 inference\n  rigctl curtail 5000 --deadline 30\n"
+               "  rigctl certs init /etc/rigd/pki --server-name rig12.example.net\n\n"
+               "Run `rigctl COMMAND --help` for a command's options and examples.\n"
+               "Exit codes: 0 done, 1 refused or failed, 2 bad command line, 3 rigd "
+               "unreachable,\n4 tests found a fault.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rigctl {__version__}")
     add_connection_args(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -19,6 +19,7 @@ from agent.paths import default_socket_path
 
 T = TypeVar("T")
 
+SYSTEM_SOCKET = "/run/rigd/rigd.sock"  # rigd under systemd (deploy/rigd.service)
 
 # What each refusal means to an operator, instead of the status name.
 _SAYS = {
@@ -52,9 +53,9 @@ def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = F
 
     group = parser.add_argument_group("reaching rigd")
     group.add_argument("--socket", default=default(os.environ.get("RIGD_SOCKET",
-                                                                  default_socket_path())),
+                                                                  local_socket())),
                        help="rigd's Unix socket (env RIGD_SOCKET; default: "
-                            f"{default_socket_path()})")
+                            f"{default_socket_path()}, else {SYSTEM_SOCKET})")
     group.add_argument("--address", default=default(os.environ.get("RIGD_ADDRESS", "")),
                        help="reach rigd over TCP instead, HOST:PORT (env RIGD_ADDRESS); with "
                             "--ca/--cert/--key over mTLS")
@@ -70,6 +71,15 @@ def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = F
                        help="bearer token file (or env RIGCTL_TOKEN)")
     group.add_argument("--timeout", type=float, default=default(10.0), metavar="S",
                        help="seconds per call (default: 10)")
+
+
+def local_socket() -> str:
+    """The socket of a rigd this user runs; else the system rigd's, which the members of its
+    group may use (the unit runs rigd as its own user, not as the operator)."""
+    own = default_socket_path()
+    if not os.path.exists(own) and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return own
 
 
 class Rig:
@@ -88,7 +98,10 @@ class Rig:
         if not any(files):
             return grpc.insecure_channel(args.address, options=FRESH_STREAM_OPTIONS)
         if not all(files):
-            raise CliError("mTLS needs --ca, --cert and --key together", 2)
+            missing = [f"--{n} (env RIGCTL_{n.upper()})" for n, f in zip(
+                ("ca", "cert", "key"), files, strict=True) if not f]
+            raise CliError(f"mTLS needs --ca, --cert and --key together: {', '.join(missing)} "
+                           "not given", 2)
         try:
             ca, cert, key = (Path(f).read_bytes() for f in files)
         except OSError as exc:
@@ -121,14 +134,32 @@ class Rig:
         code, details = exc.code(), exc.details() or ""
         if code == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower()
                                                     or "handshake" in details.lower()):
-            reason = details.rsplit(":", 1)[-1].strip() or "no answer"
-            if "handshake" in details.lower() or "ssl" in details.lower():
-                reason = "TLS handshake failed (wrong CA, or no client certificate?)"
-            return CliError(f"cannot reach rigd at {self.where}: {reason}", EXIT_UNREACHABLE)
+            return CliError(f"cannot reach rigd at {self.where}: {self._unreachable(details)}",
+                            EXIT_UNREACHABLE)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return CliError(f"no answer from rigd at {self.where} within "
                             f"{self.args.timeout:g} s (--timeout)", EXIT_UNREACHABLE)
         return CliError(f"{_SAYS.get(code, code.name.lower())}: {details}")
+
+    def _unreachable(self, details: str) -> str:
+        """gRPC's last connection error as what it means: which side refused whose
+        certificate, or the OS's reason."""
+        low, args = details.lower(), self.args
+        if "hostname verification" in low or "peer name" in low:
+            name = args.server_name or args.address.rpartition(":")[0].strip("[]")
+            return (f"TLS handshake failed: rigd's certificate is not for {name} (--server-name "
+                    "names one it is for)")
+        if "certificate_verify_failed" in low or "handshake failed" in low:
+            return (f"TLS handshake failed: rigd's certificate is not signed by the CA in "
+                    f"{args.ca} (--ca), or has expired")
+        if "socket closed" in low or "connection reset" in low:
+            if args.address and args.cert:
+                return (f"rigd refused the TLS handshake: it does not accept {args.cert} "
+                        "(not signed by the CA in its [tls] client_ca_file, or expired)")
+            if args.address:
+                return ("rigd closed the connection; if it serves mTLS, give --ca, --cert and "
+                        "--key (env RIGCTL_CA, RIGCTL_CERT, RIGCTL_KEY)")
+        return details.rsplit(":", 1)[-1].strip() or "no answer"
 
     def inventory(self) -> pb.GetInventoryResponse:
         if self._inventory is None:

@@ -260,7 +260,12 @@ def cmd_action(rig: Rig, args: argparse.Namespace) -> int:
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("inventory", parents=[common], help="devices, capabilities, backends",
                        description="Every device rigd found, what it can do, and the backends "
-                                   "that are unavailable and why.")
+                                   "that are unavailable and why.",
+                       epilog="examples:\n  rigctl inventory\n"
+                              "  rigctl inventory --json | jq -r '.devices[].id'\n"
+                              "  rigctl --address rig12:50051 --ca ca.pem --cert ops.pem "
+                              "--key ops.key inventory",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=cmd_inventory)
 
     p = sub.add_parser(
@@ -289,7 +294,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         epilog="example:\n  rigctl power-limit 0 450",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("device", metavar="DEVICE", help="id, GPU index, short id or unique prefix")
-    p.add_argument("watts", type=_positive_watts, metavar="WATTS", help="the limit in watts")
+    p.add_argument("watts", type=_positive_watts, metavar="WATTS",
+                   help="the limit in watts (W), e.g. 450")
     _fencing(p)
     p.set_defaults(func=cmd_power_limit)
 
@@ -297,8 +303,14 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                        ("wake", "hash again after a sleep (miners)"),
                        ("restart", "restart the miner's firmware"),
                        ("pool-switch", "mine for the miner's pool number N")):
-        p = sub.add_parser(name, parents=[common], help=what, description=what.capitalize())
-        p.add_argument("devices", nargs="+", metavar="DEVICE")
+        example = "rigctl pool-switch 10.0.0.5:4028 --pool 1" if name == "pool-switch" else \
+            f"rigctl {name} 10.0.0.5:4028 10.0.0.6:4028"
+        p = sub.add_parser(name, parents=[common], help=what, description=what.capitalize(),
+                           epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("devices", nargs="+", metavar="DEVICE",
+                       help="miners (id, short id or unique prefix, as `rigctl inventory` "
+                            "shows them)")
         if name == "pool-switch":
             p.add_argument("--pool", type=int, required=True, metavar="N",
                            help="the pool's index in the miner's own list")

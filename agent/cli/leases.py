@@ -69,10 +69,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         epilog="examples:\n  rigctl lease acquire --holder night-shift --ttl 300\n"
                "  rigctl lease renew LEASE_ID --ttl 300\n  rigctl lease release LEASE_ID",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("acquire", "renew", "release"))
+    p.add_argument("action", choices=("acquire", "renew", "release"),
+                   help="take the lease, extend it, or give it up")
     p.add_argument("lease_id", nargs="?", default="", metavar="LEASE_ID",
                    help="for renew and release")
-    p.add_argument("--holder", default="rigctl", help="who holds it (audit and display)")
+    p.add_argument("--holder", default="rigctl",
+                   help="who holds it, for the audit log and others to see "
+                        "(default: %(default)s)")
     p.add_argument("--ttl", type=int, default=60, metavar="S",
                    help="seconds, 1 .. 3600 (default: %(default)s)")
     p.add_argument("--preempt", action="store_true", help="take it from its holder (admin)")
@@ -80,5 +83,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("health", parents=[common], help="is rigd serving? (gRPC health)",
                        description="The standard gRPC health check, as a load balancer sees "
-                                   "it; exit 0 when serving.")
+                                   "it; exit 0 when serving.",
+                       epilog="example:\n  rigctl health && echo up",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=cmd_health)

@@ -162,7 +162,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("top", parents=[common], help="a live view of the rig (like nvitop)",
                        description="Devices, workloads, power against a curtailment target "
                                    "and operations in flight, refreshed in place; plain "
-                                   "frames when the output is not a terminal.")
+                                   "frames when the output is not a terminal.",
+                       epilog="examples:\n  rigctl top\n  rigctl top --count 1 --plain > rig.txt",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--interval-ms", type=int, default=1000, metavar="MS",
                    help="refresh period (default: %(default)s)")
     p.add_argument("--count", type=int, default=0, metavar="N",

@@ -115,7 +115,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("devices", nargs="+", metavar="DEVICE",
                    help="id, GPU index, short id or unique prefix")
-    p.add_argument("workload", choices=tuple(KINDS))
+    p.add_argument("workload", choices=tuple(KINDS), help="what the devices run next")
     p.add_argument("--profile", default="builtin",
                    help="inference runtime profile (default: %(default)s)")
     p.add_argument("--model", default="", help="inference model (default: the profile's)")
@@ -131,9 +131,14 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_switch)
 
     p = sub.add_parser("ops", parents=[common], help="operations: list, show ID, watch ID",
-                       description="Recent operations (switches, curtailments, restores).")
-    p.add_argument("action", nargs="?", choices=("list", "show", "watch"), default="list")
-    p.add_argument("operation_id", nargs="?", default="", metavar="OPERATION")
+                       description="Recent operations (switches, curtailments, restores).",
+                       epilog="examples:\n  rigctl ops --running\n  rigctl ops show OPERATION"
+                              "\n  rigctl ops watch OPERATION",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", nargs="?", choices=("list", "show", "watch"), default="list",
+                   help="list them, show one, or follow one until it ends (default: list)")
+    p.add_argument("operation_id", nargs="?", default="", metavar="OPERATION",
+                   help="for show and watch: the id `rigctl ops` lists")
     p.add_argument("--running", action="store_true", help="only operations still running")
     p.add_argument("--limit", type=int, default=20, help="how many (default: %(default)s)")
     p.set_defaults(func=cmd_ops)

@@ -159,29 +159,13 @@ def bearer(token: str) -> list[tuple[str, str]]:
 # ---- a throwaway PKI (mTLS to rigd, TLS and signatures to an OpenADR VTN) ------------------
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _issue(pki: Path, name: str, common_name: str, extensions: str) -> None:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={common_name}",
-             cwd=pki)
-    (pki / f"{name}.ext").write_text(extensions)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext",
-             cwd=pki)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA, a server certificate for 127.0.0.1 and two client certificates."""
+    """A throwaway CA (ca.pem), a server certificate for localhost and 127.0.0.1 (server.pem)
+    and two client certificates (ctrl-a.pem, stranger.pem), made as `rigctl certs init` makes
+    them."""
+    from agent import certs
+
     pki = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=rigd-test-ca",
-             "-days", "1", cwd=pki)
-    _issue(pki, "server", "localhost",
-           "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    for client in ("ctrl-a", "stranger"):
-        _issue(pki, client, client, "extendedKeyUsage=clientAuth\n")
+    certs.init(pki, certs.server_names(["localhost"]), ["ctrl-a", "stranger"], days=1, ca_days=1)
     return pki
