@@ -5,8 +5,10 @@
 The supervisor runs this in a new session (its own process group). It asks the kernel to send
 SIGTERM when rigd's thread that started it exits (PR_SET_PDEATHSIG), checks that rigd did not
 die before that took effect, restores the signal mask and dispositions rigd changed (SIGTERM and
-SIGINT blocked, SIGPIPE ignored: both survive exec), then replaces itself with the program, which
-keeps the pid, the process group and the parent-death signal.
+SIGINT blocked, SIGPIPE ignored: both survive exec), drops the ambient capabilities rigd was
+given for NVML's setters (deploy/rigd.service: CAP_SYS_ADMIN, which a workload has no use for),
+then replaces itself with the program, which keeps the pid, the process group and the
+parent-death signal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 EXIT_PARENT_GONE = 70
 EXIT_CANNOT_EXEC = 127
 
@@ -33,6 +37,10 @@ def main(argv: list[str]) -> int:
         return EXIT_CANNOT_EXEC
     if os.getppid() != parent:  # rigd died before the parent-death signal was armed
         return EXIT_PARENT_GONE
+    if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        print(f"launch: cannot drop ambient capabilities: {os.strerror(ctypes.get_errno())}",
+              file=sys.stderr)
+        return EXIT_CANNOT_EXEC
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
