@@ -51,11 +51,12 @@ def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = F
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if after_command else value
 
+    own = default_socket_path()
+    where = own if own == SYSTEM_SOCKET else f"{own}, else {SYSTEM_SOCKET}"
     group = parser.add_argument_group("reaching rigd")
     group.add_argument("--socket", default=default(os.environ.get("RIGD_SOCKET",
                                                                   local_socket())),
-                       help="rigd's Unix socket (env RIGD_SOCKET; default: "
-                            f"{default_socket_path()}, else {SYSTEM_SOCKET})")
+                       help=f"rigd's Unix socket (env RIGD_SOCKET; default: {where})")
     group.add_argument("--address", default=default(os.environ.get("RIGD_ADDRESS", "")),
                        help="reach rigd over TCP instead, HOST:PORT (env RIGD_ADDRESS); with "
                             "--ca/--cert/--key over mTLS")
