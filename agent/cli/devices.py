@@ -1,16 +1,22 @@
 """rigctl inventory, telemetry, power-limit and the device actions (sleep, wake, restart,
-pool-switch)."""
+pool-switch). nvidia-smi's habits where they fit: `-i INDEX`, every device unless told,
+`power-limit ... default`, and `--query FIELDS --format csv` for scripts."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
+import difflib
+import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from agent.api import pb
 from agent.cli.connect import CliError, Rig
+from agent.cli.exitcodes import EXIT_FAILED, EXIT_USAGE
 from agent.cli.output import (
     HEALTH,
     KIND,
@@ -24,6 +30,7 @@ from agent.cli.output import (
     short_id,
     si,
     table,
+    to_dict,
     watts,
 )
 
@@ -172,6 +179,10 @@ def _interval_ms(text: str) -> int:
     return value
 
 
+def _query_or_help(text: str) -> list[str]:
+    return ["help"] if text == "help" else _query(text)
+
+
 def _positive_watts(text: str) -> float:
     try:
         value = float(text)
@@ -182,6 +193,77 @@ def _positive_watts(text: str) -> float:
     return value
 
 
+# ---- --query FIELDS --format csv ------------------------------------------------------------
+
+CSV_DEFAULT_FIELDS = ("time", "device_id", "kind", "power_w", "temp_c", "hashrate_hs",
+                      "workload.kind", "workload.state")
+
+
+def query_fields() -> list[str]:
+    """Every field --query takes: DeviceTelemetry's scalar fields, dotted into sub-records."""
+    def walk(descriptor: Any, prefix: str) -> list[str]:
+        names = []
+        for field in descriptor.fields:
+            if field.message_type is not None and not field.is_repeated \
+                    and field.message_type.full_name != "google.protobuf.Timestamp":
+                names += walk(field.message_type, f"{prefix}{field.name}.")
+            else:
+                names.append(prefix + field.name)
+        return names
+    return walk(pb.DeviceTelemetry.DESCRIPTOR, "")
+
+
+def _query(text: str) -> list[str]:
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    known = query_fields()
+    for name in fields:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"no field {name!r}{hint}; `rigctl telemetry --query help` lists them")
+    if not fields:
+        raise argparse.ArgumentTypeError("name at least one field")
+    return fields
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell: a missing reading is empty, lists and records compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _pick(reading: dict[str, Any], dotted: str) -> Any:
+    value: Any = reading
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+class CsvOut:
+    def __init__(self, fields: Sequence[str], header: bool) -> None:
+        self.fields = list(fields)
+        self.header = header
+        self.writer = csv.writer(sys.stdout, lineterminator="\n")
+
+    def rows(self, readings: Sequence[pb.DeviceTelemetry]) -> None:
+        if self.header:
+            self.writer.writerow(self.fields)
+            self.header = False
+        for reading in readings:
+            data = to_dict(reading)
+            self.writer.writerow([_cell(_pick(data, f)) for f in self.fields])
+        sys.stdout.flush()
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
 def cmd_inventory(rig: Rig, args: argparse.Namespace) -> int:
     inv = rig.inventory()
     emit_json("inventory", inv) if args.json else print(format_inventory(inv))
@@ -189,11 +271,21 @@ def cmd_inventory(rig: Rig, args: argparse.Namespace) -> int:
 
 
 def cmd_telemetry(rig: Rig, args: argparse.Namespace) -> int:
+    if args.query == ["help"]:
+        print("\n".join(query_fields()))
+        return 0
+    csv_out = None
+    if args.format:
+        csv_out = CsvOut(args.query or CSV_DEFAULT_FIELDS, header=args.format == "csv")
+    elif args.query:
+        raise CliError("--query goes with --format csv (or csv,noheader)", EXIT_USAGE)
     ids = rig.resolve(args.device) if args.device else []
     if not args.watch:
         reply = rig.call(lambda s, md: s.GetTelemetry(pb.GetTelemetryRequest(device_ids=ids),
                                                       metadata=md, timeout=args.timeout))
-        if args.json:
+        if csv_out is not None:
+            csv_out.rows(reply.devices)
+        elif args.json:
             emit_json("telemetry", reply)
         else:
             print(format_telemetry(reply.devices, reply.rig_power, args.wide))
@@ -202,7 +294,9 @@ def cmd_telemetry(rig: Rig, args: argparse.Namespace) -> int:
     def follow(stub: Any, md: list[tuple[str, str]]) -> None:
         request = pb.StreamTelemetryRequest(device_ids=ids, interval_ms=args.interval_ms)
         for n, msg in enumerate(stub.StreamTelemetry(request, metadata=md), start=1):
-            if args.json:
+            if csv_out is not None:
+                csv_out.rows(msg.devices)
+            elif args.json:
                 emit_json("telemetry", msg, stream=True)
             else:
                 clear_screen()
@@ -219,17 +313,70 @@ def cmd_telemetry(rig: Rig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit_targets(rig: Rig, names: Sequence[str]) -> list[str]:
+    """The devices named; `all`: every device whose power limit can be set."""
+    if list(names) == ["all"]:
+        ids = [d.id for d in rig.inventory().devices if "set_power_limit" in d.capabilities]
+        if not ids:
+            raise CliError("no device on this rig has a settable power limit")
+        return ids
+    return rig.resolve(names)
+
+
+def _default_limits(rig: Rig, ids: list[str], timeout_s: float) -> dict[str, float]:
+    """Each device's default limit, as it reports it (NVML's default power management limit)."""
+    reply = rig.call(lambda s, md: s.GetTelemetry(pb.GetTelemetryRequest(device_ids=ids),
+                                                  metadata=md, timeout=timeout_s))
+    defaults = {t.device_id: t.gpu.power_limit_default_w for t in reply.devices
+                if t.HasField("gpu") and t.gpu.HasField("power_limit_default_w")}
+    missing = [i for i in ids if i not in defaults]
+    if missing:
+        raise CliError(f"no default power limit known for {', '.join(missing)} (a GPU reports "
+                       "its own; give watts for the others)")
+    return defaults
+
+
 def cmd_power_limit(rig: Rig, args: argparse.Namespace) -> int:
-    (device_id,) = rig.resolve([args.device])
-    reply = rig.call(lambda s, md: s.SetPowerLimit(pb.SetPowerLimitRequest(
-        device_id=device_id, power_limit_w=args.watts, fencing_token=args.fencing_token),
-        metadata=md, timeout=args.timeout))
+    *names, limit = args.target
+    if not names:
+        raise CliError("give the device(s), then WATTS or `default`", EXIT_USAGE)
+    watts_each = None
+    if limit != "default":
+        try:
+            watts_each = _positive_watts(limit)
+        except argparse.ArgumentTypeError as exc:
+            raise CliError(f"WATTS {limit!r}: {exc} (or `default`)", EXIT_USAGE) from None
+    ids = _limit_targets(rig, names)
+    wanted = dict.fromkeys(ids, watts_each) if watts_each is not None else \
+        _default_limits(rig, ids, args.timeout)
+
+    def set_limit(device_id: str, target_w: float) -> pb.SetPowerLimitResponse:
+        return rig.call(lambda s, md: s.SetPowerLimit(pb.SetPowerLimitRequest(
+            device_id=device_id, power_limit_w=target_w, fencing_token=args.fencing_token),
+            metadata=md, timeout=args.timeout))
+
+    failed = False
+    results = []
+    for device_id, target_w in wanted.items():
+        try:
+            reply = set_limit(device_id, target_w)
+        except CliError as exc:
+            if len(wanted) == 1:
+                raise
+            failed = True  # the others are still set: one refusal does not stop a fleet
+            results.append({"device_id": device_id, "requested_w": target_w,
+                            "error": str(exc)})
+            if not args.json:
+                print(f"rigctl: {device_id}: {exc}", file=sys.stderr)
+            continue
+        results.append({"device_id": device_id, **to_dict(reply), "error": ""})
+        if not args.json:
+            text = (f"{device_id}: requested {reply.requested_w:g} W, applied "
+                    f"{reply.power_limit_w:g} W")
+            print(text + (f" ({reply.detail})" if reply.detail else ""))
     if args.json:
-        emit_json("power_limit", reply)
-        return 0
-    text = f"{device_id}: requested {reply.requested_w:g} W, applied {reply.power_limit_w:g} W"
-    print(text + (f" ({reply.detail})" if reply.detail else ""))
-    return 0
+        emit_json("power_limit", {"results": results})
+    return EXIT_FAILED if failed else 0
 
 
 def cmd_action(rig: Rig, args: argparse.Namespace) -> int:
@@ -275,8 +422,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                "  rigctl telemetry --watch --interval-ms 500\n"
                "  rigctl telemetry --watch --json | jq .rig_power.total_w",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", "--device", action="append", default=[], metavar="DEVICE",
-                   help="a device (id, GPU index, short id or unique prefix); repeatable")
+    p.add_argument("-d", "-i", "--device", action="append", default=[], metavar="DEVICE",
+                   help="a device (id, GPU index, short id or unique prefix); repeatable; "
+                        "every device when left out")
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument("--interval-ms", type=_interval_ms, default=1000, metavar="MS",
                    help="with --watch: milliseconds between readings, 100 .. 3600000 "
@@ -284,18 +432,27 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=0, metavar="N",
                    help="with --watch: stop after N readings (default: until Ctrl-C)")
     p.add_argument("--wide", action="store_true", help="every column (P-state, clocks, fans)")
+    p.add_argument("--query", type=_query_or_help, default=[], metavar="FIELDS",
+                   help="with --format: comma-separated fields, dotted into sub-records "
+                        "(gpu.clock_sm_mhz); `--query help` lists them (default: "
+                        f"{','.join(CSV_DEFAULT_FIELDS)})")
+    p.add_argument("--format", choices=("csv", "csv,noheader"), default="",
+                   help="one CSV row per device (per reading with --watch); a missing "
+                        "reading is an empty cell")
     p.set_defaults(func=cmd_telemetry)
 
     p = sub.add_parser(
-        "power-limit", parents=[common], help="set one device's power limit (watts)",
-        description="Set a device's power limit; the answer is what the device applied (a "
-                    "miner's firmware may pick its nearest profile; a curtailment may hold it "
-                    "lower until it ends).",
-        epilog="example:\n  rigctl power-limit 0 450",
+        "power-limit", parents=[common], help="set devices' power limits (watts, or default)",
+        description="Set power limits; each answer is what the device applied (a miner's "
+                    "firmware may pick its nearest profile; a curtailment may hold it lower "
+                    "until it ends).",
+        epilog="examples:\n  rigctl power-limit 0 450\n  rigctl power-limit 0 1 2 300\n"
+               "  rigctl power-limit all 350          # every device with a settable limit\n"
+               "  rigctl power-limit 0 default        # the GPU's own default limit",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("device", metavar="DEVICE", help="id, GPU index, short id or unique prefix")
-    p.add_argument("watts", type=_positive_watts, metavar="WATTS",
-                   help="the limit in watts (W), e.g. 450")
+    p.add_argument("target", nargs="+", metavar="DEVICE... WATTS",
+                   help="devices (id, GPU index, short id, unique prefix, or `all`), then the "
+                        "limit in watts (W), e.g. 450, or `default`")
     _fencing(p)
     p.set_defaults(func=cmd_power_limit)
 

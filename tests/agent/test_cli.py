@@ -159,3 +159,64 @@ def test_a_miner_power_limit_says_what_the_firmware_applied(tmp_path: Path) -> N
             assert refused.stderr.startswith("rigctl: invalid: ") and "W" in refused.stderr
         finally:
             rigd.stop()
+
+
+def test_nvidia_smi_habits_index_all_default_and_csv(tmp_path: Path) -> None:
+    """-i INDEX, every device at once, a limit back to its default, --query/--format csv."""
+    import csv
+    import io
+
+    from tests.agent.conftest import simulated_gpus, start_rigd
+
+    sim, gpus, config = simulated_gpus(tmp_path, count=3)
+    rigd = start_rigd(tmp_path, config, backends=("host", "nvml"))
+    try:
+        socket = ("--socket", rigd.socket_path)
+        by_index = dict(enumerate(gpus))  # the simulator's order is NVML's index
+        one = rigctl(*socket, "telemetry", "-i", "1", "--json")
+        assert one.returncode == 0, one.stderr
+        assert [d["device_id"] for d in json.loads(one.stdout)["devices"]] == [by_index[1]]
+
+        # All at once: every device with a settable limit (the GPUs, not the host).
+        result = rigctl(*socket, "power-limit", "all", "300")
+        assert result.returncode == 0, result.stderr
+        assert sorted(line.split(":")[0] for line in result.stdout.splitlines()) == sorted(gpus)
+        assert {g.power_limit_mw for g in sim.read().gpus} == {300_000}
+        # Back to each GPU's own default, as the GPU reports it (NVML's default limit).
+        readings = json.loads(rigctl(*socket, "telemetry", "--json").stdout)["devices"]
+        defaults = {d["device_id"]: d["gpu"]["power_limit_default_w"] for d in readings
+                    if d["gpu"]}
+        assert 300 not in defaults.values()
+        result = rigctl(*socket, "power-limit", "0", "2", "default", "--json")
+        assert result.returncode == 0, result.stderr
+        results = json.loads(result.stdout)["results"]
+        assert [r["device_id"] for r in results] == [by_index[0], by_index[2]]
+        assert [r["requested_w"] for r in results] == [defaults[by_index[0]],
+                                                        defaults[by_index[2]]]
+        now = {f"gpu/{g.uuid}": g.power_limit_mw for g in sim.read().gpus}
+        assert now[by_index[0]] == defaults[by_index[0]] * 1000
+        assert now[by_index[1]] == 300_000, "a device not named keeps its limit"
+        # The host has no default to go back to: refused before anything is sent.
+        host = rigctl(*socket, "power-limit", "host", "default")
+        assert host.returncode == 1 and "no default power limit known for host" in host.stderr
+
+        # CSV of chosen fields, one row per device, a missing reading an empty cell.
+        table = rigctl(*socket, "telemetry", "--query",
+                       "device_id,gpu.index,gpu.power_limit_enforced_w,host.cpu_count",
+                       "--format", "csv")
+        assert table.returncode == 0, table.stderr
+        rows = list(csv.reader(io.StringIO(table.stdout)))
+        assert rows[0] == ["device_id", "gpu.index", "gpu.power_limit_enforced_w",
+                           "host.cpu_count"]
+        gpu_rows = {r[0]: r for r in rows[1:] if r[0].startswith("gpu/")}
+        assert float(gpu_rows[by_index[1]][2]) == 300.0 and gpu_rows[by_index[1]][1] == "1"
+        assert gpu_rows[by_index[1]][3] == "", "a GPU has no host fields"
+        bare = rigctl(*socket, "telemetry", "-i", "0", "--query", "gpu.index",
+                      "--format", "csv,noheader")
+        assert bare.stdout == "0\n"
+        listed = rigctl(*socket, "telemetry", "--query", "help")
+        assert "gpu.clock_sm_mhz" in listed.stdout.split()
+        wrong = rigctl(*socket, "telemetry", "--query", "gpu.clock_sm", "--format", "csv")
+        assert wrong.returncode == 2 and "did you mean gpu.clock_sm_mhz?" in wrong.stderr
+    finally:
+        rigd.stop()
