@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from openleadr import OpenADRServer, hooks, utils
+from openleadr.service.vtn_service import VTNService
 
 T = TypeVar("T")
 # openleadr advises, at every start, to provision VENs out of band; this VTN takes any VEN.
@@ -38,6 +39,7 @@ class Vtn:
         self.pki = pki
         self.ven_fingerprint = ven_fingerprint
         self.registrations = 0
+        self.knows_ven = True  # False: a VTN that has lost its VEN asks it to register at each poll
         self.responses: list[dict[str, Any]] = []  # every eventResponse of oadrCreatedEvent
         self.reports: list[tuple[str, float]] = []  # (resource id, watts)
         self._loop = asyncio.new_event_loop()
@@ -62,11 +64,12 @@ class Vtn:
         return result
 
     async def _start(self) -> Any:
-        tls: dict[str, Any] = {}
+        _forget_lookups()
+        tls: dict[str, Any] = {"ven_lookup": self._lookup}
         if self.pki is not None:
             cert, key = str(self.pki / "server.pem"), str(self.pki / "server.key")
-            tls = {"cert": cert, "key": key, "http_cert": cert, "http_key": key,
-                   "http_ca_file": str(self.pki / "ca.pem"), "ven_lookup": self._lookup}
+            tls |= {"cert": cert, "key": key, "http_cert": cert, "http_key": key,
+                    "http_ca_file": str(self.pki / "ca.pem")}
         server = OpenADRServer(vtn_id=self.vtn_id, http_host="127.0.0.1", http_port=self.port,
                                requested_poll_freq=timedelta(seconds=1), show_fingerprint=False,
                                **tls)
@@ -82,10 +85,12 @@ class Vtn:
         return self.ven_id, f"reg-{self.registrations}"
 
     def _lookup(self, ven_id: str) -> dict[str, str]:
-        """The VEN as provisioned out of band: its venID and certificate fingerprint."""
+        """The VEN as provisioned out of band (its venID and certificate fingerprint), or as it
+        registered; {} for a VEN this VTN does not know."""
+        known = ven_id == self.ven_id and self.knows_ven
         return {"ven_id": self.ven_id, "ven_name": self.ven_id.removeprefix("ven-"),
-                "registration_id": "reg-signed",
-                "fingerprint": self.ven_fingerprint} if ven_id == self.ven_id else {}
+                "registration_id": "reg-signed", "fingerprint": self.ven_fingerprint} \
+            if known else {}
 
     def _offered(self, ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
                  min_sampling_interval: timedelta, max_sampling_interval: timedelta
@@ -132,6 +137,16 @@ class Vtn:
             self._run(self.server.stop())
         finally:
             hooks.HOOKS["before_handle"].remove(self._handled)
+            _forget_lookups()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
+
+
+def _forget_lookups() -> None:
+    """openleadr stores a VTN's `ven_lookup` on its VTNService class, for every VTN in the
+    process: a signed VTN's lookup outlives it and makes the next VTN ask its VEN to register
+    again on every poll, so no event ever reaches it. One VTN at a time, each with its own."""
+    for name in ("ven_lookup", "fingerprint_lookup"):
+        if name in VTNService.__dict__:
+            delattr(VTNService, name)

@@ -26,9 +26,9 @@ event). An operator's CancelCurtailment of an event's curtailment wins: the VTN 
 curtailment journaled before a restart is left to its expiry until its event comes again.
 
 The session with the VTN: register, offer the reports, fetch the events, then poll. Three polls
-in a row without a good answer (no answer, a reply that is not OpenADR, an error code) end the
-session; registering again waits 1 s, 2 s, 4 s ... up to `retry_max_s`. Events already accepted
-keep running on rigd's clock meanwhile.
+in a row without a good answer (no answer, a reply that is not OpenADR, an error code, a request
+to register again) end the session; registering again waits 1 s, 2 s, 4 s ... up to
+`retry_max_s`. Events already accepted keep running on rigd's clock meanwhile.
 
 Plain http on loopback without signatures is for tests; a real VTN takes https with a client
 certificate (`cert_file`, `key_file`, `ca_file`), which openleadr also uses to sign messages, and
@@ -274,6 +274,7 @@ class _Exchanges:
     good: int = 0
     reply: str | None = None  # the last raw reply, if any came
     problem: str = ""
+    poll_answered: bool = False  # the last oadrPoll got an answer that was not "register again"
 
 
 class Ven:
@@ -412,7 +413,7 @@ class Ven:
         interval_s, bad = self._poll_interval_s(client), 0
         while bad < LOST_AFTER_POLLS:
             await asyncio.sleep(interval_s)
-            before = self.exchanges.good
+            self.exchanges.poll_answered = False
             try:
                 await client._poll()
             except Exception as exc:  # a reply openleadr could not handle
@@ -421,7 +422,7 @@ class Ven:
             if client.registration_id is None:
                 log.warning("openadr_registration_lost", vtn_url=self.config.openadr_vtn_url)
                 return
-            bad = 0 if self.exchanges.good > before else bad + 1
+            bad = 0 if self.exchanges.poll_answered else bad + 1
         log.warning("openadr_vtn_lost", vtn_url=self.config.openadr_vtn_url, polls=bad,
                     problem=self.exchanges.problem, events_kept=sorted(self.plans))
 
@@ -435,8 +436,14 @@ class Ven:
         message_type, payload = result
         response = payload.get("response") if isinstance(payload, dict) else None
         code = (response or {}).get("response_code", 200)
+        if message_type == "oadrRequestReregistration":
+            # openleadr registers again at once; a VTN that asks at every poll does not know
+            # this VEN (and sends it no events): that is a lost session, said in the log
+            self.exchanges.problem = f"{service}: the VTN asks this VEN to register again"
+            return result
         if message_type is not None and str(code) == "200":
             self.exchanges.good += 1
+            self.exchanges.poll_answered |= service == "OadrPoll"
             return result
         if message_type is not None:
             description = (response or {}).get("response_description")

@@ -36,6 +36,15 @@ SENTENCES = ("Grid operators pay bitcoin miners to switch off during peak demand
              "Knead the dough for ten minutes, then let it rise.")
 GRID_FRACTION = 0.5  # the utility asks for half of what the rig draws
 EVENT_S = 600  # the event's length; the story ends it early, as a utility cancelling would
+STEPS = (  # the timeline's steps; README.md's captured timeline shows the same
+    "what the rig is",
+    "everything mines: four GPUs (their kernel on this CPU), the miners, for a local pool",
+    "inference demand arrives: two GPUs switch to the builtin runtime",
+    f"the grid asks: the utility's VTN sends an OpenADR event for {GRID_FRACTION:.0%} of the "
+    f"rig's power",
+    "the event ends: the rig comes back exactly as it was",
+    "the same rig in rigctl top (one frame)",
+)
 
 
 @dataclass
@@ -71,7 +80,8 @@ class Story:
     # -- telling ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def step(self, number: int, title: str) -> Iterator[None]:
+    def step(self, number: int) -> Iterator[None]:
+        title = STEPS[number - 1]
         began = time.monotonic()
         self.out(f"\n[t+{began - self.started:5.1f}s] {number}. {title}")
         yield
@@ -95,31 +105,34 @@ class Story:
     def json(self, *args: str) -> Any:
         return json.loads(self.rigctl(*args, "--json", show=False))
 
-    def wait(self, what: str, condition: Callable[[], bool], timeout_s: float = 180) -> None:
+    def wait(self, what: str, condition: Callable[[], bool], timeout_s: float = 180,
+             seen: Callable[[], object] | None = None) -> None:
+        """Poll `condition`; on giving up, say what `seen` last showed."""
         deadline = time.monotonic() + timeout_s
         while not condition():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gave up waiting for {what}")
+                last = f"; last seen: {seen()}" if seen is not None else ""
+                raise RuntimeError(f"gave up waiting for {what} after {timeout_s:.0f} s{last}")
             time.sleep(0.25)
 
     # -- the story -------------------------------------------------------------------------
 
     def tell(self, vtn: Any) -> Facts:
         facts = self.facts
-        with self.step(1, "what the rig is"):
+        with self.step(1):
             inventory = self.json("inventory")
             self.rigctl("inventory")
             facts.devices = len(inventory["devices"])
             facts.gpus = [d["id"] for d in inventory["devices"] if d["kind"] == "gpu"]
 
-        with self.step(2, "everything mines: four GPUs (their kernel on this CPU), the miners, "
-                          "for a local pool"):
+        with self.step(2):
             self.wait("every GPU mining and shares accepted", self._mining)
             self.rigctl("telemetry")
-            self.out(f"    mining {facts.mining_hs / 1e12:,.1f} TH/s in all; "
-                     f"{facts.shares_accepted} shares accepted by the pool so far")
+            shares = facts.shares_accepted
+            self.out(f"    mining {facts.mining_hs / 1e12:,.1f} TH/s in all; {shares} "
+                     f"share{'' if shares == 1 else 's'} accepted by the pool so far")
 
-        with self.step(3, "inference demand arrives: two GPUs switch to the builtin runtime"):
+        with self.step(3):
             facts.switch_state = "succeeded"
             try:
                 self.rigctl("switch", "0", "1", "inference")
@@ -128,11 +141,10 @@ class Story:
                 raise
             self._ask_the_model()
 
-        with self.step(4, f"the grid asks: the utility's VTN sends an OpenADR event for "
-                          f"{GRID_FRACTION:.0%} of the rig's power"):
+        with self.step(4):
             self._grid_event(vtn)
 
-        with self.step(5, "the event ends: the rig comes back exactly as it was"):
+        with self.step(5):
             vtn.cancel("grid-1")
             self.wait("the curtailment to lift and every device to be as before",
                       lambda: self._snapshot() == self._before, timeout_s=300)
@@ -140,7 +152,7 @@ class Story:
             self.rigctl("curtail", "status")
             self.rigctl("telemetry")
 
-        with self.step(6, "the same rig in rigctl top (one frame)"):
+        with self.step(6):
             self.rigctl("top", "--count", "1", "--plain")
         return facts
 
@@ -194,7 +206,8 @@ class Story:
             c = self.json("curtail", "status")["curtailment"]
             return bool(c) and c["state"] in ("confirmed", "target_not_met")
 
-        self.wait("the rig to answer the event", confirmed)
+        self.wait("the rig to answer the event", confirmed,
+                  seen=lambda: (self.json("curtail", "status"), vtn.responses))
         status = self.json("curtail", "status")
         facts.curtailment = status["curtailment"]
         facts.rig_curtailed_w = status["rig_power"]["total_w"]

@@ -353,6 +353,29 @@ def test_a_vtn_answering_garbage_is_retried_with_backoff(tmp_path: Path) -> None
         garbage.server_close()
 
 
+def test_a_vtn_that_asks_to_register_at_every_poll_is_a_lost_session(tmp_path: Path) -> None:
+    """openleadr registers again whenever the VTN asks; a VTN that asks at every poll (it has
+    lost this VEN, and sends it no events) is said in the log and retried with backoff."""
+    vtn = Vtn(free_port())
+    vtn.knows_ven = False
+    rigd = start_rigd(tmp_path, settings={"power": {"host_w": 200.0}, "openadr": {
+        "vtn_url": vtn.url, "poll_interval_s": 0.2, "retry_max_s": 1.0}})
+    try:
+        lost = wait_for(lambda: log_of(rigd, "openadr_vtn_lost"), "the session given up", 60)
+        assert "the VTN asks this VEN to register again" in lost[0]["problem"]
+        assert vtn.registrations >= 2, "it did register again, as openleadr does"
+        vtn.knows_ven = True  # the VTN recovers: the next session holds
+        registered = len(log_of(rigd, "openadr_registered"))
+        wait_for(lambda: len(log_of(rigd, "openadr_registered")) > registered,
+                 "a new session", 60)
+        vtn.add_event("after", "LOAD_DISPATCH", "setpoint", 50.0, duration_s=60)
+        assert wait_for(lambda: vtn.answer("after"), "the event's answer", 60)["opt_type"] \
+            == "optIn"
+    finally:
+        assert rigd.stop() == 0
+        vtn.stop()
+
+
 def test_openadr_configured_without_openleadr_is_one_clear_error(tmp_path: Path) -> None:
     shim = tmp_path / "shim" / "openleadr"
     shim.mkdir(parents=True)

@@ -61,3 +61,16 @@ def test_the_way_to_a_real_rig_is_written_down() -> None:
                    "RIGCTL_CA", "systemctl", "CAP_SYS_ADMIN", "rigctl completion bash"):
         assert needed in real, needed
     assert "--count" in section("rigctl") and "[[hashing]]" in section("Configuration")
+
+
+def readme_timeline() -> list[str]:
+    """The lines of the captured demo timeline README.md opens with."""
+    text = section("What the demo shows")
+    return text.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+
+
+def test_the_readme_timeline_has_the_storys_steps_in_order() -> None:
+    from agent.story import STEPS
+
+    headers = [line.split("] ", 1)[1] for line in readme_timeline() if line.startswith("[t+")]
+    assert headers == [f"{n}. {title}" for n, title in enumerate(STEPS, 1)]
