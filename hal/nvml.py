@@ -10,7 +10,8 @@ Behaviour worth knowing:
   other XID marks the device UNHEALTHY until NVML shows the GPU was reset: it was lost and came
   back, or the energy counter restarted (driver reload).
 - Power limits, locked clocks and persistence mode set through this backend are the *desired
-  state*: written to `<state_dir>/nvml-desired.json` and re-applied at discovery (agent restart)
+  state*: written to `<state_dir>/nvml-desired.json` (shared under a lock by every process using
+  that state_dir) and re-applied at discovery (agent restart)
   at recovery from a lost GPU, when the energy counter restarts (driver reload), and when the
   power limit or persistence mode reads back different (GPU reset, someone else's nvidia-smi).
 - Setters need root or CAP_SYS_ADMIN: NO_PERMISSION becomes PermissionDenied with that hint.
@@ -18,7 +19,9 @@ Behaviour worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import json
 import math
 import os
@@ -26,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +66,7 @@ _OPTIONS = frozenset(
 )
 SIM_STATE_ENV = "RIGD_NVML_SIM_STATE"
 DESIRED_STATE_FILE = "nvml-desired.json"
+DESIRED_STATE_LOCK = "nvml-desired.lock"
 APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68, 109})
 XID_FALLEN_OFF_BUS = 79
 _EVENT_XID_CRITICAL = 0x8
@@ -153,25 +157,51 @@ class DesiredState:
 
 
 class DesiredStateStore:
-    """Per-GPU settings this backend applied, keyed by UUID, kept in one small JSON file."""
+    """Per-GPU settings this backend applied, keyed by UUID, kept in one small JSON file.
+
+    Every process using the same state_dir (rigd, a script on the HAL) shares it: a setting is
+    written to the GPU and recorded under a lock on `nvml-desired.lock`, with the file read
+    afresh, so the value the last writer set is the one on the GPU and in the file (a process
+    starting up re-applies what is stored, never a copy it read before another's write)."""
 
     def __init__(self, state_dir: Path | None) -> None:
         self.path = state_dir / DESIRED_STATE_FILE if state_dir else None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._held = 0  # nesting of locked() in this process
+        self._seen: tuple[int, int, int] | None = None  # the file's inode, size, mtime as read
         self._entries: dict[str, DesiredState] = {}
-        if self.path and self.path.is_file():
+        self._refresh()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store against other threads and processes, read as it is on disk."""
+        with self._lock:
+            if self._held or self.path is None:
+                self._held += 1
+                try:
+                    yield
+                finally:
+                    self._held -= 1
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.with_name(DESIRED_STATE_LOCK),
+                         os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
             try:
-                raw = json.loads(self.path.read_text())
-                self._entries = {uuid: DesiredState.from_json(v) for uuid, v in raw.items()}
-            except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
-                log.warning("nvml.desired_state_unreadable", path=str(self.path), error=str(exc))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._held = 1
+                self._refresh(always=True)
+                yield
+            finally:
+                self._held = 0
+                os.close(fd)  # releases the flock
 
     def get(self, uuid: str) -> DesiredState:
         with self._lock:
+            self._refresh()
             return self._entries.get(uuid, DesiredState())
 
     def update(self, uuid: str, **changes: Any) -> None:
-        with self._lock:
+        with self.locked():
             current = self._entries.get(uuid, DesiredState())
             entry = DesiredState(**{**_asdict(current), **changes})
             if entry.empty:
@@ -179,6 +209,28 @@ class DesiredStateStore:
             else:
                 self._entries[uuid] = entry
             self._write()
+
+    def _refresh(self, always: bool = False) -> None:
+        """Read the file again if another process replaced it (or `always`, under the lock)."""
+        if self.path is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._entries, self._seen = {}, None
+            return
+        except OSError as exc:
+            log.warning("nvml.desired_state_unreadable", path=str(self.path), error=str(exc))
+            return
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if seen == self._seen and not always:
+            return
+        try:
+            raw = json.loads(self.path.read_text())
+            self._entries = {uuid: DesiredState.from_json(v) for uuid, v in raw.items()}
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            log.warning("nvml.desired_state_unreadable", path=str(self.path), error=str(exc))
+        self._seen = seen
 
     def _write(self) -> None:
         if self.path is None:
@@ -189,6 +241,8 @@ class DesiredStateStore:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
         os.replace(tmp, self.path)
+        st = os.stat(self.path)
+        self._seen = (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _asdict(state: DesiredState) -> dict[str, Any]:
@@ -477,6 +531,10 @@ class NvmlGpu(Device):
     def reapply_desired_state(self, why: str) -> None:
         """Apply every stored setting again (the power limit under its cap, if one is set);
         failures leave the device DEGRADED with the reason."""
+        with self._session.desired.locked():
+            self._reapply(why)
+
+    def _reapply(self, why: str) -> None:
         desired = self._session.desired.get(self.uuid)
         with self._lock:
             cap_w = self._cap_w
@@ -543,8 +601,9 @@ class NvmlGpu(Device):
             )
         with self._lock:
             cap_w = self._cap_w
-        self._write_limit(_lower(watts, cap_w))  # a cap in force keeps its hold
-        self._session.desired.update(self.uuid, power_limit_w=round(watts * 1000) / 1000.0)
+        with self._session.desired.locked():
+            self._write_limit(_lower(watts, cap_w))  # a cap in force keeps its hold
+            self._session.desired.update(self.uuid, power_limit_w=round(watts * 1000) / 1000.0)
         log.info("nvml.power_limit_set", device=self.id, power_limit_w=watts, cap_w=cap_w)
 
     def _write_limit(self, watts: float | None) -> None:
@@ -577,8 +636,9 @@ class NvmlGpu(Device):
                                       f"range {low:g}-{high:g} W")
         with self._lock:
             self._cap_w = watts
-        desired = self._session.desired.get(self.uuid).power_limit_w
-        self._write_limit(_lower(desired, watts))
+        with self._session.desired.locked():
+            desired = self._session.desired.get(self.uuid).power_limit_w
+            self._write_limit(_lower(desired, watts))
         log.info("nvml.power_cap_set", device=self.id, cap_w=watts, desired_w=desired)
 
     def _clock_range(self, clock_type: int) -> int:
@@ -597,30 +657,36 @@ class NvmlGpu(Device):
     def lock_clocks(self, min_mhz: int, max_mhz: int) -> None:
         """Lock the GPU (SM) clock between min_mhz and max_mhz (Volta and newer)."""
         self._check_clock_pair("GPU", min_mhz, max_mhz, self._clock_range(pynvml.NVML_CLOCK_SM))
-        self._call("lock GPU clocks", pynvml.nvmlDeviceSetGpuLockedClocks, min_mhz, max_mhz)
-        self._session.desired.update(self.uuid, gpu_clocks_mhz=(min_mhz, max_mhz))
+        with self._session.desired.locked():
+            self._call("lock GPU clocks", pynvml.nvmlDeviceSetGpuLockedClocks, min_mhz, max_mhz)
+            self._session.desired.update(self.uuid, gpu_clocks_mhz=(min_mhz, max_mhz))
         log.info("nvml.clocks_locked", device=self.id, min_mhz=min_mhz, max_mhz=max_mhz)
 
     def reset_clocks(self) -> None:
-        self._call("reset GPU clocks", pynvml.nvmlDeviceResetGpuLockedClocks)
-        self._session.desired.update(self.uuid, gpu_clocks_mhz=None)
+        with self._session.desired.locked():
+            self._call("reset GPU clocks", pynvml.nvmlDeviceResetGpuLockedClocks)
+            self._session.desired.update(self.uuid, gpu_clocks_mhz=None)
 
     def lock_memory_clocks(self, min_mhz: int, max_mhz: int) -> None:
         self._check_clock_pair("memory", min_mhz, max_mhz,
                                self._clock_range(pynvml.NVML_CLOCK_MEM))
-        self._call("lock memory clocks", pynvml.nvmlDeviceSetMemoryLockedClocks, min_mhz, max_mhz)
-        self._session.desired.update(self.uuid, mem_clocks_mhz=(min_mhz, max_mhz))
+        with self._session.desired.locked():
+            self._call("lock memory clocks", pynvml.nvmlDeviceSetMemoryLockedClocks, min_mhz,
+                       max_mhz)
+            self._session.desired.update(self.uuid, mem_clocks_mhz=(min_mhz, max_mhz))
         log.info("nvml.memory_clocks_locked", device=self.id, min_mhz=min_mhz, max_mhz=max_mhz)
 
     def reset_memory_clocks(self) -> None:
-        self._call("reset memory clocks", pynvml.nvmlDeviceResetMemoryLockedClocks)
-        self._session.desired.update(self.uuid, mem_clocks_mhz=None)
+        with self._session.desired.locked():
+            self._call("reset memory clocks", pynvml.nvmlDeviceResetMemoryLockedClocks)
+            self._session.desired.update(self.uuid, mem_clocks_mhz=None)
 
     def set_persistence_mode(self, enabled: bool) -> None:
         if not isinstance(enabled, bool):
             raise InvalidArgument(f"{self.id}: persistence mode must be true or false")
-        self._call("set persistence mode", pynvml.nvmlDeviceSetPersistenceMode, int(enabled))
-        self._session.desired.update(self.uuid, persistence_mode=enabled)
+        with self._session.desired.locked():
+            self._call("set persistence mode", pynvml.nvmlDeviceSetPersistenceMode, int(enabled))
+            self._session.desired.update(self.uuid, persistence_mode=enabled)
 
     def close(self) -> None:
         if not self._closed:

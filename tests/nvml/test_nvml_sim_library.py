@@ -121,6 +121,22 @@ def test_concurrent_setters_in_two_processes_both_persist(rig: SimRig) -> None:
     assert (gpus[0].power_limit_mw, gpus[2].power_limit_mw) == (339_000, 239_000)
 
 
+def test_a_second_user_of_the_state_dir_reapplies_the_latest_limit_not_its_copy(
+        rig: SimRig) -> None:
+    """Two HAL sessions on one state_dir (rigd and a script, or two scripts): the one that
+    read the desired state first must not put its stale copy back on the GPU."""
+    result = rig.run("""
+        first = discover(watch_xid=False)[0]
+        first.set_power_limit(300)
+        second = discover(watch_xid=False)[0]  # reads the desired state: 300 W
+        first.set_power_limit(339)
+        second.reapply_desired_state("driver reload")  # as after a reset it noticed
+        emit([second.telemetry().power_limit_w, first.telemetry().power_limit_w])
+    """)
+    assert result == [339.0, 339.0]
+    assert rig.control.read().gpus[0].power_limit_mw == 339_000
+
+
 def test_demo_setup_gives_four_h100s(tmp_path: Path) -> None:
     options = demo_setup(tmp_path)
     assert set(options) == {"library_path", "sim_state_path", "state_dir"}
