@@ -11,7 +11,7 @@ Behaviour worth knowing:
   back, or the energy counter restarted (driver reload).
 - Power limits, locked clocks and persistence mode set through this backend are the *desired
   state*: written to `<state_dir>/nvml-desired.json` (shared under a lock by every process using
-  that state_dir) and re-applied at discovery (agent restart)
+  that state_dir) and re-applied at discovery (agent restart),
   at recovery from a lost GPU, when the energy counter restarts (driver reload), and when the
   power limit or persistence mode reads back different (GPU reset, someone else's nvidia-smi).
 - Setters need root or CAP_SYS_ADMIN: NO_PERMISSION becomes PermissionDenied with that hint.
