@@ -381,11 +381,17 @@ def test_one_long_run_at_a_time_and_a_cancelled_run_ends_its_runtimes(rig: Rig) 
                                      timeout=30))
     assert quick and all(r.level == pb.DIAGNOSTIC_LEVEL_QUICK for r in quick)
     # The cancelled run is audited with its peer (read before the call was freed: reading it
-    # afterwards crashed rigd).
-    audit = [json.loads(line) for line in rig.rigd.audit_path.read_text().splitlines()]
-    cancelled = [e for e in audit
-                 if e.get("method") == "RunDiagnostics" and e.get("outcome") == "CANCELLED"]
-    assert cancelled and cancelled[-1]["peer"].startswith("unix:"), cancelled
+    # afterwards crashed rigd), once its handler has wound down.
+    def cancelled() -> list[dict[str, str]]:
+        audit = [json.loads(line) for line in rig.rigd.audit_path.read_text().splitlines()]
+        return [e for e in audit
+                if e.get("method") == "RunDiagnostics" and e.get("outcome") == "CANCELLED"]
+
+    deadline = time.monotonic() + 60
+    while not cancelled():
+        assert time.monotonic() < deadline, "the cancelled run was never audited"
+        time.sleep(0.1)
+    assert cancelled()[-1]["peer"].startswith("unix:"), cancelled()
     assert rig.rigd.proc.poll() is None
 
 
