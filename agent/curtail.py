@@ -124,6 +124,14 @@ class Curtailment:
         return next((a.value for a in self.actions
                      if a.device_id == device_id and a.what == "intensity" and a.applied), None)
 
+@dataclass(frozen=True, slots=True)
+class MinerControls:
+    """How a miner can be turned down: a watt range it accepts, its named modes."""
+
+    limit_range_w: tuple[float, float] | None
+    modes: tuple[str, ...]
+
+
 
 class Curtailer:
     def __init__(self, config: Config, devices: dict[str, Device], sampler: Sampler,
@@ -211,16 +219,24 @@ class Curtailer:
                            f"(measured {power.measured_w:.0f} + estimated "
                            f"{power.estimated_w:.0f}); target {c.target_w:g} W")
             readings = await self.sampler.latest(max_age_s=0.5)
-            for device_id, reading in readings.items():
-                c.before.setdefault(device_id, await self._before(device_id, reading))
-            candidates = self._candidates(c, readings)
+            new = [d for d in readings if d not in c.before]
+            # firmware calls, a miner each: all at once, off the event loop
+            befores = await asyncio.gather(*(self._before(d, readings[d]) for d in new))
+            c.before.update(zip(new, befores, strict=True))
+            controls = await self._miner_controls(readings)
+            candidates = self._candidates(c, readings, controls)
             predicted = power.total_w
             while True:
                 chosen, predicted = self._choose(candidates, predicted, c.target_w)
+                # Watched while the actions run: a rig below target is confirmed then, not when
+                # the slowest miner's firmware has answered.
+                applying = asyncio.ensure_future(self._apply(op, c, chosen))
+                try:
+                    below = await self._confirm(c, started, applying)
+                finally:
+                    await applying
                 if chosen:
-                    await self._apply(op, c, chosen)
                     self._journal()
-                below = await self._confirm(c, started)
                 if below is not None:
                     c.state, c.below_target_after_s = "confirmed", below
                     self.ops.begin(op, "", Phase.CONFIRMED,
@@ -249,16 +265,22 @@ class Curtailer:
                     f"{c.shortfall_w:.0f} W above ({why}{unknown})")
         self.ops.begin(op, "", Phase.FAILED, op.error)
 
-    async def _confirm(self, c: Curtailment, started: float) -> float | None:
-        """Seconds from the command to a reading below target; None once the rig's power has
-        stopped falling above the target (escalate), or at settle_s or the deadline."""
-        settle_until = min(c.deadline_unix_s,
-                           time.time() + self.config.curtail_settle_s)
+    async def _confirm(self, c: Curtailment, started: float, applying: asyncio.Future[None]
+                       ) -> float | None:
+        """Seconds from the command to a reading below target; None once the actions are done
+        and the rig's power has stopped falling above the target (escalate), or at settle_s
+        after them or the deadline."""
+        settle_until: float | None = None
         recent: list[float] = []
         while True:
             power = await self.rig_power(max_age_s=CONFIRM_POLL_S / 2)
             if power.total_w <= c.target_w:
                 return time.monotonic() - started
+            if not applying.done():  # still shedding: not yet a reason to shed more
+                await asyncio.wait({applying}, timeout=CONFIRM_POLL_S)
+                continue
+            if settle_until is None:
+                settle_until = min(c.deadline_unix_s, time.time() + self.config.curtail_settle_s)
             recent = [*recent[-(STEADY_POLLS - 1):], power.total_w]
             steady = len(recent) == STEADY_POLLS and \
                 recent[0] - recent[-1] < STEADY_FRACTION * recent[0]
@@ -285,7 +307,16 @@ class Curtailer:
                     before.asic_mode = await asyncio.to_thread(mode)
         return before
 
-    def _candidates(self, c: Curtailment, readings: dict[str, Any]) -> list[Action]:
+    async def _miner_controls(self, readings: dict[str, Any]) -> dict[str, MinerControls]:
+        """What each mining ASIC can be turned down with, read from every miner at once."""
+        ids = [d for d, r in readings.items() if self.devices[d].kind == DeviceKind.ASIC
+               and r.telemetry.asic is not None and r.telemetry.asic.is_mining]
+        found = await asyncio.gather(*(asyncio.to_thread(_read_controls, self.devices[d])
+                                       for d in ids))
+        return dict(zip(ids, found, strict=True))
+
+    def _candidates(self, c: Curtailment, readings: dict[str, Any],
+                    controls: dict[str, MinerControls]) -> list[Action]:
         """Every action the order allows, step by step; within a step the devices that save
         most come first (the fewest devices are touched), each device's actions in their own
         order (a miner turned down before it is put to sleep)."""
@@ -295,7 +326,7 @@ class Curtailer:
         for step in order:
             per_device = []
             for device_id, reading in readings.items():
-                own = [a for a in self._step_actions(step, device_id, reading, c)
+                own = [a for a in self._step_actions(step, device_id, reading, controls)
                        if (a.device_id, a.what) not in done and a.saving_w > 0]
                 if own:
                     per_device.append(own)
@@ -303,8 +334,8 @@ class Curtailer:
             actions += [a for own in per_device for a in own]
         return actions
 
-    def _step_actions(self, step: str, device_id: str, reading: Any, c: Curtailment
-                      ) -> list[Action]:
+    def _step_actions(self, step: str, device_id: str, reading: Any,
+                      controls: dict[str, MinerControls]) -> list[Action]:
         device, t = self.devices[device_id], reading.telemetry
         status = reading.workload
         power = t.power_w or 0.0
@@ -318,8 +349,8 @@ class Curtailer:
         if step == "hashing_stop":
             if running and status.kind == WorkloadKind.HASHING:
                 return [Action(device_id, step, "stop", None, max(0.0, power - idle_w))]
-            if device.kind == DeviceKind.ASIC and t.asic is not None and t.asic.is_mining:
-                return self._asic_actions(device, power, step)
+            if device_id in controls:
+                return self._asic_actions(device, power, step, controls[device_id])
         if step == "gpu_power_limit" and device.kind == DeviceKind.GPU and t.gpu is not None \
                 and t.gpu.power_limit_min_w is not None and power > t.gpu.power_limit_min_w:
             return [Action(device_id, step, "gpu_cap", t.gpu.power_limit_min_w,
@@ -328,36 +359,25 @@ class Curtailer:
             return [Action(device_id, step, "stop", None, max(0.0, power - idle_w))]
         return []
 
-    def _asic_actions(self, device: Device, power: float, step: str) -> list[Action]:
+    @staticmethod
+    def _asic_actions(device: Device, power: float, step: str, controls: MinerControls
+                      ) -> list[Action]:
         """Turned down first (a lower power limit, or its low mode), then asleep."""
         actions = []
-        limits = getattr(device, "power_limit_range_w", None)
-        if Capability.SET_POWER_LIMIT in device.capabilities and limits is not None:
-            with contextlib.suppress(HalError):
-                low_high = limits()
-                # An API's range may reach far below what hash boards can run at (Whatsminer
-                # takes 1 W): aim no lower than half the present draw.
-                floor = max(low_high[0], ASIC_LIMIT_FLOOR * power) if low_high else power
-                if floor < power:
-                    actions.append(Action(device.id, step, "asic_limit", round(floor),
-                                          power - floor))
-        if not actions and "low" in self._power_modes(device):
+        if controls.limit_range_w is not None:
+            # An API's range may reach far below what hash boards can run at (Whatsminer
+            # takes 1 W): aim no lower than half the present draw.
+            floor = max(controls.limit_range_w[0], ASIC_LIMIT_FLOOR * power)
+            if floor < power:
+                actions.append(Action(device.id, step, "asic_limit", round(floor),
+                                      power - floor))
+        if not actions and "low" in controls.modes:
             actions.append(Action(device.id, step, "asic_mode", "low", power * ASIC_LOW_SAVING))
         if Capability.SLEEP_WAKE in device.capabilities:
             first = actions[0].saving_w if actions else 0.0
             actions.append(Action(device.id, step, "asic_sleep", None,
                                   max(0.0, power - ASIC_STANDBY_W - first)))
         return actions
-
-    @staticmethod
-    def _power_modes(device: Device) -> tuple[str, ...]:
-        modes = getattr(device, "power_modes", None)
-        if modes is None:
-            return ()
-        try:
-            return tuple(modes())
-        except HalError:
-            return ()
 
     @staticmethod
     def _idle_w(device: Device, t: Any) -> float:
@@ -580,3 +600,18 @@ class Curtailer:
         return (f"curtailment {c.operation_id} to {c.target_w:g} W is in force until {until}: "
                 f"no workload starts before it ends (CancelCurtailment to end it now)")
 
+
+
+def _read_controls(device: Device) -> MinerControls:
+    """Blocking firmware reads (LuxOS profiles, Braiins constraints): run in a thread."""
+    limit_range_w = None
+    limits = getattr(device, "power_limit_range_w", None)
+    if Capability.SET_POWER_LIMIT in device.capabilities and limits is not None:
+        with contextlib.suppress(HalError):
+            limit_range_w = limits()
+    modes: tuple[str, ...] = ()
+    read_modes = getattr(device, "power_modes", None)
+    if read_modes is not None:
+        with contextlib.suppress(HalError):
+            modes = tuple(read_modes())
+    return MinerControls(limit_range_w, modes)

@@ -20,6 +20,7 @@ import socket
 import stat
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,9 @@ from hal.registry import Discovery, discover
 
 log = structlog.get_logger("rigd")
 WATCHDOG_SLACK_S = 2.0
+# asyncio.to_thread's pool: blocking device calls (a curtailment turns down a hundred miners at
+# once); Python's default is cpu_count + 4 threads, which would queue them six at a time here.
+DEVICE_CALL_THREADS = 64
 
 
 class StartupError(Exception):
@@ -434,6 +438,8 @@ def _arm_watchdog(seconds: float) -> None:
 async def serve(config: Config, signals: SignalWatcher,
                 extra_backend_options: dict[str, Any] | None = None) -> None:
     """Run rigd until SIGTERM or SIGINT. Raises StartupError before serving."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(DEVICE_CALL_THREADS, thread_name_prefix="device-call"))
     stop = asyncio.Event()
     signals.notify(asyncio.get_running_loop(), stop)
     agent = Agent(config, extra_backend_options)

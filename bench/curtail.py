@@ -1,7 +1,7 @@
 """Curtailment timings: how fast rigd acknowledges a Curtail and how fast the rig reads below
 target, median of N, on two rigs:
 
-  demo   `rigd --demo`: the host, four simulated GPUs hashing on the best OpenCL device, three
+  demo   `rigd --demo`: the host, four simulated GPUs hashing on the best OpenCL device, four
          simulated miners (stock Antminer, LuxOS, Whatsminer, Braiins), the local pool;
   fleet  100 simulated miners of four firmware families and 8 simulated GPUs under load.
 
