@@ -3,7 +3,8 @@ target, median of N, on two rigs:
 
   demo   `rigd --demo`: the host, four simulated GPUs hashing on the best OpenCL device, four
          simulated miners (stock Antminer, LuxOS, Whatsminer, Braiins), the local pool;
-  fleet  100 simulated miners of four firmware families and 8 simulated GPUs under load.
+  fleet  100 simulated miners of four firmware families (in a process of their own) and 8
+         simulated GPUs under load.
 
 Each run curtails to half the rig's power (deadline 60 s), records the Curtail round trip, the
 time rigd measured from the command to its first reading below target, and the time this client
@@ -18,6 +19,7 @@ simulators' response time. References: Lancium's mining sites ~16 s; ERCOT ERS-1
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -34,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.api import pb, pb_grpc
 from agent.logs import configure_logging
 from bench._machine import describe
-from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
 
 ASIC_RESPONSE_S = 1.0  # the simulated miners' ramp to a new power target
+CLIENT_POLL_S = 0.1  # how often this client reads the rig's power while it waits
 
 
 def wait_socket(path: str, proc: subprocess.Popen[bytes]) -> pb_grpc.RigAgentStub:
@@ -78,6 +80,8 @@ def one_run(stub: pb_grpc.RigAgentStub) -> dict[str, float]:
     while seen_s is None and time.monotonic() - started < 60:
         if rig_power_w(stub) <= target:
             seen_s = time.monotonic() - started
+        else:  # a fresh reading each time makes rigd poll every miner: leave it some room
+            time.sleep(CLIENT_POLL_S)
     final = follow(stub, op.operation_id)
     c = stub.GetInventory(pb.GetInventoryRequest(), timeout=30).curtailment
     restore = stub.CancelCurtailment(pb.CancelCurtailmentRequest(), timeout=30).operation
@@ -136,17 +140,30 @@ def demo_rig(runs: int) -> list[dict[str, float]]:
 
 
 def fleet_rig(runs: int) -> tuple[list[dict[str, float]], float]:
-    families = ["antminer", "luxos", "whatsminer", "braiins"] * 25
-    with tempfile.TemporaryDirectory(prefix="rigd-bench-curtail-") as tmp, \
-            SimFleet.of(families, warmup_s=0.5) as fleet:
-        for miner in fleet.miners:
-            miner.state.response_s = ASIC_RESPONSE_S
+    # The miners run in a process of their own, as a real fleet does not share this one's GIL.
+    fleet = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from hal.sim.asic.fleet import main; "
+         "sys.exit(main(sys.argv[1:]))", "--count", "100", "--families",
+         "antminer,luxos,whatsminer,braiins", "--warmup-s", "0.5",
+         "--response-s", str(ASIC_RESPONSE_S)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert fleet.stdout is not None
+        asic = json.loads(fleet.stdout.readline())
+        return _fleet_rig(runs, asic)
+    finally:
+        if fleet.stdin is not None:
+            fleet.stdin.close()
+        fleet.wait(timeout=60)
+
+
+def _fleet_rig(runs: int, asic: dict[str, Any]) -> tuple[list[dict[str, float]], float]:
+    with tempfile.TemporaryDirectory(prefix="rigd-bench-curtail-") as tmp:
         options = demo_setup(Path(tmp) / "nvml", count=8)
         control = SimControl(Path(options["sim_state_path"]), Path(options["library_path"]))
         load = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         for gpu in range(8):  # something on every GPU draws power (a CUDA job rigd did not start)
             control.attach_load(gpu, pid=load.pid, mem_bytes=20 << 30, util_pct=90)
-        asic = fleet.discover_options()
         miners = ",\n  ".join("{ " + ", ".join(f'{k} = {_toml(v)}' for k, v in m.items()) + " }"
                               for m in asic["miners"])
         nvml = "\n".join(f'{k} = "{v}"' for k, v in options.items())

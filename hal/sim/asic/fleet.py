@@ -191,10 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--standard-ports", action="store_true",
                         help="each miner on its own loopback address with the standard ports")
+    parser.add_argument("--response-s", type=float, default=0.0,
+                        help="seconds a miner's power takes to reach a new target")
     args = parser.parse_args(argv)
     families = args.families.split(",")
     fleet = SimFleet.of([families[i % len(families)] for i in range(args.count)],
                         warmup_s=args.warmup_s, standard_ports=args.standard_ports).start()
+    for miner in fleet.miners:  # every family's simulator keeps a MinerState
+        state = getattr(miner, "state", None)
+        if state is not None:
+            state.response_s = args.response_s
     print(json.dumps(fleet.discover_options()), flush=True)
     try:
         sys.stdin.read()
