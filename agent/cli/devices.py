@@ -47,6 +47,8 @@ def format_inventory(inv: pb.GetInventoryResponse) -> str:
         if d.model and d.model != d.name:
             name = f"{name} ({d.model})"
         workload = WORKLOAD[d.workload.kind] if d.HasField("workload") else "idle"
+        if d.kind == pb.DEVICE_KIND_ASIC and workload == "idle":  # a miner runs its own
+            workload = "firmware"
         rows.append([short_id(d.id), KIND[d.kind], name[:34] + ("*" if d.simulated else ""),
                      workload, health[:40], ",".join(d.capabilities)])
     out = [f"rig {inv.rig_id} (rigd {inv.agent_version}, {len(inv.devices)} devices; "
