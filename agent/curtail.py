@@ -124,13 +124,13 @@ class Curtailment:
         return next((a.value for a in self.actions
                      if a.device_id == device_id and a.what == "intensity" and a.applied), None)
 
+
 @dataclass(frozen=True, slots=True)
 class MinerControls:
     """How a miner can be turned down: a watt range it accepts, its named modes."""
 
     limit_range_w: tuple[float, float] | None
     modes: tuple[str, ...]
-
 
 
 class Curtailer:
