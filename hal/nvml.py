@@ -183,9 +183,14 @@ class DesiredStateStore:
                 finally:
                     self._held -= 1
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path.with_name(DESIRED_STATE_LOCK),
-                         os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+            fd = self._open_lock()
+            if fd is None:  # a read-only state_dir: this process alone, as before
+                self._held = 1
+                try:
+                    yield
+                finally:
+                    self._held = 0
+                return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._held = 1
@@ -194,6 +199,16 @@ class DesiredStateStore:
             finally:
                 self._held = 0
                 os.close(fd)  # releases the flock
+
+    def _open_lock(self) -> int | None:
+        assert self.path is not None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path.with_name(DESIRED_STATE_LOCK),
+                           os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            log.warning("nvml.desired_state_unlocked", path=str(self.path), error=str(exc))
+            return None
 
     def get(self, uuid: str) -> DesiredState:
         with self._lock:
@@ -531,6 +546,8 @@ class NvmlGpu(Device):
     def reapply_desired_state(self, why: str) -> None:
         """Apply every stored setting again (the power limit under its cap, if one is set);
         failures leave the device DEGRADED with the reason."""
+        if self._session.desired.get(self.uuid).empty and self.power_cap_w is None:
+            return  # nothing stored: no need to hold the store
         with self._session.desired.locked():
             self._reapply(why)
 
