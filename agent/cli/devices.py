@@ -39,7 +39,8 @@ ACTIONS = {"sleep": pb.DEVICE_ACTION_KIND_SLEEP, "wake": pb.DEVICE_ACTION_KIND_W
            "pool-switch": pb.DEVICE_ACTION_KIND_POOL_SWITCH}
 
 
-def format_inventory(inv: pb.GetInventoryResponse) -> str:
+def format_inventory(inv: pb.GetInventoryResponse, wide: bool = False) -> str:
+    """The devices table; `wide` adds each device's capabilities (a GPU has six: 150 columns)."""
     rows = []
     for d in inv.devices:
         health = HEALTH[d.health.state] + (f": {d.health.reason}" if d.health.reason else "")
@@ -50,10 +51,11 @@ def format_inventory(inv: pb.GetInventoryResponse) -> str:
         if d.kind == pb.DEVICE_KIND_ASIC and workload == "idle":  # a miner runs its own
             workload = "firmware"
         rows.append([short_id(d.id), KIND[d.kind], name[:34] + ("*" if d.simulated else ""),
-                     workload, health[:40], ",".join(d.capabilities)])
+                     workload, health[:40]] + ([",".join(d.capabilities)] if wide else []))
     out = [f"rig {inv.rig_id} (rigd {inv.agent_version}, {len(inv.devices)} devices; "
            f"* = simulated)", ""]
-    out.append(table(["DEVICE", "KIND", "NAME", "WORKLOAD", "HEALTH", "CAPABILITIES"], rows))
+    headers = ["DEVICE", "KIND", "NAME", "WORKLOAD", "HEALTH"] + (["CAPABILITIES"] if wide else [])
+    out.append(table(headers, rows))
     out += ["", table(["BACKEND", "AVAILABLE", "DEVICES", "REASON"], [
         [b.name, "yes" if b.available else "no", str(b.device_count), b.reason or ""]
         for b in inv.backends
@@ -268,7 +270,7 @@ class CsvOut:
 
 def cmd_inventory(rig: Rig, args: argparse.Namespace) -> int:
     inv = rig.inventory()
-    emit_json("inventory", inv) if args.json else print(format_inventory(inv))
+    emit_json("inventory", inv) if args.json else print(format_inventory(inv, args.wide))
     return 0
 
 
@@ -410,11 +412,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("inventory", parents=[common], help="devices, capabilities, backends",
                        description="Every device rigd found, what it can do, and the backends "
                                    "that are unavailable and why.",
-                       epilog="examples:\n  rigctl inventory\n"
+                       epilog="examples:\n  rigctl inventory\n  rigctl inventory --wide\n"
                               "  rigctl inventory --json | jq -r '.devices[].id'\n"
                               "  rigctl --address rig12:50051 --ca ca.pem --cert ops.pem "
                               "--key ops.key inventory",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--wide", action="store_true",
+                   help="add each device's capabilities to the table (--json always has them)")
     p.set_defaults(func=cmd_inventory)
 
     p = sub.add_parser(

@@ -24,7 +24,10 @@ def test_inventory_table_and_json(rigd: RigdProcess) -> None:
     assert table.returncode == 0, table.stderr
     assert "rig test-rig" in table.stdout
     assert "DEVICE" in table.stdout and "BACKEND" in table.stdout
-    assert max(len(line) for line in table.stdout.splitlines()) <= 160
+    assert max(len(line) for line in table.stdout.splitlines()) <= 100
+    assert "CAPABILITIES" not in table.stdout
+    wide = rigctl("--socket", rigd.socket_path, "inventory", "--wide").stdout
+    assert "CAPABILITIES" in wide and "telemetry" in wide
     data = json.loads(rigctl("inventory", "--json", "--socket", rigd.socket_path).stdout)
     assert data["schema"] == "rigctl/v1" and data["kind"] == "inventory"
     assert data["rig_id"] == "test-rig"

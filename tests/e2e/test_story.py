@@ -64,7 +64,7 @@ def test_the_hybrid_rig_story() -> None:
     assert sum("... " in line and line.strip().endswith(" s") for line in lines) == len(STEPS)
     printed = [_shape(line) for text in lines for line in text.splitlines()]
     miners = [line for line in printed if " asic " in line and "Antminer" in line]
-    assert miners and all(" firmware healthy " in line for line in miners), \
+    assert miners and all(" firmware healthy" in line for line in miners), \
         "the inventory says a miner runs its own firmware, not that it is idle"
     shown = [_shape(line) for line in readme_timeline() if line.startswith(("[t+", "$ "))]
     position = 0
