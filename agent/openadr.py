@@ -271,7 +271,6 @@ class _ToLog(logging.Handler):
 class _Exchanges:
     """What the VTN answered, for deciding whether a poll reached it."""
 
-    good: int = 0
     reply: str | None = None  # the last raw reply, if any came
     problem: str = ""
     poll_answered: bool = False  # the last oadrPoll got an answer that was not "register again"
@@ -427,8 +426,8 @@ class Ven:
                     problem=self.exchanges.problem, events_kept=sorted(self.plans))
 
     async def _exchange(self, perform: Callable[..., Any], service: str, message: Any) -> Any:
-        """One request to the VTN, counted good only if a valid OpenADR answer with code 200
-        came back; otherwise `exchanges.problem` says what came instead."""
+        """One request to the VTN; a poll counts as answered only if a valid OpenADR answer
+        with code 200 came back; otherwise `exchanges.problem` says what came instead."""
         self.exchanges.reply = None
         result = await perform(service, message)
         if not isinstance(result, tuple):  # openleadr's answer to an empty reply: make it usual
@@ -442,7 +441,6 @@ class Ven:
             self.exchanges.problem = f"{service}: the VTN asks this VEN to register again"
             return result
         if message_type is not None and str(code) == "200":
-            self.exchanges.good += 1
             self.exchanges.poll_answered |= service == "OadrPoll"
             return result
         if message_type is not None:
