@@ -176,29 +176,19 @@ class DesiredStateStore:
     def locked(self) -> Iterator[None]:
         """Hold the store against other threads and processes, read as it is on disk."""
         with self._lock:
-            if self._held or self.path is None:
-                self._held += 1
-                try:
-                    yield
-                finally:
-                    self._held -= 1
-                return
-            fd = self._open_lock()
-            if fd is None:  # a read-only state_dir: this process alone, as before
-                self._held = 1
-                try:
-                    yield
-                finally:
-                    self._held = 0
-                return
+            # the outermost hold in this process takes the file lock (None: nested, no
+            # state_dir, or a read-only one, where this process is alone as before)
+            fd = None if self._held or self.path is None else self._open_lock()
+            self._held += 1
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                self._held = 1
-                self._refresh(always=True)
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self._refresh(always=True)
                 yield
             finally:
-                self._held = 0
-                os.close(fd)  # releases the flock
+                self._held -= 1
+                if fd is not None:
+                    os.close(fd)  # releases the flock
 
     def _open_lock(self) -> int | None:
         assert self.path is not None
@@ -237,7 +227,7 @@ class DesiredStateStore:
         except OSError as exc:
             log.warning("nvml.desired_state_unreadable", path=str(self.path), error=str(exc))
             return
-        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        seen = _identity(st)
         if seen == self._seen and not always:
             return
         try:
@@ -256,8 +246,12 @@ class DesiredStateStore:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
         os.replace(tmp, self.path)
-        st = os.stat(self.path)
-        self._seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._seen = _identity(os.stat(self.path))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    """A file as last read: replaced (new inode), or rewritten (size, mtime)."""
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _asdict(state: DesiredState) -> dict[str, Any]:
