@@ -220,10 +220,11 @@ class Curtailer:
                            f"{power.estimated_w:.0f}); target {c.target_w:g} W")
             readings = await self.sampler.latest(max_age_s=0.5)
             new = [d for d in readings if d not in c.before]
-            # firmware calls, a miner each: all at once, off the event loop
-            befores = await asyncio.gather(*(self._before(d, readings[d]) for d in new))
+            # firmware calls, a miner each (its mode, its limits): all at once, off the loop
+            befores, controls = await asyncio.gather(
+                asyncio.gather(*(self._before(d, readings[d]) for d in new)),
+                self._miner_controls(readings))
             c.before.update(zip(new, befores, strict=True))
-            controls = await self._miner_controls(readings)
             candidates = self._candidates(c, readings, controls)
             predicted = power.total_w
             while True:
