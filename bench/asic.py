@@ -34,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._fleet import fleet_process  # noqa: E402
 from bench._machine import describe  # noqa: E402
 
 FAMILIES = "antminer,luxos,whatsminer,avalon,braiins"
@@ -184,23 +185,12 @@ def main() -> int:
         return 0
 
     load_before = os.getloadavg()
-    fleet = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from hal.sim.asic.fleet import main; "
-         "sys.exit(main(sys.argv[1:]))", "--count", str(args.miners), "--families",
-         args.families, "--standard-ports"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        assert fleet.stdout is not None
-        options = json.loads(fleet.stdout.readline())
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "options.json"
-            path.write_text(json.dumps(options))
-            rigd = _run_worker("rigd", path, args)
-            theirs = _run_worker("pyasic", path, args)
-    finally:
-        if fleet.stdin is not None:
-            fleet.stdin.close()
-        fleet.wait(timeout=60)
+    with fleet_process("--count", str(args.miners), "--families", args.families,
+                       "--standard-ports") as options, tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "options.json"
+        path.write_text(json.dumps(options))
+        rigd = _run_worker("rigd", path, args)
+        theirs = _run_worker("pyasic", path, args)
 
     n = args.miners
     families = args.families.split(",")

@@ -19,7 +19,6 @@ simulators' response time. References: Lancium's mining sites ~16 s; ERCOT ERS-1
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -35,6 +34,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.api import pb, pb_grpc
 from agent.logs import configure_logging
+from bench._fleet import fleet_process
 from bench._machine import describe
 from hal.sim.nvml import SimControl, demo_setup
 
@@ -140,21 +140,9 @@ def demo_rig(runs: int) -> list[dict[str, float]]:
 
 
 def fleet_rig(runs: int) -> tuple[list[dict[str, float]], float]:
-    # The miners run in a process of their own, as a real fleet does not share this one's GIL.
-    fleet = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from hal.sim.asic.fleet import main; "
-         "sys.exit(main(sys.argv[1:]))", "--count", "100", "--families",
-         "antminer,luxos,whatsminer,braiins", "--warmup-s", "0.5",
-         "--response-s", str(ASIC_RESPONSE_S)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert fleet.stdout is not None
-        asic = json.loads(fleet.stdout.readline())
+    with fleet_process("--count", "100", "--families", "antminer,luxos,whatsminer,braiins",
+                       "--warmup-s", "0.5", "--response-s", str(ASIC_RESPONSE_S)) as asic:
         return _fleet_rig(runs, asic)
-    finally:
-        if fleet.stdin is not None:
-            fleet.stdin.close()
-        fleet.wait(timeout=60)
 
 
 def _fleet_rig(runs: int, asic: dict[str, Any]) -> tuple[list[dict[str, float]], float]:
