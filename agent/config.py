@@ -218,7 +218,9 @@ class Config:
     curtail_settle_s: float = setting(5.0, section="curtail", key="settle_s",
                                       bounds=(0.5, 600),
                                       help="how long shed load may take to show in telemetry "
-                                           "before the next step is taken")
+                                           "before the next step is taken, and how long a "
+                                           "confirmed rig may read above target before it is "
+                                           "shed again")
     # [openadr]: the OpenADR 2.0b VEN (agent/openadr.py), off unless vtn_url is set
     openadr_vtn_url: str = setting(
         "", section="openadr", key="vtn_url",

@@ -6,9 +6,12 @@ stopped last, so serving keeps its SLA as long as possible). It picks actions gr
 predicted saving of each, applies them in parallel across devices, then confirms from telemetry:
 CONFIRMED once the rig reads below target, with the time it took. When the prediction falls
 short it escalates to the next actions; when nothing is left it says by how many watts the target
-is missed and why. What every touched device ran and how it was set is recorded first; expiry or
-CancelCurtailment puts each back exactly. The curtailment is journaled: a restarted rigd keeps it
-until its expiry.
+is missed and why. A confirmed curtailment holds: a rig that reads above its target again for
+settle_s (a miner woken by hand, a rig still ramping back up when it first read below) is shed
+further in a new operation. What every device ran and how it was set is recorded just before the
+curtailment first touches it; expiry or CancelCurtailment puts each back exactly, asking a device
+that does not answer again before giving up on it. The curtailment is journaled: a restarted
+rigd keeps it until its expiry.
 
 A second Curtail while one is in force replaces it (target, deadline, expiry, reason): what is
 already shed stays shed, more is shed if the new target needs it. Raising a target (giving load
@@ -49,6 +52,8 @@ GPU_IDLE_FRACTION = 0.1  # of the default power limit: what an idle GPU still dr
 ASIC_LOW_SAVING = 0.25  # a miner's low-power mode saves about a quarter
 ASIC_LIMIT_FLOOR = 0.5  # of its present draw: as low as a miner's power limit is taken
 ASIC_STANDBY_W = 15.0
+RESTORE_ATTEMPTS = 3  # a miner that does not answer the wake command at once is asked again
+RESTORE_RETRY_S = 2.0  # times the attempt number
 
 
 class CurtailRefused(Exception):
@@ -102,6 +107,7 @@ class Curtailment:
     operation_id: str
     power_before_w: float
     created_unix_s: float = field(default_factory=time.time)
+    deadline_s: float = 30.0  # as asked: a rig back above target is shed again within it
     state: str = "shedding"  # shedding | confirmed | target_not_met
     below_target_after_s: float | None = None
     shortfall_w: float | None = None
@@ -146,6 +152,7 @@ class Curtailer:
         self.current: Curtailment | None = None
         self._expiry: asyncio.Task[None] | None = None
         self._restoring: asyncio.Task[None] | None = None
+        self._hold: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one curtail, replace or restore at a time
 
     # -- asking ------------------------------------------------------------------------------
@@ -184,13 +191,14 @@ class Curtailer:
                     f"{power.total_w:.0f} W"
         if self.current is None:
             self.current = Curtailment(target_w, now + deadline_s, now + expiry_s, reason,
-                                       source, op.operation_id, power.total_w)
+                                       source, op.operation_id, power.total_w,
+                                       deadline_s=deadline_s)
         else:  # replace: what is shed stays shed
             self.current = dataclasses.replace(
                 self.current, target_w=target_w, deadline_unix_s=now + deadline_s,
                 expire_unix_s=now + expiry_s, reason=reason, source=source,
                 operation_id=op.operation_id, state="shedding", below_target_after_s=None,
-                shortfall_w=None)
+                shortfall_w=None, deadline_s=deadline_s)
         self._journal()
         self._arm_expiry()
         self.switcher.run(op, self._shed(op, self.current, power, started=time.monotonic()))
@@ -212,19 +220,38 @@ class Curtailer:
 
     # -- shedding ------------------------------------------------------------------------------
 
+    def _lifting(self) -> bool:
+        return self._restoring is not None and not self._restoring.done()
+
+    def _superseded(self, c: Curtailment) -> str:
+        """Why shedding for `c` stops short ("" if it goes on): replaced, or being lifted."""
+        if self._lifting() or self.current is None:
+            return "the curtailment is lifted"
+        if self.current is not c:
+            return f"replaced by {self.current.operation_id}"
+        return ""
+
     async def _shed(self, op: Operation, c: Curtailment, power: RigPower,
                     started: float) -> None:
         async with self._lock:
+            superseded = self._superseded(c)  # e.g. cancelled while this waited for the lock
+            if superseded:
+                op.detail += f"; nothing shed: {superseded}"
+                self.ops.finish(op)
+                return
             self.ops.begin(op, "", Phase.SHEDDING, f"rig at {power.total_w:.0f} W "
                            f"(measured {power.measured_w:.0f} + estimated "
                            f"{power.estimated_w:.0f}); target {c.target_w:g} W")
             readings = await self.sampler.latest(max_age_s=0.5)
-            new = [d for d in readings if d not in c.before]
+            # A device this curtailment has not touched yet is put back as it is now, not as
+            # it was when the curtailment began: someone may have changed it since.
+            touched = {a.device_id for a in c.actions}
+            fresh = [d for d in readings if d not in touched]
             # firmware calls, a miner each (its mode, its limits): all at once, off the loop
             befores, controls = await asyncio.gather(
-                asyncio.gather(*(self._before(d, readings[d]) for d in new)),
+                asyncio.gather(*(self._before(d, readings[d]) for d in fresh)),
                 self._miner_controls(readings))
-            c.before.update(zip(new, befores, strict=True))
+            c.before.update(zip(fresh, befores, strict=True))
             candidates = self._candidates(c, readings, controls)
             predicted = power.total_w
             while True:
@@ -243,6 +270,10 @@ class Curtailer:
                     self.ops.begin(op, "", Phase.CONFIRMED,
                                    f"below {c.target_w:g} W {below:.1f} s after the command")
                     break
+                superseded = self._superseded(c)
+                if superseded:  # no more shedding for a target nobody asks for any more
+                    op.detail += f"; stopped shedding: {superseded}"
+                    break
                 if not candidates or time.time() >= c.deadline_unix_s:
                     await self._missed(op, c)
                     break
@@ -250,9 +281,51 @@ class Curtailer:
             for device_id in op.device_ids:
                 if op.outcomes[device_id].state == OperationState.RUNNING:
                     self.ops.settle(op, device_id, OperationState.SUCCEEDED)
-            self._journal()
-            missed = c.state != "confirmed"
+            if not superseded:
+                self._journal()
+            missed = c.state != "confirmed" and not superseded
             self.ops.finish(op, op.error if missed else "", failed=missed)
+            if c.state == "confirmed" and self.current is c:
+                self._start_hold(c)
+
+    def _start_hold(self, c: Curtailment) -> None:
+        if self._hold is not None and self._hold is not asyncio.current_task():
+            self._hold.cancel()
+        self._hold = asyncio.create_task(self._keep_below(c), name="curtailment-hold")
+
+    async def _keep_below(self, c: Curtailment) -> None:
+        """A confirmed curtailment holds: a rig that reads above its target again for settle_s
+        (a miner woken by hand, a rig still ramping back up when it read below target) is shed
+        again, in a new operation, as a Curtail with the same target would."""
+        interval_s = self.config.telemetry_interval_s
+        above_since: float | None = None
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._superseded(c):
+                return
+            power = await self.rig_power(max_age_s=interval_s)
+            if power.total_w <= c.target_w:
+                above_since = None
+                continue
+            now = time.monotonic()
+            above_since = now if above_since is None else above_since
+            expiry_s = c.expire_unix_s - time.time()
+            if now - above_since < self.config.curtail_settle_s or expiry_s < 1 \
+                    or self._superseded(c):
+                continue
+            log.warning("curtail_rig_above_target", operation_id=c.operation_id,
+                        rig_w=round(power.total_w), target_w=c.target_w,
+                        for_s=round(now - above_since, 1))
+            try:
+                op = await self.curtail(c.target_w, max(1.0, min(c.deadline_s, expiry_s)),
+                                        expiry_s, c.reason, c.source)
+            except CurtailRefused as exc:  # e.g. lifted meanwhile
+                log.warning("curtail_hold_refused", error=str(exc))
+                return
+            op.detail = f"the rig read above target again for {now - above_since:.0f} s; " \
+                        + op.detail
+            self.ops.changed(op)
+            return
 
     async def _missed(self, op: Operation, c: Curtailment) -> None:
         power = await self.rig_power()
@@ -416,6 +489,10 @@ class Curtailer:
                 try:
                     await self._do(op, action)
                     action.applied = True
+                    log.info("curtail_action", operation_id=op.operation_id,
+                             device_id=device_id, action=action.describe(),
+                             before=asdict(c.before[device_id]) if device_id in c.before
+                             else None)
                 except (HalError, WorkloadError) as exc:
                     action.error = str(exc)
                     self.ops.note(op, device_id, f"{action.describe()}: failed: {exc}")
@@ -456,6 +533,8 @@ class Curtailer:
         op.detail = f"{why}: curtailment {c.operation_id} to {c.target_w:g} W lifted"
         if self._expiry is not None and self._expiry is not asyncio.current_task():
             self._expiry.cancel()
+        if self._hold is not None and self._hold is not asyncio.current_task():
+            self._hold.cancel()
         self._restoring = self.switcher.run(op, self._restore(op, c))
         return op
 
@@ -469,26 +548,46 @@ class Curtailer:
             async def one(device_id: str, actions: list[Action]) -> None:
                 self.ops.begin(op, device_id, Phase.STARTING,
                                "put back: " + ", ".join(a.what for a in actions))
-                try:
-                    detail = await self._undo(device_id, actions, c.before.get(device_id))
-                except (HalError, WorkloadError) as exc:
-                    self.ops.settle(op, device_id, OperationState.FAILED, str(exc), Phase.FAILED)
-                    return
+                done: list[str] = []
+                for attempt in range(1, RESTORE_ATTEMPTS + 1):
+                    try:
+                        await self._undo(device_id, actions, c.before.get(device_id), done)
+                        break
+                    except (HalError, WorkloadError) as exc:
+                        log.warning("curtail_put_back_failed", operation_id=op.operation_id,
+                                    device_id=device_id, attempt=attempt, error=str(exc))
+                        if attempt == RESTORE_ATTEMPTS:
+                            self.power.held.pop(device_id, None)
+                            self.ops.settle(op, device_id, OperationState.FAILED,
+                                            "; ".join([*done, f"{exc} (tried {attempt} times)"]),
+                                            Phase.FAILED)
+                            return
+                        self.ops.note(op, device_id, f"attempt {attempt} failed: {exc}")
+                        await asyncio.sleep(RESTORE_RETRY_S * attempt)
+                detail = "; ".join(done) or "nothing to put back"
                 self.ops.note(op, device_id, detail)
+                log.info("curtail_put_back", operation_id=op.operation_id, device_id=device_id,
+                         detail=detail)
                 self.power.held.pop(device_id, None)
                 self.ops.settle(op, device_id, OperationState.SUCCEEDED)
 
-            await asyncio.gather(*(one(d, a) for d, a in by_device.items()))
-            self.current = None
-            self.manager.journal.update(curtailment=None)
+            try:
+                await asyncio.gather(*(one(d, a) for d, a in by_device.items()))
+            finally:  # even after a bug: a curtailment whose restore ran never holds again
+                self.current = None
+                self.manager.journal.update(curtailment=None)
             self.ops.finish(op)
             log.info("curtail_restored", operation_id=op.operation_id, state=str(op.state))
 
-    async def _undo(self, device_id: str, actions: list[Action], before: Before | None
-                    ) -> str:
-        """Each action undone, the last first."""
-        device, done = self.devices[device_id], []
+    async def _undo(self, device_id: str, actions: list[Action], before: Before | None,
+                    done: list[str]) -> None:
+        """Each action undone, the last first; what is undone is no longer `applied`, so a
+        second attempt after a failure goes on where the first stopped. Says what it did in
+        `done`."""
+        device = self.devices[device_id]
         for action in reversed(actions):
+            if not action.applied:
+                continue
             if action.what == "intensity" and before is not None \
                     and before.intensity is not None:
                 workload = self.manager.running.get(device_id)
@@ -498,7 +597,8 @@ class Curtailer:
             elif action.what == "stop":
                 spec = self.manager.current_spec(device_id)
                 if spec.kind != WorkloadKind.IDLE:
-                    await self.manager.start(device_id, spec)
+                    if device_id not in self.manager.running:  # not started by an attempt
+                        await self.manager.start(device_id, spec)
                     done.append(await self.manager.wait_ready(device_id, spec))
             elif action.what == "gpu_cap":
                 await self.power.write(device, device.set_power_cap, None)  # type: ignore[attr-defined]
@@ -512,24 +612,22 @@ class Curtailer:
                 await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
                                        mode)
                 done.append(f"{mode} mode")
-            elif action.what == "asic_limit":
-                # The operator's newer limit if one came in meanwhile; else the firmware's own
-                # setting as it was (its named profile, where it has them), else the limit.
-                watts = self.power.take_pending(device_id)
-                if watts is None and before is not None and before.asic_mode:
-                    await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
-                                           before.asic_mode)
-                    done.append(f"{before.asic_mode} profile")
-                    continue
-                watts = watts if watts is not None else (before.asic_limit_w if before else None)
-                if watts is not None:
-                    await self.power.write(device, device.set_power_limit, watts)
-                    done.append(f"power limit {watts:g} W")
-        pending = self.power.take_pending(device_id)
+            elif action.what == "asic_limit" and device_id not in self.power.pending \
+                    and before is not None and before.asic_mode:
+                # the firmware's own setting as it was: its named profile, where it has them
+                await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
+                                       before.asic_mode)
+                done.append(f"{before.asic_mode} profile")
+            elif action.what == "asic_limit" and device_id not in self.power.pending \
+                    and before is not None and before.asic_limit_w is not None:
+                await self.power.write(device, device.set_power_limit, before.asic_limit_w)
+                done.append(f"power limit {before.asic_limit_w:g} W")
+            action.applied = False
+        pending = self.power.pending.get(device_id)
         if pending is not None:  # an operator's limit set while the miner was held
             await self.power.write(device, device.set_power_limit, pending)
+            self.power.take_pending(device_id)
             done.append(f"operator's power limit {pending:g} W")
-        return "; ".join(done) or "nothing to put back"
 
     # -- expiry, journal, restart ----------------------------------------------------------------
 
@@ -577,6 +675,8 @@ class Curtailer:
                         await self.power.write(device, device.set_power_cap,  # type: ignore[attr-defined]
                                                action.value)
         self._arm_expiry()
+        if c.state == "confirmed":
+            self._start_hold(c)
 
     def adjust(self, device_id: str, spec: WorkloadSpec) -> WorkloadSpec | None:
         """What a restarted rigd brings back on a device while the curtailment holds: nothing

@@ -306,7 +306,7 @@ class Agent:
              reflection.SERVICE_NAME),
             self.server,
         )
-        self.manager.changed = self.sampler.invalidate
+        self.manager.changed = self.curtailer.power.changed = self.sampler.invalidate
         await self.sampler.start()
         await self.server.start()
         assert self._public_socket is not None

@@ -92,6 +92,9 @@ class PowerWriter:
         self.held: dict[str, str] = {}  # device -> the curtailment holding it (its op id)
         self.pending: dict[str, float] = {
             k: float(v) for k, v in (journal.get("operator_power_limits") or {}).items()}
+        # told after every write, so the next reading of the device is taken afresh (a
+        # curtailment that follows a restore must not record a setting from before it)
+        self.changed: Callable[[str], None] = lambda device_id: None
 
     def lock(self, device_id: str) -> asyncio.Lock:
         return self._locks.setdefault(device_id, asyncio.Lock())
@@ -99,7 +102,10 @@ class PowerWriter:
     async def write(self, device: Device, fn: Callable[..., T], *args: Any) -> T:
         """A blocking power call on the device, one at a time, off the event loop."""
         async with self.lock(device.id):
-            return await asyncio.to_thread(fn, *args)
+            try:
+                return await asyncio.to_thread(fn, *args)
+            finally:
+                self.changed(device.id)
 
     async def set_operator_limit(self, device: Device, watts: float) -> str:
         """The operator's limit: applied now, under the curtailment's cap where one holds the

@@ -236,6 +236,53 @@ def test_a_target_below_the_rig_floor_reports_the_shortfall(rig: Rig) -> None:
     assert power.total_w > 100
     assert readings[rig.gpus[1]].workload.kind in (0, pb.WORKLOAD_KIND_IDLE), \
         "everything the order allows is shed, inference included"
+    luxos = rig.fleet.miners[1]
+    assert luxos.state.sleeping
+    luxos.refuse_writes = 1  # its first wake command is refused: asked again, not left asleep
+    restore = cancel(rig)
+    assert restore.state == pb.OPERATION_STATE_SUCCEEDED, restore.error
+    assert luxos.refuse_writes == 0
+    retried = [p for p in restore.phases if p.device_id == rig.asics[1]]
+    assert "awake" in retried[-1].detail
+    restored(rig, before)
+
+
+def test_a_rig_back_above_target_is_shed_again_and_restored_as_it_was(rig: Rig) -> None:
+    whatsminer = rig.fleet.miners[2]
+    before = state(rig)
+    whatsminer.state.sleep()  # asleep when the curtailment starts: nothing to shed there
+    wait_until(rig, lambda t: not t[rig.asics[2]].asic.is_mining)
+    _, power = telemetry(rig)
+    target = round(power.total_w * 0.8)
+    first = curtail(rig, target)
+    assert first.state == pb.OPERATION_STATE_SUCCEEDED, first.error
+    assert rig.asics[2] not in {p.device_id for p in first.phases}
+
+    whatsminer.state.wake()  # woken by hand while the curtailment holds: the rig climbs back
+
+    def shed_again() -> pb.Operation | None:
+        listed = rig.rigd.stub().ListOperations(pb.ListOperationsRequest(limit=10), timeout=10)
+        for op in listed.operations:  # the newest first
+            if op.operation_id == first.operation_id:
+                return None
+            if op.kind == "curtail":
+                return op
+        return None
+
+    deadline = time.monotonic() + 60
+    while (again := shed_again()) is None:
+        assert time.monotonic() < deadline, "the rig above target was never shed again"
+        time.sleep(0.2)
+    again = follow(rig, again.operation_id)
+    assert again.state == pb.OPERATION_STATE_SUCCEEDED, again.error
+    assert "above target again" in again.detail
+    c = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10).curtailment
+    assert c.operation_id == again.operation_id and c.state == "confirmed"
+    assert c.rig_power_target_w == target
+    _, now = telemetry(rig)
+    assert now.total_w <= target, "below target again, read from telemetry"
+
+    # The miner woken by hand is put back awake: as it was when the curtailment touched it.
     assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
     restored(rig, before)
 

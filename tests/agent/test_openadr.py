@@ -163,6 +163,27 @@ def settled(rig: Rig) -> dict[str, tuple[Any, ...]]:
     return state(rig)
 
 
+def back_as(rig: Rig, before: dict[str, tuple[Any, ...]]) -> None:
+    """Wait until every device is as it was; on timeout, say which are not and how."""
+    differs: dict[str, tuple[Any, Any]] = {}
+
+    def same() -> bool:
+        now = settled(rig)
+        differs.clear()
+        differs.update({d: (before.get(d), now.get(d)) for d in before.keys() | now.keys()
+                        if before.get(d) != now.get(d)})
+        return not differs
+
+    try:
+        wait_for(same, "every device back as before", 60)
+    except AssertionError as exc:
+        what_rigd_did = [line for line in rig.rigd.log_path.read_text().splitlines()
+                         if '"event": "curtail_' in line or '"event": "openadr_' in line]
+        raise AssertionError(f"{exc}; (before, now) of each device that differs: {differs}; "
+                             "rigd's curtailments:\n" + "\n".join(what_rigd_did[-40:])
+                             ) from None
+
+
 def opted(rig: Rig, event_id: str, modification: int = 0) -> dict[str, Any]:
     return opted_on(rig.vtn, event_id, modification)
 
@@ -199,7 +220,7 @@ def test_dispatched_event_curtails_opts_in_reports_and_cancel_restores(rig: Rig)
 
     rig.vtn.cancel("dispatch-1")
     assert opted(rig, "dispatch-1", modification=1)["opt_type"] == "optIn"
-    wait_for(lambda: settled(rig) == before, "every device back as before", 60)
+    back_as(rig, before)
     restores = log_lines(rig, "openadr_restore")
     assert restores and "dispatch-1 cancelled by the VTN" in restores[-1]["why"]
 
@@ -233,7 +254,7 @@ def test_simple_levels_map_through_the_table_and_modifications_apply(rig: Rig) -
         "OpenADR event simple-1 gives load back")
 
     rig.vtn.cancel("simple-1")
-    wait_for(lambda: settled(rig) == before, "every device back as before", 60)
+    back_as(rig, before)
 
 
 @pytest.mark.parametrize(("event_id", "signal", "signal_type", "payload", "why"), [
@@ -269,7 +290,7 @@ def test_a_vtn_that_disappears_leaves_the_curtailment_to_expire(rig: Rig) -> Non
     assert curtailment(rig) is not None, "the VTN's absence lifts nothing"
     wait_for(lambda: curtailment(rig) is None, "the curtailment's expiry", duration_s + 30)
     assert time.time() >= end_s - 0.5, "lifted at the event's end, not before"
-    wait_for(lambda: settled(rig) == before, "every device back as before", 60)
+    back_as(rig, before)
     retries = log_lines(rig, "openadr_retrying")
     assert retries and max(r["in_s"] for r in retries) <= 2.0  # retry_max_s
 

@@ -72,6 +72,7 @@ class LuxosSim(FirmwareServer):
         self.session_id = ""
         self._session_seen = 0.0
         self.active_pool = 0
+        self.refuse_writes = 0  # for tests: the next n session commands answer an error
 
     # --- sessions --------------------------------------------------------------------------
     def _live_session(self) -> str:
@@ -146,6 +147,9 @@ class LuxosSim(FirmwareServer):
         if command == "logoff":
             self.session_id = ""
             return self._ok(321, "Logoff")
+        if self.refuse_writes > 0:
+            self.refuse_writes -= 1
+            return self._err(45, f"{command} refused: miner busy")
         if command == "curtail":
             mode = args[0] if args else ""
             if mode == "sleep":
