@@ -303,7 +303,7 @@ class Curtailer:
             await asyncio.sleep(interval_s)
             if self._superseded(c):
                 return
-            power = await self.rig_power(max_age_s=interval_s)
+            power = await self.rig_power(max_age_s=2 * interval_s)  # the sampler's own
             if power.total_w <= c.target_w:
                 above_since = None
                 continue
