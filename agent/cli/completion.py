@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _SCRIPT = """\
@@ -65,25 +65,29 @@ complete -o default -F _rigctl rigctl
 
 
 def parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = (),
-            skip: tuple[str, ...] = ()
+            skip: tuple[str, ...] = (),
+            grafts: Mapping[tuple[str, ...], argparse.ArgumentParser] | None = None,
             ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
-    """The parser and every subcommand's, each with its command path ("certs", "init")."""
+    """The parser and every subcommand's, each with its command path ("certs", "init");
+    `grafts` stands in for a command that parses its own arguments (`fpga`)."""
+    parser = (grafts or {}).get(path, parser)
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 if name not in skip:
-                    yield from parsers(sub, (*path, name), skip)
+                    yield from parsers(sub, (*path, name), skip, grafts)
 
 
-def _words(items: list[str]) -> str:
-    return shlex.quote(" ".join(items))
+def _words(items: list[Any]) -> str:
+    return shlex.quote(" ".join(str(item) for item in items))
 
 
-def bash_script(parser: argparse.ArgumentParser, version: str) -> str:
+def bash_script(parser: argparse.ArgumentParser, version: str,
+                grafts: Mapping[tuple[str, ...], argparse.ArgumentParser] | None = None) -> str:
     cases: list[str] = []
     choices: list[str] = []
-    for path, p in parsers(parser):
+    for path, p in parsers(parser, grafts=grafts):
         key = " ".join(path)
         subs: list[str] = []
         opts: list[str] = []
@@ -107,10 +111,15 @@ def bash_script(parser: argparse.ArgumentParser, version: str) -> str:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from agent import __version__
+    from agent import __version__, fpga_cli
     from agent.cli import build_parser
 
-    print(bash_script(build_parser(), __version__), end="")
+    # `rigctl fpga` is loaded only when asked for (rigctl starts faster without it), so its
+    # parser is built here, for the script to offer its subcommands and options too
+    commands = argparse.ArgumentParser(prog="rigctl").add_subparsers()
+    fpga_cli.add_fpga_parser(commands)
+    grafts: dict[tuple[str, ...], argparse.ArgumentParser] = {("fpga",): commands.choices["fpga"]}
+    print(bash_script(build_parser(), __version__, grafts), end="")
     return 0
 
 

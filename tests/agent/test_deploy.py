@@ -53,6 +53,10 @@ def complete(script: str, *words: str) -> list[str]:
         (("rigctl", "certs", ""), ["init"]),
         (("rigctl", "certs", "init", "/etc/rigd/pki", "--cl"), ["--client-name"]),
         (("rigctl", "--ca", ""), []),  # a file name: bash's default completion
+        # `fpga` parses its own arguments, loaded only when asked for: offered all the same
+        (("rigctl", "fpga", ""), ["examine", "validate", "program", "sim-run"]),
+        (("rigctl", "fpga", "program", "--dry"), ["--dry-run"]),
+        (("rigctl", "fpga", "sim-run", "--simulator", ""), ["verilator", "icarus"]),
     ],
 )
 def test_completion_offers_commands_options_and_choices(
