@@ -4,8 +4,9 @@ Everything runs on one asyncio event loop (grpc.aio); blocking HAL calls run in 
 Shutdown on the first SIGTERM or SIGINT, however busy the process is: health turns NOT_SERVING so
 load balancers and controllers stop sending, the listeners stay open for `drain_s`, streams and
 health watches end, in-flight calls get `shutdown_grace_s`, then workloads stop and devices close.
-A watchdog ends the process if all that overruns drain + grace + 2 s (a hung driver call cannot
-hold it). Start-up errors are one line on stderr and exit code 2.
+A watchdog ends the process if all that overruns drain + grace + the longest stop grace of the
+workloads running then + 2 s (a hung driver call cannot hold it). Start-up errors are one line
+on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -398,6 +400,9 @@ class SignalWatcher:
 
     def __init__(self, watchdog_s: float) -> None:
         self.watchdog_s = watchdog_s
+        # plus the longest stop grace of the workloads running when the signal comes (an
+        # inference server may have 30 s to finish its requests); set once they can run
+        self.workloads_grace_s: Callable[[], float] = lambda: 0.0
         self.received = threading.Event()
         self._lock = threading.Lock()
         self._notify: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -410,12 +415,20 @@ class SignalWatcher:
             first = not self.received.is_set()
             self.received.set()
             if first:
-                log.info("signal", signal=signal.Signals(signum).name)
-                _arm_watchdog(self.watchdog_s)
+                limit_s = self.watchdog_s + self._workloads_grace_s()
+                log.info("signal", signal=signal.Signals(signum).name, shutdown_limit_s=limit_s)
+                _arm_watchdog(limit_s)
             with self._lock:
                 if self._notify is not None:
                     loop, event = self._notify
                     loop.call_soon_threadsafe(event.set)
+
+    def _workloads_grace_s(self) -> float:
+        try:
+            return self.workloads_grace_s()
+        except Exception:  # this thread must live on: the next signal still counts
+            log.exception("shutdown_grace_unknown")
+            return 0.0
 
     def notify(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         with self._lock:
@@ -455,6 +468,8 @@ async def serve(config: Config, signals: SignalWatcher,
             return
         stopping.cancel()
         await agent.start(discovering.result())
+        assert agent.manager is not None
+        signals.workloads_grace_s = agent.manager.stop_grace_s
     except BaseException:
         agent.release_listeners()
         raise

@@ -47,6 +47,9 @@ class Workload(Protocol):
     kind: WorkloadKind
     process: ManagedProcess | None
 
+    @property
+    def stop_grace_s(self) -> float: ...
+
     async def start(self) -> None: ...
 
     async def drain(self) -> str: ...
@@ -415,6 +418,12 @@ class WorkloadManager:
 
     def start_supervising(self) -> None:
         self._task = asyncio.create_task(self.supervise(), name="workload-supervisor")
+
+    def stop_grace_s(self) -> float:
+        """The longest the workloads there are now may take to stop (they stop all at once).
+        Called from the signal thread: a snapshot, no lock."""
+        workloads = [*list(self.running.values()), *list(self.standby.values())]
+        return max((w.stop_grace_s for w in workloads), default=0.0)
 
     async def shutdown(self) -> None:
         """Stop every workload and standby, all at once, each within its own grace."""

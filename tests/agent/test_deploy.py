@@ -151,6 +151,8 @@ def unit_keys(text: str) -> dict[str, dict[str, list[str]]]:
 def test_unit_is_hardened_and_outlasts_rigds_own_shutdown() -> None:
     from agent.config import Config
     from agent.daemon import WATCHDOG_SLACK_S
+    from agent.workloads.hashing.handle import STOP_GRACE_S
+    from agent.workloads.inference.profiles import resolve
 
     service = unit_keys((DEPLOY / "rigd.service").read_text())["Service"]
     one = {key: values[-1] for key, values in service.items()}
@@ -164,7 +166,8 @@ def test_unit_is_hardened_and_outlasts_rigds_own_shutdown() -> None:
     assert one["RestartPreventExitStatus"] == "2", "a configuration error is not retried"
     assert "ProtectClock" not in one and "PrivateDevices" not in one, "GPUs stay reachable"
     defaults = Config()
-    own_limit = defaults.drain_s + defaults.shutdown_grace_s + WATCHDOG_SLACK_S
+    longest_grace_s = max(STOP_GRACE_S, *(p.grace_s for p in resolve({}).values()))
+    own_limit = defaults.drain_s + defaults.shutdown_grace_s + longest_grace_s + WATCHDOG_SLACK_S
     assert float(one["TimeoutStopSec"].removesuffix("s")) > own_limit
     assert one["ExecStart"].split()[0].endswith("/rigd") and "-c" not in one["ExecStart"], \
         "rigd reads /etc/rigd/rigd.toml by itself"

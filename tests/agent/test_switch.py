@@ -394,3 +394,36 @@ def test_dwell_time_refuses_a_switch_too_soon(tmp_path: Path) -> None:
             rigd.stop()
     finally:
         pool.stop()
+
+
+def test_shutdown_gives_a_runtime_its_whole_stop_grace(tmp_path: Path) -> None:
+    """SIGTERM to rigd while a runtime serves: the runtime takes longer to finish its requests
+    than rigd's own drain and grace, and gets its profile's grace, not the shutdown watchdog."""
+    done = tmp_path / "runtime.done"
+    extra = f"""[inference.profiles.slowstop]
+argv = ["{sys.executable}", "{FAKE}", "--port", "{{port}}", "--term-takes", "4",
+        "--done-file", "{done}"]
+devices = ["host"]
+grace_s = 20.0
+"""
+    rigd = start_rigd(tmp_path, extra, settings={
+        "server": {"drain_s": 0.2, "shutdown_grace_s": 0.5},  # the watchdog's own part: 2.7 s
+        "workloads": {"state_dir": f"{tmp_path}/state", "min_dwell_s": 0.0}})
+    try:
+        stub = rigd.stub()
+        host = next(d.id for d in stub.GetInventory(pb.GetInventoryRequest(), timeout=10).devices
+                    if d.kind == pb.DEVICE_KIND_HOST)
+        op = stub.SetWorkload(pb.SetWorkloadRequest(device_ids=[host],
+                                                    workload=inference("slowstop")),
+                              timeout=10).operation
+        final = list(stub.WatchOperation(pb.WatchOperationRequest(
+            operation_id=op.operation_id), timeout=120))[-1].operation
+        assert final.state == pb.OPERATION_STATE_SUCCEEDED, final.error
+        rigd.proc.send_signal(signal.SIGTERM)
+        assert rigd.proc.wait(timeout=60) == 0
+    finally:
+        rigd.stop()
+    log = rigd.log_path.read_text()
+    assert '"event": "shutdown_overran"' not in log
+    assert done.exists() and done.read_text() == "finished", \
+        "the runtime finished its requests and exited on its own, within its grace"

@@ -35,6 +35,10 @@ class HashingProcess:
         self._last: dict[str, object] = {}
         self._changed = asyncio.Event()
 
+    @property
+    def stop_grace_s(self) -> float:
+        return STOP_GRACE_S
+
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "agent.workloads.hashing.worker", "--device", self.facet_id,
                 "--user", self.spec.user, "--intensity", repr(self.spec.intensity),

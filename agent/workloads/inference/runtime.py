@@ -45,6 +45,10 @@ class RuntimeProcess:
         self.asleep = False
 
     @property
+    def stop_grace_s(self) -> float:
+        return self.profile.grace_s
+
+    @property
     def endpoint(self) -> str:
         host = f"[{self.profile.host}]" if ":" in self.profile.host else self.profile.host
         return f"http://{host}:{self.port}"

@@ -2,6 +2,7 @@
 faults are the ones real runtimes have.
 
     python fake_runtime.py --port P [--never-ready] [--ignore-term] [--orphan-holds S]
+                           [--term-takes S --done-file PATH]
 
 --never-ready    /health answers 503 forever (a model that never loads)
 --ignore-term    SIGTERM is ignored, by this process and by a child it starts (a wedged engine)
@@ -9,6 +10,8 @@ faults are the ones real runtimes have.
                  GPU memory and exits S seconds after this process dies (vLLM's engine
                  processes outliving their server)
 --gpu-load PCT   hold 8 GiB of simulated GPU memory and keep the GPU PCT % busy (it draws power)
+--term-takes S   after SIGTERM, S seconds to finish what is in flight, then write "finished" to
+                 --done-file and exit 0 (a server draining its requests)
 Writes the pids it starts to $FAKE_RUNTIME_PIDS (one per line) so the test can check them.
 """
 
@@ -18,6 +21,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -59,6 +63,8 @@ def main() -> int:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--orphan-holds", type=float)
     parser.add_argument("--gpu-load", type=int)
+    parser.add_argument("--term-takes", type=float)
+    parser.add_argument("--done-file")
     args = parser.parse_args()
     record_pid(os.getpid())
     if args.gpu_load is not None:
@@ -71,6 +77,16 @@ def main() -> int:
             record_pid(os.getpid())
             while True:
                 time.sleep(1)
+    if args.term_takes is not None:
+        def drain_then_exit() -> None:
+            time.sleep(args.term_takes)
+            if args.done_file:
+                with open(args.done_file, "w") as f:
+                    f.write("finished")
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(
+            target=drain_then_exit, daemon=True).start())
     if args.orphan_holds is not None:
         os.environ["FAKE_RUNTIME_PARENT"] = str(os.getpid())
         orphan(args.orphan_holds)
