@@ -104,6 +104,7 @@ class Sampler:
         self._info_cache: dict[str, DeviceInfo] = {}
         self._latest: dict[str, Reading] = {}
         self._read_at: dict[str, float] = {}  # monotonic time of each device's latest reading
+        self._changed_at: dict[str, float] = {}  # monotonic time the device was last changed
         self._due: dict[str, float] = dict.fromkeys(self.devices, 0.0)
         self._subs: set[Subscription] = set()
         self._wake = asyncio.Event()
@@ -186,7 +187,10 @@ class Sampler:
             if self.enrich is not None:
                 reading = self.enrich(reading)
             self._latest[device_id] = reading
-            self._read_at[device_id] = now
+            begun = self._inflight[device_id][1] if device_id in self._inflight else now
+            if begun > self._changed_at.get(device_id, -1e18):
+                self._read_at[device_id] = now
+            # else it began before the device was changed: not fresh, read again when asked
         self.samples_taken += 1
         return {d: self._latest[d] for d in wanted}
 
@@ -199,15 +203,18 @@ class Sampler:
         max_age = 2 * self.interval_s if max_age_s is None else max_age_s
         now = time.monotonic()
         stale = [d for d in wanted if now - self._read_at.get(d, -1e18) > max_age]
-        if stale:
-            await self.sample(stale, begun_after=now - max_age)
+        if stale:  # a read under way that began before one of them was changed is not joined
+            changed = max((self._changed_at.get(d, -1e18) for d in stale), default=-1e18)
+            await self.sample(stale, begun_after=max(now - max_age, changed))
         return {d: self._latest[d] for d in wanted}
 
     def invalidate(self, device_id: str) -> None:
-        """The device changed in a way its latest reading does not show (its workload): the
-        next request reads it afresh, and streams get it at once."""
+        """The device changed in a way its latest reading does not show (its workload, a power
+        setting): the next request reads it afresh, not joining a read begun before the change,
+        and streams get it at once."""
         if device_id in self.devices:
             self._read_at.pop(device_id, None)
+            self._changed_at[device_id] = time.monotonic()
             self._due[device_id] = 0.0
             self._wake.set()
 

@@ -222,6 +222,43 @@ def test_inventory_facts_are_bounded_and_fall_back_to_the_last_answer() -> None:
     run(body)
 
 
+def test_a_read_begun_before_a_change_does_not_count_after_it() -> None:
+    """A power write or a switch invalidates the device's reading: a read under way when the
+    device changed is neither joined nor kept as fresh, however lenient the request."""
+
+    async def body() -> None:
+        slow = HangingDevice()
+        sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
+        try:
+            under_way = asyncio.ensure_future(sampler.sample())
+            while slow.calls == 0:
+                await asyncio.sleep(0.01)
+            sampler.invalidate(slow.id)  # e.g. its power limit was just written
+            asked = asyncio.ensure_future(sampler.latest([slow.id], max_age_s=60))
+            await asyncio.sleep(0.05)
+            slow.release.set()
+            await under_way
+            await asked
+            assert slow.calls == 2, "read again after the change, not joined"
+            await sampler.latest([slow.id], max_age_s=60)
+            assert slow.calls == 2, "and the new reading counts as fresh"
+
+            sampler.invalidate(slow.id)
+            slow.release.clear()
+            under_way = asyncio.ensure_future(sampler.sample())  # begun after the change
+            while slow.calls == 2:
+                await asyncio.sleep(0.01)
+            slow.release.set()
+            await under_way
+            await sampler.latest([slow.id], max_age_s=60)
+            assert slow.calls == 3, "a read begun after the change is fresh"
+        finally:
+            slow.release.set()
+            await sampler.stop()
+
+    run(body)
+
+
 def test_a_fresh_reading_is_never_one_begun_before_it_was_asked_for() -> None:
     """GetTelemetry(max_age_ms=1) right after a fault must see the fault: a read begun before
     the request is waited for, then the device is read again."""
