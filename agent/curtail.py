@@ -218,6 +218,17 @@ class Curtailer:
     async def rig_power(self, max_age_s: float = 0.5) -> RigPower:
         return rig_power((await self.sampler.latest(max_age_s=max_age_s)).values())
 
+    async def _rig_power_now(self, c: Curtailment, max_age_s: float = CONFIRM_POLL_S / 2
+                             ) -> RigPower:
+        """The rig with the devices this curtailment acts on read afresh (theirs is the power
+        that changes), the others at the sampler's own pace: a fleet of miners is not polled
+        five times a second while some of them are turned down."""
+        readings = await self.sampler.latest()
+        acted_on = list(dict.fromkeys(a.device_id for a in c.actions))
+        if acted_on:
+            readings.update(await self.sampler.latest(acted_on, max_age_s=max_age_s))
+        return rig_power(readings.values())
+
     # -- shedding ------------------------------------------------------------------------------
 
     def _lifting(self) -> bool:
@@ -277,7 +288,7 @@ class Curtailer:
                 if not candidates or time.time() >= c.deadline_unix_s:
                     await self._missed(op, c)
                     break
-                predicted = (await self.rig_power()).total_w  # escalate from what is read
+                predicted = (await self._rig_power_now(c)).total_w  # escalate from the reading
             for device_id in op.device_ids:
                 if op.outcomes[device_id].state == OperationState.RUNNING:
                     self.ops.settle(op, device_id, OperationState.SUCCEEDED)
@@ -328,7 +339,7 @@ class Curtailer:
             return
 
     async def _missed(self, op: Operation, c: Curtailment) -> None:
-        power = await self.rig_power()
+        power = await self._rig_power_now(c)
         c.state, c.shortfall_w = "target_not_met", power.total_w - c.target_w
         unknown = f"; no reading from {', '.join(power.unknown_device_ids)}" \
             if power.unknown_device_ids else ""
@@ -347,7 +358,7 @@ class Curtailer:
         settle_until: float | None = None
         recent: list[float] = []
         while True:
-            power = await self.rig_power(max_age_s=CONFIRM_POLL_S / 2)
+            power = await self._rig_power_now(c)
             if power.total_w <= c.target_w:
                 return time.monotonic() - started
             if not applying.done():  # still shedding: not yet a reason to shed more
