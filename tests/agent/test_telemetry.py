@@ -8,7 +8,7 @@ import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agent.telemetry import Sampler
 from hal.device import Device, DeviceInfo, DeviceKind, HealthState, Telemetry
@@ -56,6 +56,15 @@ class HangingDevice(Device):
         self.calls += 1
         self.release.wait(10)
         return Telemetry(self.id, self.kind)
+
+
+async def read_under_way(sampler: Sampler, slow: HangingDevice) -> asyncio.Future[Any]:
+    """A sampler read that has reached the device and blocks there."""
+    calls = slow.calls
+    reading = asyncio.ensure_future(sampler.sample())
+    while slow.calls == calls:
+        await asyncio.sleep(0.01)
+    return reading
 
 
 class LostDevice(HangingDevice):
@@ -149,9 +158,7 @@ def test_a_read_under_way_is_joined_not_reported_as_a_failure() -> None:
         slow = HangingDevice()
         sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
         try:
-            first = asyncio.ensure_future(sampler.sample())
-            while slow.calls == 0:
-                await asyncio.sleep(0.01)
+            first = await read_under_way(sampler, slow)
             second = asyncio.ensure_future(sampler.sample())
             await asyncio.sleep(0.05)
             slow.release.set()
@@ -230,9 +237,7 @@ def test_a_read_begun_before_a_change_does_not_count_after_it() -> None:
         slow = HangingDevice()
         sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
         try:
-            under_way = asyncio.ensure_future(sampler.sample())
-            while slow.calls == 0:
-                await asyncio.sleep(0.01)
+            under_way = await read_under_way(sampler, slow)
             sampler.invalidate(slow.id)  # e.g. its power limit was just written
             asked = asyncio.ensure_future(sampler.latest([slow.id], max_age_s=60))
             await asyncio.sleep(0.05)
@@ -245,9 +250,7 @@ def test_a_read_begun_before_a_change_does_not_count_after_it() -> None:
 
             sampler.invalidate(slow.id)
             slow.release.clear()
-            under_way = asyncio.ensure_future(sampler.sample())  # begun after the change
-            while slow.calls == 2:
-                await asyncio.sleep(0.01)
+            under_way = await read_under_way(sampler, slow)  # begun after the change
             slow.release.set()
             await under_way
             await sampler.latest([slow.id], max_age_s=60)
@@ -267,9 +270,7 @@ def test_a_fresh_reading_is_never_one_begun_before_it_was_asked_for() -> None:
         slow = HangingDevice()
         sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
         try:
-            before = asyncio.ensure_future(sampler.sample())
-            while slow.calls == 0:
-                await asyncio.sleep(0.01)
+            before = await read_under_way(sampler, slow)
             fresh = asyncio.ensure_future(sampler.latest([slow.id], max_age_s=0.001))
             await asyncio.sleep(0.05)
             slow.release.set()
