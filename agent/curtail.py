@@ -1,8 +1,9 @@
 """Curtail the rig to a watt target by a deadline, and restore it exactly when the curtailment ends.
 
 The plan sheds load in a configurable order of steps (default: hashing intensity down; hashing
-stopped, with miners turned down and then put to sleep; GPU power limits lowered; inference
-stopped last, so serving keeps its SLA as long as possible). It picks actions greedily from the
+stopped, with miners turned down and then put to sleep, or straight to sleep when one round
+needs both; GPU power limits lowered; inference stopped last, so serving keeps its SLA as long
+as possible). It picks actions greedily from the
 predicted saving of each, applies them in parallel across devices, then confirms from telemetry:
 CONFIRMED once the rig reads below target, with the time it took. When the prediction falls
 short it escalates to the next actions; when nothing is left it says by how many watts the target
@@ -267,6 +268,7 @@ class Curtailer:
             predicted = power.total_w
             while True:
                 chosen, predicted = self._choose(candidates, predicted, c.target_w)
+                chosen = self._sleep_at_once(chosen)
                 # Watched while the actions run: a rig below target is confirmed then, not when
                 # the slowest miner's firmware has answered.
                 applying = asyncio.ensure_future(self._apply(op, c, chosen))
@@ -411,7 +413,8 @@ class Curtailer:
         for step in order:
             per_device = []
             for device_id, reading in readings.items():
-                own = [a for a in self._step_actions(step, device_id, reading, controls)
+                mode = c.before[device_id].asic_mode if device_id in c.before else None
+                own = [a for a in self._step_actions(step, device_id, reading, controls, mode)
                        if (a.device_id, a.what) not in done and a.saving_w > 0]
                 if own:
                     per_device.append(own)
@@ -420,7 +423,7 @@ class Curtailer:
         return actions
 
     def _step_actions(self, step: str, device_id: str, reading: Any,
-                      controls: dict[str, MinerControls]) -> list[Action]:
+                      controls: dict[str, MinerControls], mode: str | None) -> list[Action]:
         device, t = self.devices[device_id], reading.telemetry
         status = reading.workload
         power = t.power_w or 0.0
@@ -435,7 +438,7 @@ class Curtailer:
             if running and status.kind == WorkloadKind.HASHING:
                 return [Action(device_id, step, "stop", None, max(0.0, power - idle_w))]
             if device_id in controls:
-                return self._asic_actions(device, power, step, controls[device_id])
+                return self._asic_actions(device, power, step, controls[device_id], mode)
         if step == "gpu_power_limit" and device.kind == DeviceKind.GPU and t.gpu is not None \
                 and t.gpu.power_limit_min_w is not None and power > t.gpu.power_limit_min_w:
             return [Action(device_id, step, "gpu_cap", t.gpu.power_limit_min_w,
@@ -445,9 +448,10 @@ class Curtailer:
         return []
 
     @staticmethod
-    def _asic_actions(device: Device, power: float, step: str, controls: MinerControls
-                      ) -> list[Action]:
-        """Turned down first (a lower power limit, or its low mode), then asleep."""
+    def _asic_actions(device: Device, power: float, step: str, controls: MinerControls,
+                      mode: str | None) -> list[Action]:
+        """Turned down first (a lower power limit, or its low mode unless it runs in it
+        already), then asleep."""
         actions = []
         if controls.limit_range_w is not None:
             # An API's range may reach far below what hash boards can run at (Whatsminer
@@ -456,7 +460,7 @@ class Curtailer:
             if floor < power:
                 actions.append(Action(device.id, step, "asic_limit", round(floor),
                                       power - floor))
-        if not actions and "low" in controls.modes:
+        if not actions and "low" in controls.modes and mode != "low":
             actions.append(Action(device.id, step, "asic_mode", "low", power * ASIC_LOW_SAVING))
         if Capability.SLEEP_WAKE in device.capabilities:
             first = actions[0].saving_w if actions else 0.0
@@ -481,6 +485,19 @@ class Curtailer:
             chosen.append(action)
             predicted_w -= action.saving_w
         return chosen, predicted_w
+
+    @staticmethod
+    def _sleep_at_once(chosen: list[Action]) -> list[Action]:
+        """A miner chosen to be turned down and put to sleep in one round goes to sleep at
+        once: one firmware write, not two (an Antminer restarts its miner for each)."""
+        sleeps = {a.device_id: a for a in chosen if a.what == "asic_sleep"}
+        kept = []
+        for action in chosen:
+            if action.what in ("asic_limit", "asic_mode") and action.device_id in sleeps:
+                sleeps[action.device_id].saving_w += action.saving_w
+            else:
+                kept.append(action)
+        return kept
 
     async def _apply(self, op: Operation, c: Curtailment, actions: list[Action]) -> None:
         """Every chosen action at once, each device's in order (a miner turned down, then put
@@ -618,6 +635,14 @@ class Curtailer:
                 if before is None or before.asic_mining is not False:
                     await self.power.write(device, device.wake)
                     done.append("awake")
+                    turned_down = any(a.what in ("asic_mode", "asic_limit") for a in actions)
+                    if before is not None and before.asic_mode and not turned_down:
+                        # its wake may not bring its mode back (an Antminer wakes in normal)
+                        mode = await asyncio.to_thread(device.power_mode)  # type: ignore[attr-defined]
+                        if mode != before.asic_mode:
+                            await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
+                                                   before.asic_mode)
+                            done.append(f"{before.asic_mode} mode")
             elif action.what == "asic_mode":
                 mode = before.asic_mode if before and before.asic_mode else "normal"
                 await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]

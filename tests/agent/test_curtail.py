@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+import hal.asic
 from agent.api import pb
 from agent.demo import _best_opencl_device
 from agent.workloads.hashing.pool import PoolThread
@@ -226,10 +227,17 @@ def test_cancel_restores_and_a_lower_target_replaces(rig: Rig) -> None:
 
 
 def test_a_target_below_the_rig_floor_reports_the_shortfall(rig: Rig) -> None:
+    antminer = next(m for m in hal.asic.discover(rig.fleet.discover_options())
+                    if m.id == rig.asics[0])
+    antminer.set_power_mode("low")  # the operator runs it in low mode (hal/asic/antminer.py)
+    wait_until(rig, lambda t: t[rig.asics[0]].asic.is_mining)
     before = state(rig)
     op = curtail(rig, 100.0, deadline_s=20)
     assert op.state == pb.OPERATION_STATE_FAILED
     assert "target 100 W not met" in op.error and "W above" in op.error
+    for asic in rig.asics:  # everything at once: each miner straight to sleep, one write
+        shed = [p.detail for p in op.phases if p.device_id == asic]
+        assert len(shed) == 1 and shed[0].startswith("asleep"), shed
     c = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10).curtailment
     assert c.state == "target_not_met" and c.shortfall_w > HOST_W - 100
     readings, power = telemetry(rig)
@@ -244,7 +252,8 @@ def test_a_target_below_the_rig_floor_reports_the_shortfall(rig: Rig) -> None:
     assert luxos.refuse_writes == 0
     retried = [p for p in restore.phases if p.device_id == rig.asics[1]]
     assert "awake" in retried[-1].detail
-    restored(rig, before)
+    restored(rig, before)  # the Antminer woke in normal mode: put back in low mode
+    antminer.set_power_mode("normal")
 
 
 def test_a_rig_back_above_target_is_shed_again_and_restored_as_it_was(rig: Rig) -> None:
