@@ -1,18 +1,17 @@
 """Curtail the rig to a watt target by a deadline, and restore it exactly when the curtailment ends.
 
 The plan sheds load in a configurable order of steps (default: hashing intensity down; hashing
-stopped, with miners turned down and then put to sleep, or straight to sleep when one round
-needs both; GPU power limits lowered; inference stopped last, so serving keeps its SLA as long
-as possible). It picks actions greedily from the
-predicted saving of each, applies them in parallel across devices, then confirms from telemetry:
-CONFIRMED once the rig reads below target, with the time it took. When the prediction falls
-short it escalates to the next actions; when nothing is left it says by how many watts the target
-is missed and why. A confirmed curtailment holds: a rig that reads above its target again for
-settle_s (a miner woken by hand, a rig still ramping back up when it first read below) is shed
-further in a new operation. What every device ran and how it was set is recorded just before the
-curtailment first touches it; expiry or CancelCurtailment puts each back exactly, asking a device
-that does not answer again before giving up on it. The curtailment is journaled: a restarted
-rigd keeps it until its expiry.
+stopped, with miners turned down and then put to sleep, or straight to sleep when one round needs
+both; GPU power limits lowered; inference stopped last, so serving keeps its SLA as long as
+possible). It picks actions greedily from the predicted saving of each, applies them in parallel
+across devices, then confirms from telemetry: CONFIRMED once the rig reads below target, with the
+time it took. When the prediction falls short it escalates to the next actions; when nothing is left
+it says by how many watts the target is missed and why. A confirmed curtailment holds: a rig that
+reads above its target again for settle_s (a miner woken by hand, a rig still ramping back up when
+it first read below) is shed further in a new operation. What every device ran and how it was set is
+recorded just before the curtailment first touches it; expiry or CancelCurtailment puts each back
+exactly, asking a device that does not answer again before giving up on it. The curtailment is
+journaled: a restarted rigd keeps it until its expiry.
 
 A second Curtail while one is in force replaces it (target, deadline, expiry, reason): what is
 already shed stays shed, more is shed if the new target needs it. Raising a target (giving load
@@ -219,15 +218,14 @@ class Curtailer:
     async def rig_power(self, max_age_s: float = 0.5) -> RigPower:
         return rig_power((await self.sampler.latest(max_age_s=max_age_s)).values())
 
-    async def _rig_power_now(self, c: Curtailment, max_age_s: float = CONFIRM_POLL_S / 2
-                             ) -> RigPower:
+    async def _rig_power_now(self, c: Curtailment) -> RigPower:
         """The rig with the devices this curtailment acts on read afresh (theirs is the power
         that changes), the others at the sampler's own pace: a fleet of miners is not polled
         five times a second while some of them are turned down."""
         readings = await self.sampler.latest()
         acted_on = list(dict.fromkeys(a.device_id for a in c.actions))
         if acted_on:
-            readings.update(await self.sampler.latest(acted_on, max_age_s=max_age_s))
+            readings.update(await self.sampler.latest(acted_on, max_age_s=CONFIRM_POLL_S / 2))
         return rig_power(readings.values())
 
     # -- shedding ------------------------------------------------------------------------------
@@ -649,15 +647,14 @@ class Curtailer:
                                        mode)
                 done.append(f"{mode} mode")
             elif action.what == "asic_limit" and device_id not in self.power.pending \
-                    and before is not None and before.asic_mode:
-                # the firmware's own setting as it was: its named profile, where it has them
-                await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
-                                       before.asic_mode)
-                done.append(f"{before.asic_mode} profile")
-            elif action.what == "asic_limit" and device_id not in self.power.pending \
-                    and before is not None and before.asic_limit_w is not None:
-                await self.power.write(device, device.set_power_limit, before.asic_limit_w)
-                done.append(f"power limit {before.asic_limit_w:g} W")
+                    and before is not None:  # (an operator's pending limit is applied below)
+                if before.asic_mode:  # the firmware's own setting: its named profile
+                    await self.power.write(device, device.set_power_mode,  # type: ignore[attr-defined]
+                                           before.asic_mode)
+                    done.append(f"{before.asic_mode} profile")
+                elif before.asic_limit_w is not None:
+                    await self.power.write(device, device.set_power_limit, before.asic_limit_w)
+                    done.append(f"power limit {before.asic_limit_w:g} W")
             action.applied = False
         pending = self.power.pending.get(device_id)
         if pending is not None:  # an operator's limit set while the miner was held
@@ -736,7 +733,6 @@ class Curtailer:
         until = time.strftime("%H:%M:%S UTC", time.gmtime(c.expire_unix_s))
         return (f"curtailment {c.operation_id} to {c.target_w:g} W is in force until {until}: "
                 f"no workload starts before it ends (CancelCurtailment to end it now)")
-
 
 
 def _read_controls(device: Device) -> MinerControls:

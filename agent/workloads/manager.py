@@ -422,7 +422,7 @@ class WorkloadManager:
     def stop_grace_s(self) -> float:
         """The longest the workloads there are now may take to stop (they stop all at once).
         Called from the signal thread: a snapshot, no lock."""
-        workloads = [*list(self.running.values()), *list(self.standby.values())]
+        workloads = [*self.running.values(), *self.standby.values()]
         return max((w.stop_grace_s for w in workloads), default=0.0)
 
     async def shutdown(self) -> None:
