@@ -22,8 +22,9 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 lint: install
-	$(BIN)/ruff check hal agent tests bench fpga protos
+	$(BIN)/ruff check hal agent rigapi tests bench fpga protos
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest

@@ -43,7 +43,7 @@ def main() -> int:
         config.write_text(f'[server]\nunix_socket = "{sock}"\ndrain_s = 0\n'
                           f'[workloads]\nstate_dir = "{tmp}/state"\n'
                           '[hal]\nbackends = ["host"]\n')
-        proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "agent.main", "--config", str(config)],
                                 stderr=subprocess.DEVNULL)
         try:
             while not os.path.exists(sock):

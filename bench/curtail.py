@@ -32,11 +32,11 @@ from typing import Any
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from agent.api import pb, pb_grpc
-from agent.logs import configure_logging
+from agent.core.logs import configure_logging
 from bench._fleet import fleet_process
 from bench._machine import describe
 from hal.sim.nvml import SimControl, demo_setup
+from rigapi import pb, pb_grpc
 
 ASIC_RESPONSE_S = 1.0  # the simulated miners' ramp to a new power target
 CLIENT_POLL_S = 0.1  # how often this client reads the rig's power while it waits
@@ -125,7 +125,7 @@ def gpu_response_s(control: SimControl) -> float:
 def demo_rig(runs: int) -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="rigd-bench-curtail-") as tmp:
         sock = f"{tmp}/rigd.sock"
-        proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--demo",
+        proc = subprocess.Popen([sys.executable, "-m", "agent.main", "--demo",
                                  "--unix-socket", sock], stderr=subprocess.DEVNULL)
         try:
             stub = wait_socket(sock, proc)
@@ -175,7 +175,7 @@ miners = [
   {miners},
 ]
 """)
-        proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "agent.main", "--config", str(config)],
                                 stderr=subprocess.DEVNULL)
         try:
             stub = wait_socket(sock, proc)

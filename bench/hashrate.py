@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pyopencl as cl
 
-from agent.workloads.hashing.kernel import (
+from agent.runtime.workloads.hashing.kernel import (
     VECTOR_WIDTHS,
     Sha256dKernel,
     default_vector_width,

@@ -39,8 +39,8 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from agent.api import FRESH_STREAM_OPTIONS, pb, pb_grpc
 from bench._machine import describe
+from rigapi import FRESH_STREAM_OPTIONS, pb, pb_grpc
 
 STREAM_METHOD = "/rig.v1.RigAgent/StreamTelemetry"
 
@@ -299,7 +299,7 @@ def main() -> int:
         config.write_text(f'[server]\nunix_socket = "{sock}"\ntcp_address = "127.0.0.1:{port}"\n'
                           f'drain_s = 0\n[hal]\nbackends = ["host", "nvml"]\n'
                           f"[hal.nvml]\n{nvml_lines}\n")
-        proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "agent.main", "--config", str(config)],
                                 stderr=subprocess.DEVNULL)
         try:
             _wait_for(sock, proc)

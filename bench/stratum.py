@@ -19,10 +19,10 @@ import time
 
 import structlog
 
-from agent.workloads.hashing.header import build_header
-from agent.workloads.hashing.job import Job, Share
-from agent.workloads.hashing.pool import LocalPool
-from agent.workloads.hashing.stratum import StratumClient
+from agent.core.header import build_header
+from agent.core.job import Job, Share
+from agent.demo.pool import LocalPool
+from agent.runtime.workloads.hashing.stratum import StratumClient
 from bench._machine import describe
 
 RUNS = 5

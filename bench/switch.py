@@ -30,13 +30,13 @@ import grpc
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from agent.api import pb, pb_grpc
-from agent.demo import _best_opencl_device
-from agent.logs import configure_logging
-from agent.workloads.hashing.pool import LocalPool
-from agent.workloads.inference.runtime import PROBE_INTERVAL_S, free_port
+from agent.core.logs import configure_logging
+from agent.demo.pool import LocalPool
+from agent.demo.rig import _best_opencl_device
+from agent.runtime.workloads.inference.runtime import PROBE_INTERVAL_S, free_port
 from bench._machine import describe
 from hal.sim.nvml import SimControl, demo_setup
+from rigapi import pb, pb_grpc
 
 
 def _median(values: list[float]) -> float:
@@ -47,7 +47,7 @@ def standalone_runtime_start_s() -> float:
     """The builtin runtime alone: spawn to /health 200."""
     port = free_port("127.0.0.1")
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "agent.workloads.inference.builtin",
+    proc = subprocess.Popen([sys.executable, "-m", "agent.runtime.workloads.inference.builtin",
                              "--port", str(port)], stderr=subprocess.DEVNULL,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
@@ -67,7 +67,7 @@ def standalone_runtime_start_s() -> float:
 def standalone_worker_start_s(facet: str, pool_url: str) -> float:
     """The hashing worker alone: spawn to its first "running" status line."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "agent.workloads.hashing.worker",
+    proc = subprocess.Popen([sys.executable, "-m", "agent.runtime.workloads.hashing.worker",
                              "--device", facet, "--pool", pool_url, "--user", "bench",
                              "--intensity", "0.2"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -133,7 +133,7 @@ urls = ["{pool_url}"]
 state_dir = "{tmp}/state"
 min_dwell_s = 0.0
 [inference.profiles.builtin-cold]
-argv = ["{{python}}", "-m", "agent.workloads.inference.builtin", "--port", "{{port}}"]
+argv = ["{{python}}", "-m", "agent.runtime.workloads.inference.builtin", "--port", "{{port}}"]
 devices = ["gpu", "host"]
 sleep_path = ""
 wake_path = ""
@@ -144,7 +144,7 @@ env = {{ HF_HUB_OFFLINE = "1" }}
 device = "{gpu}"
 intensity = 0.2
 """)
-        proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "agent.main", "--config", str(config)],
                                 stderr=subprocess.DEVNULL)
         try:
             while not os.path.exists(sock):

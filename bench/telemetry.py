@@ -140,10 +140,10 @@ def measure_rigd_cpu(directory: Path, gpus: int, seconds: float) -> tuple[float,
     import grpc
     import psutil
 
-    from agent.api import pb, pb_grpc
+    from rigapi import pb, pb_grpc
 
     config, socket_path = _rigd_config(directory, gpus)
-    proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "agent.main", "--config", str(config)],
                             stderr=subprocess.DEVNULL)
     try:
         channel = grpc.insecure_channel(f"unix:{socket_path}")

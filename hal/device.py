@@ -197,10 +197,13 @@ class Telemetry:
 
 
 class Device:
-    """Base class for every device. Control calls default to NotSupported; backends override.
+    """Base class for every device: the whole contract the agent calls.
 
-    Subclasses set `id`, `kind` and `capabilities` in their constructor and implement
-    `info()` and `telemetry()`. Blocking calls must bound their own time (they raise Timeout).
+    Subclasses set `id`, `kind` and `capabilities` in their constructor and implement `info()`
+    and `telemetry()`. Every other call has a default here: the control calls raise NotSupported
+    (a backend overrides what its device can do, and lists it in `capabilities`), so a caller
+    never probes a device with getattr. Blocking calls must bound their own time (they raise
+    Timeout).
     """
 
     id: str
@@ -219,14 +222,57 @@ class Device:
     def health(self) -> Health:
         return HEALTHY
 
+    # -- power ---------------------------------------------------------------------------------
+
     def set_power_limit(self, watts: float) -> None:
+        """The operator's limit, kept by the device (or its desired state) until changed."""
         raise NotSupported(f"{self.id}: setting a power limit is not supported")
+
+    def power_limit_range_w(self) -> tuple[float, float] | None:
+        """(lowest, highest) limit the device accepts; None where it accepts any it is sent."""
+        raise NotSupported(f"{self.id}: it has no power limit range")
+
+    @property
+    def power_cap_w(self) -> float | None:
+        """A curtailment's temporary cap over the operator's limit (None: no cap)."""
+        return None
+
+    def set_power_cap(self, watts: float | None) -> None:
+        """A temporary upper bound over the operator's limit: the device runs at the lower of
+        the two and the operator's limit is never overwritten; None lifts it."""
+        raise NotSupported(f"{self.id}: a power cap is not supported")
+
+    def power_modes(self) -> tuple[str, ...]:
+        """The firmware's named power modes or profiles ("low", "normal", ...)."""
+        raise NotSupported(f"{self.id}: it has no named power modes")
+
+    def power_mode(self) -> str | None:
+        """The mode it runs in now; None where the firmware does not say."""
+        raise NotSupported(f"{self.id}: it has no named power modes")
+
+    def set_power_mode(self, mode: str) -> None:
+        raise NotSupported(f"{self.id}: it has no named power modes")
 
     def sleep(self) -> None:
         raise NotSupported(f"{self.id}: sleep is not supported")
 
     def wake(self) -> None:
         raise NotSupported(f"{self.id}: wake is not supported")
+
+    # -- firmware ------------------------------------------------------------------------------
+
+    def restart(self) -> None:
+        raise NotSupported(f"{self.id}: restart is not supported")
+
+    def switch_pool(self, index: int) -> None:
+        raise NotSupported(f"{self.id}: switching pools is not supported")
+
+    # -- workloads -----------------------------------------------------------------------------
+
+    def workload_env(self) -> dict[str, str]:
+        """Environment a workload process needs to compute on this device (which GPU CUDA
+        sees; on a simulated GPU, where its simulator is)."""
+        return {}
 
     def close(self) -> None:
         """Release handles, threads and sockets. Safe to call twice."""

@@ -52,6 +52,9 @@ class HostDevice(Device):
             },
         )
 
+    def workload_env(self) -> dict[str, str]:
+        return {"CUDA_VISIBLE_DEVICES": ""}  # a runtime on the host computes on its CPUs
+
     def telemetry(self) -> Telemetry:
         vm = psutil.virtual_memory()
         try:

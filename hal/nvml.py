@@ -635,6 +635,16 @@ class NvmlGpu(Device):
         with self._lock:
             return self._cap_w
 
+    def workload_env(self) -> dict[str, str]:
+        """CUDA sees this GPU alone, numbered as NVML numbers it; on the simulator, the
+        workload also finds the simulator (hal.workload.occupy_device)."""
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(self.index)}
+        if self._session.sim_files is not None:
+            from hal.sim.nvml import workload_env
+
+            env.update(workload_env(*self._session.sim_files, self.index))
+        return env
+
     def set_power_cap(self, watts: float | None) -> None:
         """A temporary upper bound over the desired power limit (a curtailment): the GPU runs
         at the lower of the two, and the desired limit is never overwritten; None lifts the
@@ -727,6 +737,8 @@ class _Session:
     def __init__(self, desired: DesiredStateStore, watch_xid: bool, xid_poll_ms: int) -> None:
         self.desired = desired
         self.simulated = hasattr(pynvml.nvmlLib, "rigdSimVersion")
+        # A simulated driver's files, which a workload process needs to show on its GPU.
+        self.sim_files: tuple[str, str] | None = None
         self.driver_version = _text(pynvml.nvmlSystemGetDriverVersion)
         self.nvml_version = _text(pynvml.nvmlSystemGetNVMLVersion)
         cuda = _optional(pynvml.nvmlSystemGetCudaDriverVersion_v2)
@@ -886,6 +898,9 @@ def discover(options: Mapping[str, Any]) -> list[Device]:
         watch_xid=bool(options.get("watch_xid", True)),
         xid_poll_ms=int(options.get("xid_poll_ms", 500)),
     )
+    if session.simulated and "sim_state_path" in options and "library_path" in options:
+        session.sim_files = (str(Path(options["sim_state_path"]).absolute()),
+                             str(Path(options["library_path"]).absolute()))
     try:
         gpus = _open_devices(session)
         wanted = options.get("devices")

@@ -1,4 +1,4 @@
-"""Regenerate agent/api/rig/v1 from protos/rig/v1 with grpcio-tools.
+"""Regenerate rigapi/rig/v1 from protos/rig/v1 with grpcio-tools.
 
 The generated code is committed so that rigd installs on a rig without grpcio-tools (a build
 tool, not a runtime need) and API changes show up in review as code; tests/agent/test_api.py
@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO / "protos"
 PROTO_FILES = ("rig/v1/rig_agent.proto",)
-OUT_PACKAGE = "agent.api"
-DEFAULT_OUT = REPO / "agent" / "api"
+OUT_PACKAGE = "rigapi"
+DEFAULT_OUT = REPO / "rigapi"
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -41,7 +41,7 @@ def generate(out_dir: Path) -> list[Path]:
         for src in sorted(Path(tmp).rglob("*.py*")):
             rel = src.relative_to(tmp)
             text = src.read_text()
-            # protoc writes `from rig.v1 import ...`; our package lives under agent.api.
+            # protoc writes `from rig.v1 import ...`; our package lives under rigapi.
             text = text.replace("from rig.v1 import", f"from {OUT_PACKAGE}.rig.v1 import")
             dest = out_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fpga(args: argparse.Namespace) -> int:
-    from agent import fpga_cli
+    from agent.cli import fpga
 
-    return fpga_cli.main(["fpga", *args.fpga_args])
+    return fpga.main(["fpga", *args.fpga_args])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ _CLIENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 def _client(text: str) -> tuple[str, str]:
     """NAME or NAME=ROLE; the name becomes the certificate's common name and its file name."""
-    from agent.config import ROLES
+    from agent.config.settings import ROLES
 
     name, _, role = text.partition("=")
     if not _CLIENT.fullmatch(name) or name in ("ca", "server"):
@@ -50,7 +50,7 @@ def _host_port(host: str, port: int) -> str:
 
 def _listen_address(names: tuple[str, ...], port: int) -> str:
     """The first non-loopback IP given, else every address; loopback if only loopback."""
-    from agent.config import is_loopback
+    from agent.config.settings import is_loopback
 
     for name in names:
         try:
@@ -69,7 +69,7 @@ def _toml(value: str) -> str:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from agent import certs
+    from agent.core import certs
 
     gid = None
     if args.key_group:

@@ -111,8 +111,9 @@ def bash_script(parser: argparse.ArgumentParser, version: str,
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from agent import __version__, fpga_cli
+    from agent import __version__
     from agent.cli import build_parser
+    from agent.cli import fpga as fpga_cli
 
     # `rigctl fpga` is loaded only when asked for (rigctl starts faster without it), so its
     # parser is built here, for the script to offer its subcommands and options too

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from agent.api import FRESH_STREAM_OPTIONS, pb, pb_grpc
 from agent.cli.exitcodes import EXIT_FAILED, EXIT_UNREACHABLE
 from agent.cli.output import short_id
-from agent.paths import default_socket_path
+from agent.config.paths import default_socket_path
+from rigapi import FRESH_STREAM_OPTIONS, pb, pb_grpc
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agent.api import pb
 from agent.cli.connect import CliError, Rig
 from agent.cli.exitcodes import EXIT_FAILED, EXIT_USAGE
 from agent.cli.output import (
@@ -33,6 +32,7 @@ from agent.cli.output import (
     to_dict,
     watts,
 )
+from rigapi import pb
 
 ACTIONS = {"sleep": pb.DEVICE_ACTION_KIND_SLEEP, "wake": pb.DEVICE_ACTION_KIND_WAKE,
            "restart": pb.DEVICE_ACTION_KIND_RESTART,

@@ -12,10 +12,10 @@ import textwrap
 from collections import defaultdict
 from typing import Any
 
-from agent.api import pb
 from agent.cli.connect import Rig
 from agent.cli.exitcodes import EXIT_TESTS_FAILED
 from agent.cli.output import emit_json, enum_names, short_id
+from rigapi import pb
 
 RESULT = enum_names(pb.DiagnosticResult)
 LEVEL = enum_names(pb.DiagnosticLevel)

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.api import SERVICE_NAME, pb
 from agent.cli.connect import Rig
 from agent.cli.exitcodes import EXIT_FAILED
 from agent.cli.output import emit_json
+from rigapi import SERVICE_NAME, pb
 
 
 def cmd_lease(rig: Rig, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from agent.api import pb
+from rigapi import pb
 
 SCHEMA = "rigctl/v1"
 NA = "-"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from agent.api import pb
 from agent.cli.connect import CliError, Rig
 from agent.cli.devices import format_rig_power
 from agent.cli.output import emit_json, to_dict
 from agent.cli.workloads import finish
+from rigapi import pb
 
 
 def format_curtailment(inv: pb.GetInventoryResponse, power: pb.RigPower) -> str:

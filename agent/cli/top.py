@@ -15,10 +15,10 @@ import sys
 import time
 from typing import Any
 
-from agent.api import pb
 from agent.cli.connect import Rig
 from agent.cli.devices import power_text, status_text, workload_text
 from agent.cli.output import HEALTH, KIND, NA, OP_STATE, PHASE, opt, short_id, si, watts
+from rigapi import pb
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 60

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from agent.api import pb
 from agent.cli.connect import Rig
 from agent.cli.output import OP_STATE, PHASE, emit_json, table
+from rigapi import pb
 
 KINDS = {"idle": pb.WORKLOAD_KIND_IDLE, "hashing": pb.WORKLOAD_KIND_HASHING,
          "inference": pb.WORKLOAD_KIND_INFERENCE}

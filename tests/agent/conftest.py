@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.api import pb, pb_grpc
-from agent.workloads.hashing.pool import LocalPool, PoolThread
+from agent.demo.pool import LocalPool, PoolThread
 from hal.sim.nvml import SimControl
+from rigapi import pb, pb_grpc
 
 OPERATOR_TOKEN = "op-secret-token"
 ADMIN_TOKEN = "admin-secret-token"
@@ -100,7 +100,7 @@ def launch_rigd(config: Path, socket_path: str, tcp_address: str, audit: Path, l
                 args: tuple[str, ...] = ()) -> RigdProcess:
     """rigd on a written configuration, once it answers GetInventory."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.daemon", "--config", str(config), *args],
+        [sys.executable, "-m", "agent.main", "--config", str(config), *args],
         stdout=subprocess.DEVNULL, stderr=open(log_path, "a"), text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -132,7 +132,7 @@ def simulated_gpus(tmp: Path, count: int) -> tuple[SimControl, list[str], str]:
     """`count` simulated GPUs whose hashing runs on the machine's best OpenCL device: the
     simulator's control, the GPU ids, and their configuration (its first line lands in [hal],
     which ends the file write_config makes)."""
-    from agent.demo import _best_opencl_device
+    from agent.demo.rig import _best_opencl_device
     from hal.sim.nvml import demo_setup
 
     options = demo_setup(tmp / "nvml", count=count)
@@ -164,7 +164,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A throwaway CA (ca.pem), a server certificate for localhost and 127.0.0.1 (server.pem)
     and two client certificates (ctrl-a.pem, stranger.pem), made as `rigctl certs init` makes
     them."""
-    from agent import certs
+    from agent.core import certs
 
     pki = tmp_path_factory.mktemp("pki")
     certs.init(pki, certs.server_names(["localhost"]), ["ctrl-a", "stranger"], days=1, ca_days=1)

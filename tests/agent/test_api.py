@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from agent.api import pb
+from rigapi import pb
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ def test_committed_generated_code_is_up_to_date(tmp_path: Path) -> None:
     assert written, "generator produced nothing"
     for fresh in written:
         rel = fresh.relative_to(tmp_path)
-        committed = REPO / "agent" / "api" / rel
+        committed = REPO / "rigapi" / rel
         assert committed.exists(), f"{rel} is generated but not committed: run make protos"
         assert committed.read_text() == fresh.read_text(), f"{rel} is stale: run make protos"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.api import pb
 from hal.sim.asic import Fault, SimFleet
+from rigapi import pb
 from tests.agent.conftest import RigdProcess, start_rigd
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import config as cfg
+from agent.config import settings as cfg
 from tests.agent.test_daemon import assert_one_clean_error, run_rigd
 
 
@@ -67,7 +67,7 @@ def test_check_config_refuses_what_start_up_would(tmp_path: Path, text: str, fra
 
 
 def test_every_setting_is_declared_once_with_its_help() -> None:
-    declared = list(cfg.settings())
+    declared = list(cfg.settings(cfg.Config))
     names = [s.name for s in declared]
     assert len(names) == len(set(names))
     fields = {f for f in cfg.Config.__dataclass_fields__ if f != "demo"}
@@ -80,7 +80,7 @@ def test_every_setting_is_declared_once_with_its_help() -> None:
 def test_print_config_shows_every_key_with_its_default() -> None:
     result = run_rigd("--print-config")
     assert result.returncode == 0, result.stderr
-    for setting in cfg.settings():
+    for setting in cfg.settings(cfg.Config):
         if setting.name in ("tokens", "hashing", "backend_options"):
             continue
         assert f"# {setting.key} = " in result.stdout, setting.path
@@ -104,7 +104,7 @@ def test_defaults_and_a_full_file_load(tmp_path: Path) -> None:
     assert config.pool_version_rolling == "off"
     (hashing,) = config.hashing
     assert hashing.pools == () and hashing.intensity == 0.25
-    from agent.workloads.inference.profiles import resolve
+    from agent.config.profiles import resolve
 
     vllm = resolve(config.inference_profiles)["vllm"]
     assert vllm.model == "Qwen/Qwen3-0.6B", "a key changes the shipped profile..."

@@ -8,10 +8,10 @@ import typing
 
 import pytest
 
-from agent import convert
-from agent.api import pb
-from agent.model import Reading, WorkloadKind, WorkloadState, WorkloadStatus
+from agent.edges import convert
 from hal import device as d
+from rigapi import pb
+from rigapi.model import Reading, WorkloadKind, WorkloadState, WorkloadStatus
 
 
 def _sample(cls: type) -> typing.Any:

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.api import pb
-from agent.workloads.hashing.pool import LocalPool, PoolThread
+from agent.demo.pool import LocalPool, PoolThread
+from rigapi import pb
 from tests.agent.test_switch import (
     HASHING,
     INFERENCE,
@@ -42,7 +42,8 @@ def workload_processes(tmp: Path) -> list[psutil.Process]:
         cmdline = " ".join(proc.info["cmdline"] or [])
         if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        if ("agent.workloads.hashing.worker" in cmdline or "agent.workloads.inference" in cmdline
+        if ("agent.runtime.workloads.hashing.worker" in cmdline
+                or "agent.runtime.workloads.inference" in cmdline
                 or "fake_runtime.py" in cmdline) and (
                 str(tmp) in cmdline or _env_mentions(proc, str(tmp))):
             found.append(proc)

@@ -17,11 +17,11 @@ import grpc
 import pytest
 
 import hal.asic
-from agent.api import pb
-from agent.demo import _best_opencl_device
-from agent.workloads.hashing.pool import PoolThread
+from agent.demo.pool import PoolThread
+from agent.demo.rig import _best_opencl_device
 from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
+from rigapi import pb
 from tests.agent.conftest import OPERATOR_TOKEN, RigdProcess, bearer, start_rigd
 from tests.agent.test_asic_rigd import asic_section
 

@@ -22,7 +22,7 @@ from tests.agent.conftest import RigdProcess, free_port, start_rigd, write_confi
 
 def run_rigd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.daemon", *args],
+        [sys.executable, "-m", "agent.main", *args],
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -140,7 +140,7 @@ def test_socket_path_served_by_another_rigd_is_refused(rigd: RigdProcess, tmp_pa
     write_config(config, rigd.socket_path, free_port(), tmp_path / "audit2.jsonl")
     assert_one_clean_error(run_rigd("--config", str(config)), "in use by another running process")
     # The first rigd is unharmed.
-    from agent.api import pb
+    from rigapi import pb
 
     assert rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=5).rig_id == "test-rig"
 
@@ -179,7 +179,7 @@ def test_check_config_validates_without_serving(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tcp", [False, True])
 def test_inventory_over_both_transports(rigd: RigdProcess, tcp: bool) -> None:
-    from agent.api import pb
+    from rigapi import pb
 
     inventory = rigd.stub(tcp=tcp).GetInventory(pb.GetInventoryRequest(), timeout=5)
     assert inventory.agent_version

@@ -149,10 +149,10 @@ def unit_keys(text: str) -> dict[str, dict[str, list[str]]]:
 
 
 def test_unit_is_hardened_and_outlasts_rigds_own_shutdown() -> None:
-    from agent.config import Config
+    from agent.config.profiles import resolve
+    from agent.config.settings import Config
     from agent.daemon import WATCHDOG_SLACK_S
-    from agent.workloads.hashing.handle import STOP_GRACE_S
-    from agent.workloads.inference.profiles import resolve
+    from agent.runtime.workloads.hashing.handle import STOP_GRACE_S
 
     service = unit_keys((DEPLOY / "rigd.service").read_text())["Service"]
     one = {key: values[-1] for key, values in service.items()}

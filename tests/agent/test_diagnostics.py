@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config
-from agent.diagnostics import checks, rig
-from agent.diagnostics.checks import Facts, Result
-from agent.model import IDLE, HashingSpec, Reading, WorkloadKind, WorkloadSpec, WorkloadState
-from agent.model import WorkloadStatus as Status
+from agent.config.settings import Config
+from agent.runtime.diagnostics import checks, rig
+from agent.runtime.diagnostics.checks import Facts, Result
 from hal.device import (
     AsicBoard,
     AsicTelemetry,
@@ -27,6 +25,8 @@ from hal.device import (
     PowerSource,
     Telemetry,
 )
+from rigapi.model import IDLE, HashingSpec, Reading, WorkloadKind, WorkloadSpec, WorkloadState
+from rigapi.model import WorkloadStatus as Status
 
 GPU = DeviceKind.GPU
 ASIC = DeviceKind.ASIC

@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.api import pb, pb_grpc
 from hal.sim.nvml import demo_setup
+from rigapi import pb, pb_grpc
 from tests.agent.conftest import OPERATOR_TOKEN, RigdProcess, bearer, start_rigd
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RigAgent"]

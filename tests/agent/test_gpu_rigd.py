@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.api import pb
 from hal.sim.nvml import SimControl, demo_setup
+from rigapi import pb
 from tests.agent.conftest import OPERATOR_TOKEN, RigdProcess, bearer, start_rigd
 
 

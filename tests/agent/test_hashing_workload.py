@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.api import pb
-from agent.workloads.hashing.pool import LocalPool, PoolThread
+from agent.demo.pool import LocalPool, PoolThread
+from rigapi import pb
 from tests.agent.conftest import start_rigd
 from tests.agent.test_daemon import assert_one_clean_error, run_rigd
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 
-from agent import daemon
+from agent import main as rigd_main
 from agent.cli import build_parser
 from agent.cli.completion import parsers
 from tests.agent.test_cli import rigctl
 from tests.agent.test_startup import RIGD
 
-# `rigctl fpga` is agent/fpga_cli.py's, whose own tests and exit codes are kept with it.
+# `rigctl fpga` is agent/cli/fpga.py's, whose own tests and exit codes are kept with it.
 NOT_HERE = ("fpga",)
 
 
@@ -38,7 +38,7 @@ def problems(parser: argparse.ArgumentParser, program: str) -> list[str]:
 
 def test_every_option_has_help_with_its_default_and_every_command_examples() -> None:
     assert problems(build_parser(), "rigctl") == []
-    assert problems(daemon.build_parser(), "rigd") == []
+    assert problems(rigd_main.build_parser(), "rigd") == []
 
 
 def test_help_through_the_entry_points() -> None:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from agent.workloads.launch import EXIT_PARENT_GONE
+from agent.runtime.workloads.launch import EXIT_PARENT_GONE
 
 SHOW_CAPS = ("import re; "
              "print(re.findall(r'Cap(?:Eff|Amb):\\s*(\\w+)', open('/proc/self/status').read()))")
@@ -42,7 +42,8 @@ def test_a_workload_does_not_inherit_rigds_ambient_capabilities() -> None:
     # supervisor does, so that the launcher's parent-pid check holds.
     wrapper = ("import os, sys; pid = os.fork()\n"
                "if pid == 0:\n"
-               "    os.execv(sys.executable, [sys.executable, '-m', 'agent.workloads.launch', "
+               "    os.execv(sys.executable, [sys.executable, '-m', "
+               "'agent.runtime.workloads.launch', "
                "str(os.getppid()), '--', sys.executable, '-c', sys.argv[1]])\n"
                "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
     workload = with_ambient_cap([sys.executable, "-c", wrapper, SHOW_CAPS])
@@ -55,13 +56,13 @@ def test_a_workload_does_not_inherit_rigds_ambient_capabilities() -> None:
 def test_a_launch_whose_rigd_is_already_gone_does_not_run_the_program() -> None:
     # A parent pid that is not ours stands for a rigd that died before the launcher armed the
     # parent-death signal: the program must not start, orphaned.
-    proc = subprocess.run([sys.executable, "-m", "agent.workloads.launch", "1", "--",
+    proc = subprocess.run([sys.executable, "-m", "agent.runtime.workloads.launch", "1", "--",
                            sys.executable, "-c", "print('ran')"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == EXIT_PARENT_GONE and "ran" not in proc.stdout
 
 
 def test_a_bad_command_line_is_refused() -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent.workloads.launch", "123", "python"],
+    proc = subprocess.run([sys.executable, "-m", "agent.runtime.workloads.launch", "123", "python"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage:" in proc.stderr

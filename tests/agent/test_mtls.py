@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.api import pb, pb_grpc
+from rigapi import pb, pb_grpc
 from tests.agent.conftest import RigdProcess, start_rigd
 
 

@@ -31,10 +31,10 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from agent.api import pb
-from agent.workloads.hashing.pool import PoolThread
+from agent.demo.pool import PoolThread
 from hal.sim.asic import Fault, SimFleet
 from hal.sim.nvml import SimControl
+from rigapi import pb
 from tests.agent.conftest import (
     OPERATOR_TOKEN,
     RigdProcess,
@@ -350,7 +350,7 @@ def builtin_children(rig: Rig) -> set[int]:
     found = set()
     for child in psutil.Process(rig.rigd.proc.pid).children(recursive=True):
         try:
-            if "agent.workloads.inference.builtin" in " ".join(child.cmdline()):
+            if "agent.runtime.workloads.inference.builtin" in " ".join(child.cmdline()):
                 found.add(child.pid)
         except psutil.Error:
             continue

@@ -26,18 +26,18 @@ from typing import Any, TypeVar
 import pytest
 from openleadr.utils import certificate_fingerprint
 
-from agent.api import pb
-from agent.auth import AuditLog
-from agent.config import Config
-from agent.curtail import CurtailRefused
-from agent.demo import _best_opencl_device
-from agent.demo_vtn import Vtn
-from agent.openadr import EventPlan, Interval, NotHonoured, Target, Ven, plan_event
-from agent.operations import Operations
-from agent.power import RigPower
-from agent.workloads.hashing.pool import LocalPool
+from agent.config.settings import Config
+from agent.core.power import RigPower
+from agent.demo.pool import LocalPool
+from agent.demo.rig import _best_opencl_device
+from agent.demo.vtn import Vtn
+from agent.edges.auth import AuditLog
+from agent.edges.openadr import EventPlan, Interval, NotHonoured, Target, Ven, plan_event
+from agent.runtime.curtail import CurtailRefused
+from agent.runtime.operations import Operations
 from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
+from rigapi import pb
 from tests.agent.conftest import RigdProcess, free_port, start_rigd
 from tests.agent.test_asic_rigd import asic_section
 
@@ -406,7 +406,7 @@ def test_openadr_configured_without_openleadr_is_one_clear_error(tmp_path: Path)
                       '[openadr]\nvtn_url = "http://127.0.0.1:1/OpenADR2/Simple/2.0b"\n')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
         str(shim.parent), os.environ.get("PYTHONPATH", "")]))}
-    result = subprocess.run([sys.executable, "-m", "agent.daemon", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "agent.main", "--config", str(config)],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2, result
     assert result.stderr.strip().splitlines() == [

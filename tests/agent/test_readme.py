@@ -7,7 +7,7 @@ import importlib
 import subprocess
 from pathlib import Path
 
-from agent import config as cfg
+from agent.config import settings as cfg
 from tests.agent.test_startup import RIGD
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -70,7 +70,7 @@ def readme_timeline() -> list[str]:
 
 
 def test_the_readme_timeline_has_the_storys_steps_in_order() -> None:
-    from agent.story import STEPS
+    from agent.demo.story import STEPS
 
     headers = [line.split("] ", 1)[1] for line in readme_timeline() if line.startswith("[t+")]
     assert headers == [f"{n}. {title}" for n, title in enumerate(STEPS, 1)]

@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.api import pb
-from agent.auth import METHOD_ROLES, MUTATING, AuditLog
+from agent.edges.auth import METHOD_ROLES, MUTATING, AuditLog
+from rigapi import pb
 from tests.agent.conftest import ADMIN_TOKEN, OPERATOR_TOKEN, RigdProcess, bearer
 
 
@@ -94,7 +94,7 @@ def test_unix_socket_callers_are_known_by_uid_and_pid(rigd: RigdProcess) -> None
 def _acquire_in_another_process(socket_path: str) -> subprocess.CompletedProcess[str]:
     code = (
         "import grpc, sys\n"
-        "from agent.api import pb, pb_grpc\n"
+        "from rigapi import pb, pb_grpc\n"
         f"stub = pb_grpc.RigAgentStub(grpc.insecure_channel('unix:{socket_path}'))\n"
         "try:\n"
         "    stub.AcquireLease(pb.AcquireLeaseRequest(holder='second', ttl_s=30), timeout=10)\n"

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.model import InferenceSpec
-from agent.workloads.inference.profiles import resolve
-from agent.workloads.inference.runtime import RuntimeProcess
+from agent.config.profiles import resolve
+from agent.runtime.workloads.inference.runtime import RuntimeProcess
+from rigapi.model import InferenceSpec
 
 MIMIC = Path(__file__).with_name("runtimes") / "mimic_server.py"
 LOAD_S = 1.5

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import certs
+from agent.core import certs
 from tests.agent.conftest import free_port, write_config
 from tests.agent.test_daemon import assert_one_clean_error
 

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.api import FRESH_STREAM_OPTIONS, pb, pb_grpc
 from hal.sim.nvml import demo_setup
+from rigapi import FRESH_STREAM_OPTIONS, pb, pb_grpc
 from tests.agent.conftest import RigdProcess, start_rigd
 
 

@@ -16,10 +16,10 @@ import grpc
 import httpx
 import pytest
 
-from agent.api import pb
-from agent.demo import _best_opencl_device
-from agent.workloads.hashing.pool import LocalPool, PoolThread
+from agent.demo.pool import LocalPool, PoolThread
+from agent.demo.rig import _best_opencl_device
 from hal.sim.nvml import SimControl, demo_setup
+from rigapi import pb
 from tests.agent.conftest import RigdProcess, start_rigd
 
 FAKE = Path(__file__).with_name("runtimes") / "fake_runtime.py"

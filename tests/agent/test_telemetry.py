@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from agent.telemetry import Sampler
+from agent.runtime.sampler import Sampler
 from hal.device import Device, DeviceInfo, DeviceKind, HealthState, Telemetry
 from hal.errors import DeviceLost
 from hal.host import HostDevice

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from agent.story import GRID_FRACTION, STEPS, Demo, Story
+from agent.demo.story import GRID_FRACTION, STEPS, Demo, Story
 from tests.agent.test_readme import readme_timeline
 
 
@@ -81,7 +81,7 @@ def test_ctrl_c_in_the_middle_of_a_switch_leaves_nothing_behind() -> None:
     """Ctrl-C reaches the demo's whole process group, as a terminal sends it."""
     tmp_path = Path(tempfile.mkdtemp(prefix="e2e-"))  # short: socket paths have a limit
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.story"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "agent.demo.story"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     seen: list[str] = []
     try:
@@ -92,7 +92,7 @@ def test_ctrl_c_in_the_middle_of_a_switch_leaves_nothing_behind() -> None:
                 break  # the switch has begun: its runtimes are starting
         assert seen and "rigctl switch" in seen[-1], "".join(seen)
         descendants = psutil.Process(proc.pid).children(recursive=True)
-        assert any("agent.workloads" in " ".join(p.cmdline()) for p in descendants
+        assert any("agent.runtime.workloads" in " ".join(p.cmdline()) for p in descendants
                    if p.is_running())
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 import pyopencl as cl
 import pytest
 
-from agent.workloads.hashing.job import Job, Share, ShareStats, hash_value
-from agent.workloads.hashing.kernel import Sha256dKernel, default_cl_device
+from agent.core.job import Job, Share, ShareStats, hash_value
+from agent.runtime.workloads.hashing.kernel import Sha256dKernel, default_cl_device
 
 GENESIS_MERKLE_DISPLAY = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
 GENESIS_NONCE = 2083236893

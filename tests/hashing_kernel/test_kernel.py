@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pyopencl as cl
 import pytest
 
-from agent.workloads.hashing import kernel as kernel_module
-from agent.workloads.hashing.job import hash_value, sha256d
-from agent.workloads.hashing.kernel import (
+from agent.core.job import hash_value, sha256d
+from agent.runtime.workloads.hashing import kernel as kernel_module
+from agent.runtime.workloads.hashing.kernel import (
     VECTOR_WIDTHS,
     Sha256dKernel,
     default_cl_device,

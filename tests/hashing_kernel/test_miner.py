@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pyopencl as cl
 import pytest
 
-from agent.workloads.hashing.job import Job, hash_value
-from agent.workloads.hashing.miner import HashingWorkload
+from agent.core.job import Job, hash_value
+from agent.runtime.workloads.hashing.miner import HashingWorkload
 from hal.errors import InvalidArgument
 
 from .conftest import EmptyJobSource, FixedJobSource

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from agent.workloads.hashing.job import Share, hash_value
-from agent.workloads.hashing.kernel import Sha256dKernel, default_cl_device
-from agent.workloads.hashing.miner import HashingWorkload
-from agent.workloads.hashing.pool import LocalPool, PoolThread
-from agent.workloads.hashing.stratum import StratumClient
+from agent.core.job import Share, hash_value
+from agent.demo.pool import LocalPool, PoolThread
+from agent.runtime.workloads.hashing.kernel import Sha256dKernel, default_cl_device
+from agent.runtime.workloads.hashing.miner import HashingWorkload
+from agent.runtime.workloads.hashing.stratum import StratumClient
 
 DIFFICULTY = 0.002  # ~8.6 M hashes a share: a fraction of a second on PoCL
 

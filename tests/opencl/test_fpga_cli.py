@@ -1,4 +1,4 @@
-"""`rigctl fpga` as a real subprocess (python -m agent.fpga_cli) against PoCL cards."""
+"""`rigctl fpga` as a real subprocess (python -m agent.cli.fpga) against PoCL cards."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ TESTS = ["bitstream-checksum", "kernel-present", "sha256d-known-answer", "throug
 def rigctl(rig: Any, *args: str, device: bool = True) -> subprocess.CompletedProcess[str]:
     command, *rest = args
     argv = [
-        sys.executable, "-m", "agent.fpga_cli", "fpga", command,
+        sys.executable, "-m", "agent.cli.fpga", "fpga", command,
         "--fpga-device-types", "cpu",
         "--bitstream-dir", str(rig.bitstream_dir),
         "--state-dir", str(rig.state_dir),
@@ -178,7 +178,7 @@ def test_installed_rigctl_runs_fpga_commands(rig: Any) -> None:
 def test_add_fpga_parser_plugs_into_another_argparse() -> None:
     import argparse
 
-    from agent.fpga_cli import add_fpga_parser
+    from agent.cli.fpga import add_fpga_parser
 
     parser = argparse.ArgumentParser(prog="rigctl")
     sub = parser.add_subparsers(dest="command")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from stratum_helpers import TEST_DIFFICULTY, RawStratum, Script, ScriptedPool
 
-from agent.workloads.hashing.pool import LocalPool, PoolThread
-from agent.workloads.hashing.stratum import StratumClient
+from agent.demo.pool import LocalPool, PoolThread
+from agent.runtime.workloads.hashing.stratum import StratumClient
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.workloads.hashing.job import Job, Share, hash_value
+from agent.core.job import Job, Share, hash_value
 
 TEST_DIFFICULTY = 0.0001
 

@@ -21,9 +21,9 @@ from stratum_helpers import (
     wait_until,
 )
 
-from agent.workloads.hashing.header import Notify, roll_version
-from agent.workloads.hashing.job import Job, Share
-from agent.workloads.hashing.stratum import StratumClient
+from agent.core.header import Notify, roll_version
+from agent.core.job import Job, Share
+from agent.runtime.workloads.hashing.stratum import StratumClient
 
 StartScripted = Callable[[list[Script]], ScriptedPool]
 MakeClient = Callable[..., StratumClient]

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 from stratum_helpers import TEST_DIFFICULTY, find_bad_nonce, find_share, free_port, url, wait_until
 
-from agent.workloads.hashing.job import Job, Share, target_for_difficulty
-from agent.workloads.hashing.pool import PoolThread
-from agent.workloads.hashing.stratum import StratumClient, backoff_delay_s, parse_pool_url
+from agent.core.job import Job, Share, target_for_difficulty
+from agent.core.pool_url import parse_pool_url
+from agent.demo.pool import PoolThread
+from agent.runtime.workloads.hashing.stratum import StratumClient, backoff_delay_s
 from hal.errors import InvalidArgument
 
 StartPool = Callable[..., PoolThread]

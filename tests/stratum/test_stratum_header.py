@@ -24,7 +24,7 @@ from stratum_helpers import (
     stratum_prevhash,
 )
 
-from agent.workloads.hashing.header import (
+from agent.core.header import (
     Notify,
     block_hash,
     build_header,
@@ -39,7 +39,7 @@ from agent.workloads.hashing.header import (
     submit_fields,
     swap_words,
 )
-from agent.workloads.hashing.job import DIFF1_TARGET, Job, hash_value, sha256d
+from agent.core.job import DIFF1_TARGET, Job, hash_value, sha256d
 
 # The genesis block: its whole coinbase, with the two extranonces carved out of the headline.
 GENESIS_HASH = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"

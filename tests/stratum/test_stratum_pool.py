@@ -17,9 +17,9 @@ from stratum_helpers import (
     wait_until,
 )
 
-from agent.workloads.hashing.header import Notify, build_header, roll_version
-from agent.workloads.hashing.job import Job, target_for_difficulty
-from agent.workloads.hashing.pool import PoolThread
+from agent.core.header import Notify, build_header, roll_version
+from agent.core.job import Job, target_for_difficulty
+from agent.demo.pool import PoolThread
 
 Connect = Callable[[int], RawStratum]
 
@@ -187,7 +187,7 @@ def test_oversized_line_closes_the_connection(start_pool: Callable[..., PoolThre
 def test_runs_as_a_module() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "agent.workloads.hashing.pool", "--port", str(port),
+        [sys.executable, "-m", "agent.demo.pool", "--port", str(port),
          "--difficulty", "0.002"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -22,9 +22,9 @@ from stratum_helpers import (
     wait_until,
 )
 
-from agent.workloads.hashing.header import block_hash
-from agent.workloads.hashing.job import Share, sha256d
-from agent.workloads.hashing.stratum import StratumClient
+from agent.core.header import block_hash
+from agent.core.job import Share, sha256d
+from agent.runtime.workloads.hashing.stratum import StratumClient
 
 
 def branch() -> list[str]:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from stratum_helpers import wait_until
 
-from agent.workloads.hashing.pool import PoolThread
-from agent.workloads.hashing.stratum import StratumClient
+from agent.demo.pool import PoolThread
+from agent.runtime.workloads.hashing.stratum import StratumClient
 from hal.errors import InvalidArgument
 
 StartPool = Callable[..., PoolThread]
