@@ -11,7 +11,6 @@ on stderr and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import os
@@ -33,17 +32,9 @@ from grpc_reflection.v1alpha import reflection
 
 from agent import __version__
 from agent.config.settings import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG_PATH,
     Config,
-    ConfigError,
-    config_path,
-    describe,
-    load,
     parse_address,
-    validate,
 )
-from agent.core.logs import configure_logging
 from agent.core.power import PowerModel
 from agent.edges.auth import AuditLog, Authenticator, AuthInterceptor
 from agent.edges.health import SERVING, HealthService

@@ -1,13 +1,15 @@
-"""The agent's own working data: plain dataclasses beside the HAL's.
+"""The API's working data: plain dataclasses beside the HAL's, shared by rigd and its clients.
 
-The sampler, the switcher, curtailment, metrics and the CLI all read these; protobuf exists only
-at the gRPC edge (agent/edges/convert.py), so no consumer does `HasField` arithmetic.
+Inside rigd the sampler, the switcher, curtailment and metrics read these; a controller's client
+library returns the same types. Protobuf exists only at the gRPC edge (rigapi.convert), so no
+consumer does `HasField` arithmetic.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hal.device import Telemetry
@@ -106,3 +108,129 @@ class WorkloadSpec:
 
 
 IDLE = WorkloadSpec(WorkloadKind.IDLE)
+
+
+# ---- operations ---------------------------------------------------------------------------------
+
+
+class OperationState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"  # the switch failed and the previous workload runs again
+
+
+class Phase(enum.StrEnum):
+    REQUESTED = "requested"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    VERIFYING = "verifying"
+    CONFIGURING = "configuring"
+    STARTING = "starting"
+    READY = "ready"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    SHEDDING = "shedding"
+    CONFIRMED = "confirmed"
+
+
+@dataclass(slots=True)
+class PhaseRecord:
+    phase: Phase
+    device_id: str
+    start_unix_s: float
+    duration_s: float | None = None  # None while the phase runs
+    detail: str = ""
+    _started: float = field(default_factory=time.monotonic, repr=False)
+
+
+@dataclass(slots=True)
+class DeviceOutcome:
+    device_id: str
+    state: OperationState = OperationState.RUNNING
+    error: str = ""
+
+
+@dataclass(slots=True)
+class Operation:
+    operation_id: str
+    kind: str  # "set_workload", "curtail", "restore"
+    device_ids: list[str]
+    state: OperationState = OperationState.RUNNING
+    phases: list[PhaseRecord] = field(default_factory=list)
+    outcomes: dict[str, DeviceOutcome] = field(default_factory=dict)
+    error: str = ""
+    create_unix_s: float = field(default_factory=time.time)
+    end_unix_s: float | None = None
+    request_id: str = ""
+    fingerprint: str = ""  # what the request asked, to refuse a reused request_id
+    detail: str = ""  # e.g. a curtailment's target and outcome in watts
+    version: int = 0  # grows with every change, so watchers miss none
+
+    def snapshot(self) -> Operation:
+        """A copy that later changes do not reach (what a watcher is given)."""
+        return replace(self, device_ids=list(self.device_ids),
+                       phases=[replace(p) for p in self.phases],
+                       outcomes={k: replace(v) for k, v in self.outcomes.items()})
+
+    @property
+    def done(self) -> bool:
+        return self.state != OperationState.RUNNING
+
+
+# ---- power and curtailment ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RigPower:
+    total_w: float
+    measured_w: float
+    estimated_w: float
+    unknown_device_ids: tuple[str, ...] = ()
+    time_unix_s: float = field(default_factory=time.time)
+
+
+class CurtailmentState(enum.StrEnum):
+    SHEDDING = "shedding"  # acting, not yet below target
+    CONFIRMED = "confirmed"  # the rig read below target
+    TARGET_NOT_MET = "target_not_met"  # shed as far as it may, still above; still watching
+
+
+@dataclass(frozen=True, slots=True)
+class CurtailmentStatus:
+    """A curtailment in force, as GetInventory and the VEN report it."""
+
+    rig_power_target_w: float
+    deadline_unix_s: float
+    expire_unix_s: float
+    reason: str
+    operation_id: str
+    state: CurtailmentState
+    rig_power_before_w: float
+    source: str  # who asked: an identity, or "openadr:<event id>"
+    below_target_after_s: float | None = None
+    shortfall_w: float | None = None
+
+
+# ---- diagnostics --------------------------------------------------------------------------------
+
+
+class DiagnosticResult(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosticOutcome:
+    """One test's verdict in a RunDiagnostics run."""
+
+    device_id: str  # "" for a rig-wide test
+    test: str
+    level: int
+    result: DiagnosticResult
+    detail: str
+    duration_s: float
+    done: int
+    total: int

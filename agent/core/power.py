@@ -9,27 +9,16 @@ and the estimated parts apart, and names the devices it knows nothing about.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
 
 from hal.device import DeviceKind, PowerSource
-from rigapi.model import Reading, WorkloadKind, WorkloadState, WorkloadStatus
+from rigapi.model import Reading, RigPower, WorkloadKind, WorkloadState, WorkloadStatus
 
 log = structlog.get_logger("rigd.power")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class RigPower:
-    total_w: float
-    measured_w: float
-    estimated_w: float
-    unknown_device_ids: tuple[str, ...] = ()
-    time_unix_s: float = field(default_factory=time.time)
 
 
 def rig_power(readings: Iterable[Reading]) -> RigPower:

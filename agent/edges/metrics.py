@@ -48,12 +48,12 @@ from agent import __version__
 from agent.config.settings import Config, parse_address
 from agent.core.power import rig_power
 from agent.runtime.curtail import Curtailer, Curtailment
-from agent.runtime.operations import Operation, Operations
+from agent.runtime.operations import Operations
 from agent.runtime.sampler import Sampler
 from agent.runtime.workloads.manager import WorkloadManager
 from hal.device import DeviceInfo, DeviceKind, GpuTelemetry, HealthState, PowerSource, Telemetry
 from hal.registry import BackendStatus, Discovery
-from rigapi.model import IDLE, Reading, WorkloadKind, WorkloadSpec
+from rigapi.model import IDLE, Operation, Reading, WorkloadKind, WorkloadSpec
 
 log = structlog.get_logger("rigd.metrics")
 

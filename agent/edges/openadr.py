@@ -57,10 +57,9 @@ from xml.sax.saxutils import escape
 import structlog
 
 from agent.config.settings import OPENLEADR_MISSING, Config
-from agent.core.power import RigPower
 from agent.edges.auth import AuditLog
 from agent.runtime.curtail import Curtailer, CurtailRefused
-from agent.runtime.operations import Operation
+from rigapi.model import Operation, RigPower
 
 log = structlog.get_logger("rigd.openadr")
 

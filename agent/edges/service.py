@@ -22,19 +22,25 @@ import structlog
 from agent import __version__
 from agent.core.pool_url import parse_pool_url
 from agent.core.power import rig_power
-from agent.edges import convert
 from agent.edges.auth import clip, current_identity
 from agent.runtime.curtail import Curtailer, CurtailRefused
 from agent.runtime.diagnostics import LEVEL_NAMES, Diagnostics, DiagnosticsBusy
 from agent.runtime.leases import Lease, LeaseError, LeaseManager
-from agent.runtime.operations import Operation
 from agent.runtime.sampler import MIN_INTERVAL_S, Sampler
 from agent.runtime.switcher import Refused, Switcher, SwitchRequest
 from hal import errors
 from hal.device import Capability, Device, Health, HealthState
 from hal.registry import Discovery
-from rigapi import pb
-from rigapi.model import IDLE, HashingSpec, InferenceSpec, Reading, WorkloadKind, WorkloadSpec
+from rigapi import convert, pb
+from rigapi.model import (
+    IDLE,
+    HashingSpec,
+    InferenceSpec,
+    Operation,
+    Reading,
+    WorkloadKind,
+    WorkloadSpec,
+)
 
 log = structlog.get_logger("rigd.service")
 T = TypeVar("T")
@@ -215,7 +221,7 @@ class RigAgentService:
                                      self.workloads.current_spec(device_id))
             response.devices.append(msg)
         if self.curtailer.current is not None:
-            response.curtailment.CopyFrom(convert.curtailment(self.curtailer.current))
+            response.curtailment.CopyFrom(convert.curtailment(self.curtailer.current.status()))
         return response
 
     @_unary

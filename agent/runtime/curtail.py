@@ -32,15 +32,26 @@ from typing import Any
 import structlog
 
 from agent.config import CURTAIL_STEPS, Config
-from agent.core.power import RigPower, rig_power
-from agent.runtime.operations import DeviceOutcome, Operation, Operations, OperationState, Phase
+from agent.core.power import rig_power
+from agent.runtime.operations import Operations
 from agent.runtime.powerwrite import PowerWriter
 from agent.runtime.sampler import Sampler
 from agent.runtime.switcher import Switcher
 from agent.runtime.workloads import WorkloadError
 from hal.device import Capability, Device, DeviceKind
 from hal.errors import HalError
-from rigapi.model import WorkloadKind, WorkloadSpec, WorkloadState
+from rigapi.model import (
+    CurtailmentState,
+    CurtailmentStatus,
+    DeviceOutcome,
+    Operation,
+    OperationState,
+    Phase,
+    RigPower,
+    WorkloadKind,
+    WorkloadSpec,
+    WorkloadState,
+)
 
 log = structlog.get_logger("rigd.curtail")
 
@@ -122,6 +133,12 @@ class Curtailment:
         before = {k: Before(**v) for k, v in data.pop("before").items()}
         actions = [Action(**a) for a in data.pop("actions")]
         return Curtailment(**data, before=before, actions=actions)
+
+    def status(self) -> CurtailmentStatus:
+        return CurtailmentStatus(
+            self.target_w, self.deadline_unix_s, self.expire_unix_s, self.reason,
+            self.operation_id, CurtailmentState(self.state), self.power_before_w, self.source,
+            self.below_target_after_s, self.shortfall_w)
 
     def stopped(self) -> set[str]:
         return {a.device_id for a in self.actions if a.what == "stop" and a.applied}

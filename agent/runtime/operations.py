@@ -9,83 +9,19 @@ refused). Finished operations are kept, newest last, up to a bound.
 from __future__ import annotations
 
 import asyncio
-import enum
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+
+from rigapi.model import DeviceOutcome, Operation, OperationState, Phase, PhaseRecord
 
 MAX_KEPT = 1000
-
-
-class OperationState(enum.StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled_back"  # the switch failed and the previous workload runs again
-
-
-class Phase(enum.StrEnum):
-    REQUESTED = "requested"
-    DRAINING = "draining"
-    STOPPING = "stopping"
-    VERIFYING = "verifying"
-    CONFIGURING = "configuring"
-    STARTING = "starting"
-    READY = "ready"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
-    SHEDDING = "shedding"
-    CONFIRMED = "confirmed"
 
 
 _SEVERITY = {OperationState.SUCCEEDED: 0, OperationState.ROLLED_BACK: 1,
              OperationState.FAILED: 2, OperationState.RUNNING: 3}
 
-
-@dataclass(slots=True)
-class PhaseRecord:
-    phase: Phase
-    device_id: str
-    start_unix_s: float
-    duration_s: float | None = None  # None while the phase runs
-    detail: str = ""
-    _started: float = field(default_factory=time.monotonic, repr=False)
-
-
-@dataclass(slots=True)
-class DeviceOutcome:
-    device_id: str
-    state: OperationState = OperationState.RUNNING
-    error: str = ""
-
-
-@dataclass(slots=True)
-class Operation:
-    operation_id: str
-    kind: str  # "set_workload", "curtail", "restore"
-    device_ids: list[str]
-    state: OperationState = OperationState.RUNNING
-    phases: list[PhaseRecord] = field(default_factory=list)
-    outcomes: dict[str, DeviceOutcome] = field(default_factory=dict)
-    error: str = ""
-    create_unix_s: float = field(default_factory=time.time)
-    end_unix_s: float | None = None
-    request_id: str = ""
-    fingerprint: str = ""  # what the request asked, to refuse a reused request_id
-    detail: str = ""  # e.g. a curtailment's target and outcome in watts
-    version: int = 0  # grows with every change, so watchers miss none
-
-    def snapshot(self) -> Operation:
-        """A copy that later changes do not reach (what a watcher is given)."""
-        return replace(self, device_ids=list(self.device_ids),
-                       phases=[replace(p) for p in self.phases],
-                       outcomes={k: replace(v) for k, v in self.outcomes.items()})
-
-    @property
-    def done(self) -> bool:
-        return self.state != OperationState.RUNNING
 
 
 class Operations:

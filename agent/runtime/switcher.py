@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from agent.runtime.operations import Operation, Operations, OperationState, Phase
+from agent.runtime.operations import Operations
 from agent.runtime.workloads import WorkloadError
 from agent.runtime.workloads.manager import WorkloadManager
-from rigapi.model import WorkloadKind, WorkloadSpec
+from rigapi.model import Operation, OperationState, Phase, WorkloadKind, WorkloadSpec
 
 log = structlog.get_logger("rigd.switch")
 

@@ -8,9 +8,8 @@ import typing
 
 import pytest
 
-from agent.edges import convert
 from hal import device as d
-from rigapi import pb
+from rigapi import convert, pb
 from rigapi.model import Reading, WorkloadKind, WorkloadState, WorkloadStatus
 
 

@@ -27,7 +27,6 @@ import pytest
 from openleadr.utils import certificate_fingerprint
 
 from agent.config.settings import Config
-from agent.core.power import RigPower
 from agent.demo.pool import LocalPool
 from agent.demo.rig import _best_opencl_device
 from agent.demo.vtn import Vtn
@@ -38,6 +37,7 @@ from agent.runtime.operations import Operations
 from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
 from rigapi import pb
+from rigapi.model import RigPower
 from tests.agent.conftest import RigdProcess, free_port, start_rigd
 from tests.agent.test_asic_rigd import asic_section
 

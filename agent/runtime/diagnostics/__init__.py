@@ -19,7 +19,6 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import structlog
 
@@ -34,7 +33,7 @@ from agent.runtime.workloads.manager import WorkloadManager
 from hal.device import Capability, Device, DeviceKind
 from hal.errors import InvalidArgument
 from hal.registry import BackendStatus
-from rigapi.model import Reading, WorkloadKind, WorkloadState
+from rigapi.model import DiagnosticOutcome, Reading, WorkloadKind, WorkloadState
 
 log = structlog.get_logger("rigd.diagnostics")
 
@@ -48,18 +47,6 @@ INFERENCE_AT_ONCE = 2  # builtin runtimes loading at the same time (CPU and host
 
 class DiagnosticsBusy(Exception):
     """A level-3 run is already under way."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    device_id: str  # "" for a rig-wide test
-    test: str
-    level: int
-    result: Result
-    detail: str
-    duration_s: float
-    done: int
-    total: int
 
 
 class Diagnostics:
@@ -79,7 +66,7 @@ class Diagnostics:
         self.long_run = ""  # who runs level 3 now, and since when
 
     async def run(self, level: int, device_ids: Sequence[str], who: str
-                  ) -> AsyncIterator[Outcome]:
+                  ) -> AsyncIterator[DiagnosticOutcome]:
         """Every planned test's outcome, as each ends. DiagnosticsBusy (before any outcome)
         if a level-3 run is under way and this is one too."""
         if level >= LONG:
@@ -108,7 +95,7 @@ class _Run:
         self.d = diag
         self.level = level
         self.devices = devices
-        self.queue: asyncio.Queue[Outcome] = asyncio.Queue()
+        self.queue: asyncio.Queue[DiagnosticOutcome] = asyncio.Queue()
         self.pending: dict[tuple[str, str], int] = {}  # (device, test) -> level, in plan order
         self.results: list[Result] = []
         self.readings: dict[str, Reading] = {}  # level 2's fresh reading of each device
@@ -159,7 +146,7 @@ class _Run:
     def emit(self, device_id: str, test: str, verdict: Verdict, duration_s: float) -> None:
         level = self.pending.pop((device_id, test))
         self.results.append(verdict[0])
-        self.queue.put_nowait(Outcome(device_id, test, level, verdict[0], verdict[1],
+        self.queue.put_nowait(DiagnosticOutcome(device_id, test, level, verdict[0], verdict[1],
                                       duration_s, len(self.results), self.total))
 
     async def timed(self, device_id: str, test: str, body: Callable[[], Awaitable[Verdict]]
@@ -173,7 +160,7 @@ class _Run:
         self.emit(device_id, test, verdict, time.monotonic() - started)
         return verdict
 
-    async def outcomes(self) -> AsyncIterator[Outcome]:
+    async def outcomes(self) -> AsyncIterator[DiagnosticOutcome]:
         task = asyncio.create_task(self._all(), name="diagnostics")
         try:
             for _ in range(self.total):
@@ -401,4 +388,4 @@ async def _reach_all(urls: list[str]) -> dict[str, str]:
     return dict(zip(urls, await asyncio.gather(*(_reach(u) for u in urls)), strict=True))
 
 
-__all__ = ["LEVEL_NAMES", "Diagnostics", "DiagnosticsBusy", "Outcome", "Result"]
+__all__ = ["LEVEL_NAMES", "DiagnosticOutcome", "Diagnostics", "DiagnosticsBusy", "Result"]

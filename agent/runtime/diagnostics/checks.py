@@ -9,21 +9,13 @@ not tune one.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from hal.device import DeviceKind, HealthState, PowerSource, Telemetry
+from rigapi.model import DiagnosticResult as Result
 from rigapi.model import Reading, WorkloadKind, WorkloadSpec, WorkloadState, WorkloadStatus
-
-
-class Result(enum.StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    WARN = "warn"
-    SKIP = "skip"
-
 
 Verdict = tuple[Result, str]
 

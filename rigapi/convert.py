@@ -1,4 +1,5 @@
-"""The gRPC edge: the agent's dataclasses (HAL and rigapi/model.py) <-> rig.v1 messages.
+"""The gRPC edge: the dataclasses (the HAL's and rigapi.model's) <-> rig.v1 messages, for rigd
+and for its clients alike.
 
 The proto fields carry the same names as the dataclass fields, so one generic filler copies
 them: a field added to both sides needs no code here, and a field added to one side only is
@@ -17,14 +18,18 @@ from typing import Any
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent.core.power import RigPower
-from agent.runtime.curtail import Curtailment
-from agent.runtime.diagnostics import Outcome
-from agent.runtime.operations import Operation
 from hal.device import DeviceInfo, Health
 from hal.registry import BackendStatus
 from rigapi import pb
-from rigapi.model import Reading, WorkloadSpec, WorkloadStatus
+from rigapi.model import (
+    CurtailmentStatus,
+    DiagnosticOutcome,
+    Operation,
+    Reading,
+    RigPower,
+    WorkloadSpec,
+    WorkloadStatus,
+)
 
 # Telemetry fields that are handled explicitly rather than copied by name.
 _TELEMETRY_SPECIAL = frozenset({"device_id", "timestamp_unix_s", "gpu", "asic", "host"})
@@ -213,11 +218,11 @@ def rig_power(power: RigPower) -> pb.RigPower:
                        time=timestamp(power.time_unix_s))
 
 
-def curtailment(c: Curtailment) -> pb.Curtailment:
+def curtailment(c: CurtailmentStatus) -> pb.Curtailment:
     msg = pb.Curtailment(
-        rig_power_target_w=c.target_w, deadline_time=timestamp(c.deadline_unix_s),
+        rig_power_target_w=c.rig_power_target_w, deadline_time=timestamp(c.deadline_unix_s),
         expire_time=timestamp(c.expire_unix_s), reason=c.reason, operation_id=c.operation_id,
-        state=c.state, rig_power_before_w=c.power_before_w, source=c.source)
+        state=str(c.state), rig_power_before_w=c.rig_power_before_w, source=c.source)
     if c.below_target_after_s is not None:
         msg.below_target_after_s = c.below_target_after_s
     if c.shortfall_w is not None:
@@ -225,7 +230,7 @@ def curtailment(c: Curtailment) -> pb.Curtailment:
     return msg
 
 
-def diagnostic(outcome: Outcome) -> pb.RunDiagnosticsResponse:
+def diagnostic(outcome: DiagnosticOutcome) -> pb.RunDiagnosticsResponse:
     return pb.RunDiagnosticsResponse(
         device_id=outcome.device_id, test_name=outcome.test,
         result=f"DIAGNOSTIC_RESULT_{outcome.result.name}",
