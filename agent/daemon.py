@@ -12,7 +12,6 @@ on stderr and exit code 2.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import shutil
 import signal
@@ -38,23 +37,25 @@ from agent.config.settings import (
 from agent.core.power import PowerModel
 from agent.edges.auth import AuditLog, Authenticator, AuthInterceptor
 from agent.edges.health import SERVING, HealthService
-from agent.edges.metrics import MetricsError, MetricsListener
+from agent.edges.metrics import MetricsError, MetricsListener, OperationTally
 from agent.edges.openadr import OpenleadrMissing, Ven, load_openleadr
 from agent.edges.service import RigAgentService, rpc_handler
 from agent.edges.unixfront import UnixFront
+from agent.runtime.parts import Runtime
+from agent.runtime.changes import DeviceChanges
 from agent.runtime.curtail import Curtailer
 from agent.runtime.diagnostics import Diagnostics
 from agent.runtime.journal import Journal
+from agent.runtime.leases import LeaseManager
 from agent.runtime.operations import Operations
 from agent.runtime.powerwrite import PowerWriter
 from agent.runtime.sampler import Sampler
 from agent.runtime.switcher import Switcher
 from agent.runtime.workloads.manager import WorkloadManager
 from hal import errors as hal_errors
-from hal.device import DeviceKind, Health, HealthState
+from hal.device import DeviceKind
 from hal.registry import Discovery, discover
 from rigapi import SERVICE_NAME
-from rigapi.model import Reading
 
 log = structlog.get_logger("rigd")
 WATCHDOG_SLACK_S = 2.0
@@ -124,6 +125,24 @@ def _check_port_free(host: str, port: int, address: str) -> None:
             raise StartupError(f"cannot listen on {address}: {exc.strerror}") from None
 
 
+def build_runtime(config: Config, discovery: Discovery, operations: Operations) -> Runtime:
+    """The runtime's parts, each given what it uses when it is made: the one place they meet."""
+    devices = discovery.by_id()
+    journal = Journal(config.state_path)
+    changes = DeviceChanges()
+    manager = WorkloadManager(devices, config, journal, changes)
+    power_model = PowerModel(config.host_power_w, config.opencl_power_w)
+    sampler = Sampler(discovery.devices, config.telemetry_interval_s, config.device_timeout_s,
+                      changes, lambda reading: power_model.estimate(manager.annotate(reading)))
+    power = PowerWriter(journal, changes)
+    curtailer = Curtailer(config, devices, sampler, manager, operations, power)
+    switcher = Switcher(manager, operations, curtailer.blocks_start)
+    diagnostics = Diagnostics(config, devices, discovery.backends, sampler, manager, curtailer,
+                              operations)
+    return Runtime(discovery, operations, manager, sampler, power, curtailer, switcher,
+                   LeaseManager(), diagnostics)
+
+
 class Agent:
     """One rigd: listeners, discovery, the sampler and the servicer, on the running loop."""
 
@@ -148,22 +167,19 @@ class Agent:
             ],
         )
         self.health = HealthService((SERVICE_NAME,))
-        self.discovery: Discovery | None = None
-        self.sampler: Sampler | None = None
+        self.tally = OperationTally()
+        self.operations = Operations(ended=self.tally.ended)
+        self.runtime: Runtime | None = None  # once discovery has found the devices
         self.service: RigAgentService | None = None
-        self.operations = Operations()
-        self.manager: WorkloadManager | None = None
-        self.switcher: Switcher | None = None
-        self.curtailer: Curtailer | None = None
         self.ven: Ven | None = None
         try:  # before anything listens: a missing library is a start-up error
             self._openleadr = load_openleadr() if config.openadr_vtn_url else None
         except OpenleadrMissing as exc:
             raise StartupError(str(exc)) from None
-        self.power_model = PowerModel(0.0, {})
         self._bring_up: asyncio.Task[None] | None = None
         self._public_socket: socket.socket | None = None
-        self.metrics = MetricsListener(self) if config.metrics_address else None
+        self.metrics = (MetricsListener(config, self.tally, self)
+                        if config.metrics_address else None)
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -256,34 +272,23 @@ class Agent:
                     f"{', '.join(capable) or 'none'}")
 
     async def start(self, discovery: Discovery) -> None:
-        self.discovery = discovery
         for status in discovery.backends:
             log.info(
                 "backend", name=status.name, available=status.available,
                 reason=status.reason or None, devices=status.device_count,
             )
         config = self.config
-        journal = Journal(config.state_path)
-        self.manager = WorkloadManager(discovery.by_id(), config, journal)
-        interrupted = await asyncio.to_thread(self.manager.recover)
-        self.switcher = Switcher(self.manager, self.operations)
-        self.switcher.interrupted(interrupted)
-        self.power_model = PowerModel(config.host_power_w, config.opencl_power_w)
-        self.sampler = Sampler(discovery.devices, config.telemetry_interval_s,
-                               config.device_timeout_s, self._enrich)
-        self.curtailer = Curtailer(config, discovery.by_id(), self.sampler, self.switcher,
-                                   PowerWriter(journal))
-        self.curtailer.recover()
-        self.switcher.start_gate = self.curtailer.blocks_start
+        runtime = self.runtime = build_runtime(config, discovery, self.operations)
+        interrupted = await asyncio.to_thread(runtime.manager.recover)
+        runtime.switcher.interrupted(interrupted)
+        runtime.curtailer.recover()
         if self._openleadr is not None:
-            self.ven = Ven(config, self.curtailer, self.audit, self._openleadr)
+            self.ven = Ven(config, runtime.curtailer, self.audit, self._openleadr)
         self.service = RigAgentService(
-            config.rig_id, discovery, self.sampler, self.switcher, self.curtailer,
-            config.stream_queue_max, config.max_streams,
+            config.rig_id, discovery, runtime.sampler, runtime.manager, runtime.operations,
+            runtime.switcher, runtime.curtailer, runtime.power, runtime.leases,
+            runtime.diagnostics, config.stream_queue_max, config.max_streams,
         )
-        self.service.diagnostics = Diagnostics(config, discovery.by_id(), discovery.backends,
-                                               self.sampler, self.manager, self.curtailer,
-                                               self.operations)
         self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -291,8 +296,7 @@ class Agent:
              reflection.SERVICE_NAME),
             self.server,
         )
-        self.manager.changed = self.curtailer.power.changed = self.sampler.invalidate
-        await self.sampler.start()
+        await runtime.sampler.start()
         await self.server.start()
         assert self._public_socket is not None
         await self.front.start(self._public_socket)
@@ -302,40 +306,21 @@ class Agent:
             unix_socket=self.socket_path, tcp_port=self.tcp_port,
             devices=len(discovery.devices), state_dir=str(config.state_path),
         )
-        self._bring_up = asyncio.create_task(self._bring_up_workloads(), name="bring-up")
+        self._bring_up = asyncio.create_task(self._bring_up_workloads(runtime), name="bring-up")
 
-    async def _bring_up_workloads(self) -> None:
+    async def _bring_up_workloads(self, runtime: Runtime) -> None:
         """After serving starts: probe the kernel on each compute facet, bring every device
         back to its desired workload, then supervise. Grid events are taken only then, so that
         a curtailment never races the bring-up."""
-        assert self.manager and self.switcher and self.curtailer
         try:
-            await self.manager.run_probes()
-            await self.switcher.restore(self.manager.seeds(), self.curtailer.adjust)
-            await self.curtailer.resume()
-            self.manager.start_supervising()
+            await runtime.manager.run_probes()
+            await runtime.switcher.restore(runtime.manager.seeds(), runtime.curtailer.adjust)
+            await runtime.curtailer.resume()
+            runtime.manager.start_supervising()
         finally:
             task = asyncio.current_task()
             if self.ven is not None and not (task is not None and task.cancelling()):
                 self.ven.start()
-
-    def _enrich(self, reading: Reading) -> Reading:
-        """The device's workload in its reading (and its hashrate, where the device itself
-        reports none); a device a failed switch left behind is unhealthy."""
-        assert self.manager is not None
-        device_id = reading.device_id
-        telemetry = reading.telemetry
-        reason = self.manager.unhealthy.get(device_id)
-        if reason:
-            telemetry = dataclasses.replace(telemetry,
-                                            health=Health(HealthState.UNHEALTHY, reason))
-        status = self.manager.status(device_id)
-        if status is not None and telemetry.hashrate_hs is None \
-                and status.hashrate_hs is not None:
-            telemetry = dataclasses.replace(telemetry, hashrate_hs=status.hashrate_hs)
-        if telemetry is not reading.telemetry or status is not None:
-            reading = dataclasses.replace(reading, telemetry=telemetry, workload=status)
-        return self.power_model.estimate(reading, self.manager.devices[device_id].kind)
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -350,20 +335,18 @@ class Agent:
             await self.ven.stop()  # bounded; its curtailment, if any, holds to its expiry
         if self.metrics is not None:
             await self.metrics.close()  # scraped through the drain, closed before the sampler
-        if self.sampler is not None:
-            await self.sampler.stop()  # ends every telemetry stream
+        runtime = self.runtime
+        if runtime is not None:
+            await runtime.sampler.stop()  # ends every telemetry stream
         self.operations.close()  # ends every operation watch
         await self.health.close()  # ends every health watch
         await self.server.stop(config.shutdown_grace_s)
         await self.front.close()
         if self._bring_up is not None:
             self._bring_up.cancel()
-        if self.manager is not None:
-            await self.manager.shutdown()
-        if self.service is not None:
-            self.service.close()
-        if self.discovery is not None:
-            await asyncio.to_thread(self.discovery.close)
+        if runtime is not None:
+            await runtime.manager.shutdown()
+            await asyncio.to_thread(runtime.discovery.close)
         self.audit.close()
         log.info("stopped")
 
@@ -384,8 +367,8 @@ class SignalWatcher:
     def __init__(self, watchdog_s: float) -> None:
         self.watchdog_s = watchdog_s
         # plus the longest stop grace of the workloads running when the signal comes (an
-        # inference server may have 30 s to finish its requests); set once they can run
-        self.workloads_grace_s: Callable[[], float] = lambda: 0.0
+        # inference server may have 30 s to finish its requests); see watch_workloads
+        self._grace_of_workloads: Callable[[], float] | None = None
         self.received = threading.Event()
         self._lock = threading.Lock()
         self._notify: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -406,9 +389,18 @@ class SignalWatcher:
                     loop, event = self._notify
                     loop.call_soon_threadsafe(event.set)
 
+    def watch_workloads(self, stop_grace_s: Callable[[], float]) -> None:
+        """Once workloads can run: the watchdog adds their longest stop grace."""
+        with self._lock:
+            self._grace_of_workloads = stop_grace_s
+
     def _workloads_grace_s(self) -> float:
+        with self._lock:
+            grace = self._grace_of_workloads
+        if grace is None:
+            return 0.0
         try:
-            return self.workloads_grace_s()
+            return grace()
         except Exception:  # this thread must live on: the next signal still counts
             log.exception("shutdown_grace_unknown")
             return 0.0
@@ -451,8 +443,8 @@ async def serve(config: Config, signals: SignalWatcher,
             return
         stopping.cancel()
         await agent.start(discovering.result())
-        assert agent.manager is not None
-        signals.workloads_grace_s = agent.manager.stop_grace_s
+        assert agent.runtime is not None
+        signals.watch_workloads(agent.runtime.manager.stop_grace_s)
     except BaseException:
         agent.release_listeners()
         raise

@@ -43,8 +43,9 @@ class PowerModel:
         self.host_w = host_w
         self.opencl_w = dict(opencl_w)
 
-    def estimate(self, reading: Reading, kind: DeviceKind) -> Reading:
+    def estimate(self, reading: Reading) -> Reading:
         t = reading.telemetry
+        kind = t.kind
         if t.power_w is not None or reading.error:
             return reading
         watts: float | None = None

@@ -47,12 +47,10 @@ from prometheus_client.metrics_core import (
 from agent import __version__
 from agent.config.settings import Config, parse_address
 from agent.core.power import rig_power
-from agent.runtime.curtail import Curtailer, Curtailment
-from agent.runtime.operations import Operations
-from agent.runtime.sampler import Sampler
-from agent.runtime.workloads.manager import WorkloadManager
+from agent.runtime.parts import Runtime
+from agent.runtime.curtail import Curtailment
 from hal.device import DeviceInfo, DeviceKind, GpuTelemetry, HealthState, PowerSource, Telemetry
-from hal.registry import BackendStatus, Discovery
+from hal.registry import BackendStatus
 from rigapi.model import IDLE, Operation, Reading, WorkloadKind, WorkloadSpec
 
 log = structlog.get_logger("rigd.metrics")
@@ -75,26 +73,11 @@ class MetricsError(Exception):
 
 
 class Model(Protocol):
-    """What the collector reads of the agent (agent.daemon.Agent); None until discovery ends."""
+    """What the collector reads of the agent (agent.daemon.Agent): its runtime, None until
+    discovery ends (a scrape answers rigd_ready 0 meanwhile)."""
 
     @property
-    def config(self) -> Config: ...
-
-    @property
-    def discovery(self) -> Discovery | None: ...
-
-    @property
-    def sampler(self) -> Sampler | None: ...
-
-    @property
-    def manager(self) -> WorkloadManager | None: ...
-
-    @property
-    def curtailer(self) -> Curtailer | None: ...
-
-    @property
-    def operations(self) -> Operations: ...
-
+    def runtime(self) -> Runtime | None: ...
 
 # ---- operations, counted as they end -------------------------------------------------------
 
@@ -453,11 +436,11 @@ class MetricsListener:
     """`/metrics` over HTTP (HTTPS with cert_file) on [metrics] address. Bound with the other
     listeners at start-up (a taken port stops rigd there), served once the agent starts."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, config: Config, tally: OperationTally, model: Model) -> None:
+        """`tally` counts the operations as they end (the agent's Operations tells it)."""
         self.model = model
-        self.config = model.config
-        self.tally = OperationTally()
-        model.operations.listeners.append(self.tally.ended)
+        self.config = config
+        self.tally = tally
         self._socket: socket.socket | None = None
         self._ssl: ssl.SSLContext | None = None
         self._server: asyncio.Server | None = None
@@ -522,19 +505,16 @@ class MetricsListener:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         elif self._socket is not None:
             self._socket.close()
-        with contextlib.suppress(ValueError):  # closed once already
-            self.model.operations.listeners.remove(self.tally.ended)
 
     # -- one scrape ------------------------------------------------------------------------
 
     async def snapshot(self) -> Snapshot:
-        model = self.model
         snap = Snapshot(self.config.rig_id, self.hostname)
-        if model.discovery is not None:
-            snap.backends = list(model.discovery.backends)
-        sampler, manager, curtailer = model.sampler, model.manager, model.curtailer
-        if sampler is None or manager is None or curtailer is None:
+        runtime = self.model.runtime
+        if runtime is None:
             return snap
+        sampler, manager, curtailer = runtime.sampler, runtime.manager, runtime.curtailer
+        snap.backends = list(runtime.discovery.backends)
         snap.ready = True
         snap.readings = await sampler.latest()
         now = time.monotonic()
@@ -546,7 +526,7 @@ class MetricsListener:
         snap.infos = dict(self._infos)
         snap.desired = {d: manager.current_spec(d) for d in snap.readings}
         snap.curtailment = curtailer.current
-        snap.running_ops = Counter(op.kind for op in model.operations.all() if not op.done)
+        snap.running_ops = Counter(op.kind for op in runtime.operations.all() if not op.done)
         snap.streams = sampler.stream_count
         snap.sample_rounds = sampler.samples_taken
         return snap

@@ -1,19 +1,17 @@
 """The rig.v1.RigAgent servicer: validates requests, admits them through leases, calls the HAL.
 
 It runs on the agent's event loop (grpc.aio): a stream costs no thread, and blocking HAL calls run
-in a thread pool. Each HAL error maps to exactly one gRPC status (ERROR_CODES), so controllers can
-act on the code alone. RPCs whose behaviour is not built yet answer UNIMPLEMENTED saying what is
-missing; they never pretend to succeed. Text that came from the caller is clipped before it is
-echoed in a status.
+off the loop, in asyncio's default executor (sized by the daemon). Each HAL error maps to exactly
+one gRPC status (ERROR_CODES), so controllers can act on the code alone. RPCs whose behaviour is
+not built yet answer UNIMPLEMENTED saying what is missing; they never pretend to succeed. Text
+that came from the caller is clipped before it is echoed in a status.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -26,10 +24,13 @@ from agent.edges.auth import clip, current_identity
 from agent.runtime.curtail import Curtailer, CurtailRefused
 from agent.runtime.diagnostics import LEVEL_NAMES, Diagnostics, DiagnosticsBusy
 from agent.runtime.leases import Lease, LeaseError, LeaseManager
+from agent.runtime.operations import Operations
+from agent.runtime.powerwrite import PowerWriter
 from agent.runtime.sampler import MIN_INTERVAL_S, Sampler
 from agent.runtime.switcher import Refused, Switcher, SwitchRequest
+from agent.runtime.workloads.manager import WorkloadManager
 from hal import errors
-from hal.device import Capability, Device, Health, HealthState
+from hal.device import Capability, Device
 from hal.registry import Discovery
 from rigapi import convert, pb
 from rigapi.model import (
@@ -137,30 +138,31 @@ class RigAgentService:
         rig_id: str,
         discovery: Discovery,
         sampler: Sampler,
+        workloads: WorkloadManager,
+        operations: Operations,
         switcher: Switcher,
         curtailer: Curtailer,
-        stream_queue_max: int = 16,
-        max_streams: int = 4096,
+        power: PowerWriter,
+        leases: LeaseManager,
+        diagnostics: Diagnostics,
+        stream_queue_max: int,
+        max_streams: int,
     ) -> None:
         self.rig_id = rig_id
         self.discovery = discovery
         self.devices: dict[str, Device] = discovery.by_id()
         self.sampler = sampler
+        self.workloads = workloads
+        self.operations = operations
         self.switcher = switcher
-        self.workloads = switcher.manager
-        self.operations = switcher.ops
         self.curtailer = curtailer
-        self.power = curtailer.power
-        self.leases = LeaseManager()
+        self.power = power
+        self.leases = leases
+        self.diagnostics = diagnostics
         self.stream_queue_max = stream_queue_max
         self.max_streams = max_streams
         self.stopping = False
-        self.diagnostics: Diagnostics | None = None  # set by the agent once it has started
-        self._control = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control")
         self._encoded: dict[str, tuple[Reading, bytes]] = {}
-
-    def close(self) -> None:
-        self._control.shutdown(wait=False, cancel_futures=True)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -179,13 +181,6 @@ class RigAgentService:
     def _admit(self, fencing_token: int) -> None:
         with _lease_refusals():
             self.leases.check(fencing_token, current_identity().name)
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """A blocking HAL call, off the event loop; its HAL error becomes the call's status."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._control, fn, *args)
-        except errors.HalError as exc:
-            raise status_of(exc) from None
 
     def _encode(self, reading: Reading) -> bytes:
         cached = self._encoded.get(reading.device_id)
@@ -214,10 +209,8 @@ class RigAgentService:
                     health=pb.Health(state=pb.HEALTH_STATE_UNHEALTHY, reason=info),
                 )
             else:
-                health = device.health()
-                if device_id in self.workloads.unhealthy:
-                    health = Health(HealthState.UNHEALTHY, self.workloads.unhealthy[device_id])
-                msg = convert.device(info, self.workloads.capabilities(device), health,
+                msg = convert.device(info, self.workloads.capabilities(device),
+                                     self.workloads.health(device),
                                      self.workloads.current_spec(device_id))
             response.devices.append(msg)
         if self.curtailer.current is not None:
@@ -481,8 +474,6 @@ class RigAgentService:
         if level not in LEVEL_NAMES:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
                         f"level must be 1 (quick), 2 (medium) or 3 (long), got {level}")
-        if self.diagnostics is None:
-            raise Abort(grpc.StatusCode.UNAVAILABLE, "rigd is still starting")
         try:
             async for outcome in self.diagnostics.run(level, ids, current_identity().name):
                 yield convert.diagnostic(outcome)

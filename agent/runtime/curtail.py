@@ -36,8 +36,8 @@ from agent.core.power import rig_power
 from agent.runtime.operations import Operations
 from agent.runtime.powerwrite import PowerWriter
 from agent.runtime.sampler import Sampler
-from agent.runtime.switcher import Switcher
 from agent.runtime.workloads import WorkloadError
+from agent.runtime.workloads.manager import WorkloadManager
 from hal.device import Capability, Device, DeviceKind
 from hal.errors import HalError
 from rigapi.model import (
@@ -158,13 +158,12 @@ class MinerControls:
 
 class Curtailer:
     def __init__(self, config: Config, devices: dict[str, Device], sampler: Sampler,
-                 switcher: Switcher, power: PowerWriter) -> None:
+                 manager: WorkloadManager, operations: Operations, power: PowerWriter) -> None:
         self.config = config
         self.devices = devices
         self.sampler = sampler
-        self.switcher = switcher
-        self.manager = switcher.manager
-        self.ops: Operations = switcher.ops
+        self.manager = manager
+        self.ops = operations
         self.power = power
         self.current: Curtailment | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -218,7 +217,7 @@ class Curtailer:
                 shortfall_w=None, deadline_s=deadline_s)
         self._journal()
         self._arm_expiry()
-        self.switcher.run(op, self._shed(op, self.current, power, started=time.monotonic()))
+        self.ops.run(op, self._shed(op, self.current, power, started=time.monotonic()))
         log.info("curtail_started", operation_id=op.operation_id, target_w=target_w,
                  rig_w=power.total_w, deadline_s=deadline_s, expiry_s=expiry_s, source=source)
         return op
@@ -578,7 +577,7 @@ class Curtailer:
             self._expiry.cancel()
         if self._hold is not None and self._hold is not asyncio.current_task():
             self._hold.cancel()
-        self._restoring = self.switcher.run(op, self._restore(op, c))
+        self._restoring = self.ops.run(op, self._restore(op, c))
         return op
 
     async def _restore(self, op: Operation, c: Curtailment) -> None:

@@ -12,9 +12,13 @@ import asyncio
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
 
 from rigapi.model import DeviceOutcome, Operation, OperationState, Phase, PhaseRecord
+
+log = structlog.get_logger("rigd.operations")
 
 MAX_KEPT = 1000
 
@@ -27,13 +31,35 @@ _SEVERITY = {OperationState.SUCCEEDED: 0, OperationState.ROLLED_BACK: 1,
 class Operations:
     """Every operation of this rigd, and the waiters that follow them."""
 
-    def __init__(self) -> None:
+    def __init__(self, ended: Callable[[Operation], None] | None) -> None:
+        """`ended` is called with each operation as it ends (the metrics count them there;
+        None where nothing counts them)."""
         self._ops: OrderedDict[str, Operation] = OrderedDict()
+        self._ended = ended
         self._by_request: dict[str, str] = {}
         self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()  # operations running (kept referenced)
         self.closed = False
-        # Called with each operation as it ends (the metrics count them there).
-        self.listeners: list[Callable[[Operation], None]] = []
+
+    def run(self, op: Operation, body: Awaitable[None],
+            after: Callable[[], None] | None = None) -> asyncio.Task[None]:
+        """Run the operation's body as a task of its own. A bug in it still ends the
+        operation, saying so; `after` runs however it ends."""
+
+        async def guarded() -> None:
+            try:
+                await body
+            except Exception as exc:
+                log.exception("operation_crashed", operation_id=op.operation_id)
+                self.finish(op, f"internal error: {exc!r}")
+            finally:
+                if after is not None:
+                    after()
+
+        task = asyncio.create_task(guarded(), name=op.operation_id)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def close(self) -> None:
         """Shutdown: every watch ends after its next snapshot."""
@@ -129,8 +155,8 @@ class Operations:
         op.error = error or "; ".join(errors)
         op.end_unix_s = time.time()
         self.changed(op)
-        for listener in self.listeners:
-            listener(op)
+        if self._ended is not None:
+            self._ended(op)
 
     async def watch(self, operation_id: str) -> AsyncIterator[Operation]:
         """Snapshots of the operation at each change, ending with the final one."""

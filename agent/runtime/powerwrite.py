@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from agent.runtime.changes import DeviceChanges
 from agent.runtime.journal import Journal
 from hal.device import Device, DeviceKind
 
@@ -21,15 +22,15 @@ class PowerWriter:
     """Serialized power writes per device, and the operator's ASIC limits kept while a
     curtailment holds a miner (GPUs keep theirs in the HAL's desired state)."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, changes: DeviceChanges) -> None:
+        """`changes` is told after every write, so the next reading of the device is taken
+        afresh (a curtailment that follows a restore must not record a setting from before it)."""
         self.journal = journal
+        self.changes = changes
         self._locks: dict[str, asyncio.Lock] = {}
         self.held: dict[str, str] = {}  # device -> the curtailment holding it (its op id)
         self.pending: dict[str, float] = {
             k: float(v) for k, v in (journal.get("operator_power_limits") or {}).items()}
-        # told after every write, so the next reading of the device is taken afresh (a
-        # curtailment that follows a restore must not record a setting from before it)
-        self.changed: Callable[[str], None] = lambda device_id: None
 
     def lock(self, device_id: str) -> asyncio.Lock:
         return self._locks.setdefault(device_id, asyncio.Lock())
@@ -40,7 +41,7 @@ class PowerWriter:
             try:
                 return await asyncio.to_thread(fn, *args)
             finally:
-                self.changed(device.id)
+                self.changes.mark(device.id)
 
     async def set_operator_limit(self, device: Device, watts: float) -> str:
         """The operator's limit: applied now, under the curtailment's cap where one holds the

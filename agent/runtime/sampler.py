@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import structlog
 
+from agent.runtime.changes import DeviceChanges
 from agent.runtime.subscriptions import Subscription
 from hal.device import Device, DeviceInfo, Health, HealthState, Telemetry
 from hal.errors import HalError
@@ -55,11 +56,15 @@ class Sampler:
         devices: Iterable[Device],
         interval_s: float,
         device_timeout_s: float,
-        enrich: Enrich | None = None,
+        changes: DeviceChanges,
+        enrich: Enrich,
     ) -> None:
+        """`changes` says which devices were changed since their reading (read afresh);
+        `enrich` adds what the agent knows of each reading (its workload, power estimates)."""
         self.devices = {d.id: d for d in devices}
         self.interval_s = interval_s
         self.device_timeout_s = device_timeout_s
+        self.changes = changes
         self.enrich = enrich
         self._pool = ThreadPoolExecutor(
             max_workers=min(64, max(4, 2 * len(self.devices))), thread_name_prefix="telemetry"
@@ -69,7 +74,7 @@ class Sampler:
         self._info_cache: dict[str, DeviceInfo] = {}
         self._latest: dict[str, Reading] = {}
         self._read_at: dict[str, float] = {}  # monotonic time of each device's latest reading
-        self._changed_at: dict[str, float] = {}  # monotonic time the device was last changed
+        self._read_begun: dict[str, float] = {}  # ... and the time that read began
         self._due: dict[str, float] = dict.fromkeys(self.devices, 0.0)
         self._subs: set[Subscription] = set()
         self._wake = asyncio.Event()
@@ -149,13 +154,10 @@ class Sampler:
         for device_id, result in results.items():
             reading = (failed_reading(self.devices[device_id], result, started)
                        if isinstance(result, str) else Reading(result))
-            if self.enrich is not None:
-                reading = self.enrich(reading)
-            self._latest[device_id] = reading
-            begun = self._inflight[device_id][1] if device_id in self._inflight else now
-            if begun > self._changed_at.get(device_id, -1e18):
-                self._read_at[device_id] = now
-            # else it began before the device was changed: not fresh, read again when asked
+            self._latest[device_id] = self.enrich(reading)
+            self._read_at[device_id] = now
+            self._read_begun[device_id] = (self._inflight[device_id][1]
+                                           if device_id in self._inflight else now)
         self.samples_taken += 1
         return {d: self._latest[d] for d in wanted}
 
@@ -167,21 +169,18 @@ class Sampler:
         wanted = list(device_ids) or list(self.devices)
         max_age = 2 * self.interval_s if max_age_s is None else max_age_s
         now = time.monotonic()
-        stale = [d for d in wanted if now - self._read_at.get(d, -1e18) > max_age]
+        stale = [d for d in wanted if not self.fresh(d, max_age, now)]
         if stale:  # a read under way that began before one of them was changed is not joined
-            changed = max((self._changed_at.get(d, -1e18) for d in stale), default=-1e18)
+            changed = max(self.changes.changed_at(d) for d in stale)
             await self.sample(stale, begun_after=max(now - max_age, changed))
         return {d: self._latest[d] for d in wanted}
 
-    def invalidate(self, device_id: str) -> None:
-        """The device changed in a way its latest reading does not show (its workload, a power
-        setting): the next request reads it afresh, not joining a read begun before the change,
-        and streams get it at once."""
-        if device_id in self.devices:
-            self._read_at.pop(device_id, None)
-            self._changed_at[device_id] = time.monotonic()
-            self._due[device_id] = 0.0
-            self._wake.set()
+    def fresh(self, device_id: str, max_age_s: float, now: float | None = None) -> bool:
+        """The device's latest reading is at most max_age_s old and began after the device's
+        latest change (a reading from before a power write or a switch is never fresh)."""
+        now = time.monotonic() if now is None else now
+        return (device_id in self._read_at and now - self._read_at[device_id] <= max_age_s
+                and self._read_begun[device_id] > self.changes.changed_at(device_id))
 
     def cached(self, device_id: str) -> Reading | None:
         return self._latest.get(device_id)
@@ -217,6 +216,9 @@ class Sampler:
 
     async def _run(self) -> None:
         while True:
+            for device_id in self.changes.take():  # changed: streams get it at once
+                if device_id in self._due:
+                    self._due[device_id] = 0.0
             now = time.monotonic()
             due = [d for d, at in self._due.items() if at <= now + 0.001]
             if due:
@@ -232,10 +234,14 @@ class Sampler:
                     sub.next_due = max(sub.next_due + sub.interval_s, now)
             next_at = min([*self._due.values(), *(s.next_due for s in self._subs)])
             self._wake.clear()
+            waits = [asyncio.ensure_future(self._wake.wait()),
+                     asyncio.ensure_future(self.changes.wait())]
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - time.monotonic()))
-            except TimeoutError:
-                pass
+                await asyncio.wait(waits, timeout=max(0.0, next_at - time.monotonic()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
 
     async def start(self) -> None:
         await self.sample()

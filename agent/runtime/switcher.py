@@ -53,12 +53,13 @@ class SwitchRequest:
 
 
 class Switcher:
-    def __init__(self, manager: WorkloadManager, operations: Operations) -> None:
+    def __init__(self, manager: WorkloadManager, operations: Operations,
+                 start_gate: Callable[[WorkloadSpec], str]) -> None:
+        """`start_gate(spec)` says why a workload may not start now ("" if it may): a
+        curtailment in force says so."""
         self.manager = manager
         self.ops = operations
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Why a workload may not start now ("" if it may): a curtailment in force says so.
-        self.start_gate: Callable[[WorkloadSpec], str] = lambda spec: ""
+        self.start_gate = start_gate
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -118,21 +119,12 @@ class Switcher:
         return op
 
     def run(self, op: Operation, body: Awaitable[None]) -> asyncio.Task[None]:
-        async def guarded() -> None:
-            try:
-                await body
-            except Exception as exc:  # a bug must still end the operation, and say so
-                log.exception("operation_crashed", operation_id=op.operation_id)
-                self.ops.finish(op, f"internal error: {exc!r}")
-            finally:
-                for device_id in op.device_ids:
-                    self.manager.busy.discard(device_id)
-                self._forget_op(op)
+        def after() -> None:
+            for device_id in op.device_ids:
+                self.manager.busy.discard(device_id)
+            self._forget_op(op)
 
-        task = asyncio.create_task(guarded(), name=op.operation_id)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.ops.run(op, body, after)
 
     async def _switch_all(self, op: Operation, previous: dict[str, WorkloadSpec],
                           targets: dict[str, WorkloadSpec]) -> None:

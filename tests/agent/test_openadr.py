@@ -474,7 +474,7 @@ class FakeCurtailer:
 
     def __init__(self) -> None:
         self.current: Any = None
-        self.ops = Operations()
+        self.ops = Operations(ended=None)
         self.calls: list[tuple[Any, ...]] = []
 
     async def curtail(self, target_w: float, deadline_s: float, expiry_s: float, reason: str,

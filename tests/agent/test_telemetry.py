@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from agent.runtime.changes import DeviceChanges
 from agent.runtime.sampler import Sampler
 from hal.device import Device, DeviceInfo, DeviceKind, HealthState, Telemetry
 from hal.errors import DeviceLost
@@ -58,6 +59,11 @@ class HangingDevice(Device):
         return Telemetry(self.id, self.kind)
 
 
+def sampler_of(devices: list[Any], interval_s: float, device_timeout_s: float) -> Sampler:
+    """A sampler of its own change ledger that keeps readings as the devices give them."""
+    return Sampler(devices, interval_s, device_timeout_s, DeviceChanges(), lambda r: r)
+
+
 async def read_under_way(sampler: Sampler, slow: HangingDevice) -> asyncio.Future[Any]:
     """A sampler read that has reached the device and blocks there."""
     calls = slow.calls
@@ -74,7 +80,7 @@ class LostDevice(HangingDevice):
 
 def test_slow_stream_drops_oldest_and_counts() -> None:
     async def body() -> None:
-        sampler = Sampler([HostDevice()], interval_s=0.1, device_timeout_s=1)
+        sampler = sampler_of([HostDevice()], interval_s=0.1, device_timeout_s=1)
         await sampler.start()
         try:
             sub = sampler.subscribe([], interval_s=0.1, queue_max=2)
@@ -98,7 +104,7 @@ def test_a_fast_stream_is_served_at_its_interval_for_its_devices_only() -> None:
 
     async def body() -> None:
         fast, slow = CountingDevice("opencl/fast"), CountingDevice("opencl/slow")
-        sampler = Sampler([fast, slow], interval_s=2.0, device_timeout_s=1)
+        sampler = sampler_of([fast, slow], interval_s=2.0, device_timeout_s=1)
         await sampler.start()
         try:
             sub = sampler.subscribe([fast.id], interval_s=0.1, queue_max=64)
@@ -127,7 +133,7 @@ def test_hung_device_times_out_without_delaying_others_or_piling_threads() -> No
     async def body() -> None:
         hanging = HangingDevice()
         host = HostDevice()
-        sampler = Sampler([host, hanging], interval_s=1, device_timeout_s=0.3)
+        sampler = sampler_of([host, hanging], interval_s=1, device_timeout_s=0.3)
         try:
             started = time.monotonic()
             readings = await sampler.sample()
@@ -156,7 +162,7 @@ def test_a_read_under_way_is_joined_not_reported_as_a_failure() -> None:
 
     async def body() -> None:
         slow = HangingDevice()
-        sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
+        sampler = sampler_of([slow], interval_s=1, device_timeout_s=5)
         try:
             first = await read_under_way(sampler, slow)
             second = asyncio.ensure_future(sampler.sample())
@@ -175,7 +181,7 @@ def test_a_read_under_way_is_joined_not_reported_as_a_failure() -> None:
 def test_lost_device_is_reported_unhealthy_with_its_reason() -> None:
     async def body() -> None:
         lost = LostDevice()
-        sampler = Sampler([lost, HostDevice()], interval_s=1, device_timeout_s=1)
+        sampler = sampler_of([lost, HostDevice()], interval_s=1, device_timeout_s=1)
         try:
             reading = (await sampler.sample())[lost.id]
             assert reading.error == "GPU fell off the bus"
@@ -210,7 +216,7 @@ def test_inventory_facts_are_bounded_and_fall_back_to_the_last_answer() -> None:
         never = NeverAnswers()
         sometimes = HangingInfoDevice()
         sometimes.id = "asic/127.0.0.1:2"
-        sampler = Sampler([never, sometimes], interval_s=1, device_timeout_s=0.3)
+        sampler = sampler_of([never, sometimes], interval_s=1, device_timeout_s=0.3)
         try:
             first = await sampler.infos()
             assert isinstance(first[never.id], str) and "timeout" in first[never.id]
@@ -235,10 +241,10 @@ def test_a_read_begun_before_a_change_does_not_count_after_it() -> None:
 
     async def body() -> None:
         slow = HangingDevice()
-        sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
+        sampler = sampler_of([slow], interval_s=1, device_timeout_s=5)
         try:
             under_way = await read_under_way(sampler, slow)
-            sampler.invalidate(slow.id)  # e.g. its power limit was just written
+            sampler.changes.mark(slow.id)  # e.g. its power limit was just written
             asked = asyncio.ensure_future(sampler.latest([slow.id], max_age_s=60))
             await asyncio.sleep(0.05)
             slow.release.set()
@@ -248,7 +254,7 @@ def test_a_read_begun_before_a_change_does_not_count_after_it() -> None:
             await sampler.latest([slow.id], max_age_s=60)
             assert slow.calls == 2, "and the new reading counts as fresh"
 
-            sampler.invalidate(slow.id)
+            sampler.changes.mark(slow.id)
             slow.release.clear()
             under_way = await read_under_way(sampler, slow)  # begun after the change
             slow.release.set()
@@ -268,7 +274,7 @@ def test_a_fresh_reading_is_never_one_begun_before_it_was_asked_for() -> None:
 
     async def body() -> None:
         slow = HangingDevice()
-        sampler = Sampler([slow], interval_s=1, device_timeout_s=5)
+        sampler = sampler_of([slow], interval_s=1, device_timeout_s=5)
         try:
             before = await read_under_way(sampler, slow)
             fresh = asyncio.ensure_future(sampler.latest([slow.id], max_age_s=0.001))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -19,6 +20,7 @@ import structlog
 
 from agent.config.profiles import RuntimeProfile, resolve
 from agent.config.settings import Config
+from agent.runtime.changes import DeviceChanges
 from agent.runtime.journal import Journal
 from agent.runtime.workloads import WorkloadError
 from agent.runtime.workloads.hashing.handle import HashingProcess
@@ -30,10 +32,11 @@ from agent.runtime.workloads.supervisor import (
     StopReport,
     end_leftovers,
 )
-from hal.device import Capability, Device, DeviceKind
+from hal.device import Capability, Device, DeviceKind, Health, HealthState
 from rigapi.model import (
     IDLE,
     HashingSpec,
+    Reading,
     WorkloadKind,
     WorkloadSpec,
     WorkloadState,
@@ -64,8 +67,12 @@ class Workload(Protocol):
 
 
 class WorkloadManager:
-    def __init__(self, devices: Mapping[str, Device], config: Config, journal: Journal) -> None:
+    def __init__(self, devices: Mapping[str, Device], config: Config, journal: Journal,
+                 changes: DeviceChanges) -> None:
+        """`changes` is told of every device whose workload changes, so that readings taken
+        before the change are not served after it."""
         self.devices = dict(devices)
+        self.changes = changes
         self.config = config
         self.journal = journal
         self.profiles: dict[str, RuntimeProfile] = resolve(config.inference_profiles)
@@ -79,9 +86,6 @@ class WorkloadManager:
         self.busy: set[str] = set()  # devices an operation is changing: not supervised
         self._restarts: dict[str, tuple[int, float]] = {}  # device -> (failures, next try)
         self._task: asyncio.Task[None] | None = None
-        # Called with a device id whenever its workload changes, so that readings taken
-        # before the change are not served after it (the daemon points it at the sampler).
-        self.changed: Callable[[str], None] = lambda device_id: None
 
     # -- what a device can do -------------------------------------------------------------
 
@@ -183,6 +187,29 @@ class WorkloadManager:
                                   detail=f"exited; restart in {wait:.0f} s")
         return None
 
+    def health(self, device: Device) -> Health:
+        """The device's own health, or unhealthy when a failed switch left it running nothing
+        it should (until supervision brings its workload back)."""
+        reason = self.unhealthy.get(device.id)
+        return Health(HealthState.UNHEALTHY, reason) if reason else device.health()
+
+    def annotate(self, reading: Reading) -> Reading:
+        """The device's workload in its reading (and its hashrate, where the device itself
+        reports none); a device a failed switch left behind is unhealthy."""
+        device_id = reading.device_id
+        telemetry = reading.telemetry
+        reason = self.unhealthy.get(device_id)
+        if reason:
+            telemetry = dataclasses.replace(telemetry,
+                                            health=Health(HealthState.UNHEALTHY, reason))
+        status = self.status(device_id)
+        if status is not None and telemetry.hashrate_hs is None \
+                and status.hashrate_hs is not None:
+            telemetry = dataclasses.replace(telemetry, hashrate_hs=status.hashrate_hs)
+        if telemetry is reading.telemetry and status is None:
+            return reading
+        return dataclasses.replace(reading, telemetry=telemetry, workload=status)
+
     def current_spec(self, device_id: str) -> WorkloadSpec:
         return self.desired.get(device_id, IDLE)
 
@@ -205,7 +232,7 @@ class WorkloadManager:
         self.since.pop(device_id, None)
         if workload is None:
             return "nothing running"
-        self.changed(device_id)
+        self.changes.mark(device_id)
         if (isinstance(workload, RuntimeProcess) and workload.profile.warm_standby
                 and workload.process is not None and workload.process.running):
             try:
@@ -275,7 +302,7 @@ class WorkloadManager:
             await workload.start()
             self.running[device_id] = workload
             self._journal_processes()
-            self.changed(device_id)
+            self.changes.mark(device_id)
             return f"hashing worker pid {workload.process.pid if workload.process else '?'}", \
                 workload
         assert spec.inference is not None
@@ -285,7 +312,7 @@ class WorkloadManager:
             del self.standby[device_id]
             self.running[device_id] = standby
             await standby.wake()
-            self.changed(device_id)
+            self.changes.mark(device_id)
             return f"woke warm standby pid {standby.process.pid}", standby
         await self._drop_standby(device_id)
         profile = self.profiles[spec.inference.profile]
@@ -293,7 +320,7 @@ class WorkloadManager:
         self.running[device_id] = runtime
         await runtime.start()
         self._journal_processes()
-        self.changed(device_id)
+        self.changes.mark(device_id)
         pid = runtime.process.pid if runtime.process else "?"
         return f"{spec.inference.profile} runtime pid {pid} on {runtime.endpoint}", runtime
 
@@ -316,7 +343,7 @@ class WorkloadManager:
         self.unhealthy.pop(device_id, None)
         self._restarts.pop(device_id, None)
         self.journal.update(desired={d: s.to_json() for d, s in self.desired.items()})
-        self.changed(device_id)
+        self.changes.mark(device_id)
 
     def dwell_left_s(self, device_id: str) -> float:
         since = self.since.get(device_id)
@@ -380,7 +407,7 @@ class WorkloadManager:
 
     async def _died(self, device_id: str, workload: Workload) -> None:
         self.running.pop(device_id, None)
-        self.changed(device_id)
+        self.changes.mark(device_id)
         status = workload.status()
         code = workload.process.proc.returncode if workload.process else None
         wait = self.schedule_restart(device_id)
