@@ -41,13 +41,13 @@ from agent.edges.metrics import MetricsError, MetricsListener, OperationTally
 from agent.edges.openadr import OpenleadrMissing, Ven, load_openleadr
 from agent.edges.service import RigAgentService, rpc_handler
 from agent.edges.unixfront import UnixFront
-from agent.runtime.parts import Runtime
 from agent.runtime.changes import DeviceChanges
-from agent.runtime.curtail import Curtailer
+from agent.runtime.curtail import Curtailer, WorkingDraw
 from agent.runtime.diagnostics import Diagnostics
 from agent.runtime.journal import Journal
 from agent.runtime.leases import LeaseManager
 from agent.runtime.operations import Operations
+from agent.runtime.parts import Runtime
 from agent.runtime.powerwrite import PowerWriter
 from agent.runtime.sampler import Sampler
 from agent.runtime.switcher import Switcher
@@ -132,11 +132,13 @@ def build_runtime(config: Config, discovery: Discovery, operations: Operations) 
     changes = DeviceChanges()
     manager = WorkloadManager(devices, config, journal, changes)
     power_model = PowerModel(config.host_power_w, config.opencl_power_w)
+    draws = WorkingDraw()
     sampler = Sampler(discovery.devices, config.telemetry_interval_s, config.device_timeout_s,
-                      changes, lambda reading: power_model.estimate(manager.annotate(reading)))
+                      changes, lambda reading: draws.observe(
+                          power_model.estimate(manager.annotate(reading))))
     power = PowerWriter(journal, changes)
-    curtailer = Curtailer(config, devices, sampler, manager, operations, power)
-    switcher = Switcher(manager, operations, curtailer.blocks_start)
+    curtailer = Curtailer(config, devices, sampler, manager, operations, power, draws)
+    switcher = Switcher(manager, operations, curtailer)
     diagnostics = Diagnostics(config, devices, discovery.backends, sampler, manager, curtailer,
                               operations)
     return Runtime(discovery, operations, manager, sampler, power, curtailer, switcher,
@@ -309,13 +311,14 @@ class Agent:
         self._bring_up = asyncio.create_task(self._bring_up_workloads(runtime), name="bring-up")
 
     async def _bring_up_workloads(self, runtime: Runtime) -> None:
-        """After serving starts: probe the kernel on each compute facet, bring every device
-        back to its desired workload, then supervise. Grid events are taken only then, so that
-        a curtailment never races the bring-up."""
+        """After serving starts: resume a journaled curtailment, probe the kernel on each
+        compute facet, bring every device back to its desired workload (but what the
+        curtailment holds), then supervise. Grid events are taken only then, so that a new
+        curtailment never races the bring-up."""
         try:
+            await runtime.curtailer.resume()  # a journaled curtailment watches the rig at once
             await runtime.manager.run_probes()
             await runtime.switcher.restore(runtime.manager.seeds(), runtime.curtailer.adjust)
-            await runtime.curtailer.resume()
             runtime.manager.start_supervising()
         finally:
             task = asyncio.current_task()

@@ -191,10 +191,15 @@ class Config:
                                            help="the hashing intensity the first step turns to")
     curtail_settle_s: float = setting(5.0, section="curtail", key="settle_s",
                                       bounds=(0.5, 600),
-                                      help="how long shed load may take to show in telemetry "
-                                           "before the next step is taken, and how long a "
-                                           "confirmed rig may read above target before it is "
-                                           "shed again")
+                                      help="how long a curtailed rig may read above its "
+                                           "target (a miner woken by hand, a workload started) "
+                                           "before a new round of shedding begins")
+    curtail_verify_s: float = setting(30.0, section="curtail", key="verify_s",
+                                      bounds=(0.5, 600),
+                                      help="how long a device may take to show an action's "
+                                           "effect in its own reading (asleep, its limit) "
+                                           "before the action is sent once more, then counted "
+                                           "failed")
     # [openadr]: the OpenADR 2.0b VEN (agent/edges/openadr.py), off unless vtn_url is set
     openadr_vtn_url: str = setting(
         "", section="openadr", key="vtn_url",

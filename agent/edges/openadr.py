@@ -57,8 +57,9 @@ from xml.sax.saxutils import escape
 import structlog
 
 from agent.config.settings import OPENLEADR_MISSING, Config
+from agent.core.errors import Refused
 from agent.edges.auth import AuditLog
-from agent.runtime.curtail import Curtailer, CurtailRefused
+from agent.runtime.curtail import Curtailer
 from rigapi.model import Operation, RigPower
 
 log = structlog.get_logger("rigd.openadr")
@@ -617,7 +618,7 @@ class Ven:
         current = self.curtailer.current
         if current is not None:
             return current.power_before_w
-        return (await self.curtailer.rig_power(max_age_s=1.0)).total_w
+        return (await self.curtailer.rig_power()).total_w
 
     async def _restores_done(self) -> None:
         """A restore under way (an expiry, an operator's cancel) ends before anything else."""
@@ -643,8 +644,8 @@ class Ven:
         try:
             op = await self.curtailer.curtail(target_w, deadline_s, expiry_s,
                                               reason[:REASON_MAX], plan.source)
-        except CurtailRefused as exc:
-            self._audit("Curtail", plan.source, request, exc.code, str(exc))
+        except Refused as exc:
+            self._audit("Curtail", plan.source, request, exc.code.value, str(exc))
             log.error("openadr_curtail_refused", event_id=plan.event_id, target_w=target_w,
                       error=str(exc))
             self._opt_out_late(plan, f"rigd refused the target: {exc}")
@@ -683,8 +684,7 @@ class Ven:
         """One reading serves the three values of a report."""
         now = time.monotonic()
         if self._power is None or now - self._power[0] > 0.5:
-            self._power = (now, await self.curtailer.rig_power(
-                max_age_s=2 * self.config.telemetry_interval_s))
+            self._power = (now, await self.curtailer.rig_power())
         return self._power[1]
 
 

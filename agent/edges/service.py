@@ -18,10 +18,11 @@ import grpc
 import structlog
 
 from agent import __version__
+from agent.core import errors as agent_errors
 from agent.core.pool_url import parse_pool_url
 from agent.core.power import rig_power
 from agent.edges.auth import clip, current_identity
-from agent.runtime.curtail import Curtailer, CurtailRefused
+from agent.runtime.curtail import Curtailer
 from agent.runtime.diagnostics import LEVEL_NAMES, Diagnostics, DiagnosticsBusy
 from agent.runtime.leases import Lease, LeaseError, LeaseManager
 from agent.runtime.operations import Operations
@@ -421,8 +422,8 @@ class RigAgentService:
             self._admit(request.fencing_token)
             op = await self.curtailer.curtail(request.rig_power_target_w, request.deadline_s,
                                               request.expiry_s, request.reason, identity)
-        except CurtailRefused as exc:
-            raise Abort(grpc.StatusCode[exc.code], str(exc)) from None
+        except agent_errors.Refused as exc:
+            raise Abort(grpc.StatusCode[exc.code.value], str(exc)) from None
         return pb.CurtailResponse(operation=convert.operation(op.snapshot()))
 
     @_unary

@@ -21,11 +21,12 @@ from typing import TypeVar
 
 import structlog
 
+from agent.core.power import rig_power
 from agent.runtime.changes import DeviceChanges
 from agent.runtime.subscriptions import Subscription
 from hal.device import Device, DeviceInfo, Health, HealthState, Telemetry
 from hal.errors import HalError
-from rigapi.model import Reading
+from rigapi.model import Reading, RigPower
 
 log = structlog.get_logger("rigd.telemetry")
 T = TypeVar("T")
@@ -174,6 +175,16 @@ class Sampler:
             changed = max(self.changes.changed_at(d) for d in stale)
             await self.sample(stale, begun_after=max(now - max_age, changed))
         return {d: self._latest[d] for d in wanted}
+
+    async def rig_power(self, fresh: Iterable[str] = ()) -> RigPower:
+        """What the rig draws now: every device at the sampler's own pace (readings at most two
+        intervals old), the `fresh` ones read at most MIN_INTERVAL_S ago. The one way rigd
+        totals the rig."""
+        readings = await self.latest()
+        fresh = list(fresh)
+        if fresh:
+            readings.update(await self.latest(fresh, max_age_s=MIN_INTERVAL_S))
+        return rig_power(readings.values())
 
     def fresh(self, device_id: str, max_age_s: float, now: float | None = None) -> bool:
         """The device's latest reading is at most max_age_s old and began after the device's

@@ -16,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -37,6 +38,16 @@ class Refused(Exception):
         self.code = code
 
 
+class StartGate(Protocol):
+    """What may hold a workload's start back: a curtailment in force."""
+
+    def blocks_start(self, spec: WorkloadSpec) -> str:
+        """Why this workload may not start now; "" if it may."""
+
+    async def wait_lifted(self) -> None:
+        """Until nothing holds starts back."""
+
+
 @dataclass(frozen=True, slots=True)
 class SwitchRequest:
     specs: dict[str, WorkloadSpec]  # device id -> what it should run (resolved per device)
@@ -54,12 +65,11 @@ class SwitchRequest:
 
 class Switcher:
     def __init__(self, manager: WorkloadManager, operations: Operations,
-                 start_gate: Callable[[WorkloadSpec], str]) -> None:
-        """`start_gate(spec)` says why a workload may not start now ("" if it may): a
-        curtailment in force says so."""
+                 gate: StartGate) -> None:
+        """`gate` says why a workload may not start now: a curtailment in force."""
         self.manager = manager
         self.ops = operations
-        self.start_gate = start_gate
+        self.gate = gate
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -94,7 +104,7 @@ class Switcher:
             reason = manager.inference_unavailable(device_id, spec.inference.profile)
         if reason:
             raise Refused("FAILED_PRECONDITION", reason)
-        gate = self.start_gate(spec)
+        gate = self.gate.blocks_start(spec)
         if gate:
             raise Refused("FAILED_PRECONDITION", gate)
         dwell = manager.dwell_left_s(device_id)
@@ -157,11 +167,19 @@ class Switcher:
         self.ops.settle(op, device_id, OperationState.SUCCEEDED)
 
     async def _bring_up(self, op: Operation, device_id: str, spec: WorkloadSpec,
-                        verify_timeout_s: float) -> None:
+                        verify_timeout_s: float, gated: bool = True) -> None:
+        """Verify the device is free, configure, start, wait until ready. A `gated` start
+        (a switch, not the start-up's restore) waits while a curtailment holds."""
         manager = self.manager
         await self._phase(op, device_id, Phase.VERIFYING, lambda: manager.verify_released(
             device_id, verify_timeout_s, lambda detail: self._note_once(op, device_id, detail)))
         await self._phase(op, device_id, Phase.CONFIGURING, lambda: self._configure(spec))
+        while gated and (held := self.gate.blocks_start(spec)):
+            # admitted before the curtailment: it waits for its end, not for its own turn
+            self.ops.note(op, device_id, f"waiting to start: {held}")
+            log.info("switch_held_by_curtailment", operation_id=op.operation_id,
+                     device_id=device_id)
+            await self.gate.wait_lifted()
 
         async def start() -> str:
             detail, _ = await manager.start(device_id, spec)
@@ -265,7 +283,8 @@ class Switcher:
         async def one(device_id: str, spec: WorkloadSpec) -> None:
             self.ops.begin(op, device_id, Phase.REQUESTED, f"restore {spec.describe()}")
             try:
-                await self._bring_up(op, device_id, spec, manager.config.verify_timeout_s)
+                await self._bring_up(op, device_id, spec, manager.config.verify_timeout_s,
+                                     gated=False)
             except WorkloadError as exc:
                 await manager.stop(device_id)
                 manager.schedule_restart(device_id)  # it stays desired: try again, later

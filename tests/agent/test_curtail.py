@@ -59,9 +59,11 @@ def build_rig(tmp: Path, pool: PoolThread, fleet: SimFleet, order: list[str] | N
         "workloads": {"min_dwell_s": 0.0, "state_dir": f"{tmp}/state"},
         "power": {"host_w": HOST_W},
         "telemetry": {"interval_s": 0.5},
+        # the simulated miners ramp in 0.5 s: an action shows its effect well within 3 s
+        "curtail": {"verify_s": 3.0},
     }
     if order is not None:
-        settings["curtail"] = {"order": order}
+        settings["curtail"]["order"] = order
     rigd = start_rigd(tmp, extra, backends=("host", "nvml", "opencl", "asic"), settings=settings)
     asics = [f"asic/{a}" for a in fleet.addresses]
     rig = Rig(rigd, gpus, asics, fleet, sim)
@@ -391,10 +393,16 @@ def test_a_restart_keeps_the_curtailment_until_its_expiry(tmp_path: Path,
             target = power.total_w / 2
             op = curtail(rig, target, expiry_s=25, deadline_s=10)
             assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
+            expire_time = rig.rigd.stub().GetInventory(
+                pb.GetInventoryRequest(), timeout=10).curtailment.expire_time
             assert rig.rigd.stop() == 0
             rig.rigd = rig.rigd.restart()
             c = rig.rigd.stub().GetInventory(pb.GetInventoryRequest(), timeout=10).curtailment
-            assert c.operation_id == op.operation_id, "still in force after the restart"
+            # still in force after the restart, resumed in a round of its own that names it
+            assert c.rig_power_target_w == target and c.expire_time == expire_time
+            resumed = rig.rigd.stub().GetOperation(
+                pb.GetOperationRequest(operation_id=c.operation_id), timeout=10).operation
+            assert op.operation_id in resumed.detail and "resumed" in resumed.detail
             # What the curtailment stopped stays stopped; the rig stays below target.
             wait_until(rig, lambda t: True)
             readings, now = telemetry(rig)

@@ -27,12 +27,12 @@ import pytest
 from openleadr.utils import certificate_fingerprint
 
 from agent.config.settings import Config
+from agent.core.errors import Code, Refused
 from agent.demo.pool import LocalPool
 from agent.demo.rig import _best_opencl_device
 from agent.demo.vtn import Vtn
 from agent.edges.auth import AuditLog
 from agent.edges.openadr import EventPlan, Interval, NotHonoured, Target, Ven, plan_event
-from agent.runtime.curtail import CurtailRefused
 from agent.runtime.operations import Operations
 from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
@@ -480,7 +480,7 @@ class FakeCurtailer:
     async def curtail(self, target_w: float, deadline_s: float, expiry_s: float, reason: str,
                       source: str) -> Any:
         if self.current is not None and target_w > self.current.target_w:
-            raise CurtailRefused("FAILED_PRECONDITION", "cancel first")
+            raise Refused(Code.FAILED_PRECONDITION, "cancel first")
         self.calls.append(("curtail", target_w, source))
         self.current = SimpleNamespace(target_w=target_w, source=source, power_before_w=1000.0,
                                        expire_unix_s=time.time() + expiry_s)
@@ -493,7 +493,7 @@ class FakeCurtailer:
         self.ops.finish(op)
         return op
 
-    async def rig_power(self, max_age_s: float = 0.5) -> RigPower:
+    async def rig_power(self) -> RigPower:
         return RigPower(1000.0, 600.0, 400.0)
 
 

@@ -187,6 +187,14 @@ class WorkloadManager:
                                   detail=f"exited; restart in {wait:.0f} s")
         return None
 
+    def set_intensity(self, device_id: str, intensity: float) -> None:
+        """The hashing workload's share of device time, now (its desired spec unchanged)."""
+        workload = self.running.get(device_id)
+        if not isinstance(workload, HashingProcess):
+            raise WorkloadError(f"{device_id}: no hashing workload runs there")
+        workload.set_intensity(intensity)
+        self.changes.mark(device_id)
+
     def health(self, device: Device) -> Health:
         """The device's own health, or unhealthy when a failed switch left it running nothing
         it should (until supervision brings its workload back)."""
