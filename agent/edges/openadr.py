@@ -18,9 +18,9 @@ lowest target wins.
 An event becomes a curtailment (source `openadr:<event id>`) when its interval starts (at once if
 it already has), with `deadline_s` to get below target and the event's end as expiry, so a VTN
 that disappears never leaves the rig curtailed past the event: the Curtailer's expiry runs in
-rigd. A later interval or a modified event with a lower target replaces the curtailment; a higher
-one is CancelCurtailment, then Curtail (the Curtailer never raises a target in place). A
-cancelled event, or the end of its last interval, restores the rig. An operator's curtailment in
+rigd. A later interval or a modified event with another target replaces the curtailment (a
+higher target gives load back: the Curtailer puts devices back, the last shed first, while the
+rig stays below it). A cancelled event, or the end of its last interval, restores the rig. An operator's curtailment in
 force with a lower target is left alone; the event's, if lower, replaces it (and ends with the
 event). An operator's CancelCurtailment of an event's curtailment wins: the VTN hears optOut. A
 curtailment journaled before a restart is left to its expiry until its event comes again.
@@ -571,12 +571,11 @@ class Ven:
                 and abs(current.target_w - target_w) < 0.5 \
                 and abs(current.expire_unix_s - plan.end_unix_s) < 1.0
             if current is not None and known and not same and target_w > current.target_w:
-                await self._lift(
+                log.info("openadr_give_back", why=(
                     f"OpenADR event {event_id} gives load back: {current.target_w:g} W -> "
                     f"{target_w:g} W" if event_id == plan.event_id else
                     f"OpenADR event {event_id} {self.endings.pop(event_id, 'over')}; "
-                    f"event {plan.event_id} holds the rig at {target_w:g} W")
-                current = None
+                    f"event {plan.event_id} holds the rig at {target_w:g} W"))
             if current is None or (known and not same) or current.target_w > target_w:
                 await self._curtail(plan, target_w)
         if not self.plans and self.curtailer.current is None:

@@ -9,6 +9,8 @@ both ways. Waits poll with deadlines; sleeps are safety nets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import http.server
 import json
 import os
@@ -16,28 +18,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
 from openleadr.utils import certificate_fingerprint
 
 from agent.config.settings import Config
-from agent.core.errors import Code, Refused
+from agent.daemon import build_runtime
 from agent.demo.pool import LocalPool
 from agent.demo.rig import _best_opencl_device
 from agent.demo.vtn import Vtn
 from agent.edges.auth import AuditLog
 from agent.edges.openadr import EventPlan, Interval, NotHonoured, Target, Ven, plan_event
 from agent.runtime.operations import Operations
+from agent.runtime.parts import Runtime
+from hal.registry import discover
 from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
 from rigapi import pb
-from rigapi.model import RigPower
 from tests.agent.conftest import RigdProcess, free_port, start_rigd
 from tests.agent.test_asic_rigd import asic_section
 
@@ -244,16 +246,57 @@ def test_simple_levels_map_through_the_table_and_modifications_apply(rig: Rig) -
     assert level3.rig_power_target_w == pytest.approx(LEVELS["3"] * baseline_w, abs=0.2)
     assert level3.rig_power_before_w == level2.rig_power_before_w, "replaced, not restored"
 
-    # Down to level 1: a higher target is a restore, then a new curtailment.
+    # Down to level 1: a higher target, applied in place: load is given back.
     rig.vtn.modify("simple-1", 1)
     assert opted(rig, "simple-1", modification=2)["opt_type"] == "optIn"
     level1 = wait_for(lambda: (c := curtailment(rig)) and c.operation_id != level3.operation_id
                       and c, "the level 1 curtailment")
     assert level1.rig_power_target_w == pytest.approx(LEVELS["1"] * baseline_w, abs=0.2)
-    assert log_lines(rig, "openadr_restore")[-1]["why"].startswith(
+    assert level1.rig_power_before_w == level2.rig_power_before_w, "raised, not restored"
+    assert log_lines(rig, "openadr_give_back")[-1]["why"].startswith(
         "OpenADR event simple-1 gives load back")
 
     rig.vtn.cancel("simple-1")
+    back_as(rig, before)
+
+
+def follows(rig: Rig, target_w: float, what: str, watch_s: float = 3.0,
+            above_w: float = 0.0) -> pb.Curtailment:
+    """The rig follows a level: a curtailment to `target_w` is confirmed, the rig draws more than
+    `above_w` (load given back by a higher level), then stays at or below its target (read
+    from telemetry) for watch_s."""
+    c = wait_for(lambda: (c := curtailment(rig)) is not None
+                 and c.rig_power_target_w == pytest.approx(target_w, abs=0.2)
+                 and c.state == "confirmed" and c, f"{what} confirmed", 60)
+    wait_for(lambda: rig_w(rig) > above_w, f"{what}: load given back above {above_w:g} W", 30)
+    end = time.monotonic() + watch_s
+    while time.monotonic() < end:
+        now = readings(rig)
+        total = sum(t.power_w for t in now.values() if t.HasField("power_w"))
+        assert total <= target_w, (f"{what}: the rig reads {total:.0f} W over its "
+                                   f"{target_w:g} W target: " + ", ".join(
+                                       f"{d}={t.power_w:.0f}W" for d, t in now.items()))
+        time.sleep(0.1)
+    return c
+
+
+def test_an_event_modified_to_a_higher_then_a_lower_target_is_followed(rig: Rig) -> None:
+    """Level 3 (the lowest target), then 1 (gives load back: the miners woken are counted at
+    what they will draw, so the new curtailment holds as they wake), then 3 again."""
+    before = settled(rig)
+    rig.vtn.add_event("follow-1", "SIMPLE", "level", 3, duration_s=600)
+    assert opted(rig, "follow-1")["opt_type"] == "optIn"
+    first = wait_for(lambda: curtailment(rig), "the level 3 curtailment")
+    baseline_w = first.rig_power_before_w
+    follows(rig, round(LEVELS["3"] * baseline_w, 1), "level 3")
+    rig.vtn.modify("follow-1", 1)
+    assert opted(rig, "follow-1", modification=1)["opt_type"] == "optIn"
+    follows(rig, round(LEVELS["1"] * baseline_w, 1), "level 1",
+            above_w=round(LEVELS["3"] * baseline_w, 1))
+    rig.vtn.modify("follow-1", 3)
+    assert opted(rig, "follow-1", modification=2)["opt_type"] == "optIn"
+    follows(rig, round(LEVELS["3"] * baseline_w, 1), "level 3 again")
+    rig.vtn.cancel("follow-1")
     back_as(rig, before)
 
 
@@ -469,84 +512,91 @@ def test_events_rigd_cannot_honour_say_why(bad: dict[str, Any], why: str) -> Non
 # ---- plans to the Curtailer, without a rig -----------------------------------------------------
 
 
-class FakeCurtailer:
-    """The Curtailer's interface as the VEN uses it, recording the calls."""
-
-    def __init__(self) -> None:
-        self.current: Any = None
-        self.ops = Operations(ended=None)
-        self.calls: list[tuple[Any, ...]] = []
-
-    async def curtail(self, target_w: float, deadline_s: float, expiry_s: float, reason: str,
-                      source: str) -> Any:
-        if self.current is not None and target_w > self.current.target_w:
-            raise Refused(Code.FAILED_PRECONDITION, "cancel first")
-        self.calls.append(("curtail", target_w, source))
-        self.current = SimpleNamespace(target_w=target_w, source=source, power_before_w=1000.0,
-                                       expire_unix_s=time.time() + expiry_s)
-        return self.ops.create("curtail", [])
-
-    async def cancel(self, why: str) -> Any:
-        self.calls.append(("cancel", why))
-        self.current = None
-        op = self.ops.create("restore_curtailment", [])
-        self.ops.finish(op)
-        return op
-
-    async def rig_power(self) -> RigPower:
-        return RigPower(1000.0, 600.0, 400.0)
+@contextlib.asynccontextmanager
+async def host_runtime(tmp: Path) -> AsyncIterator[Runtime]:
+    """rigd's runtime, built as rigd builds it, on this host alone (an estimated 1,000 W): the
+    real Curtailer the VEN drives, with nothing it could shed."""
+    (tmp / "state").mkdir()
+    config = dataclasses.replace(Config(), state_dir=str(tmp / "state"), host_power_w=1000.0,
+                                 curtail_settle_s=0.5)
+    discovery = discover(("host",))
+    runtime = build_runtime(config, discovery, Operations(ended=None))
+    await runtime.sampler.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.sampler.stop()
+        discovery.close()
 
 
-def test_the_lowest_target_holds_and_an_operators_lower_curtailment_stays() -> None:
+async def operator_curtails(runtime: Runtime, target_w: float, source: str) -> None:
+    await runtime.curtailer.curtail(target_w, 10, 60, "", source)
+
+
+def restores(runtime: Runtime) -> list[str]:
+    return [op.detail for op in runtime.operations.all() if op.kind == "restore_curtailment"]
+
+
+def test_the_lowest_target_holds_and_an_operators_lower_curtailment_stays(
+        tmp_path: Path) -> None:
     async def scenario() -> None:
-        curtailer = FakeCurtailer()
-        ven = Ven(Config(), curtailer, AuditLog(), openleadr=None)  # type: ignore[arg-type]
-        now = time.time()
-        ven.plans["e1"] = EventPlan("e1", 0, "", now - 1, now + 20, [
-            Interval(now - 1, now + 10, Target("fraction", 0.5)),
-            Interval(now + 10, now + 20, Target("fraction", 0.25))])
-        curtailer.current = SimpleNamespace(target_w=400.0, source="token:controller",
-                                            power_before_w=1000.0, expire_unix_s=now + 60)
-        assert await ven._reconcile() == pytest.approx(now + 10), "wakes for the next interval"
-        assert curtailer.calls == [], "the operator's 400 W is lower than the event's 500 W"
-        curtailer.current.target_w = 700.0
-        await ven._reconcile()
-        assert curtailer.calls == [("curtail", 500.0, "openadr:e1")], "the event's is lower"
-        ven.plans["e2"] = EventPlan("e2", 0, "", now - 1, now + 5,
-                                    [Interval(now - 1, now + 5, Target("watts", 300.0))])
-        await ven._reconcile()
-        assert curtailer.calls[-1] == ("curtail", 300.0, "openadr:e2"), "the lowest wins"
-        ven._drop("e2", "cancelled by the VTN")
-        await ven._reconcile()
-        assert curtailer.calls[-2:] == [
-            ("cancel", "OpenADR event e2 cancelled by the VTN; event e1 holds the rig at 500 W"),
-            ("curtail", 500.0, "openadr:e1")]
-        ven._drop("e1", "cancelled by the VTN")
-        await ven._reconcile()
-        assert curtailer.calls[-1] == ("cancel", "OpenADR event e1 cancelled by the VTN")
-        assert curtailer.current is None
+        async with host_runtime(tmp_path) as runtime:
+            curtailer = runtime.curtailer
+            ven = Ven(Config(), curtailer, AuditLog(), openleadr=None)
+            now = time.time()
+            ven.plans["e1"] = EventPlan("e1", 0, "", now - 1, now + 20, [
+                Interval(now - 1, now + 10, Target("fraction", 0.5)),
+                Interval(now + 10, now + 20, Target("fraction", 0.25))])
+            await operator_curtails(runtime, 400.0, "token:controller")
+            assert await ven._reconcile() == pytest.approx(now + 10), \
+                "wakes for the next interval"
+            assert curtailer.current is not None and curtailer.current.target_w == 400.0, \
+                "the operator's 400 W is lower than the event's 500 W"
+            await operator_curtails(runtime, 700.0, "token:controller")  # gives load back
+            await ven._reconcile()
+            assert curtailer.current is not None
+            assert (curtailer.current.target_w, curtailer.current.source) == \
+                (500.0, "openadr:e1"), "the event's is lower"
+            ven.plans["e2"] = EventPlan("e2", 0, "", now - 1, now + 5,
+                                        [Interval(now - 1, now + 5, Target("watts", 300.0))])
+            await ven._reconcile()
+            assert (curtailer.current.target_w, curtailer.current.source) == \
+                (300.0, "openadr:e2"), "the lowest wins"
+            ven._drop("e2", "cancelled by the VTN")
+            await ven._reconcile()
+            assert (curtailer.current.target_w, curtailer.current.source) == \
+                (500.0, "openadr:e1"), "e1 holds the rig again: load given back in place"
+            assert restores(runtime) == [], "raised, not restored"
+            ven._drop("e1", "cancelled by the VTN")
+            await ven._reconcile()
+            assert curtailer.current is None
+            assert restores(runtime)[-1].startswith("OpenADR event e1 cancelled by the VTN")
 
     asyncio.run(scenario())
 
 
-def test_an_operators_cancel_wins_and_the_vtn_hears_opt_out() -> None:
+def test_an_operators_cancel_wins_and_the_vtn_hears_opt_out(tmp_path: Path) -> None:
     async def scenario() -> None:
-        curtailer = FakeCurtailer()
-        ven = Ven(Config(), curtailer, AuditLog(), openleadr=None)  # type: ignore[arg-type]
-        now = time.time()
-        # Journaled before a restart: an event this VEN has not heard of again yet is kept.
-        curtailer.current = SimpleNamespace(target_w=450.0, source="openadr:old",
-                                            power_before_w=1000.0, expire_unix_s=now + 60)
-        await ven._reconcile()
-        assert curtailer.calls == []
-        curtailer.current = None
-        ven.plans["e1"] = EventPlan("e1", 0, "", now - 1, now + 60,
-                                    [Interval(now - 1, now + 60, Target("watts", 500.0))])
-        await ven._reconcile()
-        assert curtailer.calls == [("curtail", 500.0, "openadr:e1")]
-        await curtailer.cancel("cancelled by token:controller")  # the operator
-        await ven._reconcile()
-        assert curtailer.current is None, "not curtailed again behind the operator's back"
-        assert ven.plans["e1"].refused and "operator" in ven.reasons["e1"]
+        async with host_runtime(tmp_path) as runtime:
+            curtailer = runtime.curtailer
+            ven = Ven(Config(), curtailer, AuditLog(), openleadr=None)
+            now = time.time()
+            # Journaled before a restart: an event this VEN has not heard of again is kept.
+            await operator_curtails(runtime, 450.0, "openadr:old")
+            await ven._reconcile()
+            assert curtailer.current is not None and curtailer.current.source == "openadr:old"
+            assert restores(runtime) == []
+            await curtailer.cancel("an operator")
+            await ven._reconcile()  # waits for the restore
+            ven.plans["e1"] = EventPlan("e1", 0, "", now - 1, now + 60,
+                                        [Interval(now - 1, now + 60, Target("watts", 500.0))])
+            await ven._reconcile()
+            assert curtailer.current is not None
+            assert (curtailer.current.target_w, curtailer.current.source) == \
+                (500.0, "openadr:e1")
+            await curtailer.cancel("cancelled by token:controller")  # the operator
+            await ven._reconcile()
+            assert curtailer.current is None, "not curtailed again behind the operator's back"
+            assert ven.plans["e1"].refused and "operator" in ven.reasons["e1"]
 
     asyncio.run(scenario())

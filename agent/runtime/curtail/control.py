@@ -53,7 +53,14 @@ from agent.runtime.curtail.model import (
     Curtailment,
     MinerControls,
 )
-from agent.runtime.curtail.plan import DeviceView, candidates, plan, projected_w, took_effect
+from agent.runtime.curtail.plan import (
+    MARGIN,
+    DeviceView,
+    candidates,
+    plan,
+    projected_w,
+    took_effect,
+)
 from agent.runtime.operations import Operations
 from agent.runtime.powerwrite import PowerWriter
 from agent.runtime.sampler import Sampler
@@ -126,11 +133,6 @@ class Curtailer:
         if len(reason) > MAX_REASON_CHARS:
             raise Refused(Code.INVALID_ARGUMENT,
                           f"reason: at most {MAX_REASON_CHARS} characters")
-        current = self.current
-        if current is not None and target_w > current.target_w:
-            raise Refused(Code.FAILED_PRECONDITION, (
-                f"a curtailment to {current.target_w:g} W is in force ({current.operation_id}); "
-                f"a higher target gives load back: CancelCurtailment, then Curtail again"))
 
     async def curtail(self, target_w: float, deadline_s: float, expiry_s: float, reason: str,
                       source: str) -> Operation:
@@ -149,11 +151,12 @@ class Curtailer:
                                            source, op.operation_id, power.total_w,
                                            asked_unix_s=now, deadline_s=deadline_s)
             self._lifted.clear()
-        else:  # replace: what is shed stays shed
-            c.target_w, c.deadline_unix_s, c.expire_unix_s = target_w, now + deadline_s, \
-                now + expiry_s
+        else:  # replace: what is shed stays shed (a higher target gives some back)
             c.reason, c.source, c.operation_id, c.deadline_s = reason, source, \
                 op.operation_id, deadline_s
+            c.giving_back = target_w > c.target_w
+            c.target_w, c.deadline_unix_s, c.expire_unix_s = target_w, now + deadline_s, \
+                now + expiry_s
             c.asked_unix_s, c.state = now, CurtailmentState.SHEDDING
             c.below_target_after_s = c.shortfall_w = c.dispatched_after_s = None
         self._open_round(op, f"rig at {power.total_w:.0f} W (measured {power.measured_w:.0f} "
@@ -268,6 +271,9 @@ class Curtailer:
             elif settled and c.state != CurtailmentState.TARGET_NOT_MET:
                 self._not_met(c, total_w, unknown, "")
         op = self._round
+        if c.giving_back and settled and op is not None:
+            self._give_back(c, op, views, projected)
+            settled = not self._applying
         if op is not None and projected > c.target_w:
             chosen = plan(views, c.target_w, order, self.config.curtail_min_intensity)
             self._launch(c, op, chosen.actions, readings)
@@ -286,6 +292,50 @@ class Curtailer:
             op.error = why
             self.ops.begin(op, "", Phase.FAILED, why)
             self._close_round(op, failed=True)
+
+    def _give_back(self, c: Curtailment, op: Operation, views: list[DeviceView],
+                   projected: float) -> None:
+        """A raised target: devices are put back, the last shed first, while the rig will
+        still read below the new target (each counted at what it drew before)."""
+        c.giving_back = False
+        expected = {v.device_id: v.expected_w for v in views}
+        last_shed = {a.device_id: i for i, a in enumerate(c.actions) if a.state.accepted}
+        for device_id in sorted(last_shed, key=last_shed.__getitem__, reverse=True):
+            now_w, before = expected.get(device_id), c.before.get(device_id)
+            back_w = max((before.power_w if before else None) or 0.0,
+                         self.draws.of(device_id) or 0.0)
+            if now_w is None or not back_w or projected - now_w + back_w > c.target_w * MARGIN:
+                continue
+            projected += back_w - now_w
+            if device_id not in op.device_ids:
+                op.device_ids.append(device_id)
+            op.outcomes.setdefault(device_id, DeviceOutcome(device_id))
+            self._applying[device_id] = asyncio.create_task(
+                self._put_back_now(c, op, device_id), name=f"give-back-{device_id}")
+
+    async def _put_back_now(self, c: Curtailment, op: Operation, device_id: str) -> None:
+        actions = _latest_of_each_kind(c.accepted(device_id))
+        self.ops.begin(op, device_id, Phase.STARTING,
+                       "given back: " + ", ".join(str(a.kind) for a in actions))
+        done: list[str] = []
+        try:
+            await self._undo(device_id, list(actions), c.before.get(device_id), done)
+        except (HalError, WorkloadError) as exc:
+            self.ops.note(op, device_id, f"could not give it back: {exc}")
+            log.warning("curtail_give_back_failed", device_id=device_id, error=str(exc))
+        else:
+            for action in c.accepted(device_id):
+                action.state = ActionState.GIVEN_BACK
+            self.power.held.pop(device_id, None)
+            before = c.before.get(device_id)
+            self.draws.release(device_id, before.power_w if before else None)
+            self.ops.note(op, device_id, "given back: " + ("; ".join(done) or "nothing to do"))
+            log.info("curtail_given_back", device_id=device_id, detail="; ".join(done))
+        finally:
+            self.ops.end(op, device_id)
+            self._applying.pop(device_id, None)
+            self._journal()
+            self._wake.set()
 
     def _below(self, c: Curtailment, now: float) -> None:
         if c.state == CurtailmentState.CONFIRMED:
@@ -490,6 +540,9 @@ class Curtailer:
         if device.kind == DeviceKind.ASIC:
             asic = reading.telemetry.asic
             before.asic_mining = asic.is_mining if asic else None
+            if self.draws.waking(device_id):  # rigd woke it and it comes up: it is awake
+                before.asic_mining = True
+                before.power_w = self.draws.of(device_id) or before.power_w
             before.asic_limit_w = reading.telemetry.power_limit_w
             cached = self._controls.get(device_id)
             if cached is not None and cached[0] >= self.sampler.changes.changed_at(device_id):

@@ -30,6 +30,7 @@ class ActionState(enum.StrEnum):
     VERIFIED = "verified"  # the device's own reading shows its effect
     NO_EFFECT = "no_effect"  # accepted twice, never took effect: counted failed
     FAILED = "failed"  # the device refused it (or could not be reached)
+    GIVEN_BACK = "given_back"  # undone while the curtailment holds: a raised target
 
     @property
     def accepted(self) -> bool:
@@ -95,6 +96,7 @@ class Curtailment:
     state: CurtailmentState = CurtailmentState.SHEDDING
     below_target_after_s: float | None = None
     shortfall_w: float | None = None
+    giving_back: bool = False  # its target was raised: devices are put back while it fits
     dispatched_after_s: float | None = None  # command -> last firmware command of round one
     before: dict[str, Before] = field(default_factory=dict)
     actions: list[Action] = field(default_factory=list)
