@@ -58,6 +58,7 @@ from hal.errors import (
     Timeout,
     Unavailable,
 )
+from hal.units import j_from_mj, mw_from_w, w_from_mw
 
 log = structlog.get_logger("hal.nvml")
 
@@ -459,10 +460,10 @@ class NvmlGpu(Device):
                                  "nvmlDeviceGetComputeRunningProcesses_v2")
         gpu = GpuTelemetry(
             index=self.index,
-            power_limit_default_w=_w(f(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, h)),
-            power_limit_min_w=_w(constraints[0]) if constraints else None,
-            power_limit_max_w=_w(constraints[1]) if constraints else None,
-            power_limit_enforced_w=_w(f(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)),
+            power_limit_default_w=w_from_mw(f(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, h)),
+            power_limit_min_w=w_from_mw(constraints[0]) if constraints else None,
+            power_limit_max_w=w_from_mw(constraints[1]) if constraints else None,
+            power_limit_enforced_w=w_from_mw(f(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)),
             utilization_gpu_pct=float(utilization.gpu) if utilization else None,
             utilization_mem_pct=float(utilization.memory) if utilization else None,
             mem_total_bytes=memory.total if memory else None,
@@ -483,9 +484,9 @@ class NvmlGpu(Device):
             device_id=self.id,
             kind=self.kind,
             health=self._health(),
-            power_w=_w(power_mw),
-            power_limit_w=_w(limit_mw),
-            energy_j=energy_mj / 1000.0 if energy_mj is not None else None,
+            power_w=w_from_mw(power_mw),
+            power_limit_w=w_from_mw(limit_mw),
+            energy_j=j_from_mj(energy_mj),
             temp_c=_float(temp_c),
             utilization_pct=gpu.utilization_gpu_pct,
             gpu=gpu,
@@ -511,8 +512,8 @@ class NvmlGpu(Device):
         drift = []
         limit_w = _lower(desired.power_limit_w, cap_w)
         if limit_w is not None and limit_mw is not None:
-            if abs(limit_mw / 1000.0 - limit_w) > 0.5:
-                drift.append(f"power limit reads {limit_mw / 1000.0:g} W")
+            if abs(w_from_mw(limit_mw) - limit_w) > 0.5:
+                drift.append(f"power limit reads {w_from_mw(limit_mw):g} W")
         if desired.persistence_mode is not None and persistence is not None:
             if bool(persistence) != desired.persistence_mode:
                 drift.append(f"persistence mode reads {bool(persistence)}")
@@ -557,7 +558,7 @@ class NvmlGpu(Device):
         steps: list[tuple[str, Callable[[], object]]] = []
         limit_w = _lower(desired.power_limit_w, cap_w)
         if limit_w is not None:
-            mw = round(limit_w * 1000)
+            mw = mw_from_w(limit_w)
             steps.append(("set power limit",
                           lambda: pynvml.nvmlDeviceSetPowerManagementLimit(h, mw)))
         if desired.gpu_clocks_mhz is not None:
@@ -598,7 +599,7 @@ class NvmlGpu(Device):
     def power_limit_range_w(self) -> tuple[float, float]:
         low, high = self._call("read power limit constraints",
                                pynvml.nvmlDeviceGetPowerManagementLimitConstraints)
-        return low / 1000.0, high / 1000.0
+        return w_from_mw(low), w_from_mw(high)
 
     def set_power_limit(self, watts: float) -> None:
         """Set the board power limit and verify it by reading it back (v1 call: the _v2 wrapper in
@@ -614,20 +615,21 @@ class NvmlGpu(Device):
             cap_w = self._cap_w
         with self._session.desired.locked():
             self._write_limit(_lower(watts, cap_w))  # a cap in force keeps its hold
-            self._session.desired.update(self.uuid, power_limit_w=round(watts * 1000) / 1000.0)
+            self._session.desired.update(self.uuid, power_limit_w=w_from_mw(mw_from_w(watts)))
         log.info("nvml.power_limit_set", device=self.id, power_limit_w=watts, cap_w=cap_w)
 
     def _write_limit(self, watts: float | None) -> None:
         """Write a limit (None: the default) and verify it by reading it back."""
         if watts is None:
-            watts = self._call("read the default power limit",
-                               pynvml.nvmlDeviceGetPowerManagementDefaultLimit) / 1000.0
-        mw = round(watts * 1000)
+            watts = w_from_mw(self._call("read the default power limit",
+                                         pynvml.nvmlDeviceGetPowerManagementDefaultLimit))
+        mw = mw_from_w(watts)
         self._call("set the power limit", pynvml.nvmlDeviceSetPowerManagementLimit, mw)
         read_back = self._call("read the power limit", pynvml.nvmlDeviceGetPowerManagementLimit)
         if read_back != mw:
             raise HalError(
-                f"{self.id}: power limit set to {watts:g} W but reads back {read_back / 1000:g} W"
+                f"{self.id}: power limit set to {watts:g} W but reads back "
+                f"{w_from_mw(read_back):g} W"
             )
 
     @property
@@ -720,10 +722,6 @@ def _lower(a: float | None, b: float | None) -> float | None:
     if a is None or b is None:
         return a if b is None else b
     return min(a, b)
-
-
-def _w(milliwatts: int | None) -> float | None:
-    return milliwatts / 1000.0 if milliwatts is not None else None
 
 
 def _float(value: int | None) -> float | None:

@@ -35,14 +35,15 @@ from rigapi.model import (
 _TELEMETRY_SPECIAL = frozenset({"device_id", "timestamp_unix_s", "gpu", "asic", "host"})
 
 
-def _enum_prefix(descriptor: Any) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", descriptor.name).upper()
+def enum_prefix(name: str) -> str:
+    """A proto enum's value prefix: DeviceKind -> DEVICE_KIND."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
 
 def enum_value(descriptor: Any, member: enum.Enum) -> Any:
     """A Python enum member as the proto enum value (an int) of the same name; UNSPECIFIED
     when the proto has no such name (HealthState.UNKNOWN)."""
-    prefix = _enum_prefix(descriptor)
+    prefix = enum_prefix(descriptor.name)
     value = descriptor.values_by_name.get(f"{prefix}_{member.name}")
     if value is None:
         value = descriptor.values_by_name[f"{prefix}_UNSPECIFIED"]
@@ -51,7 +52,7 @@ def enum_value(descriptor: Any, member: enum.Enum) -> Any:
 
 def enum_member(descriptor: Any, number: int, cls: type[enum.Enum]) -> Any:
     """The inverse of enum_value; None for UNSPECIFIED or a value this build does not know."""
-    prefix = _enum_prefix(descriptor) + "_"
+    prefix = enum_prefix(descriptor.name) + "_"
     value = descriptor.values_by_number.get(number)
     if value is None:
         return None

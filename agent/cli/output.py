@@ -9,7 +9,6 @@ line, so `rigctl telemetry --watch --json | jq` works.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,18 +16,15 @@ from typing import Any
 from google.protobuf.message import Message
 
 from rigapi import pb
+from rigapi.convert import enum_prefix
 
 SCHEMA = "rigctl/v1"
 NA = "-"
 
 
-def _enum_prefix(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper() + "_"
-
-
 def enum_names(enum: Any) -> dict[int, str]:
     """Proto enum values by their short names: DEVICE_KIND_GPU -> "gpu"."""
-    prefix = _enum_prefix(enum.DESCRIPTOR.name)
+    prefix = enum_prefix(enum.DESCRIPTOR.name) + "_"
     return {number: name.removeprefix(prefix).lower() for name, number in enum.items()}
 
 
@@ -63,7 +59,7 @@ def _value(value: Any, field: Any) -> Any:
             return value.ToJsonString()
         return to_dict(value)
     if field.enum_type is not None:
-        prefix = _enum_prefix(field.enum_type.name)
+        prefix = enum_prefix(field.enum_type.name) + "_"
         known = field.enum_type.values_by_number.get(value)
         return known.name.removeprefix(prefix).lower() if known else value
     return value

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
+from prometheus_client import Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
     StateSetMetricFamily,
@@ -51,6 +51,7 @@ from agent.runtime.curtail import Curtailment
 from agent.runtime.parts import Runtime
 from hal.device import DeviceInfo, DeviceKind, GpuTelemetry, HealthState, PowerSource, Telemetry
 from hal.registry import BackendStatus
+from hal.units import mj_from_j
 from rigapi.model import IDLE, Operation, Reading, WorkloadKind, WorkloadSpec
 
 log = structlog.get_logger("rigd.metrics")
@@ -82,25 +83,6 @@ class Model(Protocol):
 # ---- operations, counted as they end -------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS_S))
-    total: int = 0
-    sum_s: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.total += 1
-        self.sum_s += seconds
-        for i, bound in enumerate(DURATION_BUCKETS_S):
-            if seconds <= bound:
-                self.counts[i] += 1
-
-    def buckets(self) -> list[tuple[str, float]]:
-        return [*((f"{b:g}", float(c)) for b, c in zip(DURATION_BUCKETS_S, self.counts,
-                                                       strict=True)),
-                ("+Inf", float(self.total))]
-
-
 class OperationTally:
     """Ended operations by kind and outcome, their durations and their phases' durations, and
     each device's switch outcomes (Operations calls `ended` as each operation ends)."""
@@ -108,8 +90,13 @@ class OperationTally:
     def __init__(self) -> None:
         self.ended_ops: Counter[tuple[str, str]] = Counter()
         self.device_switches: Counter[tuple[str, str]] = Counter()
-        self.durations: dict[str, _Histogram] = {}
-        self.phases: dict[tuple[str, str], _Histogram] = {}
+        self.durations = Histogram(
+            "rigd_operation_duration_seconds", "Operation latency, from the request to its end.",
+            ["kind"], buckets=DURATION_BUCKETS_S, registry=None)
+        self.phases = Histogram(
+            "rigd_operation_phase_duration_seconds", "Time spent in each phase (draining, "
+            "stopping, verifying, starting, shedding ...).", ["kind", "phase"],
+            buckets=DURATION_BUCKETS_S, registry=None)
 
     def ended(self, op: Operation) -> None:
         try:
@@ -120,12 +107,10 @@ class OperationTally:
     def _count(self, op: Operation) -> None:
         self.ended_ops[(op.kind, str(op.state))] += 1
         if op.end_unix_s is not None:
-            self.durations.setdefault(op.kind, _Histogram()).observe(
-                max(0.0, op.end_unix_s - op.create_unix_s))
+            self.durations.labels(op.kind).observe(max(0.0, op.end_unix_s - op.create_unix_s))
         for record in op.phases:
             if record.duration_s is not None:
-                self.phases.setdefault((op.kind, str(record.phase)), _Histogram()).observe(
-                    record.duration_s)
+                self.phases.labels(op.kind, str(record.phase)).observe(record.duration_s)
         if op.kind == "set_workload":
             for outcome in op.outcomes.values():
                 self.device_switches[(outcome.device_id, str(outcome.state))] += 1
@@ -142,18 +127,8 @@ class OperationTally:
         for (device_id, state), count in sorted(self.device_switches.items()):
             switches.add_metric([device_id, state], count)
         yield switches
-        durations = HistogramMetricFamily("rigd_operation_duration_seconds", "Operation "
-                                          "latency, from the request to its end.",
-                                          labels=["kind"])
-        for kind, histogram in sorted(self.durations.items()):
-            durations.add_metric([kind], histogram.buckets(), histogram.sum_s)
-        yield durations
-        phases = HistogramMetricFamily("rigd_operation_phase_duration_seconds", "Time spent in "
-                                       "each phase (draining, stopping, verifying, starting, "
-                                       "shedding ...).", labels=["kind", "phase"])
-        for (kind, phase), histogram in sorted(self.phases.items()):
-            phases.add_metric([kind, phase], histogram.buckets(), histogram.sum_s)
-        yield phases
+        yield from self.durations.collect()
+        yield from self.phases.collect()
 
 
 # ---- the model at scrape time ----------------------------------------------------------------
@@ -198,7 +173,7 @@ DCGM_FIELDS: tuple[tuple[str, str, _DcgmRead], ...] = (
      lambda t, g: t.power_limit_w),
     ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ); "
      "typed gauge to keep dcgm-exporter's series name.",
-     lambda t, g: t.energy_j * 1000 if t.energy_j is not None else None),
+     lambda t, g: mj_from_j(t.energy_j)),
     ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda t, g: g.utilization_gpu_pct),
     ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).",
      lambda t, g: g.utilization_mem_pct),

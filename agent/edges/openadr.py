@@ -16,14 +16,14 @@ in the oadrCreatedEvent's responseDescription. Several signals, or several event
 lowest target wins.
 
 An event becomes a curtailment (source `openadr:<event id>`) when its interval starts (at once if
-it already has), with `deadline_s` to get below target and the event's end as expiry, so a VTN
-that disappears never leaves the rig curtailed past the event: the Curtailer's expiry runs in
-rigd. A later interval or a modified event with another target replaces the curtailment (a
-higher target gives load back: the Curtailer puts devices back, the last shed first, while the
-rig stays below it). A cancelled event, or the end of its last interval, restores the rig. An operator's curtailment in
-force with a lower target is left alone; the event's, if lower, replaces it (and ends with the
-event). An operator's CancelCurtailment of an event's curtailment wins: the VTN hears optOut. A
-curtailment journaled before a restart is left to its expiry until its event comes again.
+it already has), with `deadline_s` to get below target and the event's end as expiry, so a VTN that
+disappears never leaves the rig curtailed past the event: the Curtailer's expiry runs in rigd. A
+later interval or a modified event with another target replaces the curtailment (a higher target
+gives load back: the Curtailer puts devices back, the last shed first, while the rig stays below
+it). A cancelled event, or the end of its last interval, restores the rig. An operator's
+curtailment in force with a lower target is left alone; the event's, if lower, replaces it (and
+ends with the event). An operator's CancelCurtailment of an event's curtailment wins: the VTN hears
+optOut. A curtailment journaled before a restart is left to its expiry until its event comes again.
 
 The session with the VTN: register, offer the reports, fetch the events, then poll. Three polls
 in a row without a good answer (no answer, a reply that is not OpenADR, an error code, a request
@@ -59,17 +59,16 @@ import structlog
 from agent.config.settings import OPENLEADR_MISSING, Config
 from agent.core.errors import Refused
 from agent.edges.auth import AuditLog
-from agent.runtime.curtail import Curtailer
+from agent.runtime.curtail import MAX_EXPIRY_S, MAX_REASON_CHARS, Curtailer
 from rigapi.model import Operation, RigPower
 
 log = structlog.get_logger("rigd.openadr")
 
 SOURCE_PREFIX = "openadr:"
 LOST_AFTER_POLLS = 3
-MAX_EVENT_S = 86400.0  # the Curtailer's longest expiry
+MAX_POLL_S = 86400.0  # a VTN asking for rarer polls is polled once a day
 REPORT_SPECIFIER_ID = "rigd-power"
 REPORT_BUFFER = timedelta(hours=1)
-REASON_MAX = 200  # characters, as a Curtail reason
 REASONS_KEPT = 256  # opt-out reasons remembered for the VTN (re-sent if it asks again)
 RECONCILE_MAX_WAIT_S = 60.0  # look again at least this often (a wall clock that jumps)
 STOP_TIMEOUT_S = 5.0
@@ -237,9 +236,9 @@ def plan_event(event: dict[str, Any], levels: dict[str, float]) -> EventPlan:
         duration = _seconds(period["duration"])
         if duration <= 0:
             raise NotHonoured("an event without an end: a curtailment needs one")
-        if duration > MAX_EVENT_S:
+        if duration > MAX_EXPIRY_S:
             raise NotHonoured(f"an event of {duration:g} s: a curtailment lasts at most "
-                              f"{MAX_EVENT_S:g} s")
+                              f"{MAX_EXPIRY_S:g} s")
         signals = event.get("event_signals") or []
         if isinstance(signals, dict):
             signals = signals.get("event_signals") or []
@@ -406,7 +405,7 @@ class Ven:
 
     def _poll_interval_s(self, client: Any) -> float:
         asked = client.poll_frequency.total_seconds() if client.poll_frequency else 10.0
-        return self.config.openadr_poll_interval_s or min(asked, 86400.0)
+        return self.config.openadr_poll_interval_s or min(asked, MAX_POLL_S)
 
     async def _poll_until_lost(self, client: Any) -> None:
         interval_s, bad = self._poll_interval_s(client), 0
@@ -518,7 +517,7 @@ class Ven:
             for response in payload.get("event_responses") or []:
                 reason = self.reasons.get(str(response.get("event_id")))
                 if reason and response.get("opt_type") == "optOut":
-                    response["response_description"] = escape(reason[:REASON_MAX])
+                    response["response_description"] = escape(reason[:MAX_REASON_CHARS])
         return payload
 
     def _opt_out_late(self, plan: EventPlan, reason: str) -> None:
@@ -639,10 +638,10 @@ class Ven:
         deadline_s = max(1.0, min(self.config.openadr_deadline_s, expiry_s))
         reason = f"OpenADR event {plan.event_id} ({plan.market_context or 'no market context'})"
         request = {"rig_power_target_w": target_w, "deadline_s": round(deadline_s, 3),
-                   "expiry_s": round(expiry_s, 3), "reason": reason[:REASON_MAX]}
+                   "expiry_s": round(expiry_s, 3), "reason": reason[:MAX_REASON_CHARS]}
         try:
             op = await self.curtailer.curtail(target_w, deadline_s, expiry_s,
-                                              reason[:REASON_MAX], plan.source)
+                                              reason[:MAX_REASON_CHARS], plan.source)
         except Refused as exc:
             self._audit("Curtail", plan.source, request, exc.code.value, str(exc))
             log.error("openadr_curtail_refused", event_id=plan.event_id, target_w=target_w,
