@@ -15,8 +15,8 @@ simulator:
 None of these tools schedules inference, so their GPUs outside the configured static share
 (`gpu_inference_share`, 0 for `always_mine`) are miners to them. A grid cap is split the way a
 site without a site policy splits it: every rig curtailed to the cap's share of its nameplate
-for the event, and each rigd sheds (hashing first). An unusable price holds every device as it is, as in the
-controller.
+for the event, and each rigd sheds (hashing first). An unusable price holds every device as it
+is, as in the controller.
 """
 
 from __future__ import annotations

@@ -292,7 +292,9 @@ class Replay:
         notify = sorted(e.notified_s for e in events)
         n_steps = tr.steps
         series = {name: np.zeros(n_steps) for name in (
-            "price", "site_power_w", "hashing", "inference", "asleep", "standby")}
+            "price", "site_power_w", "asic_hashing", "asic_asleep", "gpu_hashing",
+            "gpu_inference", "gpu_standby", "gpu_asleep")}
+        gpu = self.is_gpu
         worst = {e.event_id: -math.inf for e in events}
         compliant: dict[str, float | None] = {e.event_id: None for e in events}
         alg = self.site.algorithm
@@ -362,11 +364,13 @@ class Replay:
             res.energy_cost_usd += step_energy_j / 3.6e9 * price
             series["price"][k] = price
             series["site_power_w"][k] = step_energy_j / step
-            counts = np.bincount(self.work.astype(np.intp), minlength=len(WORKLOADS))
-            series["hashing"][k] = counts[W_HASHING]
-            series["inference"][k] = counts[W_INFERENCE]
-            series["asleep"][k] = counts[W_ASLEEP] + counts[W_IDLE]
-            series["standby"][k] = counts[W_STANDBY]
+            for kind, mask in (("asic", ~gpu), ("gpu", gpu)):
+                counts = np.bincount(self.work[mask].astype(np.intp), minlength=len(WORKLOADS))
+                series[f"{kind}_hashing"][k] = counts[W_HASHING]
+                series[f"{kind}_asleep"][k] = counts[W_ASLEEP] + counts[W_IDLE]
+                if kind == "gpu":
+                    series["gpu_inference"][k] = counts[W_INFERENCE]
+                    series["gpu_standby"][k] = counts[W_STANDBY]
         value = self.served.usd_per_million_tokens * self.served.tokens_per_request / 1e6
         res.inference_revenue_usd = sum(served_total) * value
         for q_i, profile in enumerate(tr.demand.profiles):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.anchors import (
@@ -37,7 +37,7 @@ class ReplayJob:
     site: SiteSpec
     traces_dir: Path | None = None
     step_s: float = 300.0
-    options: SimOptions = SimOptions()
+    options: SimOptions = field(default_factory=SimOptions)
 
 
 def build(job: ReplayJob) -> tuple[Site, Traces]:
