@@ -399,10 +399,10 @@ def test_bad_configuration_is_refused() -> None:
     for bad in ({"shed_windows": 0}, {"high_strike_ratio": 0.5}, {"target_utilization": 0},
                 {"cap_margin": 1.0}, {"max_switches_per_round": -1}):
         with pytest.raises(ValueError):
-            PolicyConfig(**bad)  # type: ignore[arg-type]
+            PolicyConfig(**bad)
 
 
-# -- memory: pure, journaled, resumed ---------------------------------------------------------------
+# -- memory: pure, journaled, resumed ----------------------------------------------------------
 
 def _sequence() -> list[tuple[float, float, float]]:
     return [(300.0, 70.0, 2.0), (600.0, 75.0, 9.0), (900.0, 30.0, 1.0), (1200.0, 20.0, 0.0),
@@ -453,7 +453,7 @@ def test_memory_follows_a_fleet_that_changes() -> None:
 
 
 def test_bad_fleet_input_is_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="power_w = -5.0 is not a finite number"):
+    with pytest.raises(ValueError, match=r"power_w = -5\.0 is not a finite number"):
         replace(miner("x", 30.0), power_w=-5.0)
     with pytest.raises(ValueError, match="appears twice"):
         snapshot(300, 30.0, [rig(miner("a")), rig(miner("a"), rig_id="r2")])
