@@ -197,13 +197,13 @@ def cap_target_w(cap: GridCap, margin: float) -> float:
 
 def split_targets(fleet: Fleet, rig_w: FloatArray, target_w: float, cap: GridCap,
                   why: str) -> tuple[RigCurtail, ...]:
-    """Per-rig Curtail targets that add up to at most `target_w`: each rig's planned power,
-    plus a share of what is left under the target in proportion to it. Unreachable rigs get
-    none (their power still counts in the plan)."""
+    """Per-rig Curtail targets that add up to `target_w`: each rig's planned power plus a share
+    of what is left under the target, in proportion to it (or, when the plan is above the
+    target, cut in proportion: each rigd then sheds what it can and says what it could not).
+    Unreachable rigs get none (their power still counts in the plan)."""
     total = float(rig_w.sum())
-    slack = max(target_w - total, 0.0)
     shares = rig_w / total if total > 0 else np.full(len(rig_w), 1.0 / max(len(rig_w), 1))
-    targets = rig_w + slack * shares
+    targets = rig_w + (target_w - total) * shares
     return tuple(
         RigCurtail(rig_id=fleet.rig_ids[r], target_w=float(targets[r]), deadline_s=cap.deadline_s,
                    expires_s=cap.ends_s, reason=why)

@@ -55,6 +55,8 @@ def fleet_strike_usd_per_mwh(site: Site, traces: Traces) -> float:
     fleet's average nameplate efficiency at the first hashprice, to the nearest $5."""
     f = site.fleet
     miners = ~site.is_gpu
+    if not miners.any():
+        return AnchorConfig().strike_usd_per_mwh
     j_per_th = float((f.rated_power_w[miners] / (f.rated_hashrate_hs[miners] / 1e12)).mean())
     sha = traces.hashprice.algorithms.index("sha256d")
     hashprice = float(traces.hashprice.usd_per_th_day[sha, 0])

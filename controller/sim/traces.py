@@ -68,7 +68,7 @@ class PriceShape:
     noise_usd_per_mwh: float = 6.0  # 5-minute noise
     noise_phi: float = 0.9
     spikes_per_day: float = 0.25  # 200-1,000 $/MWh for 5-30 min
-    cap_spikes_per_day: float = 0.04  # to the cap, 15-90 min
+    cap_spikes_per_day: float = 0.05  # to the cap, 15-90 min
     spike_hours: tuple[float, float] = (15.0, 21.0)
     negative_night_share: float = 0.08  # nights with a negative stretch of 1-4 h
     negative_usd_per_mwh: tuple[float, float] = (-40.0, -2.0)
