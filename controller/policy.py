@@ -6,12 +6,15 @@ Per device, each rule explained with its numbers:
    unhealthy device).
 2. Inference demand first, per runtime profile (most urgent first): the GPUs needed are
    ceil(arrivals / (capacity x target utilisation) + waiting / (capacity x wait bound)). More
-   needed than serve: GPUs are borrowed at once, warm standby first (a runtime kept asleep in
-   host memory wakes in a fraction of a second; a cold start takes a minute), then the GPUs
-   whose hashing earns least; each borrow must gain more than the minimum after its switch cost
-   (the inference value forgone during its measured switch). Fewer needed for `give_back_windows`
-   demand windows in a row: the surplus is given back, warm GPUs first (they come back fastest),
-   then borrowed ones, to hashing where hashing pays (else to rest), after their minimum dwell.
+   needed than serve: GPUs are borrowed at once. With the estimated wait over the bound, warm
+   standby first (a runtime kept asleep in host memory wakes in a fraction of a second; a cold
+   start takes up to a minute); within the bound, cold GPUs first (there is time) so that the
+   warm ones stay hashing as the reserve for a burst; then the GPUs whose hashing earns least.
+   Each borrow must gain more than the minimum after its switch cost (the inference value
+   forgone during its measured switch), and waits out its dwell unless over the bound. Fewer
+   needed for `give_back_windows` demand windows in a row: the surplus is given back, warm GPUs
+   first (they come back fastest), then borrowed ones, to hashing where hashing pays (else to
+   rest), after their minimum dwell.
 3. Every other device follows its own strike price, from its own efficiency (measured, else last
    measured, else nameplate): strike [$/MWh] = hashprice [$/TH/day] x 1e6 / (24 x J/TH). Above
    the strike for `shed_windows` price windows: shed; above `high_strike_ratio` x strike: shed at
@@ -460,7 +463,8 @@ def _borrow(plan: _Plan, f: Fleet, d: ModelDemand, code: int, k: int, urgent: bo
             value_h: float, inference_w: FloatArray, value_price: float, now_value: FloatArray,
             d_ok: BoolArray, actionable: BoolArray, borrowed: BoolArray, horizon_h: float,
             config: PolicyConfig) -> None:
-    """Borrow up to k GPUs for profile `code`: warm first, then those earning least now."""
+    """Borrow up to k GPUs for profile `code`: warm first when urgent, cold first when not;
+    then those earning least now."""
     cur = f.workload
     candidates = np.flatnonzero((f.kind == KIND_GPU) & actionable & ~plan.decided
                                 & (cur != W_INFERENCE))
@@ -480,7 +484,10 @@ def _borrow(plan: _Plan, f: Fleet, d: ModelDemand, code: int, k: int, urgent: bo
     threshold = np.maximum(config.min_gain_usd_per_h, config.min_gain_ratio * np.abs(m_now))
     gain_ok = gain * horizon_h - cost >= threshold * horizon_h
     time_ok = np.ones(len(candidates), dtype=np.bool_) if urgent else d_ok[candidates]
-    order = np.lexsort((m_now, hashing, ~warm))
+    # Over the bound: warm GPUs first, they serve in a fraction of a second. Within it (demand
+    # growing, the queue still short): cold GPUs first, they have the time, and the warm ones
+    # stay hashing as the reserve for a burst.
+    order = np.lexsort((m_now, hashing, ~warm if urgent else warm))
     chosen_mask = (gain_ok & time_ok)[order]
     chosen = order[chosen_mask][:k]
     # The first candidates in line that were refused say why (one is enough to explain).

@@ -66,7 +66,7 @@ class PolicySpec:
 @dataclass(frozen=True)
 class SimOptions:
     substep_s: float = 10.0  # the fluid queue's sub-step while it is backlogged
-    trigger_gap_s: float = 30.0  # at least this between two rounds a queue triggers
+    trigger_gap_s: float = 10.0  # at least this from the last round to a queue's trigger
     seed: int = 0  # switch durations drawn (cold starts)
     keep_decisions: bool = False  # keep every round's decision (tests; small sites only)
 

@@ -178,7 +178,9 @@ class FluidQueue:
                 t = end_s
                 break
             coming = ready_now < len(ready_s) and ready_s[ready_now] < end_s
-            h = end_s - t if (ready_now == 0 and not coming) else min(self.substep_s, end_s - t)
+            h = min(self.substep_s, end_s - t)
+            if ready_now == 0 and not coming:  # nothing serves: one step to a possible trigger
+                h = max(h, min(end_s, max(trigger_from_s, t)) - t)
             e = t + h
             # GPUs ready part of this sub-step count pro rata.
             share = float(ready_now)

@@ -205,18 +205,30 @@ def test_a_cold_start_costs_more_than_a_warm_one() -> None:
 
 # -- inference demand first ----------------------------------------------------------------------
 
-def test_borrow_a_warm_standby_gpu_first() -> None:
-    rigs = [rig(gpu("cold"), gpu("warm", warm=True))]
-    d, _ = decide(snapshot(300, 30.0, rigs, demands=[demand(arrivals_rps=2.0)]), EMPTY)
+def test_over_the_bound_a_warm_standby_gpu_is_borrowed_first() -> None:
+    rigs = [rig(gpu("serving", INFERENCE, profile=PROFILE), gpu("cold"), gpu("warm", warm=True))]
+    # 10 waiting on one GPU of 4 req/s: 2.5 s against a 2 s bound; 2 GPUs needed.
+    d, _ = decide(snapshot(300, 30.0, rigs, demands=[demand(waiting=10, arrivals_rps=2.0)]),
+                  EMPTY)
     assert d.device("gpu/warm").desired == INFERENCE
     assert d.device("gpu/warm").profile == PROFILE
+    assert d.device("gpu/cold").desired == HASHING
     value = 4.0 * 0.8 * 3600 * 0.2 * 600 / 1e6 - 700 * 30 / 1e6
     now = GPU_TH * GPU_HP / 24 - 320 * 30 / 1e6
     assert d.explain("gpu/warm") == (
-        f"inference (llm) from warm standby (0.60 s): 1 GPUs needed for llm (2.0 req/s at 4.0 "
-        f"per GPU, 0 waiting, wait bound 2.0 s), 0 serving, est. wait 0.00 s; serving is worth "
+        f"inference (llm) from warm standby (0.60 s): 2 GPUs needed for llm (2.0 req/s at 4.0 "
+        f"per GPU, 10 waiting, wait bound 2.0 s), 1 serving, est. wait 2.50 s; serving is worth "
         f"{value:+.3f} $/h against {now:+.3f} $/h hashing")
-    assert d.device("gpu/cold").desired == HASHING
+
+
+def test_within_the_bound_a_cold_gpu_is_borrowed_and_the_warm_one_kept_in_reserve() -> None:
+    rigs = [rig(gpu("cold"), gpu("warm", warm=True))]
+    d, _ = decide(snapshot(300, 30.0, rigs, demands=[demand(arrivals_rps=2.0)]), EMPTY)
+    assert d.device("gpu/cold").desired == INFERENCE
+    assert d.device("gpu/warm").desired == HASHING
+    assert d.explain("gpu/cold").startswith(
+        "inference (llm), cold start (60 s): 1 GPUs needed for llm (2.0 req/s at 4.0 per GPU, "
+        "0 waiting, wait bound 2.0 s), 0 serving, est. wait 0.00 s")
 
 
 def test_a_queue_over_its_bound_borrows_at_once_despite_the_dwell() -> None:
