@@ -251,8 +251,8 @@ def test_a_queue_over_its_bound_borrows_at_once_despite_the_dwell() -> None:
 
 def test_gpus_are_given_back_after_m_low_windows_warm_first() -> None:
     cfg = PolicyConfig(give_back_windows=3)
-    rigs = [rig(gpu("c1", INFERENCE, profile=PROFILE), gpu("w", INFERENCE, warm=True),
-                gpu("c2", INFERENCE, profile=PROFILE))]
+    rigs = [rig(gpu("c1", INFERENCE, profile=PROFILE), gpu("c2", INFERENCE, profile=PROFILE),
+                gpu("w", INFERENCE, warm=True))]
     low = [demand(arrivals_rps=1.0)]  # 1 GPU needed of 3
     mem = EMPTY
     for k, t in enumerate((300, 600)):
@@ -262,7 +262,7 @@ def test_gpus_are_given_back_after_m_low_windows_warm_first() -> None:
             f"serves llm: fewer GPUs needed for {k + 1} of 3 windows; 1 GPUs needed for llm")
     d, mem = decide(snapshot(900, 30.0, rigs, demands=low), mem, cfg)
     back = [d.device(i).device_id for i in range(3) if d.device(i).desired == HASHING]
-    assert back == ["gpu/c1", "gpu/w"]  # the warm one, then by index among equals
+    assert back == ["gpu/c1", "gpu/w"]  # the warm one, then the first of the equals
     assert d.device("gpu/c2").desired == INFERENCE
     assert d.explain("gpu/w") == (
         f"given back to hashing: fewer GPUs needed for 3 windows (give back after 3); 1 GPUs "
@@ -329,6 +329,18 @@ def test_inference_is_shed_last_and_an_impossible_cap_is_said() -> None:
     d, _ = decide(snapshot(300, 30.0, _cap_site(), demands=need,
                            cap=GridCap(cap_w=300.0, deadline_s=900.0)), EMPTY)
     assert any(n.startswith("grid cap 300 W cannot be met") for n in d.notes)
+    # The rigs are still told the whole cap: each sheds what it can and says what it could not.
+    assert sum(c.target_w for c in d.curtail) == pytest.approx(300.0 * 0.98)
+
+
+def test_inference_is_shed_last_even_when_it_is_worth_little() -> None:
+    # Inference worth almost nothing per watt, a miner worth more: the cap takes the miner.
+    rigs = [rig(miner("a", 25.0), gpu("serving", INFERENCE, profile=PROFILE), base_w=0.0)]
+    cheap = [demand(arrivals_rps=2.0, usd_per_mtok=0.0001)]
+    d, _ = decide(snapshot(300, 30.0, rigs, demands=cheap,
+                           cap=GridCap(cap_w=2_000.0, deadline_s=900.0)), EMPTY)
+    assert d.device("asic/a").desired == ASLEEP
+    assert d.device("gpu/serving").desired == INFERENCE
 
 
 def test_under_a_cap_miners_that_would_wake_stay_asleep_first() -> None:
@@ -423,9 +435,10 @@ def _sequence() -> list[tuple[float, float, float]]:
 
 def _run(mem: PolicyMemory, rigs: list[RigState], steps: list[tuple[float, float, float]],
          journal: bool) -> list[tuple[list[Workload], list[str]]]:
+    cfg = PolicyConfig(shed_windows=2, resume_windows=2, give_back_windows=2, min_dwell_s=0)
     out = []
     for t, price, rps in steps:
-        d, mem = decide(snapshot(t, price, rigs, demands=[demand(arrivals_rps=rps)]), mem)
+        d, mem = decide(snapshot(t, price, rigs, demands=[demand(arrivals_rps=rps)]), mem, cfg)
         if journal:  # the standby replica: memory only through its JSON journal
             mem = PolicyMemory.from_json(json.loads(json.dumps(mem.to_json())))
         out.append(([d.device(i).desired for i in range(len(d.fleet))],
