@@ -95,7 +95,7 @@ def replay(args: argparse.Namespace) -> int:
           f"{int(site.is_gpu.sum()):,} GPUs; {args.days:g} days of {traces.step_s:.0f} s "
           f"windows, seed {args.seed}; {len(traces.grid.events)} grid events")
     print(report.table(results))
-    print(report.lyra_line(results))
+    print(report.lyra_line(results, spec.served.patience_s))
     if not args.no_plot:
         start = report.plot_week(results, traces, args.out / "week.png")
         print(f"plot: {args.out / 'week.png'} (days {start}-{start + 7})")

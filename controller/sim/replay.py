@@ -7,7 +7,6 @@ numbers crosses a process boundary, and the result does not depend on how many t
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -100,18 +99,3 @@ def run_all(job: ReplayJob, jobs: int = 2, only: Sequence[str] = ()) -> list[Run
         results = pool.map(_run_one, work, chunksize=1)
     by_name = {r.policy: r for r in results}
     return [by_name[names[i]] for i in chosen]
-
-
-def lyra_ratio(results: Sequence[RunResult]) -> tuple[float, float] | None:
-    """Mean queue wait and mean job completion time of the static split over the
-    controller's (Lyra, EuroSys 2023: 1.53x lower average queuing time, 1.48x lower JCT)."""
-    by = {r.policy: r for r in results}
-    if "static split" not in by or "controller" not in by:
-        return None
-    s = next(iter(by["static split"].waits.values()), None)
-    c = next(iter(by["controller"].waits.values()), None)
-    if s is None or c is None:
-        return None
-    wait = s.mean_wait_s / c.mean_wait_s if c.mean_wait_s > 0 else math.inf
-    jct = s.mean_jct_s / c.mean_jct_s if c.mean_jct_s > 0 else math.inf
-    return wait, jct

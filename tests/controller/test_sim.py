@@ -157,7 +157,8 @@ def test_rigsite_replay_prints_the_table_and_writes_its_files(tmp_path: Path) ->
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert "| policy | energy MWh |" in run.stdout
-    assert "(Lyra, EuroSys 2023: 1.53x)" in run.stdout
+    assert "(Lyra, EuroSys 2023: 1.53x lower average queuing time)" in run.stdout
+    assert "The wait ratio is " in run.stdout
     assert "replayed 6 policies in" in run.stderr
     rows = (out / "replay.csv").read_text().splitlines()
     assert rows[0].startswith("policy,energy_mwh,energy_cost_usd") and len(rows) == 7
