@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo,inference,openadr]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,inference,openadr,site]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -22,7 +22,7 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 lint: install
-	$(BIN)/ruff check hal agent rigapi tests bench fpga protos
+	$(BIN)/ruff check hal agent rigapi controller tests bench fpga protos
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -1,0 +1,119 @@
+"""`rigsite`: the site controller's command line. `rigsite replay` replays a site through every
+policy and prints the table; the live subcommands come with the live controller."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from controller.sim import report
+from controller.sim.engine import SimOptions
+from controller.sim.replay import ReplayJob, build, policies, run_all
+from controller.sim.site import SiteSpec
+from controller.sim.traces import write_csv
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return value
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be ≥ 0")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rigsite", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser(
+        "replay", help="replay a site through every policy and print the table",
+        description="Replay a simulated site through the field's rules and the controller's "
+                    "policy, over the same traces, and print the table an operator would use "
+                    "to choose a policy. Writes replay.csv, events.csv and week.png to --out.")
+    r.add_argument("--days", type=_positive(float), default=90.0, help="replayed days (90)")
+    r.add_argument("--seed", type=int, default=1, help="seed of the site and traces (1)")
+    r.add_argument("--out", type=Path, default=Path("replay-out"),
+                   help="directory for replay.csv, events.csv, week.png (replay-out)")
+    r.add_argument("--jobs", type=_positive(int), default=2,
+                   help="processes running policies side by side (2)")
+    r.add_argument("--traces", type=Path, default=None,
+                   help="directory of CSV traces (price.csv, hashprice.csv, demand.csv, "
+                        "grid.csv); each file present replaces its generator")
+    r.add_argument("--write-traces", type=Path, default=None,
+                   help="write the traces used to this directory as CSV")
+    r.add_argument("--policy", action="append", default=[],
+                   help="run only this policy (repeatable; default: all)")
+    r.add_argument("--miner-rigs", type=_count, default=80, help="rigs of miners (80)")
+    r.add_argument("--miners-per-rig", type=_count, default=100, help="(100)")
+    r.add_argument("--gpu-rigs", type=_count, default=20, help="rigs of GPUs (20)")
+    r.add_argument("--gpus-per-rig", type=_count, default=20, help="(20)")
+    r.add_argument("--miner-wake-s", type=_positive(float), default=SiteSpec.miner_wake_s,
+                   help="a miner's wake to full power, s (1.0: this project's simulators)")
+    r.add_argument("--no-plot", action="store_true", help="skip week.png")
+    return p
+
+
+def replay(args: argparse.Namespace) -> int:
+    spec = SiteSpec(miner_rigs=args.miner_rigs, miners_per_rig=args.miners_per_rig,
+                    gpu_rigs=args.gpu_rigs, gpus_per_rig=args.gpus_per_rig,
+                    miner_wake_s=args.miner_wake_s)
+    job = ReplayJob(days=args.days, seed=args.seed, site=spec, traces_dir=args.traces,
+                    options=SimOptions(seed=args.seed))
+    site, traces = build(job)
+    if args.write_traces is not None:
+        write_csv(traces, args.write_traces)
+    names = [p.name for p in policies(site, traces)]
+    unknown = [n for n in args.policy if n not in names]
+    if unknown:
+        print(f"rigsite replay: unknown policy {unknown[0]!r}; known: {', '.join(names)}",
+              file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    results = run_all(job, jobs=args.jobs, only=args.policy)
+    wall_s = time.monotonic() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.write_csv(results, args.out / "replay.csv")
+    report.write_events_csv(results, args.out / "events.csv")
+    n_miners = int((~site.is_gpu).sum())
+    print(f"site: {len(site.fleet.rig_ids)} rigs, {n_miners:,} miners, "
+          f"{int(site.is_gpu.sum()):,} GPUs; {args.days:g} days of {traces.step_s:.0f} s "
+          f"windows, seed {args.seed}; {len(traces.grid.events)} grid events")
+    print(report.table(results))
+    print(report.lyra_line(results, spec.served.patience_s))
+    if not args.no_plot:
+        start = report.plot_week(results, traces, args.out / "week.png")
+        print(f"plot: {args.out / 'week.png'} (days {start}-{start + 7})")
+    # Wall time is not a result: it goes to stderr, apart from the table.
+    print(f"replayed {len(results)} policies in {wall_s:.1f} s wall", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "replay":
+        try:
+            return replay(args)
+        except (OSError, ValueError) as e:
+            print(f"rigsite replay: {e}", file=sys.stderr)
+            return 1
+    return 2  # pragma: no cover (argparse requires a command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
