@@ -1,8 +1,7 @@
-"""rigd's configuration: the settings schema (`schema`), the settings themselves (`settings`), the
+"""rigd's configuration: the settings (`settings`, declared with rigapi.schema's `setting()`), the
 inference runtime profiles (`profiles`) and the default paths (`paths`). The names below are the
 configuration's public API; everything above the config layer imports them from here."""
 
-from agent.config.schema import ConfigError, Setting, setting, settings, table
 from agent.config.settings import (
     CONFIG_ENV,
     CURTAIL_STEPS,
@@ -19,6 +18,7 @@ from agent.config.settings import (
     parse_address,
     validate,
 )
+from rigapi.schema import ConfigError, Setting, declarations, setting, table
 
 __all__ = [
     "CONFIG_ENV",
@@ -31,13 +31,13 @@ __all__ = [
     "Setting",
     "TokenGrant",
     "config_path",
+    "declarations",
     "describe",
     "from_dict",
     "is_loopback",
     "load",
     "parse_address",
     "setting",
-    "settings",
     "table",
     "validate",
 ]

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config.schema import ConfigError, setting, table
+from rigapi.schema import ConfigError, setting, table
 
 DEVICE_KINDS = ("gpu", "host")
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1")

@@ -22,19 +22,19 @@ from typing import Any
 
 from agent.config import profiles
 from agent.config.paths import default_socket_path
-from agent.config.schema import (
-    ConfigError,
-    Setting,
-    _check_value,
-    _coerce,
-    _octal,
-    _unknown,
-    setting,
-    settings,
-)
 from agent.core.pool_url import parse_pool_url
 from hal import errors as hal_errors
 from hal.registry import DEFAULT_BACKENDS, check_options
+from rigapi.schema import (
+    ConfigError,
+    Setting,
+    check_value,
+    coerce,
+    declarations,
+    octal,
+    setting,
+    unknown_key,
+)
 
 ROLES = ("viewer", "operator", "admin")
 DEFAULT_CONFIG_PATH = "/etc/rigd/rigd.toml"
@@ -78,7 +78,7 @@ class Config:
                                help="local socket for rigctl (default: rigd.sock in systemd's "
                                     "$RUNTIME_DIRECTORY, else /run/rigd/rigd.sock as root, else "
                                     "$XDG_RUNTIME_DIR/rigd/rigd.sock)")
-    unix_socket_mode: int = setting(0o660, section="server", parse=_octal,
+    unix_socket_mode: int = setting(0o660, section="server", parse=octal,
                                     help='file mode of the socket, octal text like "0660"')
     tcp_address: str = setting("", section="server",
                                help='"host:port" for controllers; "" = no TCP listener')
@@ -290,20 +290,20 @@ _TABLES: dict[str, type] = {"auth.tokens": TokenGrant, "hashing": HashingConfig}
 def from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
     """Validate a parsed TOML document and build a Config."""
     known: dict[str, dict[str, Setting]] = {}
-    for s in settings(Config):
+    for s in declarations(Config):
         known.setdefault(s.section, {})[s.key] = s
     sections = {name for name in known if name} | {"hashing"}
     values: dict[str, Any] = {}
 
     def take(s: Setting, value: Any) -> None:
         where = f"{source}: {s.path}"
-        values[s.name] = s.parse(value, where) if s.parse else _coerce(value, s.hint, where)
+        values[s.name] = s.parse(value, where) if s.parse else coerce(value, s.hint, where)
 
     for key, value in data.items():
         if key in known[""]:
             take(known[""][key], value)
         elif key not in sections:
-            raise _unknown(key, source, [*known[""], *sections])
+            raise unknown_key(key, source, [*known[""], *sections])
     for section in sorted(sections - {"hashing"}):
         if section not in data:
             continue
@@ -316,7 +316,7 @@ def from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
             elif section == "hal" and isinstance(value, dict):
                 values.setdefault("backend_options", {})[key] = value
             else:
-                raise _unknown(key, f"{source} [{section}]", set(known[section]))
+                raise unknown_key(key, f"{source} [{section}]", set(known[section]))
     config = Config(**values)
     validate(config, source)
     return config
@@ -324,8 +324,8 @@ def from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
 
 def validate(config: Config, source: str = "config") -> None:
     """Every setting within its range, then the checks that span several settings."""
-    for s in settings(Config):
-        _check_value(s, getattr(config, s.name), f"{source}: {s.path}")
+    for s in declarations(Config):
+        check_value(s, getattr(config, s.name), f"{source}: {s.path}")
     for common_name, role in config.certificate_roles.items():
         if role not in ROLES:
             raise ConfigError(f"{source}: certificate {common_name!r} has unknown role {role!r}")
@@ -506,7 +506,7 @@ def describe() -> str:
     current = None
     for cls, prefix in ((Config, ""), (TokenGrant, "[[auth.tokens]]"),
                         (HashingConfig, "[[hashing]]")):
-        for s in settings(cls):
+        for s in declarations(cls):
             if s.name in ("tokens", "hashing", "backend_options"):
                 continue  # tables of their own, described by their entries
             header = prefix or (f"[{s.section}]" if s.section else "")
@@ -523,7 +523,7 @@ def _toml_default(s: Setting) -> str:
     value = s.default
     if s.name == "rig_id":
         return '"<hostname>"'
-    if s.parse is _octal:
+    if s.parse is octal:
         return f'"{value:04o}"'
     if value is None:
         return "<required>"

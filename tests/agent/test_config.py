@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import settings as cfg
+import agent.config.settings as cfg
 from tests.agent.test_daemon import assert_one_clean_error, run_rigd
 
 
@@ -67,7 +67,7 @@ def test_check_config_refuses_what_start_up_would(tmp_path: Path, text: str, fra
 
 
 def test_every_setting_is_declared_once_with_its_help() -> None:
-    declared = list(cfg.settings(cfg.Config))
+    declared = list(cfg.declarations(cfg.Config))
     names = [s.name for s in declared]
     assert len(names) == len(set(names))
     fields = {f for f in cfg.Config.__dataclass_fields__ if f != "demo"}
@@ -80,7 +80,7 @@ def test_every_setting_is_declared_once_with_its_help() -> None:
 def test_print_config_shows_every_key_with_its_default() -> None:
     result = run_rigd("--print-config")
     assert result.returncode == 0, result.stderr
-    for setting in cfg.settings(cfg.Config):
+    for setting in cfg.declarations(cfg.Config):
         if setting.name in ("tokens", "hashing", "backend_options"):
             continue
         assert f"# {setting.key} = " in result.stdout, setting.path

@@ -7,7 +7,7 @@ import importlib
 import subprocess
 from pathlib import Path
 
-from agent.config import settings as cfg
+import agent.config.settings as cfg
 from tests.agent.test_startup import RIGD
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -27,7 +27,7 @@ def setting_rows() -> list[str]:
     rows = []
     for cls, array in ((cfg.Config, ""), (cfg.TokenGrant, "auth.tokens"),
                        (cfg.HashingConfig, "hashing")):
-        for s in cfg.settings(cls):
+        for s in cfg.declarations(cls):
             if s.name in ("tokens", "hashing", "backend_options"):
                 continue
             key = f"`[[{array}]]` `{s.key}`" if array else f"`{s.path}`"

@@ -1,8 +1,9 @@
-"""How a setting is declared and read: one declaration per setting drives parsing, type and range
-checks, the did-you-mean for typos and the documentation (`rigd --print-config`).
+"""How a setting is declared and read, for rigd's configuration and the site controller's alike:
+one declaration per setting drives parsing, type and range checks, the did-you-mean for typos
+and the documentation (`rigd --print-config`).
 
 A setting is a dataclass field made by `setting(...)`, carrying its TOML section, help text and
-allowed range; `settings(cls)` lists a dataclass's declarations, `table(cls, raw, where)` reads
+allowed range; `declarations(cls)` lists a dataclass's declarations, `table(cls, raw, where)` reads
 one TOML table into it.
 """
 
@@ -38,7 +39,7 @@ def setting(
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
-def _octal(value: Any, where: str) -> int:
+def octal(value: Any, where: str) -> int:
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be octal text like \"0660\", got {value!r}")
     try:
@@ -66,7 +67,7 @@ class Setting:
         return f"{self.section}.{self.key}" if self.section else self.key
 
 
-def settings(cls: type) -> Iterator[Setting]:
+def declarations(cls: type) -> Iterator[Setting]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if "section" not in f.metadata:
@@ -77,7 +78,7 @@ def settings(cls: type) -> Iterator[Setting]:
                       default, f.metadata["help"], f.metadata["bounds"], f.metadata["choices"],
                       f.metadata["parse"])
 
-def _unknown(key: str, where: str, known: Iterator[str] | list[str] | set[str]) -> ConfigError:
+def unknown_key(key: str, where: str, known: Iterator[str] | list[str] | set[str]) -> ConfigError:
     hint = difflib.get_close_matches(key, list(known), n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     return ConfigError(f"unknown key {key!r} in {where}{suggestion}")
@@ -93,7 +94,7 @@ def _type_name(hint: Any) -> str:
         hint, str(hint))
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def coerce(value: Any, hint: Any, where: str) -> Any:
     """The TOML value as the field's type, or a ConfigError saying what was expected."""
     origin = typing.get_origin(hint)
     if origin is tuple:
@@ -102,14 +103,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
         if isinstance(element, type) and dataclasses.is_dataclass(element):
             return tuple(table(element, item, f"{where}[{i}]") for i, item in enumerate(value))
-        return tuple(_coerce(item, element, f"{where}[{i}]") for i, item in enumerate(value))
+        return tuple(coerce(item, element, f"{where}[{i}]") for i, item in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table, got {type(value).__name__} {value!r}")
         (_, element) = typing.get_args(hint)
         if element is Any:
             return dict(value)
-        return {str(k): _coerce(v, element, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): coerce(v, element, f"{where}.{k}") for k, v in value.items()}
     ok = {
         str: isinstance(value, str),
         bool: isinstance(value, bool),
@@ -126,21 +127,21 @@ def table(cls: type, raw: Any, where: str) -> Any:
     """One entry of an array of tables ([[hashing]], [[auth.tokens]]) as its dataclass."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
-    known = {s.key: s for s in settings(cls)}
+    known = {s.key: s for s in declarations(cls)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
-            raise _unknown(key, where, set(known))
-        values[known[key].name] = _coerce(value, known[key].hint, f"{where}.{key}")
+            raise unknown_key(key, where, set(known))
+        values[known[key].name] = coerce(value, known[key].hint, f"{where}.{key}")
     required = [s.key for s in known.values() if s.default is None and s.name not in values]
     if required:
         raise ConfigError(f"{where} lacks {', '.join(required)}")
     item = cls(**values)
     for s in known.values():
-        _check_value(s, getattr(item, s.name), f"{where}.{s.key}")
+        check_value(s, getattr(item, s.name), f"{where}.{s.key}")
     return item
 
-def _check_value(s: Setting, value: Any, where: str) -> None:
+def check_value(s: Setting, value: Any, where: str) -> None:
     if s.bounds is not None:
         low, high = s.bounds
         number = float(value)
