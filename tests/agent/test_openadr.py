@@ -299,6 +299,7 @@ def test_a_vtn_that_disappears_leaves_the_curtailment_to_expire(rig: Rig) -> Non
     wait_for(lambda: rig.vtn.registrations > 0, "registration with the new VTN", 30)
 
 
+@pytest.mark.processes
 def test_signed_messages_over_mutual_tls(tmp_path: Path, pki: Path) -> None:
     """The VTN checks the VEN's client certificate and signatures, the VEN the VTN's."""
     vtn = Vtn(free_port(), pki, certificate_fingerprint((pki / "ctrl-a.pem").read_text()))
@@ -351,6 +352,7 @@ class GarbageHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.processes
 def test_a_vtn_answering_garbage_is_retried_with_backoff(tmp_path: Path) -> None:
     garbage = GarbageVtn()
     thread = threading.Thread(target=garbage.serve_forever, daemon=True)
@@ -374,6 +376,7 @@ def test_a_vtn_answering_garbage_is_retried_with_backoff(tmp_path: Path) -> None
         garbage.server_close()
 
 
+@pytest.mark.processes
 def test_a_vtn_that_asks_to_register_at_every_poll_is_a_lost_session(tmp_path: Path) -> None:
     """openleadr registers again whenever the VTN asks; a VTN that asks at every poll (it has
     lost this VEN, and sends it no events) is said in the log and retried with backoff."""
@@ -397,6 +400,7 @@ def test_a_vtn_that_asks_to_register_at_every_poll_is_a_lost_session(tmp_path: P
         vtn.stop()
 
 
+@pytest.mark.processes
 def test_openadr_configured_without_openleadr_is_one_clear_error(tmp_path: Path) -> None:
     shim = tmp_path / "shim" / "openleadr"
     shim.mkdir(parents=True)

@@ -1,0 +1,135 @@
+"""The test tiers. Every test gets its markers here, from its path or from the fixtures it
+uses; a test that matches none of them is in the `unit` tier, which `make test-fast` runs
+(`make test` runs every tier). The markers are declared in pyproject.toml (--strict-markers).
+
+A unit test may not start a process: one that does fails and names it, so the fast tier stays
+fast and a new test that starts rigd, rigctl or any other program is put in its tier (here by
+its path or fixture, or with `@pytest.mark.processes` where its file mixes both kinds).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+# The markers that take a test out of the unit tier (a test may have several).
+TIERS = ("processes", "nvml_sim", "opencl", "hdl", "model", "e2e", "wheel")
+
+# Path prefixes (from the repository root; a folder, a file) and the markers of their tests.
+PATH_MARKERS: dict[str, tuple[str, ...]] = {
+    # every scenario runs in a Python subprocess against the C library built with gcc
+    "tests/nvml/": ("nvml_sim", "processes"),
+    "tests/opencl/": ("opencl",),
+    "tests/hashing_kernel/": ("opencl",),
+    "tests/mining_e2e/": ("opencl", "e2e"),
+    "tests/e2e/": ("e2e", "processes", "model"),
+    # cocotb's runner compiles with Verilator or Icarus and runs the simulator as a process
+    "fpga/tests/test_fpga_sim.py": ("hdl", "processes"),
+    "fpga/tests/test_fpga_sim_cli.py": ("hdl", "processes"),
+    "fpga/tests/test_fpga_lint.py": ("hdl", "processes"),
+    "fpga/tests/test_fpga_sim_wheel.py": ("hdl", "processes", "wheel"),
+    # every test of these files starts rigd, rigctl or another program
+    "tests/agent/test_asic_rigd.py": ("processes",),
+    "tests/agent/test_cli.py": ("processes", "nvml_sim", "opencl"),
+    "tests/agent/test_crash.py": ("processes",),
+    "tests/agent/test_curtail.py": ("processes", "nvml_sim", "opencl"),
+    "tests/agent/test_daemon.py": ("processes",),
+    "tests/agent/test_fuzz.py": ("processes", "nvml_sim"),
+    "tests/agent/test_gpu_rigd.py": ("processes", "nvml_sim"),
+    "tests/agent/test_hashing_workload.py": ("processes", "opencl"),
+    "tests/agent/test_launch.py": ("processes",),
+    "tests/agent/test_mtls.py": ("processes",),
+    "tests/agent/test_observe.py": ("processes", "nvml_sim", "opencl"),
+    "tests/agent/test_rigctl_mtls.py": ("processes",),
+    "tests/agent/test_rpc.py": ("processes",),
+    "tests/agent/test_runtime_profiles.py": ("processes",),
+    "tests/agent/test_startup.py": ("processes",),
+    "tests/agent/test_streams.py": ("processes", "nvml_sim"),
+    "tests/agent/test_switch.py": ("processes", "nvml_sim", "opencl"),
+}
+
+# Fixtures and the markers of the tests that use them (directly or through other fixtures): by
+# name, or by "path::name" for a fixture of one file.
+FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
+    "rigd": ("processes",),  # tests/agent/conftest.py: a rigd subprocess
+    "nvml_library": ("nvml_sim", "processes"),
+    "legacy_nvml_library": ("nvml_sim", "processes"),
+    "cl_device": ("opencl",),
+    "kernel_for": ("opencl",),
+    "built": ("opencl",),
+    "fpga_cards": ("opencl",),
+    "tests/agent/test_observe.py::rig": ("model",),  # the host serves the builtin runtime
+    "tests/agent/test_openadr.py::rig": ("processes", "nvml_sim", "opencl"),
+}
+
+
+def tier_markers(item: pytest.Item) -> set[str]:
+    """The markers the path and fixtures of a test give it."""
+    path = item.nodeid.split("::", 1)[0]
+    found = {m for prefix, marks in PATH_MARKERS.items() if path.startswith(prefix) for m in marks}
+    for fixture in getattr(item, "fixturenames", ()):
+        found.update(FIXTURE_MARKERS.get(fixture, ()))
+        found.update(FIXTURE_MARKERS.get(f"{path}::{fixture}", ()))
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in sorted(tier_markers(item)):
+            item.add_marker(name)
+        if not any(item.get_closest_marker(name) for name in TIERS):
+            item.add_marker("unit")
+
+
+@contextmanager
+def started_processes() -> Iterator[list[str]]:
+    """The command lines of the processes started meanwhile by this thread or by a thread begun
+    meanwhile (not by the background threads of session fixtures, such as fpga/tests' builds)."""
+    started: list[str] = []
+    earlier = set(threading.enumerate()) - {threading.main_thread()}
+    real_init = subprocess.Popen.__init__
+
+    def init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        if threading.current_thread() not in earlier:
+            started.append(args if isinstance(args, str | bytes) else shlex.join(map(str, args)))
+        real_init(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = init  # type: ignore[assignment,method-assign]
+    try:
+        yield started
+    finally:
+        subprocess.Popen.__init__ = real_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _unit_starts_no_process(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _unit_starts_no_process(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    return (yield from _unit_starts_no_process(item, "teardown"))
+
+
+def _unit_starts_no_process(item: pytest.Item, phase: str) -> Iterator[None]:
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with started_processes() as started:
+        result = yield
+    if started:
+        pytest.fail(
+            f"a unit test started {len(started)} process(es) in its {phase} "
+            f"({'; '.join(started)[:300]}): give it its tier in conftest.py (PATH_MARKERS or "
+            "FIXTURE_MARKERS) or mark it @pytest.mark.processes", pytrace=False)
+    return result
