@@ -2,6 +2,9 @@
 uses; a test that matches none of them is in the `unit` tier, which `make test-fast` runs
 (`make test` runs every tier). The markers are declared in pyproject.toml (--strict-markers).
 
+Under `-m EXPR`, a file or folder that PATH_MARKERS gives markers none of whose tests can match
+EXPR is not collected at all: `make test-fast` then imports none of the heavy test modules.
+
 A unit test may not start a process: one that does fails and names it, so the fast tier stays
 fast and a new test that starts rigd, rigctl or any other program is put in its tier (here by
 its path or fixture, or with `@pytest.mark.processes` where its file mixes both kinds).
@@ -9,11 +12,14 @@ its path or fixture, or with `@pytest.mark.processes` where its file mixes both 
 
 from __future__ import annotations
 
+import itertools
+import re
 import shlex
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,6 +60,8 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "tests/agent/test_switch.py": ("processes", "nvml_sim", "opencl"),
 }
 
+assert all(set(marks) & set(TIERS) for marks in PATH_MARKERS.values())  # none is in `unit`
+
 # Fixtures and the markers of the tests that use them (directly or through other fixtures): by
 # name, or by "path::name" for a fixture of one file.
 FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
@@ -69,14 +77,53 @@ FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def path_markers(path: str) -> set[str]:
+    """The markers of the tests under a path (a folder's ends with "/")."""
+    return {m for prefix, marks in PATH_MARKERS.items() if path.startswith(prefix) for m in marks}
+
+
 def tier_markers(item: pytest.Item) -> set[str]:
     """The markers the path and fixtures of a test give it."""
     path = item.nodeid.split("::", 1)[0]
-    found = {m for prefix, marks in PATH_MARKERS.items() if path.startswith(prefix) for m in marks}
+    found = path_markers(path)
     for fixture in getattr(item, "fixturenames", ()):
         found.update(FIXTURE_MARKERS.get(fixture, ()))
         found.update(FIXTURE_MARKERS.get(f"{path}::{fixture}", ()))
     return found
+
+
+def could_match(markexpr: str, marks: set[str]) -> bool:
+    """Whether a test that has `marks`, maybe others, and not `unit` can match `-m markexpr`."""
+    try:
+        from _pytest.mark.expression import Expression  # pytest's own parser of -m
+
+        expression = Expression.compile(markexpr)
+    except Exception:  # another pytest, or a bad expression that pytest itself reports
+        return True
+    free = sorted(set(re.findall(r"[A-Za-z_][\w.]*", markexpr)) - {"and", "or", "not", "unit"}
+                  - marks)
+    if len(free) > 10:
+        return True
+    for values in itertools.product((False, True), repeat=len(free)):
+        given = {name for name, value in zip(free, values, strict=True) if value}
+        if expression.evaluate(matcher_of(marks | given)):
+            return True
+    return False
+
+
+def matcher_of(present: set[str]) -> Callable[..., bool]:
+    return lambda name, **_: name in present
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    markexpr = config.getoption("markexpr", "")
+    if not markexpr or not collection_path.is_relative_to(config.rootpath):
+        return None
+    path = collection_path.relative_to(config.rootpath).as_posix()
+    marks = path_markers(path + "/" if collection_path.is_dir() else path)
+    if marks and not could_match(markexpr, marks):
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
