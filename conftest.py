@@ -66,6 +66,7 @@ assert all(set(marks) & set(TIERS) for marks in PATH_MARKERS.values())  # none i
 # name, or by "path::name" for a fixture of one file.
 FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
     "rigd": ("processes",),  # tests/agent/conftest.py: a rigd subprocess
+    "shared_rigd": ("processes",),  # ... one for a module's read-only tests
     "nvml_library": ("nvml_sim", "processes"),
     "legacy_nvml_library": ("nvml_sim", "processes"),
     "cl_device": ("opencl",),
