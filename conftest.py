@@ -13,6 +13,7 @@ its path or fixture, or with `@pytest.mark.processes` where its file mixes both 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shlex
 import subprocess
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest_plugins = ["pytester"]  # tests/test_tiers.py runs these hooks in sessions of its own
 
 # The markers that take a test out of the unit tier (a test may have several).
 TIERS = ("processes", "nvml_sim", "opencl", "hdl", "model", "e2e", "wheel")
@@ -41,6 +44,7 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "fpga/tests/test_fpga_lint.py": ("hdl", "processes"),
     "fpga/tests/test_fpga_sim_wheel.py": ("hdl", "processes", "wheel"),
     # every test of these files starts rigd, rigctl or another program
+    "tests/test_tiers.py": ("processes",),  # pytest sessions of its own
     "tests/agent/test_asic_rigd.py": ("processes",),
     "tests/agent/test_cli.py": ("processes", "nvml_sim", "opencl"),
     "tests/agent/test_crash.py": ("processes",),
@@ -145,10 +149,11 @@ def started_processes() -> Iterator[list[str]]:
 
     def init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
         if threading.current_thread() not in earlier:
-            started.append(args if isinstance(args, str | bytes) else shlex.join(map(str, args)))
+            single = isinstance(args, str | bytes | os.PathLike)
+            started.append(str(args) if single else shlex.join(map(str, args)))
         real_init(self, args, *rest, **kwargs)
 
-    subprocess.Popen.__init__ = init  # type: ignore[assignment,method-assign]
+    subprocess.Popen.__init__ = init  # type: ignore[method-assign]
     try:
         yield started
     finally:

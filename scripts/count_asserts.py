@@ -44,11 +44,11 @@ def count_file(path: Path) -> Counts:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     counts = Counts()
     if path.name.startswith("test_"):
-        for node in tree.body:
-            if is_test(node):
+        for statement in tree.body:
+            if is_test(statement):
                 counts.tests += 1
-            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-                counts.tests += sum(1 for item in node.body if is_test(item))
+            elif isinstance(statement, ast.ClassDef) and statement.name.startswith("Test"):
+                counts.tests += sum(1 for item in statement.body if is_test(item))
     for node in ast.walk(tree):
         if isinstance(node, ast.Assert):
             counts.asserts += 1
