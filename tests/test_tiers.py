@@ -28,8 +28,11 @@ def test_with_a_rigd(request, rigd):
 '''
 
 STARTS_A_PROCESS = '''
-import subprocess, sys
+import ctypes.util, subprocess, sys
 import pytest
+
+def test_unit_that_looks_a_library_up():
+    ctypes.util.find_library("no-such-library-here")  # ldconfig, gcc, ld: a lookup
 
 def test_unit_that_starts_one():
     subprocess.run([sys.executable, "-c", "pass"], check=True)
@@ -74,7 +77,7 @@ def test_markers_come_from_the_path_and_the_fixtures(tree: pytest.Pytester) -> N
 
 def test_a_unit_test_that_starts_a_process_fails_and_names_it(tree: pytest.Pytester) -> None:
     result = tree.runpytest_subprocess("tests/unitish/test_spawn.py")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
         "*_ test_unit_that_starts_one _*",
         "a unit test started 1 process(es) in its call (*python -c pass): give it its tier*",
@@ -87,9 +90,10 @@ def test_the_unit_tier_leaves_other_tiers_uncollected(tree: pytest.Pytester) -> 
     unit = tree.runpytest_subprocess("-m", "unit", "--collect-only", "-q")
     collected = [line for line in unit.outlines if "::" in line]
     assert collected == ["tests/unitish/test_plain.py::test_plain",
+                         "tests/unitish/test_spawn.py::test_unit_that_looks_a_library_up",
                          "tests/unitish/test_spawn.py::test_unit_that_starts_one"]
-    # of the 6 tests, the 2 of tests/e2e/ were not even collected
-    unit.stdout.fnmatch_lines(["2/4 tests collected (2 deselected)*"])
+    # of the 7 tests, the 2 of tests/e2e/ were not even collected
+    unit.stdout.fnmatch_lines(["3/5 tests collected (2 deselected)*"])
     # Any other expression sees every file that may hold a match.
     e2e = tree.runpytest_subprocess("-m", "e2e", "--collect-only", "-q")
     assert [line for line in e2e.outlines if "::" in line] == [
