@@ -205,7 +205,7 @@ class CurtailmentSequences(RuleBasedStateMachine):
         device_id = self.rig.asics[index]
         watts = round(3000 * fraction)
         try:
-            reply = self.rig.rigd.stub().SetPowerLimit(pb.SetPowerLimitRequest(
+            self.rig.rigd.stub().SetPowerLimit(pb.SetPowerLimitRequest(
                 device_id=device_id, power_limit_w=watts), timeout=30,
                 metadata=bearer(OPERATOR_TOKEN))
         except grpc.RpcError as exc:
