@@ -50,6 +50,8 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "tests/agent/test_cli.py": ("processes", "nvml_sim", "opencl"),
     "tests/agent/test_crash.py": ("processes",),
     "tests/agent/test_curtail.py": ("processes", "nvml_sim", "opencl"),
+    "tests/agent/test_curtail_property.py": ("processes", "nvml_sim", "opencl"),
+    "tests/agent/test_curtail_sequences.py": ("processes", "nvml_sim", "opencl"),
     "tests/agent/test_daemon.py": ("processes",),
     "tests/agent/test_fuzz.py": ("processes", "nvml_sim"),
     "tests/agent/test_gpu_rigd.py": ("processes", "nvml_sim"),
