@@ -61,8 +61,8 @@ class StreamUpdate:
     `readings` holds only readings newer than any this stream delivered for their device (a
     reading never goes back in time). `sequence` and `dropped_count` are rigd's for the
     current connection; `dropped_total` adds the drops of the connections before it.
-    `blind_s` is set on the first update after the stream broke: how long no update came
-    (from the last update before the break to this one), with `gap` saying why."""
+    `blind_s` is set on the first update after the stream broke: how long the stream saw
+    nothing new of the rig (the gap's span), with `gap` saying why."""
 
     readings: tuple[Reading, ...]
     rig_power: RigPower | None
@@ -76,9 +76,10 @@ class StreamUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """A time a telemetry stream delivered nothing: from its last update to its next one."""
+    """A time a telemetry stream was blind: from the newest reading it delivered before a break
+    to the newest of the first update after it (rigd's clock)."""
 
-    last_unix_s: float  # the last update before the break (the stream's start if none)
+    last_unix_s: float  # the newest reading before the break (the stream's start if none)
     resumed_unix_s: float
     error: str  # what broke it
     attempts: int  # connections tried until one delivered again

@@ -8,8 +8,9 @@ stream, and never a reading that goes back in time.
 
 When the stream breaks (an error that may pass: rigd unreachable or unavailable; rigd ending the
 stream as it stops; no message for `stall_s`), it reconnects after a jittered backoff and goes
-on. The first update after the break carries the Gap: from the last update before it to this
-one. A reading is delivered only if it is newer than every reading already delivered for its
+on. The first update after the break carries the Gap: from the newest reading delivered before
+it to the newest of this update, both by rigd's clock (so a consumer that was slow to take the
+updates around the break does not shrink it). A reading is delivered only if it is newer than every reading already delivered for its
 device (one repeated unchanged, same time, still is: a slow device's reading stays the latest);
 the rig's power likewise. An error before the first message (no rigd there, a refusal) or an
 answer that will not change (NOT_FOUND, INVALID_ARGUMENT, not allowed) ends the stream with it.
@@ -57,6 +58,7 @@ class TelemetryStream:
         self.skipped_readings = 0  # older than one delivered for the same device
         self._newest: dict[str, float] = {}
         self._newest_power = float("-inf")
+        self._newest_any = float("-inf")  # the newest time delivered, any device or the rig
 
     def __aiter__(self) -> AsyncIterator[StreamUpdate]:
         return self._run()
@@ -84,7 +86,7 @@ class TelemetryStream:
         return readings, power
 
     async def _run(self) -> AsyncIterator[StreamUpdate]:
-        last_update = time.time()
+        opened = time.time()
         dropped_before = 0
         broke: str | None = None
         attempts = 0
@@ -106,14 +108,17 @@ class TelemetryStream:
                     readings, power = self._fresh(message)
                     if not readings and power is None:
                         continue
-                    now = time.time()
+                    newest = max([r.telemetry.timestamp_unix_s for r in readings]
+                                 + ([power.time_unix_s] if power is not None else []))
                     gap = None
                     if broke is not None:
-                        gap = Gap(last_update, now, broke, attempts)
+                        before = self._newest_any if self._newest_any > float("-inf") \
+                            else opened
+                        gap = Gap(before, newest, broke, attempts)
                         self.gaps.append(gap)
                         broke, attempts = None, 0
                         self.backoff.reset()
-                    last_update = now
+                    self._newest_any = max(self._newest_any, newest)
                     self.delivered += 1
                     yield StreamUpdate(
                         readings=tuple(readings), rig_power=power,
