@@ -10,8 +10,9 @@ When the stream breaks (an error that may pass: rigd unreachable or unavailable;
 stream as it stops; no message for `stall_s`), it reconnects after a jittered backoff and goes
 on. The first update after the break carries the Gap: from the newest reading delivered before
 it to the newest of this update, both by rigd's clock (so a consumer that was slow to take the
-updates around the break does not shrink it). A reading is delivered only if it is newer than every reading already delivered for its
-device (one repeated unchanged, same time, still is: a slow device's reading stays the latest);
+updates around the break does not shrink it). A reading is delivered only if it is newer than
+every reading already delivered for its device (one repeated unchanged, same time, still is: a
+slow device's reading stays the latest);
 the rig's power likewise. An error before the first message (no rigd there, a refusal) or an
 answer that will not change (NOT_FOUND, INVALID_ARGUMENT, not allowed) ends the stream with it.
 """
