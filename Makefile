@@ -22,7 +22,7 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 lint: install
-	$(BIN)/ruff check hal agent rigapi tests bench fpga protos
+	$(BIN)/ruff check hal agent rigapi client tests bench fpga protos
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
