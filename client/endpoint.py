@@ -22,10 +22,11 @@ from client.errors import EndpointError
 SYSTEM_SOCKET = "/run/rigd/rigd.sock"  # rigd under systemd (deploy/rigd.service)
 
 # A channel's reconnection: gRPC's default backoff grows to 120 s, so a rig back from a restart
-# would go unseen for up to two minutes; here a channel tries again within 5 s.
+# would go unseen for up to two minutes; here a channel tries again within 5 s. (Not
+# grpc.min_reconnect_backoff_ms: gRPC takes it as the time a connection attempt may take, and a
+# rig slow to accept is then "unreachable" instead of a call that ends at its deadline.)
 RECONNECT_OPTIONS: list[tuple[str, int]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 

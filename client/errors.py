@@ -199,6 +199,9 @@ def from_rpc_error(exc: grpc.RpcError, *, rig: str, connected: bool, elapsed_s: 
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         # Our own timer: the call took its whole deadline. Otherwise rigd said it (a device).
         ours = timeout_s is not None and elapsed_s >= timeout_s * 0.98
+        if ours:
+            message = f"no answer from rigd within {timeout_s:.3g} s" + (
+                "" if connected else " (no connection to it could be made)")
         return Timeout(message, code=code, rig=rig, party="rigd" if ours else "",
                        answered=not ours, connected=connected)
     party = "caller" if code in _CALLERS_FAULT else "rigd" if code in _RIGDS_FAULT else ""

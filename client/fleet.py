@@ -169,10 +169,7 @@ class Fleet:
         except Exception as exc:  # dnspython's NXDOMAIN, NoAnswer, timeouts...
             raise EndpointError(f"no SRV records for {name}: {exc}") from None
         records = sorted(answer, key=lambda r: (r.priority, -r.weight, str(r.target)))
-        targets = []
-        for record in records:
-            host = str(record.target).rstrip(".")
-            targets.append((host, f"{host}:{record.port}"))
+        targets = [f"{str(r.target).rstrip('.')}:{r.port}" for r in records]
         return cls(targets, **kwargs)
 
     def __len__(self) -> int:

@@ -34,8 +34,7 @@ from rigapi.model import (
     WorkloadKind,
     WorkloadSpec,
 )
-from tests.client.conftest import RealRig
-from tests.client.conftest import wait_for
+from tests.client.conftest import RealRig, wait_for
 
 FAKE = WorkloadSpec(WorkloadKind.INFERENCE, inference=InferenceSpec("fake"))
 
