@@ -202,13 +202,18 @@ class TwoControllers(RuleBasedStateMachine):
 
     @rule(who=st.sampled_from(["a", "b"]))
     def change(self, who: str) -> None:
+        """CancelCurtailment with none in force: rigd checks the lease first, then refuses
+        for want of a curtailment. So the refusal's reason says whether rigd admitted the
+        caller, and no hardware is touched (a slow device cannot blur the answer)."""
         client, lease = self.clients[who], self._lease(who)
         try:
-            client.device_action(self.rig.miners[0], "wake")
-        except (LeaseLost, Refused, NotAllowed):
+            client.start_cancel_curtailment()
+        except (LeaseLost, NotAllowed):  # refused here, or rigd: not this caller's token
             admitted = False
+        except Refused as exc:
+            admitted = "no curtailment is in force" in str(exc)
         else:
-            admitted = True
+            raise AssertionError("a curtailment is in force on the test rig")
         expected = self.holder == who if lease is not None else self.holder is None
         assert admitted == expected, (who, self.holder, lease)
         if lease is not None and self.holder != who:
