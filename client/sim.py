@@ -271,9 +271,11 @@ class SimRig:
             self._device(device_id)
         if request.device_ids:
             return self.telemetry(list(request.device_ids)).SerializeToString()
+        # Like rigd: the latest readings, at most max_age old (0: twice the interval); made and
+        # encoded at most once per interval however many ask.
         now = time.monotonic()
         max_age = request.max_age_ms / 1000 if request.max_age_ms else 2 * self.interval_s
-        if self._cached is None or now - self._cached[0] > min(max_age, self.interval_s):
+        if self._cached is None or now - self._cached[0] > max_age:
             self._cached = (now, self.telemetry().SerializeToString())
         return self._cached[1]
 

@@ -68,12 +68,14 @@ def enum_value(descriptor: Any, member: enum.Enum) -> Any:
 
 def enum_member(descriptor: Any, number: int, cls: type[enum.Enum]) -> Any:
     """The inverse of enum_value; None for UNSPECIFIED or a value this build does not know."""
+    return _members(descriptor, cls).get(number)
+
+
+@functools.cache
+def _members(descriptor: Any, cls: type[enum.Enum]) -> dict[int, Any]:
     prefix = _enum_prefix(descriptor) + "_"
-    value = descriptor.values_by_number.get(number)
-    if value is None:
-        return None
-    name = value.name.removeprefix(prefix)
-    return cls.__members__.get(name)
+    return {value.number: cls.__members__.get(value.name.removeprefix(prefix))
+            for value in descriptor.values}
 
 
 def fill(message: Message, value: Any, skip: frozenset[str] = frozenset()) -> Message:
