@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client import Endpoint, Rig
-from client.errors import NotFound, Unreachable
+from client.errors import NotFound, RigError, Unavailable, Unreachable
 from client.model import StreamUpdate
 from client.streams import TelemetryStream
 from hal.device import DeviceKind
@@ -195,3 +195,21 @@ def test_a_stream_delivers_no_reading_older_than_one_it_delivered(
         else:
             assert power is None
     assert stream.skipped_readings == skipped
+
+
+def test_diagnostics_broken_midway_raise_instead_of_looking_complete(rig: RealRig) -> None:
+    """A run cannot be resumed (rigd ends what a departed caller's run started): a stream that
+    breaks before its last result raises, so a partial run never passes for a whole one."""
+    async def body(proxy: Proxy) -> None:
+        async with Rig(Endpoint(address=proxy.address, token=OPERATOR_TOKEN)) as client:
+            seen = []
+            with pytest.raises(RigError) as broken:
+                async for outcome in client.diagnostics(2):
+                    seen.append(outcome)
+                    if len(seen) == 1:
+                        proxy.reset()
+            assert 1 <= len(seen) < seen[0].total
+            assert isinstance(broken.value, Unreachable | Unavailable)
+
+    with Proxy(rig.rigd.tcp_address) as proxy:
+        asyncio.run(body(proxy))
