@@ -58,7 +58,8 @@ class RigError(Exception):
 
     def __init__(self, message: str, *, code: grpc.StatusCode, rig: str = "", party: str = "",
                  reason: str = "", device_id: str = "", firmware_says: str = "",
-                 metadata: Mapping[str, str] | None = None, answered: bool = True) -> None:
+                 metadata: Mapping[str, str] | None = None, answered: bool = True,
+                 status: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
@@ -69,6 +70,7 @@ class RigError(Exception):
         self.firmware_says = firmware_says
         self.metadata: dict[str, str] = dict(metadata or {})
         self.answered = answered  # whether rigd itself answered with this status
+        self.status = status  # the google.rpc.Status rigd attached (every detail), or None
 
     @property
     def detailed(self) -> bool:
@@ -149,8 +151,9 @@ _CLASSES: dict[grpc.StatusCode, type[RigError]] = {
 }
 
 
-def error_info(exc: grpc.RpcError) -> tuple[str, dict[str, str]] | None:
-    """(reason, metadata) of the rig.v1 ErrorInfo in the call's status details, or None.
+def error_info(exc: grpc.RpcError) -> tuple[str, dict[str, str], Any] | None:
+    """(reason, metadata, the whole google.rpc.Status) of the rig.v1 ErrorInfo in the call's
+    status details, or None.
 
     grpcio-status is imported here, on the error path only: a command whose call succeeds
     never loads it."""
@@ -171,7 +174,7 @@ def error_info(exc: grpc.RpcError) -> tuple[str, dict[str, str]] | None:
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             if info.domain == DOMAIN:
-                return info.reason, dict(info.metadata)
+                return info.reason, dict(info.metadata), status
     return None
 
 
@@ -186,11 +189,11 @@ def from_rpc_error(exc: grpc.RpcError, *, rig: str, connected: bool, elapsed_s: 
     message = exc.details() or code.name.lower().replace("_", " ")
     found = error_info(exc)
     if found is not None:
-        reason, metadata = found
+        reason, metadata, status = found
         kwargs: dict[str, Any] = dict(
             code=code, rig=rig, party=metadata.get("party", ""), reason=reason,
             device_id=metadata.get("device_id", ""),
-            firmware_says=metadata.get("firmware_says", ""), metadata=metadata)
+            firmware_says=metadata.get("firmware_says", ""), metadata=metadata, status=status)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Timeout(message, connected=True, **kwargs)
         return _CLASSES.get(code, Failed)(message, **kwargs)

@@ -47,6 +47,7 @@ def test_status_details_name_the_party_the_device_and_the_firmwares_words(
             assert (error.party, error.device_id, error.reason) == (
                 "device", "asic/sim-00001-m0", "DEVICE_UNREACHABLE")
             assert error.answered and error.detailed
+            assert error.status is not None and len(error.status.details) == 1, "all kept"
             with pytest.raises(Refused) as firmware:
                 await refusing.device_action("asic/sim-00002-m0", "sleep")
             error = firmware.value
