@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from client import BlockingFleet, BlockingRig, Endpoint
-from client.errors import LeaseLost
+from client.errors import LeaseLost, Refused
 from client.sim import SimRigProcess
 from tests.agent.conftest import ADMIN_TOKEN
 from tests.client.conftest import RealRig, wait_for
@@ -49,12 +49,16 @@ def test_streams_and_operations_are_iterators(rig: RealRig) -> None:
         assert client.health()[""] == "serving"
 
 
-def test_a_blocking_fleet(sims: SimRigProcess) -> None:
-    with BlockingFleet(sims.rigs, deadline_s=2) as fleet:
+def test_a_blocking_fleet(sims: SimRigProcess, rig: RealRig) -> None:
+    members = [*sims.rigs, ("real", rig.rigd.tcp_address)]
+    with BlockingFleet(members, deadline_s=2) as fleet:
         results = fleet.telemetry()
-        assert len(results.ok) == 5
-        assert fleet.curtail(1000, deadline_s=5).summary() == "5 of 5 rigs answered"
-        assert len(fleet.cancel_curtailment().ok) == 5
+        assert len(results.ok) == 6 and results.values()["real"].rig_power is not None
+        assert fleet.curtail({name: 1000.0 for name, _ in sims.rigs}, deadline_s=5
+                             ).summary() == "5 of 5 rigs answered"
+        cancelled = fleet.cancel_curtailment(deadline_s=5)
+        assert len(cancelled.ok) == 5, "the real rig had none to cancel"
+        assert isinstance(cancelled.errors()["real"], Refused)
 
 
 def test_a_bad_endpoint_raises_before_a_thread_starts() -> None:
