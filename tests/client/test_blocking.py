@@ -11,7 +11,7 @@ import pytest
 from client import BlockingFleet, BlockingRig, Endpoint
 from client.errors import LeaseLost, Refused
 from client.sim import SimRigProcess
-from tests.agent.conftest import ADMIN_TOKEN
+from tests.agent.conftest import ADMIN_TOKEN, OPERATOR_TOKEN
 from tests.client.conftest import RealRig, wait_for
 
 
@@ -51,7 +51,7 @@ def test_streams_and_operations_are_iterators(rig: RealRig) -> None:
 
 def test_a_blocking_fleet(sims: SimRigProcess, rig: RealRig) -> None:
     members = [*sims.rigs, ("real", rig.rigd.tcp_address)]
-    with BlockingFleet(members, deadline_s=2) as fleet:
+    with BlockingFleet(members, deadline_s=2, template=Endpoint(token=OPERATOR_TOKEN)) as fleet:
         results = fleet.telemetry()
         assert len(results.ok) == 6 and results.values()["real"].rig_power is not None
         assert fleet.curtail({name: 1000.0 for name, _ in sims.rigs}, deadline_s=5
