@@ -3,7 +3,6 @@ same rig (or a rig that lost its network) does not come back in lockstep."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 
@@ -12,10 +11,14 @@ class Backoff:
     near zero, so a flapping peer is not hammered)."""
 
     def __init__(self, first_s: float = 0.1, max_s: float = 5.0, factor: float = 2.0,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] | None = None) -> None:
         if not 0 < first_s <= max_s:
             raise ValueError(f"backoff needs 0 < first_s <= max_s, got {first_s}, {max_s}")
         self.first_s, self.max_s, self.factor = first_s, max_s, factor
+        if rng is None:
+            import random  # here: a one-call command never waits between attempts
+
+            rng = random.random
         self._rng = rng
         self.attempts = 0
 

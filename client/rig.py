@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -389,6 +388,8 @@ class Rig:
         """Ask for the switch; returns the operation at once (wait() follows it). A request id
         is made when none is given, so a retry after an unknown outcome is the same switch.
         In a hashing spec, empty fields (no pools, intensity 0) mean rigd's configured ones."""
+        import uuid
+
         spec = _workload(workload)
         token = self._fencing(fencing_token)
         request = pb.SetWorkloadRequest(

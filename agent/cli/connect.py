@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -251,6 +250,8 @@ class Rig:
         if matches:
             raise CliError(f"{name!r} matches {len(matches)} devices "
                            f"({', '.join(short_id(m) for m in matches[:4])}): give more of it")
+        import difflib  # only to suggest: not on every command's start-up
+
         close = difflib.get_close_matches(name, ids + [short_id(i) for i in ids], n=1,
                                           cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else ""

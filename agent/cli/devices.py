@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import difflib
 import json
 import math
 import sys
@@ -234,6 +233,8 @@ def _query(text: str) -> list[str]:
     known = query_fields()
     for name in fields:
         if name not in known:
+            import difflib  # only to suggest: not on every command's start-up
+
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise argparse.ArgumentTypeError(
