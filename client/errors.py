@@ -158,15 +158,21 @@ def error_info(exc: grpc.RpcError) -> tuple[str, dict[str, str], Any] | None:
     grpcio-status is imported here, on the error path only: a command whose call succeeds
     never loads it."""
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    if not trailing or not any(key == "grpc-status-details-bin" for key, _ in trailing):
+    raw = next((value for key, value in trailing or () if key == "grpc-status-details-bin"),
+               None)
+    if raw is None:
         return None
-    from google.rpc import error_details_pb2
+    from google.rpc import error_details_pb2, status_pb2
     from grpc_status import rpc_status
 
     try:
         status = rpc_status.from_call(exc)
-    except ValueError:  # details that contradict the call's own code or message
-        return None
+    except ValueError:
+        # grpcio-status wants the Status's message to be the call's, word for word; a server
+        # that clips the call's text would lose its details. The code must still agree.
+        status = status_pb2.Status.FromString(raw)
+        if status.code != exc.code().value[0]:
+            return None
     if status is None:
         return None
     for detail in status.details:

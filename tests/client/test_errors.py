@@ -100,3 +100,52 @@ def test_rigctl_says_rigd_is_unreachable_only_when_it_is(tmp_path: Path) -> None
     gone = rigctl("--socket", str(tmp_path / "none.sock"), "--timeout", "2", "inventory")
     assert gone.returncode == 3 and gone.stderr.startswith("rigctl: cannot reach rigd at unix:")
     assert Endpoint(socket=str(tmp_path / "x.sock")).where == f"unix:{tmp_path}/x.sock"
+
+
+def test_details_survive_a_clipped_message_and_are_refused_with_another_code() -> None:
+    """A server may clip the text it aborts with but attach the whole Status: the party is
+    still read. Details whose code contradicts the call's are not believed."""
+    import grpc
+    from google.rpc import error_details_pb2, status_pb2
+
+    from client.errors import Failed
+    from rigapi import SERVICE_NAME, pb
+
+    def details(code: grpc.StatusCode, message: str) -> bytes:
+        status = status_pb2.Status(code=code.value[0], message=message)
+        status.details.add().Pack(error_details_pb2.ErrorInfo(
+            reason="DEVICE_UNREACHABLE", domain="rig.v1",
+            metadata={"party": "device", "device_id": "asic/x"}))
+        return status.SerializeToString()
+
+    async def clipped(request: object, context: grpc.aio.ServicerContext) -> None:
+        context.set_trailing_metadata((("grpc-status-details-bin", details(
+            grpc.StatusCode.UNAVAILABLE, "asic/x: " + "refused " * 50)),))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "asic/x: refused refused…")
+
+    async def contradicting(request: object, context: grpc.aio.ServicerContext) -> None:
+        context.set_trailing_metadata((("grpc-status-details-bin", details(
+            grpc.StatusCode.UNAVAILABLE, "oops")),))
+        await context.abort(grpc.StatusCode.INTERNAL, "oops")
+
+    async def body() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "GetInventory": grpc.unary_unary_rpc_method_handler(
+                clipped, pb.GetInventoryRequest.FromString),
+            "GetTelemetry": grpc.unary_unary_rpc_method_handler(
+                contradicting, pb.GetTelemetryRequest.FromString)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with Rig(f"127.0.0.1:{port}") as client:
+                with pytest.raises(Unavailable) as read:
+                    await client.inventory()
+                assert read.value.party == "device" and read.value.device_id == "asic/x"
+                with pytest.raises(Failed) as ignored:
+                    await client.telemetry()
+                assert not ignored.value.detailed and ignored.value.party == "rigd"
+        finally:
+            await server.stop(0)
+
+    asyncio.run(body())
