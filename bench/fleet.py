@@ -192,11 +192,13 @@ def run_size(size: int, args: argparse.Namespace, tmp: Path) -> list[str]:
 
     here = tmp / f"n{size}"
     here.mkdir()
-    real = [start_real_rigd(here, i) for i in range(args.real)]
-    simulated = size - len(real)
+    real: list[tuple[subprocess.Popen[bytes], str]] = []
+    simulated = size - args.real
     sims = [SimRigProcess(min(PER_PROCESS, simulated - first), first=first, gpus=1)
             for first in range(0, simulated, PER_PROCESS)]
-    try:
+    try:  # every process started is ended, even if a later one fails to start
+        for i in range(args.real):
+            real.append(start_real_rigd(here, i))
         for s in sims:
             s.start()
         for _, address in real:

@@ -50,9 +50,12 @@ class FleetUnderTest:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUnderTest]:
     tmp = tmp_path_factory.mktemp("fleet")
-    real = [start_rigd(_dir(tmp, i)) for i in range(4)]
-    sims = SimRigProcess(46, gpus=1).start()
-    try:
+    real: list[RigdProcess] = []
+    sims = SimRigProcess(46, gpus=1)
+    try:  # every process started is ended, even if a later one fails to start
+        for i in range(4):
+            real.append(start_rigd(_dir(tmp, i)))
+        sims.start()
         lines = [f"real-{i} {r.tcp_address}" for i, r in enumerate(real)]
         lines += [f"{name} {address}" for name, address in sims.rigs]
         file = tmp / "fleet.txt"
@@ -68,8 +71,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetUnderTest]:
         sims.set_fault(range(4, 8), Fault.REFUSE)
         yield FleetUnderTest(real, sims, file, healthy_file)
     finally:
-        real[2].proc.send_signal(signal.SIGCONT)
         for rigd in real:
+            rigd.proc.send_signal(signal.SIGCONT)
             rigd.stop()
         sims.stop()
 
