@@ -143,7 +143,8 @@ class AsicTelemetry:
     errors: tuple[str, ...] = ()
     is_mining: bool | None = None
     firmware_family: str = ""
-    # What the miner hashes ("sha256d", "scrypt", "x11"): hashrate_hs counts hashes of this.
+    # What the miner hashes ("sha256d", "scrypt", "x11", "ethash", "equihash"): hashrate_hs
+    # counts hashes of this per second (Equihash: solutions per second), never as SHA-256d.
     algorithm: str = ""
     env_temp_c: float | None = None  # intake / ambient, where the firmware reports it
 
