@@ -40,6 +40,9 @@ CAPTURES = "whatsminer_api_v2_asicrs"
 _READS = {"summary", "devs", "pools", "get_version", "get_psu", "status", "get_miner_info",
           "get_error_code"}
 MH = 1e6
+# The control commands Fault.IGNORE answers as done without doing them.
+_CONTROLS = frozenset({"power_off", "power_on", "adjust_power_limit", "set_low_power",
+                       "set_normal_power", "set_high_power"})
 _WINDOWS = ("MHS av", "MHS 5s", "MHS 1m", "MHS 5m", "MHS 15m")  # summary and each devs record
 
 
@@ -167,6 +170,8 @@ class WhatsminerSim(FirmwareServer):
 
     def _write(self, command: dict[str, Any]) -> bytes:
         name = command.get("cmd")
+        if self.ignores_commands and name in _CONTROLS:
+            return _plain("S", 131, "API command OK")  # Fault.IGNORE: nothing happens
         if name == "power_off":
             self.state.sleep()
         elif name == "power_on":
