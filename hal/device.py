@@ -7,10 +7,12 @@ hide the others.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hal.errors import NotSupported
 
@@ -202,11 +204,16 @@ class Device:
 
     Subclasses set `id`, `kind` and `capabilities` in their constructor and implement
     `info()` and `telemetry()`. Blocking calls must bound their own time (they raise Timeout).
+    A device reached over the network (a miner) also reads natively on the caller's event
+    loop: `async_io` True and its own `telemetry_async()`.
     """
 
     id: str
     kind: DeviceKind
     capabilities: frozenset[Capability] = frozenset({Capability.TELEMETRY})
+    # True when telemetry_async() does its own non-blocking I/O on the calling event loop
+    # (network devices); False: callers run the blocking telemetry() in a thread.
+    async_io: ClassVar[bool] = False
     # The OpenCL device that computes for this one: a GPU's OpenCL view (joined by PCI bus id,
     # or named in the configuration), an OpenCL device itself. None: nothing to run kernels on.
     compute_facet: Device | None = None
@@ -216,6 +223,10 @@ class Device:
 
     def telemetry(self) -> Telemetry:
         raise NotImplementedError
+
+    async def telemetry_async(self) -> Telemetry:
+        """telemetry() for an event loop. Default: the blocking call in a thread."""
+        return await asyncio.to_thread(self.telemetry)
 
     def health(self) -> Health:
         return HEALTHY

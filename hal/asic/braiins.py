@@ -20,6 +20,7 @@ gRPC is tried again; control needs gRPC and raises DeviceLost naming its port.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -172,6 +173,13 @@ class _Session:
         miner.token_used_at = time.monotonic()
 
 
+def _running(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
@@ -200,8 +208,14 @@ class BraiinsMiner(Miner):
         self.token_timeout_s = 0.0
         self.token_used_at = 0.0
         self._grpc_refused_at: float | None = None
-        self._grpc_channel: Any = None  # grpc.aio.Channel, bound to _channel_loop
-        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        # A grpc.aio channel belongs to the event loop it was made on: one per loop this miner
+        # is used on (the agent's for readings, the HAL's I/O loop for blocking controls).
+        self._channels: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._channels_lock = threading.Lock()
+
+    def read_budget_s(self) -> float:
+        """The reads go out at once over one connection: a login and the calls, or the RPC."""
+        return self.config.timeout_s * 3
 
     def token_fresh(self) -> bool:
         idle_s = time.monotonic() - self.token_used_at
@@ -213,30 +227,52 @@ class BraiinsMiner(Miner):
     # --- gRPC -------------------------------------------------------------------------------
     def _channel(self) -> Any:
         """The miner's channel on the running loop: one HTTP/2 connection carries every call
-        of a poll, and is kept between polls while the loop lives (a channel belongs to the
-        loop it was made on)."""
+        of a poll, and is kept between polls while the loop lives."""
         loop = asyncio.get_running_loop()
-        if self._channel_loop is not loop:
-            self._grpc_channel = grpc.aio.insecure_channel(self.grpc_address,
-                                                           options=_CHANNEL_OPTIONS)
-            self._channel_loop = loop
-        return self._grpc_channel
+        with self._channels_lock:
+            for old in [other for other in self._channels if other.is_closed()]:
+                del self._channels[old]  # its loop is gone, and its connection with it
+            channel = self._channels.get(loop)
+            if channel is None:
+                channel = grpc.aio.insecure_channel(self.grpc_address, options=_CHANNEL_OPTIONS)
+                self._channels[loop] = channel
+            return channel
 
     async def _drop_channel(self) -> None:
-        """Forget the channel after a failure: a fresh one connects at once, where the old
-        one would wait out gRPC's reconnect backoff (up to minutes) after the miner is back
-        (the channel's connections are its own: no shared subchannel keeps the backoff)."""
-        channel, self._grpc_channel, self._channel_loop = self._grpc_channel, None, None
+        """Forget this loop's channel after a failure: a fresh one connects at once, where the
+        old one would wait out gRPC's reconnect backoff (up to minutes) after the miner is
+        back (the channel's connections are its own: no shared subchannel keeps the
+        backoff)."""
+        with self._channels_lock:
+            channel = self._channels.pop(asyncio.get_running_loop(), None)
         if channel is not None:
             await channel.close(None)
+
+    def close(self) -> None:
+        """Close every loop's channel, on its own loop."""
+        with self._channels_lock:
+            channels, self._channels = self._channels, {}
+        for loop, channel in channels.items():
+            if loop.is_closed():
+                continue
+            if _running(loop):
+                loop.create_task(channel.close(None))
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(channel.close(None), loop)
 
     async def _with_session(self, calls: Sequence[tuple[str, Message, type[Message]]]
                             ) -> list[Message | HalError]:
         """Run `calls` concurrently on the miner's channel; an error that stops the whole
         miner (unreachable, no answer, refused login) raises, others come back in place."""
         session = _Session(self, self._channel())
-        results = await asyncio.gather(*(session.call(*call) for call in calls),
-                                       return_exceptions=True)
+        try:
+            results = await asyncio.gather(*(session.call(*call) for call in calls),
+                                           return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cut off at a deadline: the calls are cancelled, and the connection, which may be
+            # to a hung miner, goes with them.
+            await asyncio.shield(self._drop_channel())
+            raise
         for result in results:
             if isinstance(result, (DeviceLost, Timeout)):
                 await self._drop_channel()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,6 @@ DEFAULT_PORT = 4028
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
-DEFAULT_CONCURRENCY = 64
 
 MAX_REPAIR_CHARS = 512 * 1024  # real replies are < 100 KB; repair costs ~0.3 s per MB
 
@@ -437,6 +438,19 @@ class RpcClient:
             data, raw = await self.request_raw(command)
             results[command] = Reply(command, data, raw, self.address)
         return results
+
+
+def fd_headroom(reserve: int = 64) -> int:
+    """File descriptors this process may still open: its soft RLIMIT_NOFILE less those open
+    now and `reserve` (for everything else the process does)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no procfs: assume the usual few
+        used = 16
+    return max(0, soft - used - reserve)
 
 
 async def gather_bounded(coros: list[Any], concurrency: int) -> list[Any]:

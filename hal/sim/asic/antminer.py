@@ -141,8 +141,9 @@ class AntminerSim(FirmwareServer):
                    for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         length = int(headers.get("content-length", "0") or 0)
         body = await reader.readexactly(min(length, 1 << 20)) if length else b""
-        await self.stall(reader)
+        await self.hang(reader)
         status, payload, extra = self.handle_http(method, path, headers, body)
+        await self.delay()
         reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
         out = [f"HTTP/1.1 {status} {reason.get(status, 'OK')}",
                "Content-Type: application/json", f"Content-Length: {len(payload)}",

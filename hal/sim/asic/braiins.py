@@ -470,27 +470,32 @@ class _Handlers(grpc.GenericRpcHandler):
         return None  # grpc answers UNIMPLEMENTED
 
     async def _check(self, method: str, context: Any) -> None:
-        """Count the call; stall it as the fault says; abort it UNAUTHENTICATED without a
+        """Count the call; hang it if the miner hangs; abort it UNAUTHENTICATED without a
         live token."""
         self.sim.grpc_calls.append(method.rsplit("/", 1)[-1])
-        await self.sim.stall()
+        await self.sim.hang()
         token = dict(context.invocation_metadata() or ()).get("authorization")
         if not self.sim.authorised(token if isinstance(token, str) else None):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
 
     async def _read(self, method: str, request: bytes, context: Any) -> bytes:
         await self._check(method, context)
-        return self.sim.rendered((method, *self.sim.state_key(method)),
-                                 lambda: self.reads[method](w.decode(request)))
+        reply = self.sim.rendered((method, *self.sim.state_key(method)),
+                                  lambda: self.reads[method](w.decode(request)))
+        await self.sim.delay()
+        return reply
 
     async def _act(self, method: str, request: bytes, context: Any) -> bytes:
         await self._check(method, context)
-        return self.actions[method](w.decode(request))
+        reply = self.actions[method](w.decode(request))
+        await self.sim.delay()
+        return reply
 
     async def _login(self, request: bytes, context: Any) -> bytes:
         self.sim.grpc_calls.append("Login")
-        await self.sim.stall()
+        await self.sim.hang()
         result = self.sim.login(w.decode(request))
+        await self.sim.delay()
         if result is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Invalid username or password")
             raise AssertionError("unreachable")
@@ -500,7 +505,8 @@ class _Handlers(grpc.GenericRpcHandler):
 
     async def _api_version(self, request: bytes, _context: Any) -> bytes:
         self.sim.grpc_calls.append("GetApiVersion")
-        await self.sim.stall()
+        await self.sim.hang()
+        await self.sim.delay()
         return self.sim.api_version(w.decode(request))
 
     async def _set_power_target(self, request: bytes, context: Any) -> bytes:
@@ -514,6 +520,7 @@ class _Handlers(grpc.GenericRpcHandler):
                                 f"{CONSTRAINT_MIN_W}-{CONSTRAINT_MAX_W} W")
         if not self.sim.ignores_commands:  # Fault.IGNORE: answered as set, nothing changes
             self.sim.apply_power_target(watts, int(w.first(fields, 1, 0)))
+        await self.sim.delay()
         return w.message(1, _power(watts))
 
     def _locate(self, request: w.Fields) -> bytes:

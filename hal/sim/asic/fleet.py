@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import resource
 import socket
+import subprocess
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hal.sim.asic.antminer import AntminerSim
@@ -49,6 +54,7 @@ SIM_CLASSES: dict[str, Callable[..., FirmwareServer]] = {
     "braiins": BraiinsSim,
     "cgminer": CgminerSim,
 }
+DEFAULT_FAMILIES = ("antminer", "luxos", "whatsminer", "avalon", "braiins")
 RPC_PORT, WEB_PORT, GRPC_PORT, WHATSMINER_V3_PORT = 4028, 80, 50051, 4433
 # Every port pyasic tries on a miner (4028, http/https, btminer v3, BOSer gRPC, btminer 8889).
 CLIENT_PORTS = (RPC_PORT, WEB_PORT, 443, WHATSMINER_V3_PORT, GRPC_PORT, 8889)
@@ -276,11 +282,65 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, soft
 
 
+@dataclass(frozen=True, slots=True)
+class FleetRun:
+    """A simulated fleet in a process of its own (see `fleet_process`)."""
+
+    options: dict[str, Any]  # [hal.asic] discover options for every miner, in fleet order
+    faults: dict[int, tuple[Fault, float]]  # miner index -> (fault, slow_s), as fault_plan
+
+    def healthy(self) -> list[int]:
+        return [i for i in range(len(self.options["miners"])) if i not in self.faults]
+
+
+@contextlib.contextmanager
+def fleet_process(count: int, families: Sequence[str] = DEFAULT_FAMILIES, *,
+                  faults: Sequence[str] = (), standard_ports: bool = False,
+                  warmup_s: float = 1.0, response_s: float = 0.0,
+                  extra_args: Sequence[str] = ()) -> Iterator[FleetRun]:
+    """Run `count` simulated miners (families in turn) in their own process, as a real fleet
+    does not share its client's interpreter, with `faults` as `--fault` specs (FAULT_HELP);
+    yield what the client needs; the fleet stops when the block ends. For benches and tests:
+
+        with fleet_process(1000, faults=["hang:10%"]) as fleet:
+            devices = hal.asic.discover(fleet.options)"""
+    args = ["--count", str(count), "--families", ",".join(families),
+            "--warmup-s", str(warmup_s), "--response-s", str(response_s), *extra_args]
+    for spec in faults:
+        args += ["--fault", spec]
+    if standard_ports:
+        args.append("--standard-ports")
+    plan = fault_plan(faults, count)  # the process picks the same miners
+    root = str(Path(__file__).resolve().parents[3])  # this hal's checkout, for the child too
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from hal.sim.asic.fleet import main; "
+         "sys.exit(main(sys.argv[1:]))", *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": path})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fleet process ended at start (exit {process.wait()})")
+        yield FleetRun(json.loads(line), plan)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()  # the fleet stops at the end of its standard input
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=FAULT_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=3)
-    parser.add_argument("--families", default="antminer,luxos,whatsminer,avalon,braiins")
+    parser.add_argument("--families", default=",".join(DEFAULT_FAMILIES))
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--standard-ports", action="store_true",
                         help="each miner on its own loopback address with the standard ports")

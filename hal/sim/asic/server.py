@@ -312,18 +312,23 @@ class FirmwareServer:
         """Fault.IGNORE: a control command is answered as done and changes nothing."""
         return self.fault is Fault.IGNORE
 
-    async def stall(self, reader: asyncio.StreamReader | None = None) -> None:
-        """Before an answer: Fault.SLOW waits `slow_s`; Fault.HANG waits until the client
-        gives up (its end closes; with no reader, until cancelled), so a hung miner holds no
-        socket longer than the client does."""
+    async def hang(self, reader: asyncio.StreamReader | None = None) -> None:
+        """Fault.HANG, before a request is looked at: wait until the client gives up (its end
+        closes; with no reader, until cancelled), so a hung miner holds no socket longer
+        than the client does, and never answers."""
+        if self.fault is not Fault.HANG:
+            return
+        if reader is None:
+            await asyncio.Event().wait()
+        while await reader.read(4096):  # type: ignore[union-attr]
+            pass
+        raise ConnectionResetError("the client gave up on a hung miner")
+
+    async def delay(self) -> None:
+        """Fault.SLOW, between a reply and its sending: the answer is the miner's state when
+        the request came, arriving `slow_s` later."""
         if self.fault is Fault.SLOW:
             await asyncio.sleep(self.slow_s)
-        elif self.fault is Fault.HANG:
-            if reader is None:
-                await asyncio.Event().wait()
-            while await reader.read(4096):  # type: ignore[union-attr]
-                pass
-            raise ConnectionResetError("the client gave up on a hung miner")
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -353,7 +358,7 @@ class FirmwareServer:
                 request = await self._read_request(reader)
                 if request is None:
                     return
-                await self.stall(reader)
+                await self.hang(reader)
                 await self._answer(request, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
@@ -403,6 +408,7 @@ class FirmwareServer:
             return
         reply = self.dispatch(request)
         reply = apply_quirk(reply, fault)
+        await self.delay()
         if fault is Fault.HALF:
             writer.write(reply[: len(reply) // 2])
             await writer.drain()
