@@ -28,7 +28,7 @@ import dataclasses
 import ipaddress
 import json
 import math
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from hal.asic.antminer import AntminerMiner
@@ -56,9 +56,9 @@ FAMILIES: dict[str, type[Miner]] = {
 }
 MAX_SUBNET_ADDRESSES = 1024  # a /22
 DEFAULT_DISCOVER_TIMEOUT_S = 3.0
-# Connections one identification opens at once (version, devdetails, get_version, the v3
-# framed probe, and the web page where a web port is given).
-PROBES_PER_IDENTIFY = 5
+# Connections one identification may hold at once (the second round: devdetails,
+# get_version and the web page where a web port is given; the first holds two).
+PROBES_PER_IDENTIFY = 3
 
 _OPTIONS = frozenset({"miners", "subnets", "port", "timeout_s", "concurrency", "simulated",
                       "credentials", "username", "password", "web_port", "grpc_port"})
@@ -111,21 +111,47 @@ async def identify(host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 3.
                    web_port: int | None = None) -> tuple[str, Reply | None]:
     """(family, version reply) for the miner at host:port, within one `timeout_s`.
 
-    Every probe (cgminer `version` and `devdetails`, Whatsminer `get_version`, the API v3
-    framed `get.device.info`, the Antminer web page) goes out at once; the first reply that
-    names a family wins. A miner that answers nothing raises Timeout, a closed port DeviceLost,
-    one that answers in a way no family matches NotSupported."""
+    Two rounds of probes, each sent at once, the first reply that names a family winning: the
+    cgminer `version` and the API v3 framed `get.device.info` (which name every family but
+    Whatsminer v2), then, only if neither did, `devdetails`, Whatsminer's `get_version` and
+    the Antminer web page. A fleet mostly answers the first round: a third of the
+    connections, which decides how many miners one core identifies within the timeout. A
+    miner that answers nothing raises Timeout, a closed port DeviceLost, one that answers in
+    a way no family matches NotSupported."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     rpc = RpcClient(host, port, timeout_s=timeout_s, connect_timeout_s=timeout_s)
-    probes: dict[str, Awaitable[Any]] = {
-        "version": rpc.request("version", check=False),
-        "devdetails": rpc.request("devdetails", check=False),
-        "get_version": rpc.send_json({"cmd": "get_version"}),
-        "framed": rpc.exchange_framed({"cmd": "get.device.info"}),
-    }
-    if web_port:
-        probes["web"] = http_request(host, web_port, "GET", "/", timeout_s=timeout_s)
-    tasks = {asyncio.ensure_future(coro): name for name, coro in probes.items()}
     answers: dict[str, Any] = {}
+    first: dict[str, Callable[[], Awaitable[Any]]] = {
+        "version": lambda: rpc.request("version", check=False),
+        "framed": lambda: rpc.exchange_framed({"cmd": "get.device.info"}),
+    }
+    found = await _probe(first, answers)
+    if found is not None:
+        return found
+    if not all(isinstance(a, Timeout) for a in answers.values()):  # it answers: ask more
+        then: dict[str, Callable[[], Awaitable[Any]]] = {
+            "devdetails": lambda: rpc.request("devdetails", check=False),
+            "get_version": lambda: rpc.send_json({"cmd": "get_version"}),
+        }
+        if web_port:
+            then["web"] = lambda: http_request(host, web_port, "GET", "/",
+                                               timeout_s=max(0.05, deadline - loop.time()))
+        rpc.timeout_s = max(0.05, deadline - loop.time())
+        found = await _probe(then, answers)
+        if found is not None:
+            return found
+    version = answers.get("version")
+    if isinstance(version, Reply) and version.ok:
+        return "cgminer", version
+    raise _identify_error(f"{host}:{port}", answers, timeout_s)
+
+
+async def _probe(probes: Mapping[str, Callable[[], Awaitable[Any]]],
+                 answers: dict[str, Any]) -> tuple[str, Reply | None] | None:
+    """Send `probes` at once; the first conclusive answer (the others cancelled), else None
+    with every answer (or error) in `answers`."""
+    tasks = {asyncio.ensure_future(probe()): name for name, probe in probes.items()}
     try:
         pending = set(tasks)
         while pending:
@@ -139,10 +165,7 @@ async def identify(host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 3.
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    version = answers.get("version")
-    if isinstance(version, Reply) and version.ok:
-        return "cgminer", version
-    raise _identify_error(rpc.address, answers, timeout_s)
+    return None
 
 
 def _task_result(task: asyncio.Future[Any]) -> Any:

@@ -265,6 +265,10 @@ class Miner(Device):
 
     kind = DeviceKind.ASIC
     async_io = True
+    # True where set_power_limit works by choosing one of power_modes() (LuxOS profiles): a
+    # limit is then undone by its mode. Elsewhere (Whatsminer) the power mode and the power
+    # limit are separate settings, each put back on its own.
+    limit_sets_mode: ClassVar[bool] = False
     family: ClassVar[str] = "cgminer"
     vendor: ClassVar[str] = ""
     data_sources: ClassVar[DataSources] = {}

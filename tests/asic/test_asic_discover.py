@@ -49,6 +49,19 @@ def test_identification_from_replies(fleet_factory) -> None:
     assert found == ["antminer", "luxos", "whatsminer", "avalon", "cgminer", "whatsminer_v3"]
 
 
+def test_identification_asks_more_only_where_the_first_round_names_no_family(
+        fleet_factory) -> None:
+    """`version` names most firmware: the other probes (a connection each, the cost of
+    identifying thousands) go only to a miner it does not name (Whatsminer v2)."""
+    fleet = fleet_factory(["luxos", "avalon", "braiins", "whatsminer"])
+    for sim in fleet.miners:
+        asyncio.run(identify(sim.host, sim.port, timeout_s=2))
+    luxos, avalon, braiins, whatsminer = (set(sim.requests) for sim in fleet.miners)
+    for asked in (luxos, avalon, braiins):
+        assert "version" in asked and not {"devdetails", "get_version"} & asked
+    assert "version" in whatsminer and {"devdetails", "get_version"} & whatsminer
+
+
 def test_whatsminer_api_v3_reads_over_framed_tcp(fleet_factory) -> None:
     fleet = fleet_factory(["whatsminer_v3"])
     (miner,) = hal.asic.discover({"miners": fleet.addresses, "simulated": True})
