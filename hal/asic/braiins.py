@@ -116,6 +116,7 @@ class _Session:
         refused: str | None = None
         for attempt in range(2):
             token = await self._token(refused)
+            error: HalError | None = None
             try:
                 reply: Message = await self._invoke(path, request, reply_type,
                                                     (("authorization", token),))
@@ -123,7 +124,12 @@ class _Session:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
                     refused = token  # the miner forgot the session: log in again, once
                     continue
-                raise self.miner.error(exc, path.rsplit("/", 1)[-1]) from exc
+                error = self.miner.error(exc, path.rsplit("/", 1)[-1])
+            if error is not None:
+                # Raised outside the except: a gRPC error holds its call, and the call the
+                # channel's connection, which would outlive the channel's close() for as
+                # long as the caller keeps this error (its __context__).
+                raise error
             self.miner.token_used_at = time.monotonic()
             return reply
         raise PermissionDenied(f"{self.miner.id}: Braiins OS session could not be renewed")
@@ -152,6 +158,7 @@ class _Session:
                                   password=miner.config.password or DEFAULT_PASSWORD)
         method = self.channel.unary_unary(_LOGIN, request_serializer=_serialize,
                                           response_deserializer=pb.LoginResponse.FromString)
+        error: HalError | None = None
         try:
             call = method(request, timeout=miner.config.timeout_s)
             reply: pb.LoginResponse = await call
@@ -159,10 +166,13 @@ class _Session:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
                               grpc.StatusCode.PERMISSION_DENIED):
-                raise PermissionDenied(
+                error = PermissionDenied(
                     f"{miner.id}: Braiins OS refused the login of {request.username!r} "
-                    f"(wrong password?): {exc.details()}") from exc
-            raise miner.error(exc, "Login") from exc
+                    f"(wrong password?): {exc.details()}")
+            else:
+                error = miner.error(exc, "Login")
+        if error is not None:
+            raise error  # outside the except, as in call()
         # The token is in the body; older firmware sent it only as a header.
         token = reply.token or (header if isinstance(header, str) else "")
         if not token:
@@ -274,14 +284,20 @@ class BraiinsMiner(Miner):
             await asyncio.shield(self._drop_channel())
             raise
         for result in results:
-            if isinstance(result, (DeviceLost, Timeout)):
-                await self._drop_channel()
-                raise result
-            if isinstance(result, PermissionDenied):
-                raise result
             if isinstance(result, BaseException) and not isinstance(result, HalError):
                 raise result
-        return [r for r in results if isinstance(r, (Message, HalError))]
+        stop = next((r for r in results if isinstance(r, (DeviceLost, Timeout,
+                                                         PermissionDenied))), None)
+        if stop is None:
+            return [r for r in results if isinstance(r, (Message, HalError))]
+        if isinstance(stop, (DeviceLost, Timeout)):
+            await self._drop_channel()
+        # A fresh error, without the failed calls' tracebacks: their frames hold the gRPC calls,
+        # and a call holds its connection open after the channel's close() for as long as
+        # whoever catches this error keeps it.
+        error = type(stop)(str(stop))
+        del results, stop, session
+        raise error
 
     async def grpc_call(self, path: str, request: Message, reply_type: type[Message]) -> Any:
         """One call (control, info, constraints)."""

@@ -205,7 +205,7 @@ def test_hung_miners_do_not_hide_the_healthy_ones() -> None:
     from hal.asic import UnidentifiedMiner
     from hal.sim.asic.fleet import fleet_process
 
-    timeout_s = 3.0
+    timeout_s = 5.0  # 3 s is the default; the cores here are shared with other work
     families = ["cgminer", "luxos", "avalon", "antminer", "whatsminer"]
     with fleet_process(1000, families, faults=["hang:10%"], warmup_s=0.1) as fleet:
         hung = set(fleet.faults)
@@ -221,7 +221,7 @@ def test_hung_miners_do_not_hide_the_healthy_ones() -> None:
         if index in hung:
             assert isinstance(device, UnidentifiedMiner)
             assert device.health().reason == (
-                f"not identified: no answer on {addresses[index]} within 3 s")
+                f"not identified: no answer on {addresses[index]} within 5 s")
         else:
             assert isinstance(device, Miner), (index, device.health())
             assert type(device).family == families[index % len(families)]

@@ -222,6 +222,29 @@ def test_braiins_keeps_a_channel_per_event_loop(fleet_factory: Any) -> None:
     assert miner._channels == {}
 
 
+def test_a_hung_braiins_reading_closes_its_grpc_connection(fleet_factory: Any) -> None:
+    """gRPC keeps a connection per miner between readings; one cut off at its deadline (the
+    miner hangs) goes with it, on whichever loop it was read."""
+    fleet: SimFleet = fleet_factory(["braiins"] * 5)
+    miners = _miners(fleet, timeout_s=0.5)
+
+    async def read_all() -> list[Any]:
+        return list(await asyncio.gather(*(m.telemetry_async() for m in miners),
+                                         return_exceptions=True))
+
+    runner = asyncio.Runner()
+    try:
+        assert all(isinstance(r, Telemetry) for r in runner.run(read_all()))
+        fds_connected = _open_fds()
+        for index in range(5):
+            fleet.set_fault(index, Fault.HANG)
+        results = runner.run(read_all())
+        assert all(isinstance(r, Timeout) for r in results), results
+        _until(lambda: _open_fds() <= fds_connected - 5, what="the five connections closed")
+    finally:
+        runner.close()
+
+
 def test_a_luxos_hung_read_leaves_controls_of_the_same_miner_free(fleet_factory: Any) -> None:
     """Even on the hung miner itself a control goes out at once (and meets the hang on its
     own connection) instead of waiting for the reading."""

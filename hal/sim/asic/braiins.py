@@ -473,7 +473,7 @@ class _Handlers(grpc.GenericRpcHandler):
         """Count the call; hang it if the miner hangs; abort it UNAUTHENTICATED without a
         live token."""
         self.sim.grpc_calls.append(method.rsplit("/", 1)[-1])
-        await self.sim.hang()
+        await self.sim.hang(rpc_context=context)
         token = dict(context.invocation_metadata() or ()).get("authorization")
         if not self.sim.authorised(token if isinstance(token, str) else None):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
@@ -493,7 +493,7 @@ class _Handlers(grpc.GenericRpcHandler):
 
     async def _login(self, request: bytes, context: Any) -> bytes:
         self.sim.grpc_calls.append("Login")
-        await self.sim.hang()
+        await self.sim.hang(rpc_context=context)
         result = self.sim.login(w.decode(request))
         await self.sim.delay()
         if result is None:
@@ -503,9 +503,9 @@ class _Handlers(grpc.GenericRpcHandler):
         await context.send_initial_metadata((("authorization", token),))
         return body
 
-    async def _api_version(self, request: bytes, _context: Any) -> bytes:
+    async def _api_version(self, request: bytes, context: Any) -> bytes:
         self.sim.grpc_calls.append("GetApiVersion")
-        await self.sim.hang()
+        await self.sim.hang(rpc_context=context)
         await self.sim.delay()
         return self.sim.api_version(w.decode(request))
 

@@ -312,16 +312,21 @@ class FirmwareServer:
         """Fault.IGNORE: a control command is answered as done and changes nothing."""
         return self.fault is Fault.IGNORE
 
-    async def hang(self, reader: asyncio.StreamReader | None = None) -> None:
-        """Fault.HANG, before a request is looked at: wait until the client gives up (its end
-        closes; with no reader, until cancelled), so a hung miner holds no socket longer
-        than the client does, and never answers."""
+    async def hang(self, reader: asyncio.StreamReader | None = None,
+                   rpc_context: Any = None) -> None:
+        """Fault.HANG, before a request is looked at: wait until the client gives up (its
+        end of the connection closes, or its gRPC call ends), so a hung miner holds no
+        socket longer than the client does, and never answers."""
         if self.fault is not Fault.HANG:
             return
-        if reader is None:
-            await asyncio.Event().wait()
-        while await reader.read(4096):  # type: ignore[union-attr]
-            pass
+        if reader is not None:
+            while await reader.read(4096):
+                pass
+            raise ConnectionResetError("the client gave up on a hung miner")
+        ended = asyncio.Event()
+        if rpc_context is not None:
+            rpc_context.add_done_callback(lambda _context: ended.set())
+        await ended.wait()
         raise ConnectionResetError("the client gave up on a hung miner")
 
     async def delay(self) -> None:
