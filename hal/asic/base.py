@@ -25,6 +25,7 @@ from hal.asic.transport import (
     DEFAULT_TIMEOUT_S,
     Reply,
     RpcClient,
+    as_control,
     fd_headroom,
     gather_bounded,
 )
@@ -396,7 +397,12 @@ class Miner(Device):
     # --- sync Device API ------------------------------------------------------------------
     def _sync(self, factory: Callable[[], Awaitable[T]], budget_s: float,
               what: str = "operation") -> T:
-        return run_sync(factory, budget_s, f"{self.id}: {what}")
+        """A control, or a read that decides one: its requests skip the readings' line."""
+        async def first() -> T:
+            with as_control():
+                return await factory()
+
+        return run_sync(first, budget_s, f"{self.id}: {what}")
 
     def _control(self, factory: Callable[[], Awaitable[T]], what: str) -> T:
         with self._changing():

@@ -39,7 +39,7 @@ from hal.asic.base import (
     reply_errors,
     usable,
 )
-from hal.asic.transport import Reply, to_float, to_int
+from hal.asic.transport import Reply, request_slot, to_float, to_int
 from hal.device import (
     AsicBoard,
     AsicTelemetry,
@@ -276,8 +276,9 @@ class BraiinsMiner(Miner):
         miner (unreachable, no answer, refused login) raises, others come back in place."""
         session = _Session(self, self._channel())
         try:
-            results = await asyncio.gather(*(session.call(*call) for call in calls),
-                                           return_exceptions=True)
+            async with request_slot():
+                results = await asyncio.gather(*(session.call(*call) for call in calls),
+                                               return_exceptions=True)
         except asyncio.CancelledError:
             # Cut off at a deadline: the calls are cancelled, and the connection, which may be
             # to a hung miner, goes with them.

@@ -9,10 +9,14 @@ Every request is bounded: connect timeout, total read deadline and a reply-size 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import os
 import re
 import resource
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,7 +337,12 @@ class RpcClient:
         return f"{self.host}:{self.port}"
 
     async def exchange(self, payload: bytes) -> bytes:
-        """Send `payload`, read until EOF or the trailing NUL, within the deadline."""
+        """Send `payload`, read until EOF or the trailing NUL, within the deadline (counted
+        from when the request may start: see `request_slot`)."""
+        async with request_slot():
+            return await self._exchange(payload)
+
+    async def _exchange(self, payload: bytes) -> bytes:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         connect_s = min(self.connect_timeout_s, self.timeout_s)
@@ -438,6 +447,78 @@ class RpcClient:
             data, raw = await self.request_raw(command)
             results[command] = Reply(command, data, raw, self.address)
         return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Request pacing: requests start as fast as an event loop can serve them, never held by a hung
+# miner.
+#
+# Started all at once, thousands of requests share one core: each waits for all the others'
+# parsing, so every one of them runs past its timeout and a healthy fleet reads as dead. At most
+# YOUNG_REQUESTS per event loop are young (begun less than YOUTH_S ago); a request holds its
+# place until it ends or grows old, whichever comes first, so a hung miner holds one for
+# YOUTH_S at most and then waits for its deadline without holding anything. A request's
+# timeout starts when it gets its place. Controls (and the reads that decide them) skip the
+# line: `as_control()`.
+
+YOUNG_REQUESTS = 64
+YOUTH_S = 0.1
+
+_control: contextvars.ContextVar[bool] = contextvars.ContextVar("hal_asic_control",
+                                                                  default=False)
+_paces: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+_paces_lock = threading.Lock()
+
+
+def _pace(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    with _paces_lock:
+        semaphore = _paces.get(loop)
+        if semaphore is None:
+            for old in [other for other in _paces if other.is_closed()]:
+                del _paces[old]
+            semaphore = _paces[loop] = asyncio.Semaphore(YOUNG_REQUESTS)
+        return semaphore
+
+
+class _Place:
+    __slots__ = ("held", "semaphore")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = True
+
+    def give_up(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
+
+
+@contextlib.asynccontextmanager
+async def request_slot() -> AsyncIterator[None]:
+    """A place among the young requests of this event loop (see above); none for controls."""
+    if _control.get():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    semaphore = _pace(loop)
+    await semaphore.acquire()
+    place = _Place(semaphore)
+    aging = loop.call_later(YOUTH_S, place.give_up)
+    try:
+        yield
+    finally:
+        aging.cancel()
+        place.give_up()
+
+
+@contextlib.contextmanager
+def as_control() -> Iterator[None]:
+    """Within this block (and the tasks it starts), requests skip the pacing line."""
+    token = _control.set(True)
+    try:
+        yield
+    finally:
+        _control.reset(token)
 
 
 def fd_headroom(reserve: int = 64) -> int:

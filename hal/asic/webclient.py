@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from hal.asic.transport import request_slot
 from hal.errors import DeviceLost, PermissionDenied, ProtocolError, Timeout
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -36,6 +37,13 @@ async def http_request(host: str, port: int, method: str, path: str, body: bytes
                        headers: dict[str, str] | None = None, timeout_s: float = 5.0,
                        auth: httpx.Auth | None = None) -> HttpResponse:
     """One request; raises DeviceLost / Timeout / ProtocolError naming host:port."""
+    async with request_slot():
+        return await _http_request(host, port, method, path, body, headers, timeout_s, auth)
+
+
+async def _http_request(host: str, port: int, method: str, path: str, body: bytes,
+                        headers: dict[str, str] | None, timeout_s: float,
+                        auth: httpx.Auth | None) -> HttpResponse:
     where = f"{host}:{port}"
     url = f"http://{where}{path}"
     try:

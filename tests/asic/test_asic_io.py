@@ -99,6 +99,29 @@ def test_hung_miners_in_flight_do_not_delay_a_healthy_miners_reading_or_sleep(
     _until(lambda: _open_fds() <= fds_before + 2, what="no leaked file descriptors")
 
 
+def test_hung_readings_on_the_same_loop_hold_no_place_in_line(
+        hung_fleet: tuple[SimFleet, list[Miner], Miner]) -> None:
+    """Requests are paced per event loop (at most 64 young ones at once, so thousands do not
+    all run past their timeouts on one core); a hung miner's request leaves the line when it
+    grows old, so HUNG hung readings on the agent's loop do not hold up a healthy one there."""
+    fleet, hung, healthy = hung_fleet
+
+    async def scenario() -> tuple[float, list[Any]]:
+        stuck = [asyncio.ensure_future(m.telemetry_async()) for m in hung]
+        while sum(s.open_connections for s in fleet.miners[:HUNG]) < HUNG:
+            await asyncio.sleep(0.01)
+        start = time.perf_counter()
+        reading = await healthy.telemetry_async()
+        took = time.perf_counter() - start
+        assert reading.hashrate_hs
+        return took, list(await asyncio.gather(*stuck, return_exceptions=True))
+
+    took, results = asyncio.run(asyncio.wait_for(scenario(), 30))
+    print(f"\nwith {HUNG} hung readings in flight on the same loop: healthy reading {took:.3f} s")
+    assert took < 1.0
+    assert all(isinstance(r, Timeout) for r in results)
+
+
 def test_callers_on_any_thread_or_loop_share_one_reading(fleet_factory: Any) -> None:
     fleet: SimFleet = fleet_factory(["luxos"])
     (miner,) = _miners(fleet, timeout_s=5.0)
