@@ -450,34 +450,54 @@ class RpcClient:
 
 
 # ---------------------------------------------------------------------------------------------
-# Request pacing: requests start as fast as an event loop can serve them, never held by a hung
-# miner.
+# Request pacing: requests start as fast as an event loop (and the miners) can serve them,
+# never held by a hung miner.
 #
 # Started all at once, thousands of requests share one core: each waits for all the others'
 # parsing, so every one of them runs past its timeout and a healthy fleet reads as dead. At most
-# YOUNG_REQUESTS per event loop are young (begun less than YOUTH_S ago); a request holds its
-# place until it ends or grows old, whichever comes first, so a hung miner holds one for
-# YOUTH_S at most and then waits for its deadline without holding anything. A request's
-# timeout starts when it gets its place. Controls (and the reads that decide them) skip the
-# line: `as_control()`.
+# YOUNG_REQUESTS per event loop are young; a request holds its place until it ends or grows old,
+# whichever comes first, so a hung miner holds one for a moment and then waits out its deadline
+# holding nothing. "Old" follows how long requests take now, like a TCP retransmission timer:
+# four times the recent average of answered requests, within YOUTH_S; on a loaded machine
+# answers come later and requests stay young longer, so the line does not open to everyone at
+# once just when it matters. A request's timeout starts when it gets its place. Controls (and
+# the reads that decide them) skip the line: `as_control()`.
 
 YOUNG_REQUESTS = 64
-YOUTH_S = 0.1
+YOUTH_S = (0.1, 2.0)  # bounds of how long a request stays young
+_YOUTH_FACTOR = 4.0
+_EWMA_WEIGHT = 0.05
 
 _control: contextvars.ContextVar[bool] = contextvars.ContextVar("hal_asic_control",
                                                                   default=False)
-_paces: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+class _Pace:
+    """One event loop's line: its places and how long its answered requests take."""
+
+    def __init__(self) -> None:
+        self.places = asyncio.Semaphore(YOUNG_REQUESTS)
+        self.typical_s = YOUTH_S[0] / _YOUTH_FACTOR
+
+    def youth_s(self) -> float:
+        return min(YOUTH_S[1], max(YOUTH_S[0], _YOUTH_FACTOR * self.typical_s))
+
+    def answered(self, took_s: float) -> None:
+        self.typical_s += _EWMA_WEIGHT * (took_s - self.typical_s)
+
+
+_paces: dict[asyncio.AbstractEventLoop, _Pace] = {}
 _paces_lock = threading.Lock()
 
 
-def _pace(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+def _pace(loop: asyncio.AbstractEventLoop) -> _Pace:
     with _paces_lock:
-        semaphore = _paces.get(loop)
-        if semaphore is None:
+        pace = _paces.get(loop)
+        if pace is None:
             for old in [other for other in _paces if other.is_closed()]:
                 del _paces[old]
-            semaphore = _paces[loop] = asyncio.Semaphore(YOUNG_REQUESTS)
-        return semaphore
+            pace = _paces[loop] = _Pace()
+        return pace
 
 
 class _Place:
@@ -500,12 +520,14 @@ async def request_slot() -> AsyncIterator[None]:
         yield
         return
     loop = asyncio.get_running_loop()
-    semaphore = _pace(loop)
-    await semaphore.acquire()
-    place = _Place(semaphore)
-    aging = loop.call_later(YOUTH_S, place.give_up)
+    pace = _pace(loop)
+    await pace.places.acquire()
+    place = _Place(pace.places)
+    began = loop.time()
+    aging = loop.call_later(pace.youth_s(), place.give_up)
     try:
         yield
+        pace.answered(loop.time() - began)
     finally:
         aging.cancel()
         place.give_up()
