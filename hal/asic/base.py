@@ -262,7 +262,9 @@ class Miner(Device):
     (async_io), the HAL's own I/O loop with the blocking `telemetry()`. A miner has at most one
     reading in flight: a caller finding one joins it, unless a control was sent since it began;
     it ends at its deadline (`read_budget_s()`), cancelled so its connections close. Controls
-    (sleep, wake, limits, modes) never wait for a reading, nor for any other miner."""
+    (sleep, wake, limits, modes) never wait for a reading, nor for any other miner: the
+    blocking ones skip the event loop's request line (hal.asic.transport.request_slot); a
+    caller of the async_* controls on its own loop does so within `as_control()`."""
 
     kind = DeviceKind.ASIC
     async_io = True
