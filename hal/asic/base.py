@@ -96,6 +96,9 @@ def reply_errors(replies: Mapping[str, Reply]) -> tuple[str, ...]:
     )
 
 
+# How long a reading may wait in its event loop's request line, on top of its own budget.
+LINE_ALLOWANCE_S = 10.0
+
 # ---------------------------------------------------------------------------------------------
 # Sync bridge: one background event loop runs the blocking API's calls, from any thread.
 # Nothing on it is rationed: a hung miner's call waits on its own socket and holds no place
@@ -373,8 +376,12 @@ class Miner(Device):
 
     # --- readings ---------------------------------------------------------------------------
     def read_budget_s(self) -> float:
-        """A reading's deadline: a poll may fall back to one connection per command."""
-        return self.config.timeout_s * max(1, len(commands_for(self.data_sources)))
+        """A reading's deadline, a safety net: each request already ends `timeout_s` after it
+        gets its place in the loop's line (request_slot); a poll may fall back to one
+        request per command, and with thousands of miners read at once the line itself may
+        take seconds, which is no fault of the miner's."""
+        return self.config.timeout_s * max(1, len(commands_for(self.data_sources))) \
+            + LINE_ALLOWANCE_S
 
     async def telemetry_async(self) -> Telemetry:
         """One reading on the calling event loop, or the one in flight (see the class)."""

@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 from hal.asic import bos_v1_pb2 as pb
 from hal.asic.antminer import cgminer_pools, summary_hashrate
 from hal.asic.base import (
+    LINE_ALLOWANCE_S,
     Miner,
     MinerConfig,
     build_telemetry,
@@ -224,8 +225,9 @@ class BraiinsMiner(Miner):
         self._channels_lock = threading.Lock()
 
     def read_budget_s(self) -> float:
-        """The reads go out at once over one connection: a login and the calls, or the RPC."""
-        return self.config.timeout_s * 3
+        """The reads go out at once over one connection: a login and the calls, or the RPC
+        (and the line: see Miner.read_budget_s)."""
+        return self.config.timeout_s * 3 + LINE_ALLOWANCE_S
 
     def token_fresh(self) -> bool:
         idle_s = time.monotonic() - self.token_used_at
