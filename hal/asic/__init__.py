@@ -414,7 +414,23 @@ async def discover_async(options: Mapping[str, Any]) -> list[Device]:
         except HalError as exc:
             return exc
 
-    results = await asyncio.gather(*(settled(c, f) for c, f in entries))
+    tasks: list[asyncio.Task[Miner | HalError]] = []
+    for config, family in entries:
+        tasks.append(asyncio.ensure_future(settled(config, family)))
+        if len(tasks) % 256 == 0:
+            await asyncio.sleep(0)  # let the first ones' connections start meanwhile
+    if tasks:
+        # Every identification ends at the deadline by itself, but on a busy core thousands
+        # of them take a while to unwind: return at the deadline, and let them close their
+        # sockets after.
+        await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) + 0.05)
+    results: list[Miner | HalError] = []
+    for task, (config, _family) in zip(tasks, entries, strict=True):
+        if task.done():
+            results.append(task.result())
+        else:
+            task.cancel()
+            results.append(Timeout(f"no answer on {config.address} within {timeout_s:g} s"))
     found: list[Device] = []
     for (config, _family), result in zip(entries, results, strict=True):
         if isinstance(result, Miner):

@@ -460,13 +460,9 @@ class RpcClient:
 # holding nothing. "Old" follows how long requests take now, like a TCP retransmission timer:
 # four times the recent average of answered requests, within YOUTH_S; on a loaded machine
 # answers come later and requests stay young longer, so the line does not open to everyone at
-# once just when it matters. Old or young, at most IN_FLIGHT requests wait at once: enough for
-# hundreds of hung miners, few enough that answers queueing up somewhere (a loaded machine, a
-# simulated fleet on one core) do not all run past their timeouts. A request's timeout starts
-# when it gets its place. Controls (and the reads that decide them) skip the line:
-# `as_control()`.
+# once just when it matters. A request's timeout starts when it gets its place. Controls (and
+# the reads that decide them) skip the line: `as_control()`.
 
-IN_FLIGHT = 1024
 YOUNG_REQUESTS = 64
 YOUTH_S = (0.1, 2.0)  # bounds of how long a request stays young
 _YOUTH_FACTOR = 4.0
@@ -480,7 +476,6 @@ class _Pace:
     """One event loop's line: its places and how long its answered requests take."""
 
     def __init__(self) -> None:
-        self.waiting = asyncio.Semaphore(IN_FLIGHT)
         self.places = asyncio.Semaphore(YOUNG_REQUESTS)
         self.typical_s = YOUTH_S[0] / _YOUTH_FACTOR
 
@@ -526,17 +521,16 @@ async def request_slot() -> AsyncIterator[None]:
         return
     loop = asyncio.get_running_loop()
     pace = _pace(loop)
-    async with pace.waiting:
-        await pace.places.acquire()
-        place = _Place(pace.places)
-        began = loop.time()
-        aging = loop.call_later(pace.youth_s(), place.give_up)
-        try:
-            yield
-            pace.answered(loop.time() - began)
-        finally:
-            aging.cancel()
-            place.give_up()
+    await pace.places.acquire()
+    place = _Place(pace.places)
+    began = loop.time()
+    aging = loop.call_later(pace.youth_s(), place.give_up)
+    try:
+        yield
+        pace.answered(loop.time() - began)
+    finally:
+        aging.cancel()
+        place.give_up()
 
 
 @contextlib.contextmanager
