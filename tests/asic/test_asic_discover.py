@@ -198,6 +198,7 @@ def test_unreachable_subnet_hosts_are_not_listed() -> None:
     assert hal.asic.discover({"subnets": ["127.0.0.250/31"], "port": 9, "timeout_s": 0.3}) == []
 
 
+@pytest.mark.processes  # a fleet of 1,000 simulated miners in a process of its own
 def test_hung_miners_do_not_hide_the_healthy_ones() -> None:
     """1,000 listed miners, 100 of them hung (they accept and never answer), simulated in a
     process of their own: every healthy one is identified, and discovery returns by one

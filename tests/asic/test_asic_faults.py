@@ -148,6 +148,7 @@ def _fleet_process(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
+@pytest.mark.processes  # the simulated fleet as a command
 def test_the_fleet_command_line_mixes_faults_per_miner() -> None:
     fleet = _fleet_process("--count", "5", "--families", "luxos", "--warmup-s", "0.2",
                            "--fault", "hang:0", "--fault", "refuse:1",
@@ -189,6 +190,7 @@ def test_the_fleet_command_line_mixes_faults_per_miner() -> None:
     assert "faults" in err and "'hang': 1" in err
 
 
+@pytest.mark.processes  # the simulated fleet as a command
 def test_the_fleet_command_line_refuses_a_bad_fault() -> None:
     done = subprocess.run([sys.executable, "-m", "hal.sim.asic.fleet", "--count", "4",
                            "--fault", "hang:9"], capture_output=True, text=True, timeout=60,
