@@ -101,12 +101,18 @@ def test_curtail_right_after_a_restore_sheds_the_miners_still_waking(
 
 
 def test_a_switch_admitted_before_a_curtail_waits_for_it_to_end(rig: Rig) -> None:
-    """GPU 1 serves inference; a switch to hashing is admitted; a Curtail follows before the
-    worker starts: the switch waits at its start while the curtailment holds (its operation says
-    so), the rig stays below target, and the switch completes once the curtailment ends."""
+    """GPU 1 serves inference from a runtime that takes 2 s to finish its requests; a switch
+    to hashing is admitted; a Curtail follows while it drains, before the worker starts: the
+    switch waits at its start while the curtailment holds (its operation says so), the rig stays
+    below target, and the switch completes once the curtailment ends."""
     before = state(rig)
     gpu = rig.gpus[1]
     stub = rig.rigd.stub()
+    slow = follow(rig, stub.SetWorkload(pb.SetWorkloadRequest(
+        device_ids=[gpu], workload=pb.Workload(kind=pb.WORKLOAD_KIND_INFERENCE,
+                                               inference=pb.InferenceSpec(profile="slow-stop"))),
+        timeout=10).operation.operation_id)
+    assert slow.state == pb.OPERATION_STATE_SUCCEEDED, slow.error
     switch = stub.SetWorkload(pb.SetWorkloadRequest(
         device_ids=[gpu], workload=pb.Workload(kind=pb.WORKLOAD_KIND_HASHING)),
         timeout=10).operation
