@@ -186,12 +186,12 @@ def make_handler(model: Model) -> type[BaseHTTPRequestHandler]:
                     state = model.error or ("asleep" if model.asleep else "loading")
                     self._error(HTTPStatus.SERVICE_UNAVAILABLE, state, "unavailable")
             elif self.path == "/metrics":
-                data = model.queue.exposition()
+                text = model.queue.exposition()
                 self.send_response(HTTPStatus.OK)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(text)
             elif self.path == "/v1/models":
                 data = [{"id": MODEL_ID, "object": "model", "owned_by": "rigd"}] \
                     if model.encoder is not None else []
