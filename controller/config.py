@@ -73,6 +73,9 @@ class HashpriceSource:
     usd_per_th_day: float = setting(0.0, section="hashprice", bounds=(0, 1e6),
                                     help="fixed: the hashprice")
     file: str = setting("", section="hashprice", help="file: the CSV")
+    time_origin_unix_s: float = setting(0.0, section="hashprice", bounds=(0, 1e11),
+                                        help="file: its time_s are seconds after this (0: unix "
+                                             "times)")
     url: str = setting("", section="hashprice", help="http: the JSON feed")
     value_path: str = setting("", section="hashprice",
                               help="http: where the $/TH/day is in the JSON (dotted, list "
