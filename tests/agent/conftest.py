@@ -22,6 +22,8 @@ from hal.sim.nvml import SimControl
 from rigapi import pb, pb_grpc
 
 OPERATOR_TOKEN = "op-secret-token"
+TEST_DRAIN_S = 0.1  # [server] drain_s of a test rigd
+DRAIN_OBSERVED_S = 1.0  # ... of one whose test watches NOT_SERVING arrive during the drain
 ADMIN_TOKEN = "admin-secret-token"
 
 
@@ -62,8 +64,10 @@ def write_config(path: Path, socket_path: str, port: int, audit: Path, extra: st
     op = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
     admin = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
     sections: dict[str, dict[str, object]] = {
+        # A short drain: every test's rigd stops through it. The tests of the drain itself
+        # (NOT_SERVING seen while rigd still listens) set DRAIN_OBSERVED_S.
         "server": {"unix_socket": socket_path, "tcp_address": f"127.0.0.1:{port}",
-                   "drain_s": 1.0},
+                   "drain_s": TEST_DRAIN_S},
         "auth": {"anonymous_role": "viewer"},
         "audit": {"path": str(audit)},
         "telemetry": {"interval_s": 0.2, "stream_queue_max": 2},
@@ -148,6 +152,16 @@ def simulated_gpus(tmp: Path, count: int) -> tuple[SimControl, list[str], str]:
 @pytest.fixture
 def rigd(tmp_path: Path) -> Iterator[RigdProcess]:
     process = start_rigd(tmp_path)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_rigd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RigdProcess]:
+    """One rigd for a module's read-only tests: those whose calls change nothing in it (reads,
+    streams, refused or invalid requests) and that read nothing another test's calls change
+    (its audit file, its log, its leases). A test that does either takes `rigd`."""
+    process = start_rigd(tmp_path_factory.mktemp("shared-rigd"))
     yield process
     process.stop()
 

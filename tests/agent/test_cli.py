@@ -19,16 +19,16 @@ def rigctl(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     return subprocess.run([RIGCTL, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_inventory_table_and_json(rigd: RigdProcess) -> None:
-    table = rigctl("--socket", rigd.socket_path, "inventory")
+def test_inventory_table_and_json(shared_rigd: RigdProcess) -> None:
+    table = rigctl("--socket", shared_rigd.socket_path, "inventory")
     assert table.returncode == 0, table.stderr
     assert "rig test-rig" in table.stdout
     assert "DEVICE" in table.stdout and "BACKEND" in table.stdout
     assert max(len(line) for line in table.stdout.splitlines()) <= 100
     assert "CAPABILITIES" not in table.stdout
-    wide = rigctl("--socket", rigd.socket_path, "inventory", "--wide").stdout
+    wide = rigctl("--socket", shared_rigd.socket_path, "inventory", "--wide").stdout
     assert "CAPABILITIES" in wide and "telemetry" in wide
-    data = json.loads(rigctl("inventory", "--json", "--socket", rigd.socket_path).stdout)
+    data = json.loads(rigctl("inventory", "--json", "--socket", shared_rigd.socket_path).stdout)
     assert data["schema"] == "rigctl/v1" and data["kind"] == "inventory"
     assert data["rig_id"] == "test-rig"
     host = data["devices"][0]
@@ -38,11 +38,11 @@ def test_inventory_table_and_json(rigd: RigdProcess) -> None:
     assert backend == {"name": "host", "available": True, "reason": "", "device_count": 1}
 
 
-def test_telemetry_table_json_and_watch(rigd: RigdProcess) -> None:
-    table = rigctl("--address", rigd.tcp_address, "telemetry")
+def test_telemetry_table_json_and_watch(shared_rigd: RigdProcess) -> None:
+    table = rigctl("--address", shared_rigd.tcp_address, "telemetry")
     assert table.returncode == 0, table.stderr
     assert "rig power" in table.stdout and "cpu " in table.stdout
-    data = json.loads(rigctl("telemetry", "--json", "--address", rigd.tcp_address).stdout)
+    data = json.loads(rigctl("telemetry", "--json", "--address", shared_rigd.tcp_address).stdout)
     host = data["devices"][0]["host"]
     assert isinstance(host["mem_total_bytes"], int), "64-bit numbers are numbers"
     assert host["mem_total_bytes"] > host["mem_used_bytes"] > 0
@@ -50,12 +50,12 @@ def test_telemetry_table_json_and_watch(rigd: RigdProcess) -> None:
                                                                 float)
     assert "gpu" in data["devices"][0] and data["devices"][0]["gpu"] is None
     watch = rigctl("telemetry", "--watch", "--count", "2", "--interval-ms", "200", "--json",
-                   "--socket", rigd.socket_path)
+                   "--socket", shared_rigd.socket_path)
     assert watch.returncode == 0, watch.stderr
     lines = watch.stdout.splitlines()
     assert len(lines) == 2 and [json.loads(line)["sequence"] for line in lines] == [1, 2]
     text = rigctl("telemetry", "--watch", "--count", "2", "--interval-ms", "200",
-                  "--socket", rigd.socket_path)
+                  "--socket", shared_rigd.socket_path)
     assert text.stdout.count("rigctl telemetry  20") == 2, "each refresh says when it is"
 
 
@@ -66,8 +66,8 @@ def test_unreachable_rigd_is_one_line_and_exit_3(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_refusal_says_what_happened_without_class_names(rigd: RigdProcess) -> None:
-    result = rigctl("--address", rigd.tcp_address, "power-limit", "host", "300")
+def test_a_refusal_says_what_happened_without_class_names(shared_rigd: RigdProcess) -> None:
+    result = rigctl("--address", shared_rigd.tcp_address, "power-limit", "host", "300")
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "rigctl: not allowed: SetPowerLimit needs role operator; anonymous has viewer")
@@ -82,18 +82,18 @@ def test_a_refusal_says_what_happened_without_class_names(rigd: RigdProcess) -> 
         (("switch", "host", "mining"), "invalid choice: 'mining'"),
     ],
 )
-def test_bad_command_lines_are_usage_errors(rigd: RigdProcess, args: tuple[str, ...],
+def test_bad_command_lines_are_usage_errors(shared_rigd: RigdProcess, args: tuple[str, ...],
                                             fragment: str) -> None:
-    result = rigctl(*args, "--socket", rigd.socket_path)
+    result = rigctl(*args, "--socket", shared_rigd.socket_path)
     assert result.returncode == 2
     assert fragment in result.stderr and "Traceback" not in result.stderr
 
 
-def test_devices_are_named_as_the_tables_show_them(rigd: RigdProcess) -> None:
-    result = rigctl("--socket", rigd.socket_path, "telemetry", "-d", "hos", "--json")
+def test_devices_are_named_as_the_tables_show_them(shared_rigd: RigdProcess) -> None:
+    result = rigctl("--socket", shared_rigd.socket_path, "telemetry", "-d", "hos", "--json")
     assert result.returncode == 0, result.stderr
     assert [d["device_id"][:5] for d in json.loads(result.stdout)["devices"]] == ["host/"]
-    wrong = rigctl("--socket", rigd.socket_path, "telemetry", "-d", "hots")
+    wrong = rigctl("--socket", shared_rigd.socket_path, "telemetry", "-d", "hots")
     assert wrong.returncode == 1
     assert "no device 'hots'" in wrong.stderr and "did you mean host/" in wrong.stderr
     assert "rigctl inventory" in wrong.stderr
@@ -113,7 +113,7 @@ def test_health_lease_and_ops_commands(rigd: RigdProcess) -> None:
     assert ops.returncode == 0 and ops.stdout.startswith("OPERATION")
 
 
-def test_every_command_has_help_with_its_options(rigd: RigdProcess) -> None:
+def test_every_command_has_help_with_its_options(shared_rigd: RigdProcess) -> None:
     from agent.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
@@ -125,8 +125,9 @@ def test_every_command_has_help_with_its_options(rigd: RigdProcess) -> None:
     assert "examples:" in rigctl("switch", "--help").stdout
 
 
-def test_top_renders_plain_frames_when_not_a_terminal(rigd: RigdProcess) -> None:
-    result = rigctl("--socket", rigd.socket_path, "top", "--count", "2", "--interval-ms", "200")
+def test_top_renders_plain_frames_when_not_a_terminal(shared_rigd: RigdProcess) -> None:
+    result = rigctl("--socket", shared_rigd.socket_path, "top", "--count", "2",
+                    "--interval-ms", "200")
     assert result.returncode == 0, result.stderr
     frames = result.stdout.strip().split("\n\n")
     assert len(frames) == 2

@@ -11,6 +11,7 @@ import agent.config.settings as cfg
 from tests.agent.test_daemon import assert_one_clean_error, run_rigd
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
@@ -77,6 +78,7 @@ def test_every_setting_is_declared_once_with_its_help() -> None:
     assert len(paths) == len(set(paths)), "two settings share a TOML key"
 
 
+@pytest.mark.processes
 def test_print_config_shows_every_key_with_its_default() -> None:
     result = run_rigd("--print-config")
     assert result.returncode == 0, result.stderr

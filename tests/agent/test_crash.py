@@ -74,6 +74,7 @@ def journal(rig: Rig) -> dict[str, object]:
     return data
 
 
+@pytest.mark.model  # the real embedding model: the point of the test
 def test_killed_mid_switch_restarts_on_the_previous_workload(tmp_path: Path,
                                                              pool: PoolThread) -> None:
     rig = start_rig(tmp_path, pool, count=1, hashing=1)

@@ -39,7 +39,7 @@ class Rig:
 
 
 def build_rig(tmp: Path, pool: PoolThread, fleet: SimFleet, order: list[str] | None = None,
-              intensity: float = 0.5) -> Rig:
+              intensity: float = 0.5, curtail: dict[str, object] | None = None) -> Rig:
     options = demo_setup(tmp / "nvml", count=2)
     sim = SimControl(Path(options["sim_state_path"]), Path(options["library_path"]))
     gpus = [f"gpu/{g.uuid}" for g in sim.read().gpus]
@@ -64,6 +64,7 @@ def build_rig(tmp: Path, pool: PoolThread, fleet: SimFleet, order: list[str] | N
     }
     if order is not None:
         settings["curtail"]["order"] = order
+    settings["curtail"].update(curtail or {})
     rigd = start_rigd(tmp, extra, backends=("host", "nvml", "opencl", "asic"), settings=settings)
     asics = [f"asic/{a}" for a in fleet.addresses]
     rig = Rig(rigd, gpus, asics, fleet, sim)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,13 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from tests.agent.conftest import RigdProcess, free_port, start_rigd, write_config
+from tests.agent.conftest import (
+    DRAIN_OBSERVED_S,
+    RigdProcess,
+    free_port,
+    start_rigd,
+    write_config,
+)
 
 
 def run_rigd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -41,9 +48,9 @@ def assert_one_clean_error(
     assert "Traceback" not in result.stderr
 
 
-def test_reflection_alone_lists_services_and_calls_inventory(rigd: RigdProcess) -> None:
+def test_reflection_alone_lists_services_and_calls_inventory(shared_rigd: RigdProcess) -> None:
     """A client with no generated code: everything it knows comes from server reflection."""
-    channel = grpc.insecure_channel(rigd.tcp_address)
+    channel = grpc.insecure_channel(shared_rigd.tcp_address)
     database = ProtoReflectionDescriptorDatabase(channel)
     services = set(database.get_services())
     assert {"rig.v1.RigAgent", "grpc.health.v1.Health",
@@ -69,7 +76,17 @@ def test_reflection_alone_lists_services_and_calls_inventory(rigd: RigdProcess) 
     assert [b.name for b in inventory.backends] == ["host"]
 
 
-def test_health_turns_not_serving_before_the_listener_closes(rigd: RigdProcess) -> None:
+@pytest.fixture
+def draining_rigd(tmp_path: Path) -> Iterator[RigdProcess]:
+    """A rigd whose drain is long enough to watch NOT_SERVING arrive during it."""
+    process = start_rigd(tmp_path, settings={"server": {"drain_s": DRAIN_OBSERVED_S}})
+    yield process
+    process.stop()
+
+
+def test_health_turns_not_serving_before_the_listener_closes(draining_rigd: RigdProcess
+                                                             ) -> None:
+    rigd = draining_rigd
     channel = grpc.insecure_channel(rigd.tcp_address)
     watch = health_pb2_grpc.HealthStub(channel).Watch(
         health_pb2.HealthCheckRequest(service="rig.v1.RigAgent"), timeout=30
@@ -178,9 +195,9 @@ def test_check_config_validates_without_serving(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tcp", [False, True])
-def test_inventory_over_both_transports(rigd: RigdProcess, tcp: bool) -> None:
+def test_inventory_over_both_transports(shared_rigd: RigdProcess, tcp: bool) -> None:
     from rigapi import pb
 
-    inventory = rigd.stub(tcp=tcp).GetInventory(pb.GetInventoryRequest(), timeout=5)
+    inventory = shared_rigd.stub(tcp=tcp).GetInventory(pb.GetInventoryRequest(), timeout=5)
     assert inventory.agent_version
     assert len(inventory.devices) == 1

@@ -39,6 +39,7 @@ def complete(script: str, *words: str) -> list[str]:
     return [w for w in offered if w]
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 @pytest.mark.parametrize(
     ("words", "offered"),
@@ -64,6 +65,7 @@ def test_completion_offers_commands_options_and_choices(
     assert complete(completion_script, *words) == offered
 
 
+@pytest.mark.processes
 def test_completion_offers_an_options_choices(completion_script: str) -> None:
     """Every option with choices, wherever it is (today `telemetry --format`)."""
     from agent.cli import build_parser
@@ -77,6 +79,7 @@ def test_completion_offers_an_options_choices(completion_script: str) -> None:
         assert complete(completion_script, "rigctl", *path, option, "") == choices, option
 
 
+@pytest.mark.processes
 def test_completion_lists_every_command() -> None:
     from agent.cli import build_parser
 
@@ -91,6 +94,7 @@ def test_completion_lists_every_command() -> None:
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
+@pytest.mark.processes
 def test_example_config_lists_every_setting_and_is_valid() -> None:
     printed = subprocess.run([RIGD, "--print-config"], capture_output=True, text=True,
                              timeout=60).stdout.splitlines()
@@ -111,6 +115,7 @@ def test_example_config_lists_every_setting_and_is_valid() -> None:
                 f"[hal.{backend}] {key} is not in deploy/rigd.toml"
 
 
+@pytest.mark.processes
 def test_print_config_uncommented_is_a_valid_configuration(tmp_path: Path) -> None:
     """Every default --print-config shows is a value rigd accepts for that key."""
     printed = subprocess.run([RIGD, "--print-config"], capture_output=True, text=True,
@@ -173,6 +178,7 @@ def test_unit_is_hardened_and_outlasts_rigds_own_shutdown() -> None:
         "rigd reads /etc/rigd/rigd.toml by itself"
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     """systemd's own parser: no unknown key, no bad value (ExecStart pointed at this rigd),
@@ -191,6 +197,7 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     assert score is not None and float(score.group(1)) < 4.0, security.stdout[-400:]
 
 
+@pytest.mark.processes
 def test_rigd_under_systemd_uses_the_directories_it_is_given(tmp_path: Path) -> None:
     """RuntimeDirectory=/StateDirectory= as systemd passes them: the socket and the journal go
     there without unix_socket or state_dir in rigd.toml, whatever the uid."""

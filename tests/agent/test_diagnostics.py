@@ -140,6 +140,7 @@ def _certificate(path: Path, days: int) -> None:
                    check=True, capture_output=True, timeout=30)
 
 
+@pytest.mark.processes
 def test_certificates_expiring_and_expired(tmp_path: Path) -> None:
     cert = tmp_path / "metrics.pem"
     _certificate(cert, 30)

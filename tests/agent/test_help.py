@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 
+import pytest
+
 from agent import main as rigd_main
 from agent.cli import build_parser
 from agent.cli.completion import parsers
@@ -41,6 +43,7 @@ def test_every_option_has_help_with_its_default_and_every_command_examples() -> 
     assert problems(rigd_main.build_parser(), "rigd") == []
 
 
+@pytest.mark.processes
 def test_help_through_the_entry_points() -> None:
     top = rigctl("--help")
     assert top.returncode == 0 and "examples:" in top.stdout and "Exit codes:" in top.stdout

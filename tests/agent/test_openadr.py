@@ -22,16 +22,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-from openleadr.utils import certificate_fingerprint
 
 from agent.config.settings import Config
 from agent.daemon import build_runtime
 from agent.demo.pool import LocalPool
 from agent.demo.rig import _best_opencl_device
-from agent.demo.vtn import Vtn
 from agent.edges.auth import AuditLog
 from agent.edges.openadr import EventPlan, Interval, NotHonoured, Target, Ven, plan_event
 from agent.runtime.operations import Operations
@@ -42,6 +40,9 @@ from hal.sim.nvml import SimControl, demo_setup
 from rigapi import pb
 from tests.agent.conftest import RigdProcess, free_port, start_rigd
 from tests.agent.test_asic_rigd import asic_section
+
+if TYPE_CHECKING:  # openleadr (agent.demo.vtn) is imported by the tests that start a VTN
+    from agent.demo.vtn import Vtn
 
 VEN_ID = "ven-test-rig"  # the VTN names the VEN after its venName, the rig_id "test-rig"
 LEVELS = {"1": 0.8, "2": 0.6, "3": 0.4}  # not the defaults: the table is what maps levels
@@ -61,6 +62,8 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    from agent.demo.vtn import Vtn  # openleadr: imported where a VTN runs
+
     tmp = tmp_path_factory.mktemp("openadr")
     pool = LocalPool(difficulty=0.002).start_in_thread()
     vtn = Vtn(free_port())
@@ -338,12 +341,19 @@ def test_a_vtn_that_disappears_leaves_the_curtailment_to_expire(rig: Rig) -> Non
     assert retries and max(r["in_s"] for r in retries) <= 2.0  # retry_max_s
 
     # A VTN back on the same address: the VEN registers again by itself.
+    from agent.demo.vtn import Vtn  # openleadr: imported where a VTN runs
+
     rig.vtn = Vtn(rig.vtn.port)
     wait_for(lambda: rig.vtn.registrations > 0, "registration with the new VTN", 30)
 
 
+@pytest.mark.processes
 def test_signed_messages_over_mutual_tls(tmp_path: Path, pki: Path) -> None:
     """The VTN checks the VEN's client certificate and signatures, the VEN the VTN's."""
+    from openleadr.utils import certificate_fingerprint
+
+    from agent.demo.vtn import Vtn  # openleadr: imported where a VTN runs
+
     vtn = Vtn(free_port(), pki, certificate_fingerprint((pki / "ctrl-a.pem").read_text()))
     rigd = start_rigd(tmp_path, settings={"power": {"host_w": 1000.0}, "openadr": {
         "vtn_url": vtn.url, "ven_id": VEN_ID, "poll_interval_s": 0.5,
@@ -394,6 +404,7 @@ class GarbageHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.processes
 def test_a_vtn_answering_garbage_is_retried_with_backoff(tmp_path: Path) -> None:
     garbage = GarbageVtn()
     thread = threading.Thread(target=garbage.serve_forever, daemon=True)
@@ -417,9 +428,12 @@ def test_a_vtn_answering_garbage_is_retried_with_backoff(tmp_path: Path) -> None
         garbage.server_close()
 
 
+@pytest.mark.processes
 def test_a_vtn_that_asks_to_register_at_every_poll_is_a_lost_session(tmp_path: Path) -> None:
     """openleadr registers again whenever the VTN asks; a VTN that asks at every poll (it has
     lost this VEN, and sends it no events) is said in the log and retried with backoff."""
+    from agent.demo.vtn import Vtn  # openleadr: imported where a VTN runs
+
     vtn = Vtn(free_port())
     vtn.knows_ven = False
     rigd = start_rigd(tmp_path, settings={"power": {"host_w": 200.0}, "openadr": {
@@ -440,6 +454,7 @@ def test_a_vtn_that_asks_to_register_at_every_poll_is_a_lost_session(tmp_path: P
         vtn.stop()
 
 
+@pytest.mark.processes
 def test_openadr_configured_without_openleadr_is_one_clear_error(tmp_path: Path) -> None:
     shim = tmp_path / "shim" / "openleadr"
     shim.mkdir(parents=True)

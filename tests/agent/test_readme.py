@@ -7,6 +7,8 @@ import importlib
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import agent.config.settings as cfg
 from tests.agent.test_startup import RIGD
 
@@ -36,6 +38,7 @@ def setting_rows() -> list[str]:
     return rows
 
 
+@pytest.mark.processes
 def test_every_setting_is_documented_as_print_config_says() -> None:
     table = section("Every setting", "###")
     missing = [row for row in setting_rows() if row not in table]

@@ -231,9 +231,9 @@ def test_an_expired_lease_frees_the_rig_and_stales_its_token(rigd: RigdProcess) 
         (pb.StreamTelemetryRequest(interval_ms=5), grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
-def test_bad_requests_get_clear_codes(rigd: RigdProcess, request_: object, code: grpc.StatusCode
-                                      ) -> None:
-    stub = rigd.stub()
+def test_bad_requests_get_clear_codes(shared_rigd: RigdProcess, request_: object,
+                                      code: grpc.StatusCode) -> None:
+    stub = shared_rigd.stub()
     method = type(request_).__name__.removesuffix("Request")
     rpc = getattr(stub, method)
     with pytest.raises(grpc.RpcError) as info:
@@ -244,16 +244,17 @@ def test_bad_requests_get_clear_codes(rigd: RigdProcess, request_: object, code:
     assert info.value.details()
 
 
-def test_nan_power_limit_is_invalid(rigd: RigdProcess) -> None:
-    stub = rigd.stub()
+def test_nan_power_limit_is_invalid(shared_rigd: RigdProcess) -> None:
+    stub = shared_rigd.stub()
     with pytest.raises(grpc.RpcError) as info:
-        stub.SetPowerLimit(pb.SetPowerLimitRequest(device_id=host_id(rigd),
+        stub.SetPowerLimit(pb.SetPowerLimitRequest(device_id=host_id(shared_rigd),
                                                    power_limit_w=float("nan")), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_stream_delivers_successive_readings(rigd: RigdProcess) -> None:
-    stream = rigd.stub().StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=200), timeout=10)
+def test_stream_delivers_successive_readings(shared_rigd: RigdProcess) -> None:
+    stream = shared_rigd.stub().StreamTelemetry(pb.StreamTelemetryRequest(interval_ms=200),
+                                                timeout=10)
     messages = [next(stream) for _ in range(3)]
     stream.cancel()
     times = [m.devices[0].time.ToNanoseconds() for m in messages]
@@ -278,9 +279,10 @@ def test_a_huge_field_grows_the_audit_by_one_bounded_line(rigd: RigdProcess) -> 
     assert rigd.log_path.stat().st_size - log_before < 8000
 
 
-def test_echoed_input_is_clipped(rigd: RigdProcess) -> None:
+def test_echoed_input_is_clipped(shared_rigd: RigdProcess) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        rigd.stub().GetTelemetry(pb.GetTelemetryRequest(device_ids=["g" * 60_000]), timeout=5)
+        shared_rigd.stub().GetTelemetry(pb.GetTelemetryRequest(device_ids=["g" * 60_000]),
+                                        timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     details = info.value.details() or ""
     assert "truncated, 60000 chars" in details and len(details) < 500

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hal.sim.nvml import demo_setup
 from rigapi import FRESH_STREAM_OPTIONS, pb, pb_grpc
-from tests.agent.conftest import RigdProcess, start_rigd
+from tests.agent.conftest import DRAIN_OBSERVED_S, RigdProcess, start_rigd
 
 
 @pytest.fixture
@@ -115,7 +115,8 @@ def test_a_slow_reader_gets_fresh_readings_and_a_true_drop_count(gpu16_rigd: Rig
 
 
 def test_shutdown_is_not_held_by_open_streams_or_health_watches(tmp_path: Path) -> None:
-    rigd = start_rigd(tmp_path, settings={"server": {"shutdown_grace_s": 60.0}})
+    rigd = start_rigd(tmp_path, settings={"server": {"shutdown_grace_s": 60.0,
+                                                     "drain_s": DRAIN_OBSERVED_S}})
     channel = grpc.insecure_channel(rigd.tcp_address)
     watch = health_pb2_grpc.HealthStub(channel).Watch(
         health_pb2.HealthCheckRequest(service=""), timeout=60)
@@ -130,7 +131,7 @@ def test_shutdown_is_not_held_by_open_streams_or_health_watches(tmp_path: Path) 
     started = time.monotonic()
     assert rigd.stop() == 0
     took = time.monotonic() - started
-    # drain_s (1 s) and the time to end the streams, not the 60 s grace.
+    # drain_s and the time to end the streams, not the 60 s grace.
     assert took < 30, f"shutdown took {took:.1f} s"
     waiter.join(timeout=10)
     assert health_pb2.HealthCheckResponse.NOT_SERVING in ends

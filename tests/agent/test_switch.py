@@ -180,6 +180,7 @@ def accepted(pool: PoolThread) -> int:
 # ---- the switch itself -----------------------------------------------------------------------
 
 
+@pytest.mark.model  # the real embedding model: the point of the test
 def test_hashing_to_builtin_inference_and_back(rig: Rig) -> None:
     gpu = rig.gpus[0]
     hashing_pids = gpu_pids(rig, gpu)
@@ -217,6 +218,7 @@ def test_hashing_to_builtin_inference_and_back(rig: Rig) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.model  # the real embedding model: the point of the test
 def test_warm_standby_is_woken_instead_of_started(rig: Rig) -> None:
     gpu = rig.gpus[0]
     op, _ = switch(rig, [gpu], inference("builtin"))

@@ -80,19 +80,20 @@ def test_discover_without_family_identifies_and_keeps_credentials(fleet_factory)
 
 
 def test_subnet_scan_on_loopback_finds_only_answering_hosts() -> None:
-    # 127.0.0.0/8 is all loopback on Linux: three miners on .2, .3, .5 share one port.
-    first = LuxosSim("127.0.0.2", 0)
+    # 127.0.0.0/8 is all loopback on Linux: three miners on .2, .3, .5 of a /29 far from
+    # 127.0.0.1 (where other programs may listen on any port) share one port.
+    first = LuxosSim("127.77.0.2", 0)
     fleet = SimFleet([first]).start()
     try:
         port = first.port
-        others = SimFleet([AvalonSim("127.0.0.3", port), AntminerSim("127.0.0.5", port)]).start()
+        others = SimFleet([AvalonSim("127.77.0.3", port), AntminerSim("127.77.0.5", port)]).start()
         try:
-            devices = hal.asic.discover({"subnets": ["127.0.0.0/29"], "port": port,
+            devices = hal.asic.discover({"subnets": ["127.77.0.0/29"], "port": port,
                                          "timeout_s": 1.0})
             assert sorted((d.id, type(d).__name__) for d in devices) == [
-                (f"asic/127.0.0.2:{port}", "LuxosMiner"),
-                (f"asic/127.0.0.3:{port}", "AvalonMiner"),
-                (f"asic/127.0.0.5:{port}", "AntminerMiner"),
+                (f"asic/127.77.0.2:{port}", "LuxosMiner"),
+                (f"asic/127.77.0.3:{port}", "AvalonMiner"),
+                (f"asic/127.77.0.5:{port}", "AntminerMiner"),
             ]
         finally:
             others.stop()

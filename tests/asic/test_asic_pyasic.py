@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from statistics import fmean
 from typing import Any
 
-import pyasic
 import pytest
 
 import hal.asic
@@ -61,6 +60,8 @@ Temps = list[tuple[float, float, float, float]]  # per board: rigd board, chip; 
 @pytest.fixture(autouse=True)
 def patient_pyasic() -> Iterator[None]:
     """pyasic gives identification 3 s; two busy cores may need longer (restored after)."""
+    import pyasic  # here and in the tests only: a second to import, so not at collection
+
     before = pyasic.settings.get("factory_get_timeout")
     pyasic.settings.update("factory_get_timeout", 15)
     yield
@@ -109,6 +110,8 @@ def _hs(rate: Any) -> float:
 
 
 def _pyasic_read(host: str) -> tuple[Any, Any]:
+    import pyasic
+
     async def read() -> tuple[Any, Any]:
         miner = await pyasic.get_miner(host)
         assert miner is not None, f"pyasic did not recognise {host}"
@@ -202,6 +205,8 @@ def test_pyasic_controls_braiins_and_rigd_sees_it(fleet_factory: Any) -> None:
     sim: Any = fleet.miners[0]
     (miner,) = hal.asic.discover(fleet.discover_options())
     assert isinstance(miner, Miner)
+
+    import pyasic
 
     async def control() -> tuple[bool, bool, bool]:
         found = await pyasic.get_miner(sim.host)

@@ -148,6 +148,7 @@ def test_two_runs_give_the_same_table_whatever_the_processes() -> None:
     assert [r.policy for r in one] == [p.name for p in policies(*build(job))]
 
 
+@pytest.mark.processes  # rigsite replay as a command
 def test_rigsite_replay_prints_the_table_and_writes_its_files(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run = subprocess.run(
@@ -176,6 +177,7 @@ def test_rigsite_replay_prints_the_table_and_writes_its_files(tmp_path: Path) ->
     assert (tmp_path / "again" / "replay.csv").read_text() == (out / "replay.csv").read_text()
 
 
+@pytest.mark.processes  # rigsite replay as a command
 @pytest.mark.parametrize(("args", "code", "error"), [
     (["--days", "0"], 2, "must be > 0"),
     (["--policy", "nope"], 2, "unknown policy 'nope'"),
@@ -189,6 +191,7 @@ def test_rigsite_replay_refuses_bad_arguments(args: list[str], code: int, error:
     assert error in run.stderr
 
 
+@pytest.mark.processes  # rigsite replay as a command
 def test_rigsite_replay_says_what_is_wrong_with_a_trace_file(tmp_path: Path) -> None:
     (tmp_path / "price.csv").write_text("time_s,usd_per_mwh\n0,lots\n")
     run = subprocess.run([sys.executable, "-m", "controller", "replay", "--days", "1",

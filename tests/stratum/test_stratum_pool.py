@@ -184,6 +184,7 @@ def test_oversized_line_closes_the_connection(start_pool: Callable[..., PoolThre
     assert Miner(raw_client(pool.port)).notify.job_id  # and the pool still serves others
 
 
+@pytest.mark.processes
 def test_runs_as_a_module() -> None:
     port = free_port()
     process = subprocess.Popen(

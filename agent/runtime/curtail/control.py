@@ -109,12 +109,14 @@ class Curtailer:
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # a new target: the loop looks at once
         self._applying: dict[str, asyncio.Task[None]] = {}  # device -> its actions under way
+        self._first_round: list[Action] = []  # its dispatch time is measured (dispatched_after_s)
         self._expiry: asyncio.Task[None] | None = None
         self._restoring: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one curtail, replace or restore at a time
         self._lifted = asyncio.Event()  # no curtailment in force (the switcher's gate)
         self._lifted.set()
         self._controls: dict[str, tuple[float, MinerControls]] = {}  # monotonic read time
+        self._warm: asyncio.Task[None] | None = None  # keeps _controls read ahead of need
 
     # -- asking ------------------------------------------------------------------------------
 
@@ -280,9 +282,6 @@ class Curtailer:
             settled = settled and not chosen.actions
         if op is None or not settled:
             return
-        if c.dispatched_after_s is None and c.actions:
-            c.dispatched_after_s = max(a.dispatched_unix_s or c.asked_unix_s
-                                       for a in c.actions) - c.asked_unix_s
         if total_w <= c.target_w:
             self._close_round(op)
             self._journal()
@@ -409,12 +408,23 @@ class Curtailer:
                 and reading.workload.state == WorkloadState.STARTING
         return full if ramping else t.power_w
 
-    async def _controls_of(self, miners: Iterable[str]) -> dict[str, MinerControls]:
+    async def _keep_controls_read(self) -> None:
+        miners = [d for d, device in self.devices.items() if device.kind == DeviceKind.ASIC]
+        while miners:
+            try:
+                await self._controls_of(miners, max_age_s=CONTROLS_TTL_S / 2)
+            except Exception:  # a miner's firmware read failing must not end this task
+                log.exception("miner_controls_read_failed")
+            await asyncio.sleep(CONTROLS_TTL_S / 4)
+
+    async def _controls_of(self, miners: Iterable[str], max_age_s: float = CONTROLS_TTL_S
+                           ) -> dict[str, MinerControls]:
         """Each miner's limit range and modes, read from every miner at once (off the loop) where
-        not read since the device last changed, or not in CONTROLS_TTL_S."""
+        not read since the device last changed, or not within max_age_s."""
         now = time.monotonic()
+        miners = list(miners)
         stale = [d for d in miners if d not in self._controls
-                 or now - self._controls[d][0] > CONTROLS_TTL_S
+                 or now - self._controls[d][0] > max_age_s
                  or self._controls[d][0] < self.sampler.changes.changed_at(d)]
         if stale:
             found = await asyncio.gather(*(asyncio.to_thread(_read_controls, self.devices[d])
@@ -438,6 +448,8 @@ class Curtailer:
                 op.device_ids.append(action.device_id)
             op.outcomes.setdefault(action.device_id, DeviceOutcome(action.device_id))
             self.power.held[action.device_id] = c.operation_id
+        if c.dispatched_after_s is None and actions:
+            self._first_round = actions
         for device_id, device_actions in by_device.items():
             self._applying[device_id] = asyncio.create_task(
                 self._apply(c, op, device_id, device_actions, readings[device_id]),
@@ -455,6 +467,11 @@ class Curtailer:
                 self.ops.end(op, device_id)
         finally:
             self._applying.pop(device_id, None)
+            first = self._first_round
+            if first and all(a.dispatched_unix_s is not None for a in first):
+                c.dispatched_after_s = max(a.dispatched_unix_s or 0.0
+                                           for a in first) - c.asked_unix_s
+                self._first_round = []
             self._journal()
             self._wake.set()
 
@@ -715,9 +732,13 @@ class Curtailer:
                     state=str(c.state), expires_in_s=round(c.expire_unix_s - time.time()))
 
     async def resume(self) -> None:
-        """Once serving: caps live in device drivers' memory only, so set them again; expire
-        (restore) at once if the expiry passed while rigd was down; otherwise re-plan from the
-        rig as it is now and shed on, deadline and expiry unchanged."""
+        """Once serving: keep every miner's controls read ahead of need (a curtailment's first
+        round then sends its commands without reading a hundred firmwares first). Caps live in
+        device drivers' memory only, so set them again; expire (restore) at once if the expiry
+        passed while rigd was down; otherwise re-plan from the rig as it is now and shed on,
+        deadline and expiry unchanged."""
+        if self._warm is None:
+            self._warm = asyncio.create_task(self._keep_controls_read(), name="miner-controls")
         c = self.current
         if c is None:
             return

@@ -117,7 +117,7 @@ class Curtailment:
         return CurtailmentStatus(
             self.target_w, self.deadline_unix_s, self.expire_unix_s, self.reason,
             self.operation_id, self.state, self.power_before_w, self.source,
-            self.below_target_after_s, self.shortfall_w)
+            self.below_target_after_s, self.shortfall_w, self.dispatched_after_s)
 
     def accepted(self, device_id: str) -> list[Action]:
         """What the device accepted (the restore undoes these, the last first)."""

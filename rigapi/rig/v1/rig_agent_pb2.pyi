@@ -688,7 +688,7 @@ class SetPowerLimitResponse(_message.Message):
     def __init__(self, power_limit_w: _Optional[float] = ..., requested_w: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Curtailment(_message.Message):
-    __slots__ = ("rig_power_target_w", "deadline_time", "expire_time", "reason", "operation_id", "state", "rig_power_before_w", "source", "below_target_after_s", "shortfall_w")
+    __slots__ = ("rig_power_target_w", "deadline_time", "expire_time", "reason", "operation_id", "state", "rig_power_before_w", "source", "below_target_after_s", "shortfall_w", "dispatched_after_s")
     RIG_POWER_TARGET_W_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -699,6 +699,7 @@ class Curtailment(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     BELOW_TARGET_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     rig_power_target_w: float
     deadline_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
@@ -709,7 +710,8 @@ class Curtailment(_message.Message):
     source: str
     below_target_after_s: float
     shortfall_w: float
-    def __init__(self, rig_power_target_w: _Optional[float] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., operation_id: _Optional[str] = ..., state: _Optional[str] = ..., rig_power_before_w: _Optional[float] = ..., source: _Optional[str] = ..., below_target_after_s: _Optional[float] = ..., shortfall_w: _Optional[float] = ...) -> None: ...
+    dispatched_after_s: float
+    def __init__(self, rig_power_target_w: _Optional[float] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., operation_id: _Optional[str] = ..., state: _Optional[str] = ..., rig_power_before_w: _Optional[float] = ..., source: _Optional[str] = ..., below_target_after_s: _Optional[float] = ..., shortfall_w: _Optional[float] = ..., dispatched_after_s: _Optional[float] = ...) -> None: ...
 
 class CurtailRequest(_message.Message):
     __slots__ = ("rig_power_target_w", "deadline_s", "expiry_s", "fencing_token", "reason")
