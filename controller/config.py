@@ -115,10 +115,10 @@ class InferenceProfile:
 
     profile: str = setting(section="inference",
                            help="the runtime profile's name in rigd's configuration")
-    model: str = setting("", section="inference", help="the model it serves, for people")
     capacity_rps_per_gpu: float = setting(section="inference", bounds=(1e-6, 1e6),
                                           help="requests a second one GPU serves at most, "
                                                "measured by a load test")
+    model: str = setting("", section="inference", help="the model it serves, for people")
     wait_bound_s: float = setting(2.0, section="inference", bounds=(0.001, 3600),
                                   help="the queue-wait bound the site promises")
     usd_per_gpu_hour: float = setting(0.0, section="inference", bounds=(0, 1e6),
@@ -459,7 +459,8 @@ def describe() -> str:
                            placeholders={"replica": '"<hostname>"'})
 
 
-def with_replica(config: SiteConfig, replica: str) -> SiteConfig:
-    changed = replace(config, replica=replica)
-    validate(changed)
+def with_metrics(config: SiteConfig, address: str) -> SiteConfig:
+    """The configuration with /metrics at `address` (rigsite run --metrics-address)."""
+    changed = replace(config, metrics_address=_check_address(address, "--metrics-address"))
+    validate(changed, "--metrics-address")
     return changed
