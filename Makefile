@@ -23,7 +23,7 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 lint: install
-	$(BIN)/ruff check hal agent rigapi controller tests bench fpga protos scripts conftest.py
+	$(BIN)/ruff check hal agent rigapi client controller tests bench fpga protos scripts conftest.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

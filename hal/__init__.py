@@ -1,34 +1,71 @@
 """rigd's hardware abstraction layer: one `Device` interface over GPUs, FPGA cards, ASIC miners
-and the host. Usable alone: `from hal import discover`. Never imports `agent`."""
+and the host. Usable alone: `from hal import discover`. Never imports `agent`.
 
-from hal.device import (
-    AsicBoard,
-    AsicTelemetry,
-    Capability,
-    Device,
-    DeviceInfo,
-    DeviceKind,
-    GpuProcess,
-    GpuTelemetry,
-    Health,
-    HealthState,
-    HostTelemetry,
-    PoolStatus,
-    PowerSource,
-    Telemetry,
-    TempSensor,
-)
-from hal.errors import (
-    DeviceLost,
-    HalError,
-    InvalidArgument,
-    NotSupported,
-    PermissionDenied,
-    ProtocolError,
-    Timeout,
-    Unavailable,
-)
-from hal.registry import BackendStatus, Discovery, discover, known_backends, register
+The names below load on first use (PEP 562): `import hal.device` costs only the dataclasses, so a
+client that reads the HAL's value types (rigctl, the client library) does not pay for discovery
+and logging.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hal.device import (
+        AsicBoard,
+        AsicTelemetry,
+        Capability,
+        Device,
+        DeviceInfo,
+        DeviceKind,
+        GpuProcess,
+        GpuTelemetry,
+        Health,
+        HealthState,
+        HostTelemetry,
+        PoolStatus,
+        PowerSource,
+        Telemetry,
+        TempSensor,
+    )
+    from hal.errors import (
+        DeviceLost,
+        HalError,
+        InvalidArgument,
+        NotSupported,
+        PermissionDenied,
+        ProtocolError,
+        Timeout,
+        Unavailable,
+    )
+    from hal.registry import BackendStatus, Discovery, discover, known_backends, register
+
+_HOME = {
+    **dict.fromkeys(
+        ("AsicBoard", "AsicTelemetry", "Capability", "Device", "DeviceInfo", "DeviceKind",
+         "GpuProcess", "GpuTelemetry", "Health", "HealthState", "HostTelemetry", "PoolStatus",
+         "PowerSource", "Telemetry", "TempSensor"), "hal.device"),
+    **dict.fromkeys(
+        ("DeviceLost", "HalError", "InvalidArgument", "NotSupported", "PermissionDenied",
+         "ProtocolError", "Timeout", "Unavailable"), "hal.errors"),
+    **dict.fromkeys(("BackendStatus", "Discovery", "discover", "known_backends", "register"),
+                    "hal.registry"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'hal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "AsicBoard",

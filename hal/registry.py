@@ -19,12 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from hal.device import Device, DeviceKind
 from hal.errors import InvalidArgument, Unavailable
 
-log = structlog.get_logger("hal.registry")
 DiscoverFn = Callable[[Mapping[str, Any]], list[Device]]
 
 # Built-in backends, imported only when discovery asks for them (pynvml or pyopencl may be absent).
@@ -135,7 +132,10 @@ def join_compute_facets(devices: list[Device], named: Mapping[str, str] | None =
         gpu, facet = by_id.get(gpu_id), by_id.get(facet_id)
         if gpu is None or facet is None or facet.compute_facet is None:
             missing = gpu_id if gpu is None else facet_id
-            log.warning("compute_facet_not_found", gpu=gpu_id, facet=facet_id, missing=missing)
+            import structlog  # here: importing the registry (BackendStatus) stays cheap
+
+            structlog.get_logger("hal.registry").warning(
+                "compute_facet_not_found", gpu=gpu_id, facet=facet_id, missing=missing)
             continue
         gpu.compute_facet = facet.compute_facet
         claimed.add(facet_id)

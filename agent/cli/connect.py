@@ -1,25 +1,33 @@
-"""Reaching rigd: the local socket, or TCP with mTLS (and a bearer token), errors said plainly,
-and device names resolved the way operators type them."""
+"""Reaching rigd through the client library (client/): the local socket, or TCP with mTLS (and a
+bearer token); errors said plainly, naming the party that failed; device names resolved the way
+operators type them.
+
+Which party failed comes from the error the library raises, never from matching rigd's text:
+"cannot reach rigd" only when no answer came from rigd at all (the connection or handshake
+failed), "no answer from rigd" only when rigd itself stayed silent past --timeout; a device or
+its firmware that failed is named, from rigd's status details when it attaches them."""
 
 from __future__ import annotations
 
 import argparse
-import difflib
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from agent.cli.exitcodes import EXIT_FAILED, EXIT_UNREACHABLE
+from agent.cli.exitcodes import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 from agent.cli.output import short_id
-from agent.config.paths import default_socket_path
-from rigapi import FRESH_STREAM_OPTIONS, pb, pb_grpc
+from client.endpoint import SYSTEM_SOCKET, Endpoint
+from client.errors import EndpointError, RigError, Timeout, Unreachable
+from hal.device import DeviceKind
+
+if TYPE_CHECKING:
+    from client.blocking import BlockingRig
+    from client.model import Inventory
 
 T = TypeVar("T")
-
-SYSTEM_SOCKET = "/run/rigd/rigd.sock"  # rigd under systemd (deploy/rigd.service)
 
 # What each refusal means to an operator, instead of the status name.
 _SAYS = {
@@ -35,6 +43,13 @@ _SAYS = {
     grpc.StatusCode.UNAVAILABLE: "unavailable",
     grpc.StatusCode.DEADLINE_EXCEEDED: "timed out",
 }
+# What a device rigd names as the failing party did.
+_DEVICE_DID = {
+    grpc.StatusCode.UNAVAILABLE: "is unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "did not answer in time",
+    grpc.StatusCode.FAILED_PRECONDITION: "refused",
+    grpc.StatusCode.INVALID_ARGUMENT: "refused the value",
+}
 
 
 class CliError(Exception):
@@ -43,19 +58,39 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = False) -> None:
+def default_socket_path() -> str:
+    """rigd's own default socket (agent/config/paths.py), loaded only when a command needs it:
+    the configuration package costs start-up time that `rigctl --socket S ...` need not pay."""
+    from agent.config.paths import default_socket_path as rigds
+
+    return rigds()
+
+
+def local_socket() -> str:
+    """The socket of a rigd this user runs; else the system rigd's, which the members of its
+    group may use (the unit runs rigd as its own user, not as the operator)."""
+    own = default_socket_path()
+    if not os.path.exists(own) and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return own
+
+
+def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = False,
+                        describe_socket: bool = True) -> None:
     """The options that say which rigd to reach. They may come before the command or after it
     (`rigctl --socket S inventory`, `rigctl inventory --socket S`): after it they default to
-    nothing, so they never undo what came before."""
+    nothing, so they never undo what came before. `describe_socket` names the default socket
+    in the help (it costs loading rigd's configuration: only when help is asked for)."""
 
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if after_command else value
 
-    own = default_socket_path()
-    where = own if own == SYSTEM_SOCKET else f"{own}, else {SYSTEM_SOCKET}"
+    where = "this user's rigd's, else " + SYSTEM_SOCKET
+    if describe_socket:
+        own = default_socket_path()
+        where = own if own == SYSTEM_SOCKET else f"{own}, else {SYSTEM_SOCKET}"
     group = parser.add_argument_group("reaching rigd")
-    group.add_argument("--socket", default=default(os.environ.get("RIGD_SOCKET",
-                                                                  local_socket())),
+    group.add_argument("--socket", default=default(os.environ.get("RIGD_SOCKET", "")),
                        help=f"rigd's Unix socket (env RIGD_SOCKET; default: {where})")
     group.add_argument("--address", default=default(os.environ.get("RIGD_ADDRESS", "")),
                        help="reach rigd over TCP instead, HOST:PORT (env RIGD_ADDRESS); with "
@@ -71,101 +106,122 @@ def add_connection_args(parser: argparse.ArgumentParser, after_command: bool = F
     group.add_argument("--token-file", default=default(None),
                        help="bearer token file (or env RIGCTL_TOKEN)")
     group.add_argument("--timeout", type=float, default=default(10.0), metavar="S",
-                       help="seconds per call (default: 10)")
+                       help="seconds per call (default: 10; with --fleet, per rig)")
+    group.add_argument("--fleet", default=default(""), metavar="FILE",
+                       help="run inventory, telemetry or curtail on every rig FILE lists, one "
+                            "a line: [NAME] HOST:PORT or unix:/path (TLS and token options "
+                            "apply to each)")
+    group.add_argument("--concurrency", type=int, default=default(256), metavar="N",
+                       help="with --fleet: rigs asked at once (default: 256)")
 
 
-def local_socket() -> str:
-    """The socket of a rigd this user runs; else the system rigd's, which the members of its
-    group may use (the unit runs rigd as its own user, not as the operator)."""
-    own = default_socket_path()
-    if not os.path.exists(own) and os.path.exists(SYSTEM_SOCKET):
-        return SYSTEM_SOCKET
-    return own
+def credentials_of(args: argparse.Namespace) -> Endpoint:
+    """The TLS files and token the command line gives, with no rig named yet."""
+    return Endpoint(ca=args.ca, cert=args.cert, key=args.key, server_name=args.server_name,
+                    token=os.environ.get("RIGCTL_TOKEN", ""), token_file=args.token_file or "")
+
+
+def endpoint_of(args: argparse.Namespace) -> Endpoint:
+    """The one rigd the command line names."""
+    base = credentials_of(args)
+    if args.address:
+        return dataclasses.replace(base, address=args.address)
+    return dataclasses.replace(base, socket=args.socket or local_socket())
+
+
+def endpoint_error(exc: EndpointError) -> CliError:
+    """A bad endpoint as rigctl's options name it (exit 2)."""
+    if exc.missing:
+        named = ", ".join(f"--{n} (env RIGCTL_{n.upper()})" for n in exc.missing)
+        return CliError(f"mTLS needs --ca, --cert and --key together: {named} not given",
+                        EXIT_USAGE)
+    return CliError(str(exc), EXIT_USAGE)
+
+
+def describe(exc: RigError) -> str:
+    """rigd's answer as one line that names who failed: a device, its firmware, the pool (from
+    rigd's status details), else what the status code says (the caller's request, rigd)."""
+    says = _SAYS.get(exc.code, exc.code.name.lower())
+    device = exc.device_id or "a device"
+    if exc.party == "firmware":
+        return f"the firmware of {device} refused: {exc.firmware_says or exc.message}"
+    if exc.party == "device":
+        return f"{device} {_DEVICE_DID.get(exc.code, 'failed')}: {exc.message}"
+    if exc.party == "pool":
+        return f"the pool {_DEVICE_DID.get(exc.code, 'failed')}: {exc.message}"
+    return f"{says}: {exc.message}"
+
+
+def explain(exc: RigError, endpoint: Endpoint, timeout_s: float) -> CliError:
+    if isinstance(exc, Unreachable):
+        return CliError(f"cannot reach rigd at {endpoint.where}: "
+                        f"{unreachable(exc.message, endpoint)}", EXIT_UNREACHABLE)
+    if isinstance(exc, Timeout) and not exc.answered:
+        return CliError(f"no answer from rigd at {endpoint.where} within {timeout_s:g} s "
+                        "(--timeout)", EXIT_UNREACHABLE)
+    return CliError(describe(exc))
+
+
+def unreachable(details: str, endpoint: Endpoint) -> str:
+    """gRPC's last connection error as what it means: which side refused whose certificate,
+    or the OS's reason."""
+    low = details.lower()
+    if "hostname verification" in low or "peer name" in low:
+        name = endpoint.server_name or endpoint.address.rpartition(":")[0].strip("[]")
+        return (f"TLS handshake failed: rigd's certificate is not for {name} (--server-name "
+                "names one it is for)")
+    if "certificate_verify_failed" in low or "handshake failed" in low:
+        return (f"TLS handshake failed: rigd's certificate is not signed by the CA in "
+                f"{endpoint.ca} (--ca), or has expired")
+    if "socket closed" in low or "connection reset" in low:
+        if endpoint.address and endpoint.cert:
+            return (f"rigd refused the TLS handshake: it does not accept {endpoint.cert} "
+                    "(not signed by the CA in its [tls] client_ca_file, or expired)")
+        if endpoint.address:
+            return ("rigd closed the connection; if it serves mTLS, give --ca, --cert and "
+                    "--key (env RIGCTL_CA, RIGCTL_CERT, RIGCTL_KEY)")
+    return details.rsplit(":", 1)[-1].strip() or "no answer"
 
 
 class Rig:
-    """One rigd, as the command line names it."""
+    """One rigd, as the command line names it: the client library's blocking rig, made on
+    first use, its errors as rigctl's one-line CliError."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.where = args.address or f"unix:{args.socket}"
-        self._inventory: pb.GetInventoryResponse | None = None
+        self.endpoint = endpoint_of(args)
+        self.where = self.endpoint.where
+        self._client: BlockingRig | None = None
+        self._inventory: Inventory | None = None
 
-    def channel(self) -> grpc.Channel:
-        args = self.args
-        if not args.address:
-            return grpc.insecure_channel(f"unix:{args.socket}", options=FRESH_STREAM_OPTIONS)
-        files = (args.ca, args.cert, args.key)
-        if not any(files):
-            return grpc.insecure_channel(args.address, options=FRESH_STREAM_OPTIONS)
-        if not all(files):
-            missing = [f"--{n} (env RIGCTL_{n.upper()})" for n, f in zip(
-                ("ca", "cert", "key"), files, strict=True) if not f]
-            raise CliError(f"mTLS needs --ca, --cert and --key together: {', '.join(missing)} "
-                           "not given", 2)
+    @property
+    def client(self) -> BlockingRig:
+        if self._client is None:
+            from client.blocking import BlockingRig
+
+            try:
+                self._client = BlockingRig(self.endpoint, timeout_s=self.args.timeout)
+            except EndpointError as exc:
+                raise endpoint_error(exc) from None
+        return self._client
+
+    def call(self, fn: Callable[[BlockingRig], T]) -> T:
+        """fn(client); a refusal or failure becomes one line."""
         try:
-            ca, cert, key = (Path(f).read_bytes() for f in files)
-        except OSError as exc:
-            raise CliError(f"cannot read {exc.filename}: {exc.strerror}", 2) from None
-        credentials = grpc.ssl_channel_credentials(ca, key, cert)
-        options: list[tuple[str, Any]] = list(FRESH_STREAM_OPTIONS)
-        if args.server_name:
-            options.append(("grpc.ssl_target_name_override", args.server_name))
-        return grpc.secure_channel(args.address, credentials, options=options)
+            return fn(self.client)
+        except RigError as exc:
+            raise self.explain(exc) from None
 
-    def metadata(self) -> list[tuple[str, str]]:
-        token = os.environ.get("RIGCTL_TOKEN", "")
-        if self.args.token_file:
-            try:
-                token = Path(self.args.token_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise CliError(f"cannot read token file {self.args.token_file}: "
-                               f"{exc.strerror}", 2) from None
-        return [("authorization", f"Bearer {token}")] if token else []
+    def explain(self, exc: RigError) -> CliError:
+        return explain(exc, self.endpoint, self.args.timeout)
 
-    def call(self, fn: Callable[[pb_grpc.RigAgentStub, list[tuple[str, str]]], T]) -> T:
-        """fn(stub, metadata) on a fresh channel; a refusal or failure becomes one line."""
-        with self.channel() as channel:
-            try:
-                return fn(pb_grpc.RigAgentStub(channel), self.metadata())
-            except grpc.RpcError as exc:
-                raise self.explain(exc) from None
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
-    def explain(self, exc: grpc.RpcError) -> CliError:
-        code, details = exc.code(), exc.details() or ""
-        if code == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower()
-                                                    or "handshake" in details.lower()):
-            return CliError(f"cannot reach rigd at {self.where}: {self._unreachable(details)}",
-                            EXIT_UNREACHABLE)
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return CliError(f"no answer from rigd at {self.where} within "
-                            f"{self.args.timeout:g} s (--timeout)", EXIT_UNREACHABLE)
-        return CliError(f"{_SAYS.get(code, code.name.lower())}: {details}")
-
-    def _unreachable(self, details: str) -> str:
-        """gRPC's last connection error as what it means: which side refused whose
-        certificate, or the OS's reason."""
-        low, args = details.lower(), self.args
-        if "hostname verification" in low or "peer name" in low:
-            name = args.server_name or args.address.rpartition(":")[0].strip("[]")
-            return (f"TLS handshake failed: rigd's certificate is not for {name} (--server-name "
-                    "names one it is for)")
-        if "certificate_verify_failed" in low or "handshake failed" in low:
-            return (f"TLS handshake failed: rigd's certificate is not signed by the CA in "
-                    f"{args.ca} (--ca), or has expired")
-        if "socket closed" in low or "connection reset" in low:
-            if args.address and args.cert:
-                return (f"rigd refused the TLS handshake: it does not accept {args.cert} "
-                        "(not signed by the CA in its [tls] client_ca_file, or expired)")
-            if args.address:
-                return ("rigd closed the connection; if it serves mTLS, give --ca, --cert and "
-                        "--key (env RIGCTL_CA, RIGCTL_CERT, RIGCTL_KEY)")
-        return details.rsplit(":", 1)[-1].strip() or "no answer"
-
-    def inventory(self) -> pb.GetInventoryResponse:
+    def inventory(self) -> Inventory:
         if self._inventory is None:
-            self._inventory = self.call(lambda s, md: s.GetInventory(
-                pb.GetInventoryRequest(), metadata=md, timeout=self.args.timeout))
+            self._inventory = self.call(lambda c: c.inventory())
         return self._inventory
 
     def resolve(self, names: Sequence[str]) -> list[str]:
@@ -174,8 +230,8 @@ class Rig:
         that suggests."""
         devices = self.inventory().devices
         ids = [d.id for d in devices]
-        gpu_index = {d.attributes.get("index"): d.id for d in devices
-                     if d.kind == pb.DEVICE_KIND_GPU and "index" in d.attributes}
+        gpu_index = {d.info.attributes.get("index"): d.id for d in devices
+                     if d.kind == DeviceKind.GPU and "index" in d.info.attributes}
         resolved = []
         for name in names:
             if name in ids:
@@ -194,6 +250,8 @@ class Rig:
         if matches:
             raise CliError(f"{name!r} matches {len(matches)} devices "
                            f"({', '.join(short_id(m) for m in matches[:4])}): give more of it")
+        import difflib  # only to suggest: not on every command's start-up
+
         close = difflib.get_close_matches(name, ids + [short_id(i) for i in ids], n=1,
                                           cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else ""

@@ -7,51 +7,56 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import difflib
 import json
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.cli.connect import CliError, Rig
 from agent.cli.exitcodes import EXIT_FAILED, EXIT_USAGE
 from agent.cli.output import (
-    HEALTH,
-    KIND,
     NA,
-    WORKLOAD,
-    WORKLOAD_STATE,
     clear_screen,
     emit_json,
+    inventory_message,
     mib,
     opt,
     short_id,
     si,
+    stream_message,
     table,
+    telemetry_message,
     to_dict,
     watts,
+    word,
 )
-from rigapi import pb
+from client.model import Inventory, PowerLimit
+from hal.device import AsicTelemetry, DeviceKind, GpuTelemetry, HealthState, PowerSource
+from rigapi import convert, pb
+from rigapi.model import Reading, RigPower, WorkloadKind
 
-ACTIONS = {"sleep": pb.DEVICE_ACTION_KIND_SLEEP, "wake": pb.DEVICE_ACTION_KIND_WAKE,
-           "restart": pb.DEVICE_ACTION_KIND_RESTART,
-           "pool-switch": pb.DEVICE_ACTION_KIND_POOL_SWITCH}
+if TYPE_CHECKING:
+    from client.blocking import BlockingRig
+
+ACTIONS = {"sleep": "sleep", "wake": "wake", "restart": "restart", "pool-switch": "pool_switch"}
 
 
-def format_inventory(inv: pb.GetInventoryResponse, wide: bool = False) -> str:
+def format_inventory(inv: Inventory, wide: bool = False) -> str:
     """The devices table; `wide` adds each device's capabilities (a GPU has six: 150 columns)."""
     rows = []
     for d in inv.devices:
-        health = HEALTH[d.health.state] + (f": {d.health.reason}" if d.health.reason else "")
-        name = d.name or NA
-        if d.model and d.model != d.name:
-            name = f"{name} ({d.model})"
-        workload = WORKLOAD[d.workload.kind] if d.HasField("workload") else "idle"
-        if d.kind == pb.DEVICE_KIND_ASIC and workload == "idle":  # a miner runs its own
+        health = word(d.health.state) + (f": {d.health.reason}" if d.health.reason else "")
+        info = d.info
+        name = info.name or NA
+        if info.model and info.model != info.name:
+            name = f"{name} ({info.model})"
+        workload = word(d.workload.kind) if d.workload is not None else "idle"
+        if d.kind == DeviceKind.ASIC and workload == "idle":  # a miner runs its own
             workload = "firmware"
-        rows.append([short_id(d.id), KIND[d.kind], name[:34] + ("*" if d.simulated else ""),
-                     workload, health[:40]] + ([",".join(d.capabilities)] if wide else []))
+        rows.append([short_id(d.id), word(d.kind), name[:34] + ("*" if info.simulated else ""),
+                     workload, health[:40]] + ([",".join(sorted(d.capabilities))] if wide
+                                               else []))
     out = [f"rig {inv.rig_id} (rigd {inv.agent_version}, {len(inv.devices)} devices; "
            f"* = simulated)", ""]
     headers = ["DEVICE", "KIND", "NAME", "WORKLOAD", "HEALTH"] + (["CAPABILITIES"] if wide else [])
@@ -63,49 +68,55 @@ def format_inventory(inv: pb.GetInventoryResponse, wide: bool = False) -> str:
     return "\n".join(out)
 
 
-def status_text(t: pb.DeviceTelemetry) -> str:
-    if t.error:
-        return t.error[:50]
-    if t.health.state != pb.HEALTH_STATE_HEALTHY:
-        return (HEALTH[t.health.state] + (f": {t.health.reason}" if t.health.reason else ""))[:50]
+def status_text(r: Reading) -> str:
+    if r.error:
+        return r.error[:50]
+    health = r.telemetry.health
+    if health.state != HealthState.HEALTHY:
+        return (word(health.state) + (f": {health.reason}" if health.reason else ""))[:50]
     return "ok"
 
 
-def workload_text(t: pb.DeviceTelemetry) -> str:
-    if not t.HasField("workload"):
-        if t.HasField("asic") and t.asic.HasField("is_mining"):  # a miner hashes by itself
-            return "hashing" if t.asic.is_mining else "not hashing"
+def workload_text(r: Reading) -> str:
+    w = r.workload
+    if w is None:
+        asic = r.telemetry.asic
+        if asic is not None and asic.is_mining is not None:  # a miner hashes by itself
+            return "hashing" if asic.is_mining else "not hashing"
         return "idle"
-    w = t.workload
-    text = f"{WORKLOAD[w.kind]} {WORKLOAD_STATE[w.state]}"
-    if w.kind == pb.WORKLOAD_KIND_HASHING and w.HasField("intensity") and w.intensity < 1:
+    text = f"{word(w.kind)} {word(w.state)}"
+    if w.kind == WorkloadKind.HASHING and w.intensity is not None and w.intensity < 1:
         text += f" {w.intensity:.0%}"
     return text
 
 
-def power_text(t: pb.DeviceTelemetry) -> str:
-    if not t.HasField("power_w"):
+def power_text(r: Reading) -> str:
+    t = r.telemetry
+    if t.power_w is None:
         return NA
-    text = f"{t.power_w:.0f}W" + ("~" if t.power_source == pb.POWER_SOURCE_ESTIMATED else "")
-    if t.HasField("power_limit_w"):
+    text = f"{t.power_w:.0f}W" + ("~" if t.power_source == PowerSource.ESTIMATED else "")
+    if t.power_limit_w is not None:
         text += f"/{t.power_limit_w:.0f}W"
     return text
 
 
-def _gpu_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
+def hashrate_text(r: Reading) -> str:
+    return opt(r.telemetry.hashrate_hs, lambda v: si(v, "H/s"))
+
+
+def _gpu_rows(readings: list[Reading], wide: bool) -> str:
     rows = []
-    for t in readings:
-        g = t.gpu
+    for r in readings:
+        t, g = r.telemetry, r.telemetry.gpu or GpuTelemetry()
         mem = (f"{mib(g.mem_used_bytes)}/{mib(g.mem_total_bytes)}"
-               if g.HasField("mem_used_bytes") and g.HasField("mem_total_bytes") else NA)
-        row = [opt(g, "index", str), short_id(t.device_id),
-               opt(t, "temp_c", lambda v: f"{v:.0f}C"), power_text(t), mem,
-               opt(g, "utilization_gpu_pct", lambda v: f"{v:.0f}%"), workload_text(t),
-               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), status_text(t)]
+               if g.mem_used_bytes is not None and g.mem_total_bytes is not None else NA)
+        row = [opt(g.index, str), short_id(t.device_id), opt(t.temp_c, lambda v: f"{v:.0f}C"),
+               power_text(r), mem, opt(g.utilization_gpu_pct, lambda v: f"{v:.0f}%"),
+               workload_text(r), hashrate_text(r), status_text(r)]
         if wide:
-            row[-1:-1] = [opt(g, "performance_state", lambda v: f"P{v}"),
-                          opt(g, "clock_sm_mhz", lambda v: f"{v}MHz"), str(len(g.processes)),
-                          opt(g, "last_xid", str)]
+            row[-1:-1] = [opt(g.performance_state, lambda v: f"P{v}"),
+                          opt(g.clock_sm_mhz, lambda v: f"{v}MHz"), str(len(g.processes)),
+                          opt(g.last_xid, str)]
         rows.append(row)
     headers = ["GPU", "ID", "TEMP", "POWER/CAP", "MEMORY", "UTIL", "WORKLOAD", "HASHRATE",
                "STATUS"]
@@ -114,17 +125,16 @@ def _gpu_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
     return table(headers, rows)
 
 
-def _asic_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
+def _asic_rows(readings: list[Reading], wide: bool) -> str:
     rows = []
-    for t in readings:
-        a = t.asic
-        temps = [b.temp_chip_c for b in a.boards if b.HasField("temp_chip_c")]
-        row = [short_id(t.device_id), a.firmware_family or NA,
-               opt(t, "hashrate_hs", lambda v: si(v, "H/s")), power_text(t),
+    for r in readings:
+        a = r.telemetry.asic or AsicTelemetry()
+        temps = [b.temp_chip_c for b in a.boards if b.temp_chip_c is not None]
+        row = [short_id(r.device_id), a.firmware_family or NA, hashrate_text(r), power_text(r),
                f"{max(temps):.0f}C" if temps else NA,
-               opt(a, "is_mining", lambda v: "yes" if v else "no"), status_text(t)]
+               opt(a.is_mining, lambda v: "yes" if v else "no"), status_text(r)]
         if wide:
-            row[-1:-1] = [opt(a, "expected_hashrate_hs", lambda v: si(v, "H/s")),
+            row[-1:-1] = [opt(a.expected_hashrate_hs, lambda v: si(v, "H/s")),
                           "/".join(str(f) for f in a.fans_rpm) or NA]
         rows.append(row)
     headers = ["MINER", "FIRMWARE", "HASHRATE", "POWER/LIMIT", "CHIP", "MINING", "STATUS"]
@@ -133,24 +143,24 @@ def _asic_rows(readings: list[pb.DeviceTelemetry], wide: bool) -> str:
     return table(headers, rows)
 
 
-def _other_rows(readings: list[pb.DeviceTelemetry]) -> str:
+def _other_rows(readings: list[Reading]) -> str:
     rows = []
-    for t in readings:
-        w = t.workload
-        shares = f"{w.shares_accepted}/{w.shares_rejected}" if w.HasField("shares_accepted") \
-            else NA
+    for r in readings:
+        w = r.workload
+        shares = f"{w.shares_accepted}/{w.shares_rejected or 0}" \
+            if w is not None and w.shares_accepted is not None else NA
         detail = ""
-        if t.HasField("host"):
-            h = t.host
-            detail = f"cpu {h.cpu_util_pct:.0f}% mem {mib(h.mem_used_bytes)}"
-        rows.append([short_id(t.device_id)[:24], KIND[t.kind], power_text(t), workload_text(t),
-                     opt(t, "hashrate_hs", lambda v: si(v, "H/s")), shares,
-                     detail if status_text(t) == "ok" else status_text(t)])
+        h = r.telemetry.host
+        if h is not None:
+            detail = f"cpu {h.cpu_util_pct or 0:.0f}% mem {mib(h.mem_used_bytes or 0)}"
+        rows.append([short_id(r.device_id)[:24], word(r.telemetry.kind), power_text(r),
+                     workload_text(r), hashrate_text(r), shares,
+                     detail if status_text(r) == "ok" else status_text(r)])
     return table(["DEVICE", "KIND", "POWER", "WORKLOAD", "HASHRATE", "SHARES A/R", "STATUS"],
                  rows)
 
 
-def format_rig_power(power: pb.RigPower) -> str:
+def format_rig_power(power: RigPower) -> str:
     text = (f"rig power {watts(power.total_w)} (measured {watts(power.measured_w)}, "
             f"estimated {watts(power.estimated_w)}, ~ marks estimates)")
     if power.unknown_device_ids:
@@ -158,12 +168,13 @@ def format_rig_power(power: pb.RigPower) -> str:
     return text
 
 
-def format_telemetry(readings: Sequence[pb.DeviceTelemetry], power: pb.RigPower | None = None,
+def format_telemetry(readings: Sequence[Reading], power: RigPower | None = None,
                      wide: bool = False) -> str:
-    gpus = [t for t in readings if t.kind == pb.DEVICE_KIND_GPU]
-    asics = [t for t in readings if t.kind == pb.DEVICE_KIND_ASIC]
-    others = [t for t in readings if t.kind not in (pb.DEVICE_KIND_GPU, pb.DEVICE_KIND_ASIC)]
-    sections = [format_rig_power(power)] if power is not None and power.HasField("time") else []
+    kinds = [(r, r.telemetry.kind) for r in readings]
+    gpus = [r for r, k in kinds if k == DeviceKind.GPU]
+    asics = [r for r, k in kinds if k == DeviceKind.ASIC]
+    others = [r for r, k in kinds if k not in (DeviceKind.GPU, DeviceKind.ASIC)]
+    sections = [format_rig_power(power)] if power is not None else []
     if gpus:
         sections.append(_gpu_rows(gpus, wide))
     if asics:
@@ -222,6 +233,8 @@ def _query(text: str) -> list[str]:
     known = query_fields()
     for name in fields:
         if name not in known:
+            import difflib  # only to suggest: not on every command's start-up
+
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise argparse.ArgumentTypeError(
@@ -255,12 +268,12 @@ class CsvOut:
         self.header = header
         self.writer = csv.writer(sys.stdout, lineterminator="\n")
 
-    def rows(self, readings: Sequence[pb.DeviceTelemetry]) -> None:
+    def rows(self, readings: Sequence[Reading]) -> None:
         if self.header:
             self.writer.writerow(self.fields)
             self.header = False
         for reading in readings:
-            data = to_dict(reading)
+            data = to_dict(convert.reading(reading))
             self.writer.writerow([_cell(_pick(data, f)) for f in self.fields])
         sys.stdout.flush()
 
@@ -270,7 +283,8 @@ class CsvOut:
 
 def cmd_inventory(rig: Rig, args: argparse.Namespace) -> int:
     inv = rig.inventory()
-    emit_json("inventory", inv) if args.json else print(format_inventory(inv, args.wide))
+    emit_json("inventory", inventory_message(inv)) if args.json else \
+        print(format_inventory(inv, args.wide))
     return 0
 
 
@@ -285,35 +299,39 @@ def cmd_telemetry(rig: Rig, args: argparse.Namespace) -> int:
         raise CliError("--query goes with --format csv (or csv,noheader)", EXIT_USAGE)
     ids = rig.resolve(args.device) if args.device else []
     if not args.watch:
-        reply = rig.call(lambda s, md: s.GetTelemetry(pb.GetTelemetryRequest(device_ids=ids),
-                                                      metadata=md, timeout=args.timeout))
+        snapshot = rig.call(lambda c: c.telemetry(ids))
         if csv_out is not None:
-            csv_out.rows(reply.devices)
+            csv_out.rows(snapshot.readings)
         elif args.json:
-            emit_json("telemetry", reply)
+            emit_json("telemetry", telemetry_message(snapshot))
         else:
-            print(format_telemetry(reply.devices, reply.rig_power, args.wide))
+            print(format_telemetry(snapshot.readings, snapshot.rig_power, args.wide))
         return 0
 
-    def follow(stub: Any, md: list[tuple[str, str]]) -> None:
-        request = pb.StreamTelemetryRequest(device_ids=ids, interval_ms=args.interval_ms)
-        for n, msg in enumerate(stub.StreamTelemetry(request, metadata=md), start=1):
+    def follow() -> None:
+        # The library's stream: it survives a rigd restart (the gap said on stderr).
+        stream = rig.client.stream_telemetry(ids, interval_s=args.interval_ms / 1000)
+        for n, update in enumerate(stream, start=1):
+            if update.gap is not None:
+                print(f"rigctl: the stream broke ({update.gap.error}); blind for "
+                      f"{update.gap.blind_s:.1f} s", file=sys.stderr, flush=True)
             if csv_out is not None:
-                csv_out.rows(msg.devices)
+                csv_out.rows(update.readings)
             elif args.json:
-                emit_json("telemetry", msg, stream=True)
+                emit_json("telemetry", stream_message(update), stream=True)
             else:
                 clear_screen()
                 now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                print(f"rigctl telemetry  {now}  #{msg.sequence}"
-                      + (f"  ({msg.dropped_count} dropped: reader too slow)"
-                         if msg.dropped_count else ""))
-                print(format_telemetry(msg.devices, msg.rig_power, args.wide), flush=True)
+                print(f"rigctl telemetry  {now}  #{update.sequence}"
+                      + (f"  ({update.dropped_count} dropped: reader too slow)"
+                         if update.dropped_count else ""))
+                print(format_telemetry(update.readings, update.rig_power, args.wide),
+                      flush=True)
                 print()
             if args.count and n >= args.count:
                 return
 
-    rig.call(follow)
+    rig.call(lambda c: follow())
     return 0
 
 
@@ -327,12 +345,12 @@ def _limit_targets(rig: Rig, names: Sequence[str]) -> list[str]:
     return rig.resolve(names)
 
 
-def _default_limits(rig: Rig, ids: list[str], timeout_s: float) -> dict[str, float]:
+def _default_limits(rig: Rig, ids: list[str]) -> dict[str, float]:
     """Each device's default limit, as it reports it (NVML's default power management limit)."""
-    reply = rig.call(lambda s, md: s.GetTelemetry(pb.GetTelemetryRequest(device_ids=ids),
-                                                  metadata=md, timeout=timeout_s))
-    defaults = {t.device_id: t.gpu.power_limit_default_w for t in reply.devices
-                if t.HasField("gpu") and t.gpu.HasField("power_limit_default_w")}
+    snapshot = rig.call(lambda c: c.telemetry(ids))
+    defaults = {r.device_id: r.telemetry.gpu.power_limit_default_w for r in snapshot.readings
+                if r.telemetry.gpu is not None
+                and r.telemetry.gpu.power_limit_default_w is not None}
     missing = [i for i in ids if i not in defaults]
     if missing:
         raise CliError(f"no default power limit known for {', '.join(missing)} (a GPU reports "
@@ -352,18 +370,16 @@ def cmd_power_limit(rig: Rig, args: argparse.Namespace) -> int:
             raise CliError(f"WATTS {limit!r}: {exc} (or `default`)", EXIT_USAGE) from None
     ids = _limit_targets(rig, names)
     wanted = dict.fromkeys(ids, watts_each) if watts_each is not None else \
-        _default_limits(rig, ids, args.timeout)
-
-    def set_limit(device_id: str, target_w: float) -> pb.SetPowerLimitResponse:
-        return rig.call(lambda s, md: s.SetPowerLimit(pb.SetPowerLimitRequest(
-            device_id=device_id, power_limit_w=target_w, fencing_token=args.fencing_token),
-            metadata=md, timeout=args.timeout))
+        _default_limits(rig, ids)
 
     failed = False
     results = []
     for device_id, target_w in wanted.items():
+        def set_limit(c: BlockingRig, d: str = device_id, w: float = target_w) -> PowerLimit:
+            return c.set_power_limit(d, w, fencing_token=args.fencing_token)
+
         try:
-            reply = set_limit(device_id, target_w)
+            reply = rig.call(set_limit)
         except CliError as exc:
             if len(wanted) == 1:
                 raise
@@ -373,7 +389,9 @@ def cmd_power_limit(rig: Rig, args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"rigctl: {device_id}: {exc}", file=sys.stderr)
             continue
-        results.append({"device_id": device_id, **to_dict(reply), "error": ""})
+        message = pb.SetPowerLimitResponse(power_limit_w=reply.power_limit_w,
+                                           requested_w=reply.requested_w, detail=reply.detail)
+        results.append({"device_id": device_id, **to_dict(message), "error": ""})
         if not args.json:
             text = (f"{device_id}: requested {reply.requested_w:g} W, applied "
                     f"{reply.power_limit_w:g} W")
@@ -387,24 +405,21 @@ def cmd_action(rig: Rig, args: argparse.Namespace) -> int:
     ids = rig.resolve(args.devices)
     failed = 0
     for device_id in ids:
-        request = pb.DeviceActionRequest(device_id=device_id, action=ACTIONS[args.command],
-                                         pool_index=getattr(args, "pool", 0),
-                                         fencing_token=args.fencing_token)
-        def act(stub: Any, md: list[tuple[str, str]],
-                r: pb.DeviceActionRequest = request) -> pb.DeviceActionResponse:
-            return stub.DeviceAction(r, metadata=md, timeout=args.timeout)
+        def act(c: BlockingRig, d: str = device_id) -> str:
+            return c.device_action(d, ACTIONS[args.command], pool_index=getattr(args, "pool", 0),
+                                   fencing_token=args.fencing_token)
 
         try:
-            reply = rig.call(act)
+            detail = rig.call(act)
         except CliError as exc:
             print(f"{device_id}: {exc}")
             failed += 1
             continue
         if args.json:
             emit_json("device_action", {"device_id": device_id, "action": args.command,
-                                        "detail": reply.detail}, stream=True)
+                                        "detail": detail}, stream=True)
         else:
-            print(f"{device_id}: {args.command}: {reply.detail or 'done'}")
+            print(f"{device_id}: {args.command}: {detail or 'done'}")
     return 1 if failed else 0
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from agent.cli.connect import Rig
 from agent.cli.exitcodes import EXIT_TESTS_FAILED
-from agent.cli.output import emit_json, enum_names, short_id
-from rigapi import pb
+from agent.cli.output import emit_json, enum_names, short_id, word
+from rigapi import convert, pb
+from rigapi.model import DiagnosticOutcome
 
-RESULT = enum_names(pb.DiagnosticResult)
 LEVEL = enum_names(pb.DiagnosticLevel)
 _LEVELS = {"1": 1, "2": 2, "3": 3, "quick": 1, "short": 1, "medium": 2, "long": 3}
 _ORDER = ("fail", "warn", "pass", "skip")
@@ -37,44 +37,47 @@ def _device(device_id: str) -> str:
     return short_id(device_id) if device_id else "(rig)"
 
 
-def format_result(r: pb.RunDiagnosticsResponse) -> str:
-    width = len(str(r.tests_total))
-    return (f"[{r.tests_done:>{width}}/{r.tests_total}] {RESULT[r.result].upper():<4}  "
-            f"{_device(r.device_id):<22} {r.test_name:<20} {r.detail}  ({r.duration_ms} ms)")
+def format_result(r: DiagnosticOutcome) -> str:
+    width = len(str(r.total))
+    return (f"[{r.done:>{width}}/{r.total}] {word(r.result).upper():<4}  "
+            f"{_device(r.device_id):<22} {r.test:<20} {r.detail}  "
+            f"({round(r.duration_s * 1000)} ms)")
 
 
-def _cell(results: list[pb.RunDiagnosticsResponse]) -> list[str]:
+def _cell(results: list[DiagnosticOutcome]) -> list[str]:
     """One test's results as dcgmi words them: Pass/Skip counted, Fail/Warn each with why."""
-    by: dict[str, list[pb.RunDiagnosticsResponse]] = defaultdict(list)
+    by: dict[str, list[DiagnosticOutcome]] = defaultdict(list)
     for r in results:
-        by[RESULT[r.result]].append(r)
+        by[word(r.result)].append(r)
     lines: list[str] = []
-    for word in _ORDER:
-        found = by.get(word, [])
+    for verdict in _ORDER:
+        found = by.get(verdict, [])
         if not found:
             continue
         if len(results) == 1 and not results[0].device_id:  # a rig-wide test
-            lines.append(word.capitalize() + (f" - {found[0].detail}" if word != "pass" else ""))
-        elif word in ("fail", "warn"):
-            lines += [f"{word.capitalize()} - {_device(r.device_id)}: {r.detail}" for r in found]
+            lines.append(verdict.capitalize()
+                         + (f" - {found[0].detail}" if verdict != "pass" else ""))
+        elif verdict in ("fail", "warn"):
+            lines += [f"{verdict.capitalize()} - {_device(r.device_id)}: {r.detail}"
+                      for r in found]
         else:
             names = ", ".join(_device(r.device_id) for r in found)
-            lines.append(f"{word.capitalize()} - " + (names if len(names) <= 48
-                                                      else f"{len(found)} devices"))
+            lines.append(f"{verdict.capitalize()} - " + (names if len(names) <= 48
+                                                         else f"{len(found)} devices"))
     wrapped: list[str] = []
     for line in lines:
         wrapped += textwrap.wrap(line, CELL_WIDTH, subsequent_indent="  ") or [""]
     return wrapped
 
 
-def format_summary(results: list[pb.RunDiagnosticsResponse]) -> str:
+def format_summary(results: list[DiagnosticOutcome]) -> str:
     """The dcgmi-like table: a band per level, a row per test."""
     border = f"+{'-' * (NAME_WIDTH + 2)}+{'-' * (CELL_WIDTH + 2)}+"
     lines = [border, f"| {'Diagnostic':<{NAME_WIDTH}} | {'Result':<{CELL_WIDTH}} |",
              border.replace("-", "=")]
-    tests: dict[int, dict[str, list[pb.RunDiagnosticsResponse]]] = defaultdict(dict)
+    tests: dict[int, dict[str, list[DiagnosticOutcome]]] = defaultdict(dict)
     for r in results:
-        tests[r.level].setdefault(r.test_name, []).append(r)
+        tests[r.level].setdefault(r.test, []).append(r)
     for level in sorted(tests):
         band = f"-----  {LEVEL[level].capitalize()} (level {level})  "
         lines.append(f"|{band:-<{NAME_WIDTH + 2}}+{'-' * (CELL_WIDTH + 2)}|")
@@ -86,28 +89,27 @@ def format_summary(results: list[pb.RunDiagnosticsResponse]) -> str:
     return "\n".join(lines)
 
 
-def _counts(results: list[pb.RunDiagnosticsResponse]) -> dict[str, int]:
-    return {word: sum(1 for r in results if RESULT[r.result] == word) for word in _ORDER}
+def _counts(results: list[DiagnosticOutcome]) -> dict[str, int]:
+    return {name: sum(1 for r in results if word(r.result) == name) for name in _ORDER}
 
 
 def cmd_diag(rig: Rig, args: argparse.Namespace) -> int:
     ids = rig.resolve(args.device) if args.device else []
-    request = pb.RunDiagnosticsRequest(device_ids=ids, level=args.run)
-    results: list[pb.RunDiagnosticsResponse] = []
+    results: list[DiagnosticOutcome] = []
 
-    def follow(stub: Any, md: list[tuple[str, str]]) -> None:
-        for r in stub.RunDiagnostics(request, metadata=md):
+    def follow() -> None:
+        for r in rig.client.diagnostics(args.run, ids):
             if not results and not args.json:
                 scope = f"{len(ids)} devices" if ids else "every device"
-                print(f"rigctl diag -r {args.run} ({LEVEL[args.run]}): {r.tests_total} tests, "
+                print(f"rigctl diag -r {args.run} ({LEVEL[args.run]}): {r.total} tests, "
                       f"{scope}", flush=True)
             results.append(r)
             if args.json:
-                emit_json("diagnostic", r, stream=True)
+                emit_json("diagnostic", convert.diagnostic(r), stream=True)
             else:
                 print(format_result(r), flush=True)
 
-    rig.call(follow)
+    rig.call(lambda c: follow())
     counts = _counts(results)
     if args.json:
         emit_json("diagnostics_summary", {"level": LEVEL[args.run], "tests_total": len(results),

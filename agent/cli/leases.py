@@ -5,53 +5,37 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from agent.cli.connect import Rig
 from agent.cli.exitcodes import EXIT_FAILED
-from agent.cli.output import emit_json
-from rigapi import SERVICE_NAME, pb
+from agent.cli.output import emit_json, lease_message, utc
+from client.model import LeaseInfo
 
 
 def cmd_lease(rig: Rig, args: argparse.Namespace) -> int:
+    lease: LeaseInfo
     if args.action == "acquire":
-        reply = rig.call(lambda s, md: s.AcquireLease(pb.AcquireLeaseRequest(
-            holder=args.holder, ttl_s=args.ttl, preempt=args.preempt), metadata=md,
-            timeout=args.timeout))
+        # Not kept: this process ends now; whoever uses the token renews it (`lease renew`).
+        lease = rig.call(lambda c: c.acquire_lease(args.holder, args.ttl, preempt=args.preempt,
+                                                   keep=False)).info
     elif args.action == "renew":
-        reply = rig.call(lambda s, md: s.RenewLease(pb.RenewLeaseRequest(
-            lease_id=args.lease_id, ttl_s=args.ttl), metadata=md, timeout=args.timeout))
+        lease = rig.call(lambda c: c.renew_lease(args.lease_id, args.ttl))
     else:
-        reply = rig.call(lambda s, md: s.ReleaseLease(pb.ReleaseLeaseRequest(
-            lease_id=args.lease_id), metadata=md, timeout=args.timeout))
+        rig.call(lambda c: c.release_lease(args.lease_id))
         emit_json("lease", {"released": args.lease_id}) if args.json else \
             print(f"lease {args.lease_id} released")
         return 0
-    lease = reply.lease
     if args.json:
-        emit_json("lease", lease)
+        emit_json("lease", lease_message(lease))
     else:
-        expires = lease.expire_time.ToDatetime().strftime("%H:%M:%S UTC")
+        expires = utc(lease.expire_unix_s, "%H:%M:%S UTC")
         print(f"lease {lease.lease_id} held by {lease.holder} until {expires}; "
               f"fencing token {lease.fencing_token}")
     return 0
 
 
 def cmd_health(rig: Rig, args: argparse.Namespace) -> int:
-    def check(channel: grpc.Channel, service: str) -> int:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return int(stub.Check(health_pb2.HealthCheckRequest(service=service),
-                              timeout=args.timeout).status)
-
-    statuses = {}
-    with rig.channel() as channel:
-        for service in ("", SERVICE_NAME):
-            try:
-                statuses[service or "rigd"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
-                    check(channel, service)).lower()
-            except grpc.RpcError as exc:
-                raise rig.explain(exc) from None
+    checked = rig.call(lambda c: c.health())
+    statuses = {service or "rigd": status for service, status in checked.items()}
     if args.json:
         emit_json("health", statuses)
     else:

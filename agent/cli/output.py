@@ -4,19 +4,27 @@ JSON carries every field of the message (an absent reading is null, never left o
 numbers (64-bit too), enum values by the same short names the tables use ("gpu", "hashing"),
 times as ISO 8601, and a "schema" key naming its version. A stream prints one compact object per
 line, so `rigctl telemetry --watch --json | jq` works.
+
+The client library hands rigctl dataclasses; JSON is the rig.v1 message they came from, made
+again by rigapi.convert (the round trip is exact: tests/agent/test_convert.py), so the schema is
+the API's.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
-from rigapi import pb
-from rigapi.convert import enum_prefix
+from rigapi import convert, pb
+
+if TYPE_CHECKING:
+    from client.model import Inventory, LeaseInfo, Snapshot, StreamUpdate
 
 SCHEMA = "rigctl/v1"
 NA = "-"
@@ -24,16 +32,26 @@ NA = "-"
 
 def enum_names(enum: Any) -> dict[int, str]:
     """Proto enum values by their short names: DEVICE_KIND_GPU -> "gpu"."""
-    prefix = enum_prefix(enum.DESCRIPTOR.name) + "_"
+    prefix = convert.enum_prefix(enum.DESCRIPTOR.name) + "_"
     return {number: name.removeprefix(prefix).lower() for name, number in enum.items()}
 
 
-KIND = enum_names(pb.DeviceKind)
-HEALTH = enum_names(pb.HealthState)
-WORKLOAD = enum_names(pb.WorkloadKind)
-WORKLOAD_STATE = enum_names(pb.WorkloadState)
-OP_STATE = enum_names(pb.OperationState)
-PHASE = enum_names(pb.SwitchPhase)
+def word(member: enum.Enum | None) -> str:
+    """An enum member as the tables name it ("gpu", "hashing", "rolled_back"); "unspecified"
+    for a value this build does not know, and for a health nobody reported (the API's own
+    name for it)."""
+    if member is None or member.name == "UNKNOWN":
+        return "unspecified"
+    return str(member.value)
+
+
+def opt(value: Any, fmt: Callable[[Any], Any]) -> str:
+    """A reading as text, or "-" when the device did not give it."""
+    return NA if value is None else str(fmt(value))
+
+
+def utc(unix_s: float, fmt: str) -> str:
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime(fmt)
 
 
 def to_dict(msg: Message) -> dict[str, Any]:
@@ -59,7 +77,7 @@ def _value(value: Any, field: Any) -> Any:
             return value.ToJsonString()
         return to_dict(value)
     if field.enum_type is not None:
-        prefix = enum_prefix(field.enum_type.name) + "_"
+        prefix = convert.enum_prefix(field.enum_type.name) + "_"
         known = field.enum_type.values_by_number.get(value)
         return known.name.removeprefix(prefix).lower() if known else value
     return value
@@ -82,11 +100,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
-
-
-def opt(msg: Message, name: str, fmt: Any) -> str:
-    """A field as text, or "-" when the device did not give it."""
-    return str(fmt(getattr(msg, name))) if msg.HasField(name) else NA
 
 
 def si(value: float, unit: str) -> str:
@@ -117,3 +130,39 @@ def short_id(device_id: str) -> str:
 def clear_screen() -> None:
     if sys.stdout.isatty():
         sys.stdout.write("\x1b[H\x1b[2J")
+
+
+# ---- the client's dataclasses as the messages they came from (for --json) ---------------------
+
+
+def inventory_message(inv: Inventory) -> pb.GetInventoryResponse:
+    msg = pb.GetInventoryResponse(
+        rig_id=inv.rig_id, agent_version=inv.agent_version,
+        devices=[convert.device(d.info, d.capabilities, d.health, d.workload)
+                 for d in inv.devices],
+        backends=[convert.backend(b) for b in inv.backends])
+    if inv.curtailment is not None:
+        msg.curtailment.CopyFrom(convert.curtailment(inv.curtailment))
+    return msg
+
+
+def telemetry_message(snapshot: Snapshot) -> pb.GetTelemetryResponse:
+    msg = pb.GetTelemetryResponse(devices=[convert.reading(r) for r in snapshot.readings])
+    if snapshot.rig_power is not None:
+        msg.rig_power.CopyFrom(convert.rig_power(snapshot.rig_power))
+    return msg
+
+
+def stream_message(update: StreamUpdate) -> pb.StreamTelemetryResponse:
+    msg = pb.StreamTelemetryResponse(devices=[convert.reading(r) for r in update.readings],
+                                     sequence=update.sequence,
+                                     dropped_count=update.dropped_count)
+    if update.rig_power is not None:
+        msg.rig_power.CopyFrom(convert.rig_power(update.rig_power))
+    return msg
+
+
+def lease_message(lease: LeaseInfo) -> pb.Lease:
+    return pb.Lease(lease_id=lease.lease_id, holder=lease.holder,
+                    fencing_token=lease.fencing_token,
+                    expire_time=convert.timestamp(lease.expire_unix_s))

@@ -7,51 +7,55 @@ from typing import Any
 
 from agent.cli.connect import CliError, Rig
 from agent.cli.devices import format_rig_power
-from agent.cli.output import emit_json, to_dict
+from agent.cli.output import emit_json, to_dict, utc
 from agent.cli.workloads import finish
-from rigapi import pb
+from client.model import Inventory
+from rigapi import convert
+from rigapi.model import RigPower
 
 
-def format_curtailment(inv: pb.GetInventoryResponse, power: pb.RigPower) -> str:
+def format_curtailment(inv: Inventory, power: RigPower) -> str:
     rig = format_rig_power(power)
-    if not inv.HasField("curtailment"):
-        return f"no curtailment in force; {rig}"
     c = inv.curtailment
-    expires = c.expire_time.ToDatetime().strftime("%H:%M:%S UTC")
+    if c is None:
+        return f"no curtailment in force; {rig}"
+    expires = utc(c.expire_unix_s, "%H:%M:%S UTC")
     lines = [f"curtailment {c.operation_id}: target {c.rig_power_target_w:,.0f} W, {c.state}, "
              f"until {expires} ({c.reason or 'no reason'}; by {c.source})", rig]
-    if c.HasField("below_target_after_s"):
+    if c.below_target_after_s is not None:
         lines.append(f"below target {c.below_target_after_s:.1f} s after the command "
                      f"(from {c.rig_power_before_w:,.0f} W)")
-    if c.HasField("shortfall_w"):
+    if c.shortfall_w is not None:
         lines.append(f"target missed by {c.shortfall_w:,.0f} W")
     return "\n".join(lines)
+
+
+def curtailment_json(inv: Inventory, power: RigPower) -> dict[str, Any]:
+    return {"curtailment": to_dict(convert.curtailment(inv.curtailment))
+            if inv.curtailment is not None else None,
+            "rig_power": to_dict(convert.rig_power(power))}
 
 
 def cmd_curtail(rig: Rig, args: argparse.Namespace) -> int:
     if args.target == "status":
         inv = rig.inventory()
-        power = rig.call(lambda s, md: s.GetTelemetry(pb.GetTelemetryRequest(), metadata=md,
-                                                      timeout=args.timeout)).rig_power
+        power = rig.call(lambda c: c.telemetry()).rig_power
+        assert power is not None  # every device was asked for
         if args.json:
-            emit_json("curtailment", {
-                "curtailment": to_dict(inv.curtailment) if inv.HasField("curtailment") else None,
-                "rig_power": to_dict(power)})
+            emit_json("curtailment", curtailment_json(inv, power))
         else:
             print(format_curtailment(inv, power))
         return 0
     if args.target == "cancel":
-        op = rig.call(lambda s, md: s.CancelCurtailment(pb.CancelCurtailmentRequest(
-            fencing_token=args.fencing_token), metadata=md, timeout=args.timeout)).operation
+        op = rig.call(lambda c: c.start_cancel_curtailment(fencing_token=args.fencing_token))
         return finish(rig, args, op)
     try:
         watts = float(args.target)
     except ValueError:
         raise CliError(f"give WATTS, status or cancel, not {args.target!r}", 2) from None
-    op = rig.call(lambda s, md: s.Curtail(pb.CurtailRequest(
-        rig_power_target_w=watts, deadline_s=args.deadline, expiry_s=args.expiry,
-        reason=args.reason, fencing_token=args.fencing_token), metadata=md,
-        timeout=args.timeout)).operation
+    op = rig.call(lambda c: c.start_curtailment(
+        watts, deadline_s=args.deadline, expiry_s=args.expiry, reason=args.reason,
+        fencing_token=args.fencing_token))
     return finish(rig, args, op)
 
 

@@ -16,9 +16,10 @@ import time
 from typing import Any
 
 from agent.cli.connect import Rig
-from agent.cli.devices import power_text, status_text, workload_text
-from agent.cli.output import HEALTH, KIND, NA, OP_STATE, PHASE, opt, short_id, si, watts
-from rigapi import pb
+from agent.cli.devices import hashrate_text, power_text, status_text, workload_text
+from agent.cli.output import NA, opt, short_id, watts, word
+from client.model import Inventory
+from rigapi.model import Operation, Reading, RigPower
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 60
@@ -35,19 +36,20 @@ class Frame:
     """What one refresh shows, from the latest stream message and the last polls."""
 
     def __init__(self) -> None:
-        self.readings: list[pb.DeviceTelemetry] = []
-        self.power: pb.RigPower | None = None
+        self.readings: list[Reading] = []
+        self.power: RigPower | None = None
         self.history: collections.deque[float] = collections.deque(maxlen=HISTORY)
-        self.inventory: pb.GetInventoryResponse | None = None
-        self.running: list[pb.Operation] = []
+        self.inventory: Inventory | None = None
+        self.running: list[Operation] = []
 
     def rows(self) -> list[list[str]]:
         rows = []
-        for t in self.readings:
-            temp = opt(t, "temp_c", lambda v: f"{v:.0f}C")
-            rows.append([short_id(t.device_id)[:22], KIND[t.kind], workload_text(t), power_text(t),
-                         opt(t, "hashrate_hs", lambda v: si(v, "H/s")), temp,
-                         HEALTH[t.health.state] if not t.error else status_text(t)])
+        for r in self.readings:
+            t = r.telemetry
+            temp = opt(t.temp_c, lambda v: f"{v:.0f}C")
+            rows.append([short_id(t.device_id)[:22], word(t.kind), workload_text(r),
+                         power_text(r), hashrate_text(r), temp,
+                         word(t.health.state) if not r.error else status_text(r)])
         return rows
 
     def header(self) -> str:
@@ -56,16 +58,14 @@ class Frame:
         text = f"rig {rig}  {now}"
         if self.power is not None:
             text += f"   power {watts(self.power.total_w)}"
-            c = self.inventory.curtailment if self.inventory is not None \
-                and self.inventory.HasField("curtailment") else None
+            c = self.inventory.curtailment if self.inventory is not None else None
             if c is not None:
                 text += (f" / target {watts(c.rig_power_target_w)} ({c.state}, "
                          f"{c.reason or c.source})")
         return text
 
     def spark(self) -> str:
-        c = self.inventory.curtailment if self.inventory is not None \
-            and self.inventory.HasField("curtailment") else None
+        c = self.inventory.curtailment if self.inventory is not None else None
         ceiling = max([*self.history, c.rig_power_target_w if c else 0.0], default=0.0)
         return sparkline(list(self.history), ceiling)
 
@@ -73,10 +73,10 @@ class Frame:
         rows = []
         for op in self.running:
             last = op.phases[-1] if op.phases else None
-            rows.append([op.operation_id, op.kind, OP_STATE[op.state],
+            rows.append([op.operation_id, op.kind, word(op.state),
                          (last.device_id.split("/", 1)[-1][:16] if last and last.device_id
                           else "rig"),
-                         PHASE[last.phase] if last else NA, (last.detail if last else "")[:50]])
+                         word(last.phase) if last else NA, (last.detail if last else "")[:50]])
         return rows
 
 
@@ -129,19 +129,18 @@ def cmd_top(rig: Rig, args: argparse.Namespace) -> int:
         live.start()
     polled = 0.0
 
-    def follow(stub: Any, md: list[tuple[str, str]]) -> None:
+    def follow() -> None:
         nonlocal polled
-        request = pb.StreamTelemetryRequest(interval_ms=args.interval_ms)
-        for n, msg in enumerate(stub.StreamTelemetry(request, metadata=md), start=1):
-            frame.readings = list(msg.devices)
-            if msg.HasField("rig_power"):
-                frame.power = msg.rig_power
-                frame.history.append(msg.rig_power.total_w)
+        client = rig.client
+        stream = client.stream_telemetry(interval_s=args.interval_ms / 1000)
+        for n, update in enumerate(stream, start=1):
+            frame.readings = list(update.readings)
+            if update.rig_power is not None:
+                frame.power = update.rig_power
+                frame.history.append(update.rig_power.total_w)
             if time.monotonic() - polled >= 2.0:  # the slower facts, every couple of seconds
-                frame.inventory = stub.GetInventory(pb.GetInventoryRequest(), metadata=md,
-                                                    timeout=args.timeout)
-                frame.running = list(stub.ListOperations(pb.ListOperationsRequest(
-                    running_only=True, limit=10), metadata=md, timeout=args.timeout).operations)
+                frame.inventory = client.inventory()
+                frame.running = client.operations(running_only=True, limit=10)
                 polled = time.monotonic()
             if live is not None:
                 live.update(render_rich(frame), refresh=True)
@@ -151,7 +150,7 @@ def cmd_top(rig: Rig, args: argparse.Namespace) -> int:
                 return
 
     try:
-        rig.call(follow)
+        rig.call(lambda c: follow())
     finally:
         if live is not None:
             live.stop()

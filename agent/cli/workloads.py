@@ -5,73 +5,86 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from agent.cli.connect import Rig
-from agent.cli.output import OP_STATE, PHASE, emit_json, table
-from rigapi import pb
+from agent.cli.connect import CliError, Rig
+from agent.cli.output import emit_json, table, utc, word
+from rigapi import convert, pb
+from rigapi.model import (
+    HashingSpec,
+    InferenceSpec,
+    Operation,
+    OperationState,
+    WorkloadKind,
+    WorkloadSpec,
+)
 
-KINDS = {"idle": pb.WORKLOAD_KIND_IDLE, "hashing": pb.WORKLOAD_KIND_HASHING,
-         "inference": pb.WORKLOAD_KIND_INFERENCE}
+KINDS = {"idle": WorkloadKind.IDLE, "hashing": WorkloadKind.HASHING,
+         "inference": WorkloadKind.INFERENCE}
 
 
-def format_operation(op: pb.Operation) -> str:
-    lines = [f"operation {op.operation_id} ({op.kind}): {OP_STATE[op.state]}"
+def _took(duration_s: float) -> int:
+    return round(duration_s * 1000)
+
+
+def format_operation(op: Operation) -> str:
+    lines = [f"operation {op.operation_id} ({op.kind}): {word(op.state)}"
              + (f": {op.error}" if op.error else "")]
     if op.detail:
         lines.append(op.detail)
-    rows = [[p.device_id or "(rig)", PHASE[p.phase],
-             f"{p.duration_ms} ms" if p.HasField("duration_ms") else "...", p.detail[:70]]
+    rows = [[p.device_id or "(rig)", word(p.phase),
+             f"{_took(p.duration_s)} ms" if p.duration_s is not None else "...", p.detail[:70]]
             for p in op.phases]
     if rows:
         lines.append(table(["DEVICE", "PHASE", "TOOK", "DETAIL"], rows))
     return "\n".join(lines)
 
 
-def watch(rig: Rig, args: argparse.Namespace, operation_id: str) -> pb.Operation:
-    """Print each phase as it ends (or each snapshot as JSON); return the final operation."""
+def watch(rig: Rig, args: argparse.Namespace, operation_id: str) -> Operation:
+    """Print each phase as it ends (or each snapshot as JSON); return the final operation.
+    The library follows the operation across a broken stream (asking GetOperation)."""
     printed: set[int] = set()
-    final = pb.Operation()
+    final: Operation | None = None
 
-    def follow(stub: Any, md: list[tuple[str, str]]) -> None:
+    def follow() -> None:
         nonlocal final
-        for message in stub.WatchOperation(pb.WatchOperationRequest(operation_id=operation_id),
-                                           metadata=md):
-            final = message.operation
+        for op in rig.client.follow(operation_id):
+            final = op
             if args.json:
-                emit_json("operation", final, stream=True)
+                emit_json("operation", convert.operation(op), stream=True)
                 continue
-            for i, phase in enumerate(final.phases):
-                if phase.HasField("duration_ms") and i not in printed:
+            for i, phase in enumerate(op.phases):
+                if phase.duration_s is not None and i not in printed:
                     printed.add(i)
-                    print(f"  {phase.device_id or '(rig)'}  {PHASE[phase.phase]:<12} "
-                          f"{phase.duration_ms:>7} ms  {phase.detail}", flush=True)
+                    print(f"  {phase.device_id or '(rig)'}  {word(phase.phase):<12} "
+                          f"{_took(phase.duration_s):>7} ms  {phase.detail}", flush=True)
 
-    rig.call(follow)
+    rig.call(lambda c: follow())
+    if final is None:  # follow() yields at least the operation as it stands
+        raise CliError(f"operation {operation_id}: rigd sent nothing")
     return final
 
 
-def finish(rig: Rig, args: argparse.Namespace, op: pb.Operation) -> int:
+def finish(rig: Rig, args: argparse.Namespace, op: Operation) -> int:
     """Follow an operation to its end unless --no-wait; exit 0 only if it succeeded."""
     if args.no_wait:
-        emit_json("operation", op) if args.json else print(op.operation_id)
+        emit_json("operation", convert.operation(op)) if args.json else print(op.operation_id)
         return 0
     final = watch(rig, args, op.operation_id)
     if not args.json:
-        print(OP_STATE[final.state] + (f": {final.error}" if final.error else ""))
-    return 0 if final.state == pb.OPERATION_STATE_SUCCEEDED else 1
+        print(word(final.state) + (f": {final.error}" if final.error else ""))
+    return 0 if final.state == OperationState.SUCCEEDED else 1
 
 
 def cmd_switch(rig: Rig, args: argparse.Namespace) -> int:
-    workload = pb.Workload(kind=KINDS[args.workload])
+    spec = WorkloadSpec(KINDS[args.workload])
     if args.workload == "inference":
-        workload.inference.CopyFrom(pb.InferenceSpec(profile=args.profile, model=args.model))
+        spec = WorkloadSpec(spec.kind, inference=InferenceSpec(args.profile, args.model))
     elif args.workload == "hashing" and (args.pool or args.intensity):
-        workload.hashing.CopyFrom(pb.HashingSpec(pool_urls=args.pool,
-                                                 intensity=args.intensity or 0.0))
+        # Empty fields: rigd's configured ones (the configured pool, its intensity).
+        spec = WorkloadSpec(spec.kind, hashing=HashingSpec(tuple(args.pool), "", "",
+                                                            args.intensity or 0.0))
     devices = rig.resolve(args.devices)
-    request = pb.SetWorkloadRequest(device_ids=devices, workload=workload,
-                                    fencing_token=args.fencing_token, request_id=args.request_id)
-    op = rig.call(lambda s, md: s.SetWorkload(request, metadata=md,
-                                              timeout=args.timeout)).operation
+    op = rig.call(lambda c: c.start_switch(devices, spec, request_id=args.request_id,
+                                           fencing_token=args.fencing_token))
     if not args.json and not args.no_wait:
         print(f"operation {op.operation_id}: {', '.join(devices)} -> {args.workload}")
     return finish(rig, args, op)
@@ -86,19 +99,18 @@ def cmd_ops(rig: Rig, args: argparse.Namespace) -> int:
             print(format_operation(final))
         return 0
     if args.action == "show":
-        op = rig.call(lambda s, md: s.GetOperation(pb.GetOperationRequest(
-            operation_id=args.operation_id), metadata=md, timeout=args.timeout)).operation
-        emit_json("operation", op) if args.json else print(format_operation(op))
+        op = rig.call(lambda c: c.operation(args.operation_id))
+        emit_json("operation", convert.operation(op)) if args.json else \
+            print(format_operation(op))
         return 0
-    listed = rig.call(lambda s, md: s.ListOperations(pb.ListOperationsRequest(
-        limit=args.limit, running_only=args.running), metadata=md, timeout=args.timeout))
+    listed = rig.call(lambda c: c.operations(limit=args.limit, running_only=args.running))
     if args.json:
-        emit_json("operations", listed)
+        emit_json("operations", pb.ListOperationsResponse(
+            operations=[convert.operation(op) for op in listed]))
         return 0
-    rows = [[op.operation_id, op.kind, OP_STATE[op.state],
-             op.create_time.ToDatetime().strftime("%H:%M:%S"),
+    rows = [[op.operation_id, op.kind, word(op.state), utc(op.create_unix_s, "%H:%M:%S"),
              ",".join(d.split("/", 1)[-1][:14] for d in op.device_ids)[:48], op.error[:50]]
-            for op in listed.operations]
+            for op in listed]
     print(table(["OPERATION", "KIND", "STATE", "STARTED", "DEVICES", "ERROR"], rows))
     return 0
 

@@ -160,3 +160,24 @@ def test_rigd_killed_30_ms_after_curtail_resumes_shedding_after_its_restart(
     assert c is not None and c.state != "shedding", f"still {c.state!r} long after its deadline"
     assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
     restored(rig, before)
+
+
+def test_a_confirmed_curtailment_is_confirmed_after_a_crash(rig: Rig) -> None:
+    """What rigd journals is what a restarted rigd reports: a curtailment confirmed before a
+    SIGKILL is still confirmed after it, with its time below target, and still holds."""
+    before = state(rig)
+    _, power = telemetry(rig)
+    target = round(power.total_w * 0.5)
+    op = follow(rig, ask_curtail(rig, target, deadline_s=10).operation_id)
+    assert op.state == pb.OPERATION_STATE_SUCCEEDED, op.error
+    confirmed = curtailment(rig)
+    assert confirmed is not None and confirmed.state == "confirmed"
+    os.kill(rig.rigd.proc.pid, signal.SIGKILL)
+    rig.rigd.proc.wait(timeout=10)
+    rig.rigd = rig.rigd.restart()
+    after = curtailment(rig)
+    assert after is not None and after.state == "confirmed", after
+    assert after.below_target_after_s == pytest.approx(confirmed.below_target_after_s)
+    holds(rig, target, time.monotonic() + RAMP_S + 1.0)
+    assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
+    restored(rig, before)

@@ -268,6 +268,27 @@ def test_a_read_begun_before_a_change_does_not_count_after_it() -> None:
     run(body)
 
 
+def test_a_read_that_ends_after_a_change_is_not_served_as_fresh_afterwards() -> None:
+    """The read under way when the device changed ends first; a caller asking only then (however
+    lenient its max age) is not served that reading: the device is read again."""
+
+    async def body() -> None:
+        slow = HangingDevice()
+        sampler = sampler_of([slow], interval_s=1, device_timeout_s=5)
+        try:
+            under_way = await read_under_way(sampler, slow)
+            sampler.changes.mark(slow.id)  # e.g. a switch stopped its workload
+            slow.release.set()
+            await under_way  # the old reading is the latest now, taken before the change
+            await sampler.latest([slow.id], max_age_s=60)
+            assert slow.calls == 2, "served the reading from before the change"
+        finally:
+            slow.release.set()
+            await sampler.stop()
+
+    run(body)
+
+
 def test_a_fresh_reading_is_never_one_begun_before_it_was_asked_for() -> None:
     """GetTelemetry(max_age_ms=1) right after a fault must see the fault: a read begun before
     the request is waited for, then the device is read again."""
