@@ -57,6 +57,7 @@ class EtcdCluster:
     members: list[Member] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         ports = _free_ports(2 * self.size)
         for i in range(self.size):
             name = f"etcd{i}"
