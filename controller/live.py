@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 import structlog
-from client import Endpoint, Fleet
 
+from client import Endpoint, Fleet
 from controller.config import SiteConfig
 from controller.etcd import Election, Etcd, EtcdError, LeaderKey
 from controller.inputs import (
@@ -325,7 +325,7 @@ class Controller:
 
         results = await fleet.map(one, rigs=names, deadline_s=self.config.rig_deadline_s)
         for row in results:
-            if row.ok:
+            if row.value is not None:
                 self.journal.write("action", action="lease", rig=row.rig, state="acquired",
                                    fencing_token=row.value.fencing_token)
             else:

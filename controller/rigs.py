@@ -37,7 +37,6 @@ from client import Fleet, Rig
 from client.errors import RigError
 from client.model import Device, Inventory
 from client.model import Snapshot as RigSnapshot
-
 from controller.config import SiteConfig
 from controller.journal import Journal
 from controller.model import (
@@ -238,6 +237,7 @@ class InFlight:
     fencing_token: int
     operation_id: str = ""
     from_workload: str = ""
+    from_profile: str = ""
     warm: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -245,7 +245,7 @@ class InFlight:
                 "target": self.target, "request_id": self.request_id,
                 "started_unix_s": self.started_unix_s, "fencing_token": self.fencing_token,
                 "operation_id": self.operation_id, "from_workload": self.from_workload,
-                "warm": self.warm}
+                "from_profile": self.from_profile, "warm": self.warm}
 
 
 def request_id(site: str, leader_rev: int, round_no: int, device: str, target: str) -> str:
@@ -314,6 +314,7 @@ class Applier:
                               fencing_token=int(intent.get("fencing_token") or 0),
                               operation_id=str(intent.get("operation_id") or ""),
                               from_workload=str(intent.get("from_workload") or ""),
+                              from_profile=str(intent.get("from_profile") or ""),
                               warm=bool(intent.get("warm")))
             if rig is None:
                 continue
@@ -409,7 +410,8 @@ class Applier:
                 request_id=request_id(self.config.site_id, self.leader_rev, round_no, device,
                                       target),
                 started_unix_s=time.time(), started_mono=time.monotonic(), fencing_token=0,
-                from_workload=str(current), warm=warm))
+                from_workload=str(current),
+                from_profile=f.profiles[code] if code >= 0 else "", warm=warm))
             per_rig[rig] = per_rig.get(rig, 0) + 1
             site += 1
         return chosen
@@ -489,12 +491,16 @@ class Applier:
         if flight.target.startswith("inference:"):
             (self.facts.switch_warm_s if flight.warm else self.facts.switch_cold_s)[device] = \
                 duration
-            profile = flight.target.split(":", 1)[1]
-            spec = self.config.profile(profile)
-            if spec is not None and spec.warm_standby:
-                self.facts.warm_profile[device] = profile  # kept warm when it stops serving
-        elif flight.target == str(Workload.HASHING):
+            # serving now; rigd dropped any other profile's standby for this device
+            self.facts.warm_profile.pop(device, None)
+            return
+        if flight.target == str(Workload.HASHING):
             self.facts.switch_to_hashing_s[device] = duration
+        if flight.from_workload == str(Workload.INFERENCE):
+            spec = self.config.profile(flight.from_profile)
+            if spec is not None and spec.warm_standby:
+                # rigd keeps the runtime asleep for this device: it wakes in a fraction of a s
+                self.facts.warm_profile[device] = flight.from_profile
 
     def observe(self, decision_fleet_workload: Mapping[str, Workload]) -> None:
         """A miner's sleep or wake ends when its telemetry shows it (its wake measured), or is
