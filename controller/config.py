@@ -256,6 +256,15 @@ class SiteConfig:
                                                  key="max_switches_per_round",
                                                  bounds=(0, 1_000_000),
                                                  help="price switches per round (0: no limit)")
+    policy_default_switch_cold_s: float = setting(
+        60.0, section="policy", key="default_switch_cold_s", bounds=(0, 86400),
+        help="a GPU's cold start to inference until one is measured (vLLM: 34-60 s)")
+    policy_default_switch_warm_s: float = setting(
+        0.6, section="policy", key="default_switch_warm_s", bounds=(0, 86400),
+        help="a GPU's start from warm standby until one is measured")
+    policy_default_switch_to_hashing_s: float = setting(
+        1.0, section="policy", key="default_switch_to_hashing_s", bounds=(0, 86400),
+        help="a device's start of hashing (a miner's wake) until one is measured")
     # [grid]
     grid_cap_w: float = setting(0.0, section="grid", key="cap_w", bounds=(0, 1e12),
                                 help="the operator's standing site cap (0: none)")
@@ -334,6 +343,9 @@ class SiteConfig:
             target_utilization=self.policy_target_utilization,
             cap_margin=self.policy_cap_margin,
             max_switches_per_round=self.policy_max_switches_per_round or None,
+            default_switch_cold_s=self.policy_default_switch_cold_s,
+            default_switch_warm_s=self.policy_default_switch_warm_s,
+            default_switch_to_hashing_s=self.policy_default_switch_to_hashing_s,
             prices=PriceLimits(max_age_s=self.price_max_age_s,
                                floor_usd_per_mwh=self.price_floor_usd_per_mwh,
                                ceiling_usd_per_mwh=self.price_ceiling_usd_per_mwh,

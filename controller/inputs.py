@@ -402,16 +402,18 @@ def parse_metrics(text: str) -> tuple[float, float, float]:
 
 class DemandReader:
     """Demand per profile from its runtimes: requests waiting and running are summed; the
-    arrival rate is what was served plus what the queue grew by, per second, between two
-    scrapes of the same runtime (a new or restarted runtime counts from its second scrape).
-    A profile none of whose runtimes answered has unknown demand (its GPUs are held)."""
+    arrival rate is what was served plus what the queue grew by, per second, over the last
+    `rate_window_s` of scrapes of the same runtime (a new or restarted runtime counts from its
+    second scrape). A profile none of whose runtimes answered has unknown demand (its GPUs are
+    held)."""
 
     def __init__(self, profiles: Sequence[InferenceProfile], client: httpx.AsyncClient,
-                 timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
+                 timeout_s: float = SCRAPE_TIMEOUT_S, rate_window_s: float = 60.0) -> None:
         self.profiles = tuple(profiles)
         self.client = client
         self.timeout_s = timeout_s
-        self.previous: dict[str, Scrape] = {}
+        self.rate_window_s = rate_window_s
+        self.history: dict[str, list[Scrape]] = {}
         self.errors: dict[str, str] = {}
 
     async def _scrape(self, endpoint: str, now: float) -> Scrape | None:
@@ -442,8 +444,8 @@ class DemandReader:
             running = sum(s.running for _, s in got) if got else None
             rates = []
             for e, s in got:
-                before = self.previous.get(e)
-                if before is None or s.time_s <= before.time_s or s.served < before.served:
+                before = self._base(e, s)
+                if before is None:
                     continue  # new, or restarted: its counter began again
                 arrived = (s.served - before.served) + (s.waiting + s.running) \
                     - (before.waiting + before.running)
@@ -458,11 +460,23 @@ class DemandReader:
                                      tokens_per_request=p.tokens_per_request or None),
                 model=p.model))
         for e, s in scrapes.items():
-            if s is not None:
-                self.previous[e] = s
-        for gone in set(self.previous) - set(endpoints):
-            del self.previous[gone]
+            if s is None:
+                continue
+            kept = [h for h in self.history.get(e, [])
+                    if h.time_s >= s.time_s - 2 * self.rate_window_s and h.served <= s.served]
+            self.history[e] = [*kept, s]
+        for gone in set(self.history) - set(endpoints):
+            del self.history[gone]
         return tuple(out)
+
+    def _base(self, endpoint: str, now: Scrape) -> Scrape | None:
+        """The scrape to count from: the newest at least `rate_window_s` old, else the oldest;
+        None when there is none, or the runtime's counter went back (it restarted)."""
+        history = [h for h in self.history.get(endpoint, []) if h.time_s < now.time_s]
+        if not history or any(h.served > now.served for h in history):
+            return None
+        old = [h for h in history if h.time_s <= now.time_s - self.rate_window_s]
+        return old[-1] if old else history[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,7 +176,8 @@ class Controller:
         self.http = httpx.AsyncClient(trust_env=False)
         self.price = price_source(config, self.http, self.prices)
         self.hashprices = [HashpriceReader(h, self.http) for h in config.hashprices]
-        self.demand = DemandReader(config.inference, self.http)
+        self.demand = DemandReader(config.inference, self.http,
+                                   rate_window_s=config.policy_window_s)
         self.operator = OperatorCap(config.grid_cap_w, config.grid_cap_file, time.time())
         self.ven: SiteVen | None = None  # the site's VEN, while this replica leads
 
@@ -316,12 +317,15 @@ class Controller:
         if not names:
             return
 
-        def lost(lease: Any) -> None:
-            self.journal.write("action", action="lease", state="lost", rig=str(lease),
-                               error=lease.lost_reason)
+        def lost_on(name: str) -> Callable[[Any], None]:
+            def lost(lease: Any) -> None:
+                self.journal.write("action", action="lease", state="lost", rig=name,
+                                   error=lease.lost_reason)
+            return lost
 
         async def one(rig: Any) -> Any:
-            return await rig.acquire_lease(holder, self.config.rig_lease_ttl_s, on_lost=lost)
+            return await rig.acquire_lease(holder, self.config.rig_lease_ttl_s,
+                                           on_lost=lost_on(rig.name))
 
         results = await fleet.map(one, rigs=names, deadline_s=self.config.rig_deadline_s)
         for row in results:

@@ -96,18 +96,21 @@ class RigView:
 class Facts:
     """What the controller has measured and must keep across rounds and leaders (journaled in
     etcd with the policy's memory): each device's switch durations by kind, the profile kept
-    warm for it, and the identity rigd knows this controller by."""
+    warm for it, its hashrate when it last hashed (a GPU's expected hashrate while it does
+    not: rigd has no nameplate for it), and the identity rigd knows this controller by."""
 
     switch_cold_s: dict[str, float] = field(default_factory=dict)
     switch_warm_s: dict[str, float] = field(default_factory=dict)
     switch_to_hashing_s: dict[str, float] = field(default_factory=dict)
     warm_profile: dict[str, str] = field(default_factory=dict)
+    hashrate_hs: dict[str, float] = field(default_factory=dict)  # last measured while hashing
     identity: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"switch_cold_s": self.switch_cold_s, "switch_warm_s": self.switch_warm_s,
                 "switch_to_hashing_s": self.switch_to_hashing_s,
-                "warm_profile": self.warm_profile, "identity": self.identity}
+                "warm_profile": self.warm_profile, "hashrate_hs": self.hashrate_hs,
+                "identity": self.identity}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Facts:
@@ -117,6 +120,7 @@ class Facts:
         return Facts(switch_cold_s=floats("switch_cold_s"),
                      switch_warm_s=floats("switch_warm_s"),
                      switch_to_hashing_s=floats("switch_to_hashing_s"),
+                     hashrate_hs=floats("hashrate_hs"),
                      warm_profile={str(k): str(v)
                                    for k, v in (data.get("warm_profile") or {}).items()},
                      identity=str(data.get("identity") or ""))
@@ -185,19 +189,22 @@ def rig_state(view: RigView, facts: Facts, warm_profiles: set[str]) -> RigState:
         power = t.power_w if t is not None else None
         if power is not None:
             device_w += power
+        hashrate = t.hashrate_hs if t is not None and t.hashrate_hs else None
+        if hashrate is not None and workload == Workload.HASHING:
+            facts.hashrate_hs[d.id] = hashrate
         gpu = t.gpu if t is not None else None
         asic = t.asic if t is not None else None
         warm = d.kind == HalKind.GPU and facts.warm_profile.get(d.id, "") in warm_profiles
         devices.append(DeviceState(
             device_id=d.id, kind=DeviceKind.ASIC if d.kind == HalKind.ASIC else DeviceKind.GPU,
             model=d.info.model or d.info.name, workload=workload, profile=profile,
-            power_w=power, hashrate_hs=t.hashrate_hs if t is not None and t.hashrate_hs
-            else None,
+            power_w=power, hashrate_hs=hashrate,
             algorithm=(asic.algorithm if asic is not None and asic.algorithm else "sha256d"),
             power_limit_min_w=gpu.power_limit_min_w if gpu is not None else None,
             power_limit_max_w=gpu.power_limit_max_w if gpu is not None else None,
             rated_power_w=gpu.power_limit_default_w if gpu is not None else None,
-            rated_hashrate_hs=asic.expected_hashrate_hs if asic is not None else None,
+            rated_hashrate_hs=(asic.expected_hashrate_hs if asic is not None
+                               and asic.expected_hashrate_hs else facts.hashrate_hs.get(d.id)),
             warm_standby=warm,
             switch_cold_s=facts.switch_cold_s.get(d.id),
             switch_warm_s=facts.switch_warm_s.get(d.id),

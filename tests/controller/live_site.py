@@ -176,11 +176,12 @@ def site_config(tmp: Path, rigs: Rigs, etcd: EtcdCluster | None, *, price_file: 
     return path
 
 
-def write_prices(path: Path, start_unix_s: float, window_s: float, prices: list[float]) -> None:
+def write_prices(path: Path, start_unix_s: float, window_s: float,
+                 prices: list[float | None]) -> None:
     """The price file: window k's price (its interval starting at start + k x window) is
-    published when the window ends."""
+    published when the window ends; a window without a price (None) has no row."""
     rows = ["time_s,usd_per_mwh"] + [f"{start_unix_s + k * window_s!r},{p!r}"
-                                     for k, p in enumerate(prices)]
+                                     for k, p in enumerate(prices) if p is not None]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(rows) + "\n")
     os.replace(tmp, path)
@@ -253,3 +254,77 @@ def channel_ok(rigd: RigdProcess) -> bool:
         return True
     except grpc.RpcError:
         return False
+
+
+class PriceSchedule:
+    """The price file as a grid of windows from `start`: window k's price is published at
+    start + (k + 1) x window_s. A phase changes the windows not yet published; `stale_after`
+    ends the file there (no later price is ever published)."""
+
+    def __init__(self, path: Path, window_s: float, baseline: float, start_unix_s: float,
+                 horizon: int = 5000) -> None:
+        self.path = path
+        self.window_s = window_s
+        self.start = start_unix_s
+        self.baseline = baseline
+        self.prices: list[float | None] = [baseline] * horizon
+        self.write()
+
+    def write(self) -> None:
+        write_prices(self.path, self.start, self.window_s, self.prices)
+
+    def current(self) -> int:
+        """The window running now (its price not yet published)."""
+        return int((time.time() - self.start) // self.window_s)
+
+    def published_s(self, k: int) -> float:
+        return self.start + (k + 1) * self.window_s
+
+    def phase(self, prices: list[float], *, then: float | None = None, stale: bool = False,
+              lead: int = 1) -> int:
+        """From the window `lead` after the current one: `prices`, then `then` (the baseline)
+        for good, or nothing more with `stale`. Returns the first window of the phase."""
+        first = self.current() + lead
+        tail = [] if stale else [self.baseline if then is None else then] * 5000
+        head = self.prices[:first]
+        head += [None] * (first - len(head))  # windows with no price published
+        self.prices = head + list(prices) + tail
+        self.write()
+        return first
+
+
+class Load:
+    """Clients sending embedding requests to one runtime: `clients` threads, each pausing
+    `pause_s` between requests."""
+
+    def __init__(self, url: str, clients: int, pause_s: float) -> None:
+        import threading
+
+        self.url = url
+        self.stop_flag = threading.Event()
+        self.sent = 0
+        self.errors = 0
+        self.pause_s = pause_s
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            while not self.stop_flag.is_set():
+                try:
+                    reply = client.post(f"{self.url}/v1/embeddings",
+                                        json={"input": "a request for the site's runtime"})
+                    self.sent += 1
+                    self.errors += reply.status_code != 200
+                except httpx.HTTPError:
+                    self.errors += 1
+                if self.pause_s:
+                    self.stop_flag.wait(self.pause_s)
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=90)
