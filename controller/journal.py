@@ -59,7 +59,11 @@ class Journal:
         self._last: dict[str, tuple[str, str, int]] = {}
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")  # a line torn by a crash ends here, not in the next record
+        return fd
 
     def close(self) -> None:
         os.close(self._fd)

@@ -294,28 +294,45 @@ class PriceSchedule:
 
 
 class Load:
-    """Clients sending embedding requests to one runtime: `clients` threads, each pausing
-    `pause_s` between requests."""
+    """Clients sending embedding requests as a load balancer would: round-robin over the
+    runtimes serving now (`targets()`, read again every half second), `clients` threads, each
+    pausing `pause_s` between requests."""
 
-    def __init__(self, url: str, clients: int, pause_s: float) -> None:
+    def __init__(self, targets: Callable[[], list[str]], clients: int, pause_s: float) -> None:
         import threading
 
-        self.url = url
+        self.targets = targets
+        self.urls: list[str] = list(targets())
         self.stop_flag = threading.Event()
         self.sent = 0
         self.errors = 0
         self.pause_s = pause_s
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(clients)]
+        self.threads.append(threading.Thread(target=self._refresh, daemon=True))
         for t in self.threads:
             t.start()
 
-    def _run(self) -> None:
+    def _refresh(self) -> None:
+        while not self.stop_flag.wait(0.5):
+            try:
+                self.urls = list(self.targets())
+            except Exception:  # a rig restarting: keep the last list
+                pass
+
+    def _run(self, index: int) -> None:
         import httpx
 
+        n = index
         with httpx.Client(trust_env=False, timeout=60) as client:
             while not self.stop_flag.is_set():
+                urls = self.urls
+                if not urls:
+                    self.stop_flag.wait(0.1)
+                    continue
+                n += 1
                 try:
-                    reply = client.post(f"{self.url}/v1/embeddings",
+                    reply = client.post(f"{urls[n % len(urls)]}/v1/embeddings",
                                         json={"input": "a request for the site's runtime"})
                     self.sent += 1
                     self.errors += reply.status_code != 200

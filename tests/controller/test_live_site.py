@@ -103,6 +103,11 @@ class Site:
     def gpu_workload(self, index: int) -> pb.WorkloadStatus:
         return self.rigs.workload("rig-gpus", self.rigs.gpus[index])
 
+    def serving(self) -> list[str]:
+        """The runtimes serving now, as a load balancer in front of them would see them."""
+        return [d.workload.endpoint for d in self.rigs.telemetry("rig-gpus").devices
+                if d.workload.endpoint and d.workload.state == pb.WORKLOAD_STATE_RUNNING]
+
 
 def running(status: pb.WorkloadStatus, kind: int) -> bool:
     return status.kind == kind and status.state == pb.WORKLOAD_STATE_RUNNING
@@ -136,9 +141,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         text = config.read_text().replace("max_age_s = 30", f"max_age_s = {MAX_AGE_S}")
         config.write_text(text)
         built = Site(tmp, rigs, etcd, vtn, prices, config)
-        # A steady trickle keeps one GPU's worth of demand on the runtime that serves.
-        url = wait_for("gpu0's runtime endpoint", lambda: built.gpu_workload(0).endpoint)
-        built.trickle = Load(url, clients=1, pause_s=0.4)
+        # A steady trickle keeps one GPU's worth of demand on the runtimes that serve.
+        wait_for("gpu0's runtime endpoint", lambda: built.gpu_workload(0).endpoint)
+        built.trickle = Load(built.serving, clients=1, pause_s=0.4)
         built.replicas["a"] = start_replica(config, "a", tmp)
         wait_for("replica a to lead", lambda: built.records("leader", event="elected"), 60)
         built.replicas["b"] = start_replica(config, "b", tmp)
@@ -210,7 +215,7 @@ def test_a_demand_burst_borrows_a_gpu_and_the_standby_adopts_it_when_the_leader_
     leader = site.leader()
     standby = "b" if leader == "a" else "a"
     started = time.time()
-    burst = Load(site.gpu_workload(0).endpoint, clients=12, pause_s=0.0)
+    burst = Load(site.serving, clients=12, pause_s=0.0)
     try:
         sent = wait_for("the leader's switch of gpu1 to inference", lambda: site.records(
             "action", since=started, device=gpu1, action="switch", target="inference:builtin",
