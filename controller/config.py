@@ -170,6 +170,9 @@ class SiteConfig:
     rig_cert_file: str = setting("", section="rigs", key="cert_file",
                                  help="this controller's client certificate")
     rig_key_file: str = setting("", section="rigs", key="key_file", help="its private key")
+    rig_server_name: str = setting("", section="rigs", key="server_name",
+                                   help="the name in rigd's certificates, where it is not the "
+                                        "address's host (one certificate name for every rig)")
     rig_deadline_s: float = setting(5.0, section="rigs", key="deadline_s", bounds=(0.1, 600),
                                     help="each rig's time for a round's reads; a slower rig is "
                                          "unreachable this round")

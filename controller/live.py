@@ -144,7 +144,8 @@ class LeaderState:
 
 def make_fleet(config: SiteConfig) -> Fleet:
     template = Endpoint(ca=config.rig_ca_file, cert=config.rig_cert_file,
-                        key=config.rig_key_file, token_file=config.rig_token_file)
+                        key=config.rig_key_file, server_name=config.rig_server_name,
+                        token_file=config.rig_token_file)
     kwargs: dict[str, Any] = {"template": template, "concurrency": config.rig_concurrency,
                               "deadline_s": config.rig_deadline_s}
     if config.rig_file:

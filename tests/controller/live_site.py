@@ -31,15 +31,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60.0,
-             every_s: float = 0.1) -> Any:
-    """check() until it returns something truthy, or fail saying what was awaited."""
+             every_s: float = 0.1, context: Callable[[], str] = str) -> Any:
+    """check() until it returns something truthy, or fail saying what was awaited (and what
+    `context()` tells of the state then)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}"
+                                 + (f"; {context()}" if context is not str else ""))
         time.sleep(every_s)
 
 

@@ -91,6 +91,15 @@ class Site:
         assert self.replicas[name].alive(), f"{name} led last, and is gone"
         return name
 
+    def story(self) -> str:
+        """The journal's last words, for a failure's message."""
+        tail = [r for r in journal(self.tmp) if r["type"] in ("leader", "action", "reason")]
+        return "\n".join(json.dumps(r)[:300] for r in tail[-12:])
+
+    def wait(self, what: str, check: Any, timeout_s: float = 60.0, every_s: float = 0.1
+             ) -> Any:
+        return wait_for(what, check, timeout_s, every_s, context=self.story)
+
     def rounds_since(self, t: float) -> list[dict[str, Any]]:
         return self.records("round", since=t)
 
@@ -165,11 +174,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 def test_a_price_spike_sheds_miners_after_n_windows_and_a_stale_price_wakes_none(
         site: Site) -> None:
-    wait_for("every miner and gpu1 hashing", lambda: site.all_mining(True) and running(
+    site.wait("every miner and gpu1 hashing", lambda: site.all_mining(True) and running(
         site.gpu_workload(1), pb.WORKLOAD_KIND_HASHING), 60)
     # The spike: N+2 windows above every strike, one window below, then no price at all.
     first = site.prices.phase([SPIKE] * (N + 2) + [BASELINE], stale=True)
-    wait_for("the miners asleep", lambda: site.all_mining(False), 60)
+    site.wait("the miners asleep", lambda: site.all_mining(False), 60)
     shed_after = site.prices.published_s(first + N - 1)
     sleeps = site.records("action", action="sleep", state="sent")
     assert len(sleeps) == 6 and {s["device"] for s in sleeps} == {m for _, m in site.miners()}
@@ -185,7 +194,7 @@ def test_a_price_spike_sheds_miners_after_n_windows_and_a_stale_price_wakes_none
     # One window below the strike, then the price goes stale: held asleep, nothing woken.
     low = site.prices.published_s(first + N + 2)
     stale_from = low + MAX_AGE_S
-    wait_for("rounds on a stale price for M windows, and past the miners' dwell", lambda: [
+    site.wait("rounds on a stale price for M windows, and past the miners' dwell", lambda: [
         r for r in site.rounds_since(max(stale_from + M * WINDOW_S, shed_after + MIN_DWELL_S))
         if "stale" in r["price_note"]], 60)
     assert site.all_mining(False), "a stale price woke a miner"
@@ -199,7 +208,7 @@ def test_a_price_spike_sheds_miners_after_n_windows_and_a_stale_price_wakes_none
     # Prices again, below the strike: back after M windows below it (the one before the price
     # went stale counts: windows are counted as they are published).
     again = site.prices.phase([], lead=0)
-    wait_for("the miners hashing again", lambda: site.all_mining(True), 60)
+    site.wait("the miners hashing again", lambda: site.all_mining(True), 60)
     wakes = site.records("action", since=low, action="wake", state="sent")
     assert len(wakes) == 6 and min(w["t"] for w in wakes) >= site.prices.published_s(
         again + M - 2), "woken only after M windows below the strike"
@@ -210,36 +219,36 @@ def test_a_price_spike_sheds_miners_after_n_windows_and_a_stale_price_wakes_none
 def test_a_demand_burst_borrows_a_gpu_and_the_standby_adopts_it_when_the_leader_dies(
         site: Site) -> None:
     gpu1 = site.rigs.gpus[1]
-    wait_for("gpu1 hashing", lambda: running(site.gpu_workload(1), pb.WORKLOAD_KIND_HASHING),
+    site.wait("gpu1 hashing", lambda: running(site.gpu_workload(1), pb.WORKLOAD_KIND_HASHING),
              90)
     leader = site.leader()
     standby = "b" if leader == "a" else "a"
     started = time.time()
     burst = Load(site.serving, clients=12, pause_s=0.0)
     try:
-        sent = wait_for("the leader's switch of gpu1 to inference", lambda: site.records(
+        sent = site.wait("the leader's switch of gpu1 to inference", lambda: site.records(
             "action", since=started, device=gpu1, action="switch", target="inference:builtin",
             state="sent"), 90, every_s=0.02)[0]
         site.replicas[leader].kill()  # mid-decision: its switch runs at the rig
         killed = time.time()
         assert sent["replica"] == leader
-        elected = wait_for("the standby to lead", lambda: site.records(
+        elected = site.wait("the standby to lead", lambda: site.records(
             "leader", since=killed, event="elected", replica=standby), 30)[0]
         assert elected["t"] - killed <= LEASE_TTL_S + INTERVAL_S + 0.5, \
             f"the standby led {elected['t'] - killed:.2f} s after the kill"
-        adopted = wait_for("the switch adopted", lambda: site.records(
+        adopted = site.wait("the switch adopted", lambda: site.records(
             "action", since=killed, device=gpu1, state="adopted"), 30)[0]
         assert adopted["replica"] == standby
         assert (adopted["request_id"], adopted["operation_id"]) == \
             (sent["request_id"], sent["operation_id"])
-        wait_for("gpu1 serving", lambda: running(site.gpu_workload(1),
+        site.wait("gpu1 serving", lambda: running(site.gpu_workload(1),
                                                  pb.WORKLOAD_KIND_INFERENCE), 180)
         assert site.records("action", since=killed, device=gpu1, state="succeeded",
                             operation_id=sent["operation_id"], replica=standby)
     finally:
         burst.stop()
     # The burst is over: gpu1 goes back to hashing after give_back_windows low windows.
-    wait_for("gpu1 hashing again", lambda: running(site.gpu_workload(1),
+    site.wait("gpu1 hashing again", lambda: running(site.gpu_workload(1),
                                                    pb.WORKLOAD_KIND_HASHING), 120)
     given = site.records("reason", since=killed, device=gpu1, why=Why.INFER_RETURN_HASH)
     assert given and given[0]["replica"] == standby
@@ -277,19 +286,19 @@ def test_a_deposed_leaders_fencing_token_is_refused_by_the_rig(site: Site) -> No
 
 def test_a_site_openadr_event_brings_the_site_below_its_cap_by_the_deadline(
         site: Site) -> None:
-    wait_for("the site's VEN registered", lambda: site.vtn.registrations > 0, 60)
-    wait_for("every miner hashing", lambda: site.all_mining(True), 60)
+    site.wait("the site's VEN registered", lambda: site.vtn.registrations > 0, 60)
+    site.wait("every miner hashing", lambda: site.all_mining(True), 60)
     before_w = site.rigs.site_power_w()
     cap_w = round(0.5 * before_w)
     added = time.time()
     site.vtn.add_event("site-cap-1", "LOAD_DISPATCH", "setpoint", cap_w, duration_s=120)
     deadline = added + 10.0  # [openadr] deadline_s after it arrived (it arrives later)
-    below = wait_for("the site below its cap", lambda: site.rigs.site_power_w() <= cap_w,
+    below = site.wait("the site below its cap", lambda: site.rigs.site_power_w() <= cap_w,
                      30, every_s=0.1)
     reached = time.time()
     assert below and reached <= deadline, f"below the cap {reached - added:.1f} s after the " \
         "event was added"
-    answer = wait_for("the VEN's answer", lambda: site.vtn.answer("site-cap-1"), 30)
+    answer = site.wait("the VEN's answer", lambda: site.vtn.answer("site-cap-1"), 30)
     assert answer["opt_type"] == "optIn"
     rounds = site.records("round", since=added)
     assert any(r["grid_cap_w"] == cap_w and r["grid_cap_source"] == "openadr:site-cap-1"
@@ -301,21 +310,21 @@ def test_a_site_openadr_event_brings_the_site_below_its_cap_by_the_deadline(
         assert site.rigs.site_power_w() <= cap_w
         time.sleep(0.2)
     site.vtn.cancel("site-cap-1")
-    wait_for("load given back", lambda: site.rigs.site_power_w() > cap_w * 1.2, 60)
+    site.wait("load given back", lambda: site.rigs.site_power_w() > cap_w * 1.2, 60)
 
 
 def test_a_rig_that_is_gone_or_refuses_is_a_row_with_its_error(site: Site) -> None:
     gone = site.rigs.rigds["rig-miners-b"]
     gone.stop()
     stopped = time.time()
-    rounds = wait_for("rounds without rig-miners-b", lambda: [
+    rounds = site.wait("rounds without rig-miners-b", lambda: [
         r for r in site.rounds_since(stopped) if "rig-miners-b" in r["unreachable"]], 30)
     assert rounds[-1]["devices"] == 5, "the other rigs' devices are still decided"
     site.rigs.rigds["rig-miners-b"] = gone.restart()
     back = time.time()
-    wait_for("rig-miners-b leased again", lambda: site.records(
+    site.wait("rig-miners-b leased again", lambda: site.records(
         "action", since=back, action="lease", rig="rig-miners-b", state="acquired"), 30)
-    wait_for("a round with rig-miners-b", lambda: [
+    site.wait("a round with rig-miners-b", lambda: [
         r for r in site.rounds_since(back) if not r["unreachable"] and r["devices"] == 8], 30)
     # An operator takes rig-miners-a over (admin, preempting the controller's lease): the
     # controller's changes there are refused, with rigd's reason; the others go on.
@@ -327,9 +336,9 @@ def test_a_rig_that_is_gone_or_refuses_is_a_row_with_its_error(site: Site) -> No
     taken = time.time()
     try:
         site.prices.phase([SPIKE] * 20)
-        wait_for("rig-miners-b asleep", lambda: not any(
+        site.wait("rig-miners-b asleep", lambda: not any(
             site.rigs.mining("rig-miners-b", m) for m in site.rigs.miners["rig-miners-b"]), 60)
-        refused = wait_for("the controller refused on rig-miners-a", lambda: [
+        refused = site.wait("the controller refused on rig-miners-a", lambda: [
             r for r in site.records("action", since=taken, rig="rig-miners-a")
             if r["state"] in ("refused", "lost")], 30)
         assert any("operator on site" in (r.get("error") or "") or r["state"] == "lost"
@@ -338,7 +347,7 @@ def test_a_rig_that_is_gone_or_refuses_is_a_row_with_its_error(site: Site) -> No
     finally:
         stub.ReleaseLease(pb.ReleaseLeaseRequest(lease_id=lease.lease_id), metadata=admin,
                           timeout=10)
-    wait_for("rig-miners-a asleep once released", lambda: not any(
+    site.wait("rig-miners-a asleep once released", lambda: not any(
         site.rigs.mining("rig-miners-a", m) for m in site.rigs.miners["rig-miners-a"]), 60)
     assert site.records("action", since=taken, action="lease", rig="rig-miners-a",
                         state="acquired")
