@@ -136,7 +136,7 @@ def failover(runs: int, ttl_s: int, interval_s: float, rigs: int) -> None:
 
         def journal(kind: str, since: float) -> list[dict[str, object]]:
             return [r for r in records(tmp / "journal") if r["type"] == kind and
-                    float(r["t"]) >= since]  # type: ignore[arg-type]
+                    float(r["t"]) >= since]
 
         def until(what: str, check: Callable[[], object], timeout_s: float = 60.0) -> object:
             deadline = time.monotonic() + timeout_s
@@ -160,32 +160,38 @@ def failover(runs: int, ttl_s: int, interval_s: float, rigs: int) -> None:
         until("b campaigning", lambda: "rigsite_started" in (tmp / "b.log").read_text())
         time.sleep(2 * ttl_s)  # b's campaign is waiting at etcd, as a standby's would be
         figures: dict[str, list[tuple[float, float]]] = {"SIGKILL": [], "SIGTERM": []}
+        started = {"a": 1, "b": 1}  # rigsite_started lines in each replica's log
+
+        def fail_over(sig: signal.Signals, leader: str) -> str:
+            standby = "b" if leader == "a" else "a"
+            stopped = time.time()
+            procs[leader].send_signal(sig)
+            procs[leader].wait(timeout=60)
+            elected = until("a new leader", lambda: [
+                r for r in journal("leader", stopped) if r["event"] == "elected"
+                and r["replica"] == standby])
+            first = until("its first round", lambda: [
+                r for r in journal("round", stopped) if r["replica"] == standby])
+            figures[sig.name].append((float(elected[0]["t"]) - stopped,  # type: ignore[index]
+                                      float(first[0]["t"]) - stopped))  # type: ignore[index]
+            start_replica(leader)
+            started[leader] += 1
+            until(f"{leader} campaigning", lambda: (tmp / f"{leader}.log").read_text()
+                  .count("rigsite_started") >= started[leader])
+            new = leader_steady(stopped)
+            time.sleep(2 * ttl_s)  # the restarted replica's campaign waits at etcd
+            return new
+
         for sig in (signal.SIGKILL, signal.SIGTERM):
             for _ in range(runs):
-                standby = "b" if leader == "a" else "a"
-                stopped = time.time()
-                procs[leader].send_signal(sig)
-                procs[leader].wait(timeout=60)
-                elected = until("a new leader", lambda: [
-                    r for r in journal("leader", stopped) if r["event"] == "elected"
-                    and r["replica"] == standby])
-                first = until("its first round", lambda: [
-                    r for r in journal("round", stopped) if r["replica"] == standby])
-                figures[sig.name].append((float(elected[0]["t"]) - stopped,  # type: ignore
-                                          float(first[0]["t"]) - stopped))  # type: ignore
-                start_replica(leader)
-                until(f"{leader} campaigning", lambda: (tmp / f"{leader}.log").read_text()
-                      .count("rigsite_started") >= 2 + _ + (runs if sig.name == "SIGTERM"
-                                                              else 0))
-                leader = leader_steady(stopped)
-                time.sleep(2 * ttl_s)
+                leader = fail_over(sig, leader)
         bound = ttl_s + interval_s
         print(f"fail-over: 2 replicas, 3-member etcd on loopback, {rigs} simulated rigs x 4 "
               f"miners, etcd lease TTL {ttl_s} s, interval {interval_s:g} s; median of {runs}")
-        for sig, label in (("SIGKILL", "leader SIGKILLed"),
-                           ("SIGTERM", "clean hand-over, SIGTERM (baseline)")):
-            lead = statistics.median(e for e, _ in figures[sig])
-            act = statistics.median(r for _, r in figures[sig])
+        for name, label in (("SIGKILL", "leader SIGKILLed"),
+                            ("SIGTERM", "clean hand-over, SIGTERM (baseline)")):
+            lead = statistics.median(e for e, _ in figures[name])
+            act = statistics.median(r for _, r in figures[name])
             print(f"  {label:36s} standby leads after {lead:5.2f} s, first round after "
                   f"{act:5.2f} s  = {act / bound:.2f} of TTL + interval ({bound:g} s)")
         kill = statistics.median(r for _, r in figures["SIGKILL"])
