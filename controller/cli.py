@@ -70,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--miner-wake-s", type=_positive(float), default=SiteSpec.miner_wake_s,
                    help="a miner's wake to full power, s (1.0: this project's simulators)")
     r.add_argument("--no-plot", action="store_true", help="skip week.png")
+    r.add_argument("--site", type=Path, default=None,
+                   help="a measured site (JSON, device by device) instead of the generated one")
+    r.add_argument("-c", "--config", type=Path, default=None,
+                   help="a live site.toml: the controller's [policy] knobs from it")
+    r.add_argument("--step-s", type=_positive(float), default=300.0,
+                   help="a window, s (300; a compressed replay takes the live run's)")
+    r.add_argument("--steps", type=_positive(int), default=None,
+                   help="replay this many windows (instead of --days)")
+    r.add_argument("--record", type=Path, default=None,
+                   help="write each round's changes and each window's site power (JSON lines; "
+                        "one policy)")
     live = sub.add_parser("run", help="run the live controller (one replica)",
                           description="The live site controller: one replica; with [etcd] "
                                       "endpoints, one of several (one leads, the others wait).")
@@ -142,15 +153,28 @@ def journal_command(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
+    from controller.policy import PolicyConfig
+
     spec = SiteSpec(miner_rigs=args.miner_rigs, miners_per_rig=args.miners_per_rig,
                     gpu_rigs=args.gpu_rigs, gpus_per_rig=args.gpus_per_rig,
                     miner_wake_s=args.miner_wake_s)
-    job = ReplayJob(days=args.days, seed=args.seed, site=spec, traces_dir=args.traces,
-                    options=SimOptions(seed=args.seed))
+    policy = PolicyConfig()
+    if args.config is not None:
+        from controller import config as site_config
+
+        policy = site_config.load(args.config).policy
+    if args.record is not None and len(args.policy) != 1:
+        print("rigsite replay: --record needs one --policy", file=sys.stderr)
+        return 2
+    days = args.steps * args.step_s / 86_400.0 if args.steps else args.days
+    job = ReplayJob(days=days, seed=args.seed, site=spec, traces_dir=args.traces,
+                    step_s=args.step_s,
+                    options=SimOptions(seed=args.seed, keep_decisions=args.record is not None),
+                    site_file=args.site, policy=policy)
     site, traces = build(job)
     if args.write_traces is not None:
         write_csv(traces, args.write_traces)
-    names = [p.name for p in policies(site, traces)]
+    names = [p.name for p in policies(site, traces, policy)]
     unknown = [n for n in args.policy if n not in names]
     if unknown:
         print(f"rigsite replay: unknown policy {unknown[0]!r}; known: {', '.join(names)}",
@@ -161,14 +185,16 @@ def replay(args: argparse.Namespace) -> int:
     wall_s = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_csv(results, args.out / "replay.csv")
+    if args.record is not None:
+        report.write_record(results[0], args.record)
     report.write_events_csv(results, args.out / "events.csv")
     n_miners = int((~site.is_gpu).sum())
     print(f"site: {len(site.fleet.rig_ids)} rigs, {n_miners:,} miners, "
-          f"{int(site.is_gpu.sum()):,} GPUs; {args.days:g} days of {traces.step_s:.0f} s "
-          f"windows, seed {args.seed}; {len(traces.grid.events)} grid events")
+          f"{int(site.is_gpu.sum()):,} GPUs; {traces.steps:,} windows of {traces.step_s:g} s "
+          f"({days:g} days), seed {args.seed}; {len(traces.grid.events)} grid events")
     print(report.table(results))
     print(report.lyra_line(results, spec.served.patience_s))
-    if not args.no_plot:
+    if not args.no_plot and traces.steps * traces.step_s >= 86_400:  # a week, or what is run
         start = report.plot_week(results, traces, args.out / "week.png")
         print(f"plot: {args.out / 'week.png'} (days {start}-{start + 7})")
     # Wall time is not a result: it goes to stderr, apart from the table.
