@@ -105,6 +105,8 @@ class Metrics:
                               registry=r)
         self.failovers = Counter("rigsite_elected", "times this replica became leader",
                                  registry=r)
+        self.round_failures = Counter("rigsite_round_failures", "rounds that failed (journaled)",
+                                      registry=r)
         Gauge("rigsite_replica_info", "this replica", ["replica"],
               registry=r).labels(replica=replica).set(1)
 
@@ -235,6 +237,9 @@ class Controller:
         except Deposed as exc:
             self.journal.write("leader", event="deposed", why=str(exc))
             log.warning("deposed", why=str(exc))
+        except EtcdError as exc:  # the previous leader's state could not be read
+            self.journal.write("leader", event="stepped_down", why=f"etcd: {exc}")
+            log.warning("stepped_down", why=str(exc))
         finally:
             self.metrics.leader.set(0)
             await election.stop(revoke=True)
@@ -280,8 +285,16 @@ class Controller:
             while not self.stop_requested.is_set():
                 started = time.monotonic()
                 await self._leading(election)
-                memory = await self.one_round(fleet, applier, memory, election, key, etcd,
-                                              state_key, holder)
+                try:
+                    memory = await self.one_round(fleet, applier, memory, election, key, etcd,
+                                                  state_key, holder)
+                except (Deposed, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # a round that fails is said; the next one runs
+                    log.exception("round_failed", round=self.round_no)
+                    self.journal.write("round_failed", round=self.round_no,
+                                       error=f"{type(exc).__name__}: {exc}")
+                    self.metrics.round_failures.inc()
                 self.metrics.round_s.observe(time.monotonic() - started)
                 await self._pause(started, election)
         finally:

@@ -354,3 +354,32 @@ def test_a_rig_that_is_gone_or_refuses_is_a_row_with_its_error(site: Site) -> No
     site.prices.phase([])
     status = rigsite("status", "--journal", str(site.tmp / "journal"))
     assert status.returncode == 0 and f"leader: {site.leader()} elected" in status.stdout
+
+
+def test_with_the_quorum_lost_the_leader_stops_acting_and_the_rigs_keep_their_state(
+        site: Site) -> None:
+    site.wait("every miner hashing", lambda: site.all_mining(True), 60)
+    leader = site.leader()
+    site.etcd.stop(1)
+    site.etcd.stop(2)
+    lost = time.time()
+    try:
+        deposed = site.wait("the leader to stop", lambda: site.records(
+            "leader", since=lost, event="deposed", replica=leader), 30)[0]
+        assert deposed["t"] - lost <= LEASE_TTL_S + INTERVAL_S + 1.0, \
+            f"acted {deposed['t'] - lost:.2f} s after the quorum was lost"
+        # A spike the controller would act on at once: nobody leads, nothing is sent.
+        spike = site.prices.phase([SPIKE] * (N + 20))
+        site.wait("the spike's windows to pass", lambda: time.time() > site.prices.published_s(
+            spike + N + 1), 60)
+        assert not site.records("action", since=deposed["t"], action="sleep")
+        assert not site.records("round", since=deposed["t"] + 0.1)
+        assert site.all_mining(True), "the rigs keep their state"
+    finally:
+        site.etcd.start(1)
+        site.etcd.start(2)
+    back = time.time()
+    site.etcd.wait_healthy()
+    site.wait("a leader again", lambda: site.records("leader", since=back, event="elected"), 60)
+    site.wait("the miners asleep for the spike", lambda: site.all_mining(False), 60)
+    site.prices.phase([])
