@@ -35,6 +35,7 @@ import httpx
 import structlog
 
 from client import Endpoint, Fleet
+from client.errors import RigError
 from controller.config import SiteConfig
 from controller.etcd import Election, Etcd, EtcdError, LeaderKey
 from controller.inputs import (
@@ -337,18 +338,29 @@ class Controller:
                                    error=lease.lost_reason)
             return lost
 
-        async def one(rig: Any) -> Any:
-            return await rig.acquire_lease(holder, self.config.rig_lease_ttl_s,
-                                           on_lost=lost_on(rig.name))
+        # Not through Fleet.map: a lease's renewals run in a task that inherits the context it
+        # was acquired in, and map's per-rig deadline there would end every renewal (the
+        # lease would be lost one TTL later). Each acquisition has its own timeout instead.
+        async def one(name: str) -> None:
+            rig = fleet.rigs[name]
+            try:
+                lease = await rig.acquire_lease(holder, self.config.rig_lease_ttl_s,
+                                                on_lost=lost_on(name),
+                                                timeout_s=self.config.rig_deadline_s)
+            except RigError as exc:
+                self.journal.write("action", action="lease", rig=name, state="refused",
+                                   error=f"{type(exc).__name__}: {exc}")
+                return
+            self.journal.write("action", action="lease", rig=name, state="acquired",
+                               fencing_token=lease.fencing_token)
 
-        results = await fleet.map(one, rigs=names, deadline_s=self.config.rig_deadline_s)
-        for row in results:
-            if row.value is not None:
-                self.journal.write("action", action="lease", rig=row.rig, state="acquired",
-                                   fencing_token=row.value.fencing_token)
-            else:
-                self.journal.write("action", action="lease", rig=row.rig, state="refused",
-                                   error=f"{type(row.error).__name__}: {row.error}")
+        gate = asyncio.Semaphore(self.config.rig_concurrency)
+
+        async def gated(name: str) -> None:
+            async with gate:
+                await one(name)
+
+        await asyncio.gather(*(gated(n) for n in names))
 
     async def inputs(self, now: float, views: Sequence[RigView]) -> tuple[Any, ...]:
         price, hashprices, demand = await asyncio.gather(

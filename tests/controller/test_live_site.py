@@ -268,6 +268,10 @@ def test_a_demand_burst_borrows_a_gpu_and_the_standby_adopts_it_when_the_leader_
 
 def test_a_deposed_leaders_fencing_token_is_refused_by_the_rig(site: Site) -> None:
     leader = site.leader()
+    # Past several of their 30 s TTLs, the leaders kept their rigs' leases: renewed by the
+    # client library in the background, never lost while leading.
+    assert time.time() - site.records("action", action="lease")[0]["t"] > 60
+    assert not site.records("action", action="lease", state="lost")
     deposed = "b" if leader == "a" else "a"
     tokens = {r["replica"]: r["fencing_token"] for r in site.records(
         "action", action="lease", rig="rig-gpus", state="acquired")}
