@@ -79,11 +79,6 @@ class EventPlan:
         times = [t for i in self.intervals for t in (i.start_unix_s, i.end_unix_s) if t > now]
         return min(times, default=None)
 
-    def first_target_s(self) -> float | None:
-        """When the first interval with a target starts (None: the event asks for nothing)."""
-        return min((i.start_unix_s for i in self.intervals if i.target is not None),
-                   default=None)
-
 
 def _unix(value: Any) -> float:
     if not isinstance(value, datetime):
