@@ -158,7 +158,7 @@ def site_config(tmp: Path, rigs: Rigs, etcd: EtcdCluster | None, *, price_file: 
         f"endpoints = {json.dumps(endpoints)}",
         f'token_file = "{token}"',
         "deadline_s = 5.0",
-        "lease_ttl_s = 30",
+        "lease_ttl_s = 10",
         "hashing_intensity = 0.05",
         "[price]",
         'source = "file"',
