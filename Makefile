@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/system-deps.sh | sha256sum | cut -c1-12)
 
-.PHONY: demo test test-fast lint install clean protos bench
+.PHONY: demo test test-fast lint install clean protos bench mutate
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test: lint
 
 test-fast: install
 	$(BIN)/python -m pytest -m unit
+
+# The curated mutants (scripts/mutants.toml), each against the tests that must catch it; slow,
+# not part of `make test`: run it before resolving an issue that touches the control paths.
+mutate: install
+	$(BIN)/python scripts/mutate.py
 
 protos: install
 	$(BIN)/python protos/generate.py

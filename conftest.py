@@ -46,6 +46,8 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "fpga/tests/test_fpga_sim_wheel.py": ("hdl", "processes", "wheel"),
     # every test of these files starts rigd, rigctl or another program
     "tests/test_tiers.py": ("processes",),  # pytest sessions of its own
+    # the client library against real rigd processes and simulated rigs, rigctl as a command
+    "tests/client/": ("processes",),
     "tests/agent/test_asic_rigd.py": ("processes",),
     "tests/agent/test_cli.py": ("processes", "nvml_sim", "opencl"),
     "tests/agent/test_crash.py": ("processes",),

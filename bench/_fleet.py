@@ -1,5 +1,8 @@
 """Simulated miners in a process of their own, for the benchmarks that poll or curtail them:
-a real fleet does not share the benchmark's interpreter (nor its GIL)."""
+a real fleet does not share the benchmark's interpreter (nor its GIL).
+
+`hal.sim.asic.fleet.fleet_process` is the function to reuse (families, `--fault` specs such as
+"hang:10%", standard ports); `fleet_process(*args)` here passes raw command-line arguments."""
 
 from __future__ import annotations
 
@@ -11,7 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hal.sim.asic.fleet import FleetRun
+from hal.sim.asic.fleet import fleet_process as start_fleet
+
 REPO = Path(__file__).resolve().parents[1]
+
+__all__ = ["FleetRun", "fleet_process", "start_fleet"]
 
 
 @contextlib.contextmanager

@@ -1,4 +1,7 @@
-"""One telemetry poll of N simulated miners by rigd, and by pyasic (get_data) in the same run.
+"""Miner reads at fleet scale: rigd's ASIC library beside pyasic, and alone at thousands.
+
+Part 1 (`--mode pyasic`): one telemetry poll of N simulated miners by rigd, and by pyasic
+(get_data) in the same run.
 
 The simulators run in their own process, each miner on its own loopback address with its
 firmware's standard ports (pyasic knows no others): an equal mix of the five families rigd
@@ -11,7 +14,20 @@ rigd's own baselines, in the same run: one miner's poll time x N (serial polling
 `poll_all` at concurrency 1 on a subset. Targets: rigd under 1 s for 500 miners, and 10x
 faster than pyasic.
 
-    .venv/bin/python bench/asic.py [--miners 500] [--runs 5] [--pyasic-runs 3]
+Part 2 (`--mode scale`): the library alone (hal.asic, no rigd) at `--sizes` 1,000, 2,000 and
+5,000 miners, each with 0% and 10% hung (`--fault hang:10%` in the fleet process): discover()
+time (identification, the hung ones included: target one identify timeout + 0.5 s), then
+`--passes` poll passes with every miner read at once on one event loop (telemetry_async, as
+the agent reads): the time the last healthy reading arrived and the time the pass settled (the
+hung ones abandoned at their deadline), the share of healthy miners read correctly (a reading,
+hashing, at its family's rate), CPU seconds per pass and peak RSS. Baseline, same run: one
+pass with at most 64 readings at once, the rationing the HAL's shared loop used to impose.
+
+    .venv/bin/python bench/asic.py [--mode all|pyasic|scale] [--miners 500] [--runs 5]
+        [--pyasic-runs 3] [--sizes 1000,2000,5000] [--hung 0,10] [--passes 3]
+
+Each client runs in a process of its own and raises its soft RLIMIT_NOFILE to the hard limit
+(5,000 miners read at once need about 8,000 descriptors), as does the fleet process.
 """
 
 from __future__ import annotations
@@ -149,11 +165,119 @@ def pyasic_worker(options: dict[str, Any], runs: int) -> dict[str, Any]:
             "cpu_s": statistics.median(cpus), "goods": goods, "rss_mib": _rss_mib()}
 
 
+# --- the library at scale, in its own process ----------------------------------------------------
+
+def scale_worker(options: dict[str, Any], hung: list[int], passes: int,
+                 timeout_s: float) -> dict[str, Any]:
+    import hal.asic
+    import hal.errors
+    from hal.asic import Miner
+    from hal.device import Telemetry
+    from hal.sim.asic.fleet import raise_fd_limit
+
+    raise_fd_limit()
+    hung_set = set(hung)
+    entries = [{**m, "timeout_s": timeout_s} for m in options["miners"]]
+    unnamed = {"miners": [{k: v for k, v in m.items() if k != "family"} for m in entries],
+               "timeout_s": timeout_s}
+    start = time.perf_counter()
+    found = hal.asic.discover(unnamed)
+    discover_s = time.perf_counter() - start
+    identified = sum(isinstance(d, Miner) for i, d in enumerate(found) if i not in hung_set)
+    # Every miner, hung ones included, as configured with its family (no identification).
+    miners: list[Miner] = hal.asic.discover({"miners": entries})  # type: ignore[assignment]
+    runner = asyncio.Runner()  # one event loop for every pass, as the agent has
+
+    async def timed(miner: Miner, began: float) -> tuple[Telemetry | None, float]:
+        try:
+            reading: Telemetry | None = await miner.telemetry_async()
+        except hal.errors.HalError:
+            reading = None
+        return reading, time.perf_counter() - began
+
+    def one_pass(limit: int | None) -> dict[str, float]:
+        cpu = time.process_time()
+        began = time.perf_counter()
+
+        async def read_all() -> list[tuple[Telemetry | None, float]]:
+            slots = asyncio.Semaphore(limit or len(miners))
+
+            async def bounded(miner: Miner) -> tuple[Telemetry | None, float]:
+                async with slots:
+                    return await timed(miner, began)
+
+            return list(await asyncio.gather(*(bounded(m) for m in miners)))
+
+        results = runner.run(read_all())
+        settled_s = time.perf_counter() - began
+        healthy = [(i, r, t) for i, (r, t) in enumerate(results) if i not in hung_set]
+        rates: dict[str, list[float]] = {}
+        for i, reading, _t in healthy:
+            if reading is not None and reading.hashrate_hs:
+                rates.setdefault(type(miners[i]).family, []).append(reading.hashrate_hs)
+        expected = {family: statistics.median(v) for family, v in rates.items()}
+        good = sum(1 for i, reading, _t in healthy
+                   if reading is not None and reading.hashrate_hs and reading.asic is not None
+                   and reading.asic.is_mining
+                   and abs(reading.hashrate_hs / expected[type(miners[i]).family] - 1) < 1e-3)
+        return {"healthy_s": max(t for _i, _r, t in healthy), "settled_s": settled_s,
+                "good": good, "healthy": len(healthy), "cpu_s": time.process_time() - cpu}
+
+    one_pass(None)  # warm-up: imports, first connections, logins
+    rows = [one_pass(None) for _ in range(passes)]
+    baseline = one_pass(64)
+    runner.close()
+    return {"discover_s": discover_s, "identified": identified,
+            "healthy": len(found) - len(hung_set), "passes": rows, "baseline": baseline,
+            "rss_mib": _rss_mib()}
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    from hal.sim.asic.fleet import fleet_process
+
+    sizes = [int(v) for v in args.sizes.split(",")]
+    shares = [int(v) for v in args.hung.split(",")]
+    print(f"library at scale (hal.asic alone, one event loop, miner timeout "
+          f"{args.timeout_s:g} s; fleets of {args.families.replace(',', ', ')} in their own "
+          f"process):")
+    print(f"{'miners':>7}{'hung':>6}{'discover':>10}{'identified':>12}  "
+          f"{'pass: healthy read by / settled':>32}{'read ok':>10}{'CPU/pass':>10}"
+          f"{'peak RSS':>10}  baseline: 64 at once")
+    for size in sizes:
+        for share in shares:
+            faults = [f"hang:{share}%"] if share else []
+            with fleet_process(size, args.families.split(","), faults=faults,
+                               warmup_s=1.0) as fleet, \
+                    tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "options.json"
+                path.write_text(json.dumps({"options": fleet.options,
+                                            "hung": sorted(fleet.faults)}))
+                r = _run_worker("scale", path, args)
+            base = r["baseline"]
+            for n, row in enumerate(r["passes"]):
+                head = ("", "", "", "", "")
+                if n == 0:
+                    head = (str(size), f"{share}%", f"{r['discover_s']:.2f}s",
+                            f"{r['identified']}/{r['healthy']}", f"{r['rss_mib']:.0f} MiB")
+                tail = ""
+                if n == 0:
+                    faster = base["healthy_s"] / max(row["healthy_s"], 1e-9)
+                    tail = (f"  {base['healthy_s']:.2f}s / {base['settled_s']:.2f}s, "
+                            f"{base['good'] / base['healthy']:.1%}: ours {faster:.1f}x faster")
+                print(f"{head[0]:>7}{head[1]:>6}{head[2]:>10}{head[3]:>12}  "
+                      f"{row['healthy_s']:>14.2f}s / {row['settled_s']:.2f}s"
+                      f"{row['good'] / row['healthy']:>9.1%}{row['cpu_s']:>9.2f}s"
+                      f"{head[4]:>10}{tail}")
+    print("discover target: within the identify timeout + 0.5 s; every healthy miner read "
+          "correctly in every pass")
+
+
 def _run_worker(which: str, options_path: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--worker", which, "--options", str(options_path),
                "--runs", str(args.runs if which == "rigd" else args.pyasic_runs),
                "--concurrency", str(args.concurrency), "--serial-sample",
-               str(args.serial_sample)]
+               str(args.serial_sample), "--passes", str(args.passes),
+               "--timeout-s", str(args.timeout_s)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False,
                           cwd=REPO)
     if done.returncode != 0:
@@ -162,29 +286,7 @@ def _run_worker(which: str, options_path: Path, args: argparse.Namespace) -> dic
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--miners", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--pyasic-runs", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--families", default=FAMILIES)
-    parser.add_argument("--serial-sample", type=int, default=40,
-                        help="miners polled one at a time for rigd's baselines")
-    parser.add_argument("--worker", choices=("rigd", "pyasic"), help=argparse.SUPPRESS)
-    parser.add_argument("--options", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.worker:
-        options = json.loads(args.options.read_text())
-        if args.worker == "rigd":
-            result = rigd_worker(options, args.runs, args.concurrency, args.serial_sample)
-        else:
-            result = pyasic_worker(options, args.runs)
-        print(json.dumps(result))
-        return 0
-
-    load_before = os.getloadavg()
+def run_pyasic(args: argparse.Namespace) -> None:
     with fleet_process("--count", str(args.miners), "--families", args.families,
                        "--standard-ports") as options, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "options.json"
@@ -194,8 +296,6 @@ def main() -> int:
 
     n = args.miners
     families = args.families.split(",")
-    print(f"machine: {describe()}; load average (1 min) {load_before[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after (the cores are shared: figures move with it)")
     print(f"fleet: {n} simulated miners ({', '.join(families)}; {n // len(families)} each), "
           f"each on its own loopback address with the standard ports, in a separate process")
     print(f"{'client (own process)':<22}{'identify':>9}{'poll median':>13}{'min..max':>16}"
@@ -213,14 +313,56 @@ def main() -> int:
     print(f"rigd poll: {speedup:.1f}x faster than pyasic get_data "
           f"(target {TARGET_SPEEDUP:g}x: {'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}); "
           f"{ours:.3f} s for {n} (target under {target:g} s: "
-          f"{'met' if ours < target else 'NOT met'}); peak RSS {rigd['rss_mib']:.0f} vs "
-          f"{theirs['rss_mib']:.0f} MiB")
+          f"{'met' if ours < target else 'NOT met'}); CPU per poll "
+          f"{theirs['cpu_s'] / max(rigd['cpu_s'], 1e-9):.1f}x less than pyasic's; peak RSS "
+          f"{rigd['rss_mib']:.0f} vs {theirs['rss_mib']:.0f} MiB")
     print(f"rigd peak Python allocations during one poll (tracemalloc): "
           f"{rigd['peak_alloc_mib']:.1f} MiB")
     print(f"rigd baseline, single-miner poll x {n} (mean of {args.serial_sample}): "
           f"{rigd['single_x_n_s']:.3f} s (poll_all is {rigd['single_x_n_s'] / ours:.1f}x faster)")
     print(f"rigd baseline, poll_all concurrency=1 on {args.serial_sample} miners scaled to {n}: "
           f"{rigd['serial_scaled_s']:.3f} s ({rigd['serial_scaled_s'] / ours:.1f}x)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("all", "pyasic", "scale"), default="all")
+    parser.add_argument("--miners", type=int, default=500, help="pyasic side-by-side size")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pyasic-runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--families", default=FAMILIES)
+    parser.add_argument("--serial-sample", type=int, default=40,
+                        help="miners polled one at a time for rigd's baselines")
+    parser.add_argument("--sizes", default="1000,2000,5000", help="scale: fleet sizes")
+    parser.add_argument("--hung", default="0,10", help="scale: percentages of hung miners")
+    parser.add_argument("--passes", type=int, default=3, help="scale: poll passes per fleet")
+    parser.add_argument("--timeout-s", type=float, default=2.0,
+                        help="scale: each miner's timeout (identification's too)")
+    parser.add_argument("--worker", choices=("rigd", "pyasic", "scale"), help=argparse.SUPPRESS)
+    parser.add_argument("--options", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        options = json.loads(args.options.read_text())
+        if args.worker == "rigd":
+            result = rigd_worker(options, args.runs, args.concurrency, args.serial_sample)
+        elif args.worker == "pyasic":
+            result = pyasic_worker(options, args.runs)
+        else:
+            result = scale_worker(options["options"], options["hung"], args.passes,
+                                  args.timeout_s)
+        print(json.dumps(result))
+        return 0
+
+    load_before = os.getloadavg()
+    print(f"machine: {describe()}; load average (1 min) {load_before[0]:.2f} at the start "
+          f"(the cores are shared: figures move with it)")
+    if args.mode in ("all", "pyasic"):
+        run_pyasic(args)
+    if args.mode in ("all", "scale"):
+        run_scale(args)
+    print(f"load average (1 min) {os.getloadavg()[0]:.2f} at the end")
     return 0
 
 

@@ -11,8 +11,9 @@ Names load on first use (PEP 562), so a one-call script pays only for what it us
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hal.lazy import exports
 
 if TYPE_CHECKING:
     from client.blocking import BlockingFleet, BlockingRig
@@ -46,17 +47,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOME])
+__getattr__, __dir__ = exports("client", _HOME, globals())
 
 
 __all__ = [

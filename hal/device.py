@@ -7,10 +7,12 @@ hide the others.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hal.errors import NotSupported
 
@@ -143,7 +145,8 @@ class AsicTelemetry:
     errors: tuple[str, ...] = ()
     is_mining: bool | None = None
     firmware_family: str = ""
-    # What the miner hashes ("sha256d", "scrypt", "x11"): hashrate_hs counts hashes of this.
+    # What the miner hashes ("sha256d", "scrypt", "x11", "ethash", "equihash"): hashrate_hs
+    # counts hashes of this per second (Equihash: solutions per second), never as SHA-256d.
     algorithm: str = ""
     env_temp_c: float | None = None  # intake / ambient, where the firmware reports it
 
@@ -204,11 +207,20 @@ class Device:
     (a backend overrides what its device can do, and lists it in `capabilities`), so a caller
     never probes a device with getattr. Blocking calls must bound their own time (they raise
     Timeout).
+    A device reached over the network (a miner) also reads natively on the caller's event
+    loop: `async_io` True and its own `telemetry_async()`.
     """
 
     id: str
     kind: DeviceKind
     capabilities: frozenset[Capability] = frozenset({Capability.TELEMETRY})
+    # True when telemetry_async() does its own non-blocking I/O on the calling event loop
+    # (network devices); False: callers run the blocking telemetry() in a thread.
+    async_io: ClassVar[bool] = False
+    # True where set_power_limit works by choosing one of power_modes() (LuxOS profiles): a
+    # limit is then undone by its mode. Elsewhere (Whatsminer) the power mode and the power
+    # limit are separate settings, each put back on its own.
+    limit_sets_mode: ClassVar[bool] = False
     # The OpenCL device that computes for this one: a GPU's OpenCL view (joined by PCI bus id,
     # or named in the configuration), an OpenCL device itself. None: nothing to run kernels on.
     compute_facet: Device | None = None
@@ -218,6 +230,10 @@ class Device:
 
     def telemetry(self) -> Telemetry:
         raise NotImplementedError
+
+    async def telemetry_async(self) -> Telemetry:
+        """telemetry() for an event loop. Default: the blocking call in a thread."""
+        return await asyncio.to_thread(self.telemetry)
 
     def health(self) -> Health:
         return HEALTHY

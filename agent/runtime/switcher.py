@@ -174,18 +174,26 @@ class Switcher:
         await self._phase(op, device_id, Phase.VERIFYING, lambda: manager.verify_released(
             device_id, verify_timeout_s, lambda detail: self._note_once(op, device_id, detail)))
         await self._phase(op, device_id, Phase.CONFIGURING, lambda: self._configure(spec))
-        while gated and (held := self.gate.blocks_start(spec)):
-            # admitted before the curtailment: it waits for its end, not for its own turn
-            self.ops.note(op, device_id, f"waiting to start: {held}")
-            log.info("switch_held_by_curtailment", operation_id=op.operation_id,
-                     device_id=device_id)
-            await self.gate.wait_lifted()
 
         async def start() -> str:
             detail, _ = await manager.start(device_id, spec)
             return detail
 
-        await self._phase(op, device_id, Phase.STARTING, start)
+        while True:
+            while gated and (held := self.gate.blocks_start(spec)):
+                # admitted before the curtailment: it waits for its end, not for its turn
+                self.ops.note(op, device_id, f"waiting to start: {held}")
+                log.info("switch_held_by_curtailment", operation_id=op.operation_id,
+                         device_id=device_id)
+                await self.gate.wait_lifted()
+            await self._phase(op, device_id, Phase.STARTING, start)
+            held = self.gate.blocks_start(spec) if gated else ""
+            if not held:
+                break
+            # a curtailment began while the workload started: it stops again and waits
+            await manager.drain(device_id)
+            await manager.stop(device_id)
+            self.ops.note(op, device_id, f"stopped again, waiting to start: {held}")
         await self._phase(op, device_id, Phase.READY, lambda: manager.wait_ready(device_id, spec))
 
     def _note_once(self, op: Operation, device_id: str, detail: str) -> None:

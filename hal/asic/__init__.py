@@ -10,8 +10,15 @@ Options:
                   "username": ..., "password": ..., "web_port": 80, "grpc_port": 50051,
                   "simulated": false}, ...]
     subnets:     ["10.0.0.0/24"]  (at most /22 each), scanned on `port` (default 4028)
-    timeout_s, concurrency, simulated,
+    timeout_s:   identification's deadline (discover returns by then) and each miner's
+                 request timeout
+    concurrency: at most this many identifications at once (default: as many as file
+                 descriptors allow)
+    simulated,
     credentials: {"<family>": {"username": ..., "password": ...}}  defaults per family
+
+Every miner is read natively on the caller's event loop (`telemetry_async`, `async_io`), or
+through the blocking API on the HAL's own I/O loop; see hal.asic.base.Miner.
 """
 
 from __future__ import annotations
@@ -21,15 +28,22 @@ import dataclasses
 import ipaddress
 import json
 import math
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from hal.asic.antminer import AntminerMiner
 from hal.asic.avalon import AvalonMiner
-from hal.asic.base import Miner, MinerConfig, poll_all, poll_all_sync, run_sync
+from hal.asic.base import (
+    Miner,
+    MinerConfig,
+    SingleFlight,
+    poll_all,
+    poll_all_sync,
+    run_sync,
+)
 from hal.asic.braiins import BraiinsMiner, CgminerMiner
 from hal.asic.luxos import LuxosMiner
-from hal.asic.transport import DEFAULT_PORT, Reply, RpcClient, gather_bounded
+from hal.asic.transport import DEFAULT_PORT, Reply, RpcClient, fd_headroom
 from hal.asic.webclient import HttpResponse, http_request
 from hal.asic.whatsminer import WhatsminerMiner, WhatsminerV3Miner
 from hal.device import Capability, Device, DeviceInfo, DeviceKind, Health, HealthState, Telemetry
@@ -42,9 +56,9 @@ FAMILIES: dict[str, type[Miner]] = {
 }
 MAX_SUBNET_ADDRESSES = 1024  # a /22
 DEFAULT_DISCOVER_TIMEOUT_S = 3.0
-# Identification is mostly waiting; hung miners hold a slot for one timeout each, so the
-# slots must outnumber the hung miners for the healthy ones to be found meanwhile.
-DEFAULT_DISCOVER_CONCURRENCY = 512
+# Connections one identification may hold at once (the second round: devdetails,
+# get_version and the web page where a web port is given; the first holds two).
+PROBES_PER_IDENTIFY = 3
 
 _OPTIONS = frozenset({"miners", "subnets", "port", "timeout_s", "concurrency", "simulated",
                       "credentials", "username", "password", "web_port", "grpc_port"})
@@ -97,21 +111,47 @@ async def identify(host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 3.
                    web_port: int | None = None) -> tuple[str, Reply | None]:
     """(family, version reply) for the miner at host:port, within one `timeout_s`.
 
-    Every probe (cgminer `version` and `devdetails`, Whatsminer `get_version`, the API v3
-    framed `get.device.info`, the Antminer web page) goes out at once; the first reply that
-    names a family wins. A miner that answers nothing raises Timeout, a closed port DeviceLost,
-    one that answers in a way no family matches NotSupported."""
+    Two rounds of probes, each sent at once, the first reply that names a family winning: the
+    cgminer `version` and the API v3 framed `get.device.info` (which name every family but
+    Whatsminer v2), then, only if neither did, `devdetails`, Whatsminer's `get_version` and
+    the Antminer web page. A fleet mostly answers the first round: a third of the
+    connections, which decides how many miners one core identifies within the timeout. A
+    miner that answers nothing raises Timeout, a closed port DeviceLost, one that answers in
+    a way no family matches NotSupported."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     rpc = RpcClient(host, port, timeout_s=timeout_s, connect_timeout_s=timeout_s)
-    probes: dict[str, Awaitable[Any]] = {
-        "version": rpc.request("version", check=False),
-        "devdetails": rpc.request("devdetails", check=False),
-        "get_version": rpc.send_json({"cmd": "get_version"}),
-        "framed": rpc.exchange_framed({"cmd": "get.device.info"}),
-    }
-    if web_port:
-        probes["web"] = http_request(host, web_port, "GET", "/", timeout_s=timeout_s)
-    tasks = {asyncio.ensure_future(coro): name for name, coro in probes.items()}
     answers: dict[str, Any] = {}
+    first: dict[str, Callable[[], Awaitable[Any]]] = {
+        "version": lambda: rpc.request("version", check=False),
+        "framed": lambda: rpc.exchange_framed({"cmd": "get.device.info"}),
+    }
+    found = await _probe(first, answers)
+    if found is not None:
+        return found
+    if not all(isinstance(a, Timeout) for a in answers.values()):  # it answers: ask more
+        then: dict[str, Callable[[], Awaitable[Any]]] = {
+            "devdetails": lambda: rpc.request("devdetails", check=False),
+            "get_version": lambda: rpc.send_json({"cmd": "get_version"}),
+        }
+        if web_port:
+            then["web"] = lambda: http_request(host, web_port, "GET", "/",
+                                               timeout_s=max(0.05, deadline - loop.time()))
+        rpc.timeout_s = max(0.05, deadline - loop.time())
+        found = await _probe(then, answers)
+        if found is not None:
+            return found
+    version = answers.get("version")
+    if isinstance(version, Reply) and version.ok:
+        return "cgminer", version
+    raise _identify_error(f"{host}:{port}", answers, timeout_s)
+
+
+async def _probe(probes: Mapping[str, Callable[[], Awaitable[Any]]],
+                 answers: dict[str, Any]) -> tuple[str, Reply | None] | None:
+    """Send `probes` at once; the first conclusive answer (the others cancelled), else None
+    with every answer (or error) in `answers`."""
+    tasks = {asyncio.ensure_future(probe()): name for name, probe in probes.items()}
     try:
         pending = set(tasks)
         while pending:
@@ -125,10 +165,7 @@ async def identify(host: str, port: int = DEFAULT_PORT, *, timeout_s: float = 3.
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    version = answers.get("version")
-    if isinstance(version, Reply) and version.ok:
-        return "cgminer", version
-    raise _identify_error(rpc.address, answers, timeout_s)
+    return None
 
 
 def _task_result(task: asyncio.Future[Any]) -> Any:
@@ -326,8 +363,13 @@ def _subnet_hosts(subnets: Sequence[Any]) -> list[str]:
 
 
 async def discover_async(options: Mapping[str, Any]) -> list[Device]:
+    """Identify every listed miner (and subnet host) at once; returns by one identify timeout
+    (`timeout_s`) after it starts, whatever the miners do: one that has not answered by then
+    is not identified (a listed one stays visible as an UnidentifiedMiner, which tries again
+    when read). As many identifications run at once as file descriptors allow (at most
+    `concurrency` when given); a hung miner holds its connections until the deadline, so a
+    fleet with more hung miners than that leaves the rest untried, and says so."""
     check_options(options)
-    concurrency = int(options.get("concurrency", DEFAULT_DISCOVER_CONCURRENCY))
     timeout_s = float(options.get("timeout_s", DEFAULT_DISCOVER_TIMEOUT_S))
     entries = [_entry_config(e, options) for e in options.get("miners") or []]
     port = int(options.get("port", DEFAULT_PORT))
@@ -335,16 +377,30 @@ async def discover_async(options: Mapping[str, Any]) -> list[Device]:
     for host in _subnet_hosts(options.get("subnets") or []):
         if f"{host}:{port}" not in listed:
             entries.append((_config(host, port, "", {}, options), ""))
+    unidentified = sum(1 for _c, family in entries if not family)
+    at_once = max(1, min(unidentified or 1, int(options.get("concurrency", 1 << 30)),
+                         fd_headroom() // PROBES_PER_IDENTIFY))
+    slots = asyncio.Semaphore(at_once)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
 
     async def resolve(config: MinerConfig, family: str) -> Miner:
         if family:
             return make_miner(family, config)
-        # Each miner's identification is bounded on its own: a hung one costs one timeout.
-        async with asyncio.timeout(timeout_s + 1.0):
-            found, version = await identify(
-                config.host, config.port, timeout_s=timeout_s,
-                web_port=config.web_port if config.web_port != 80 else None)
-        config = dataclasses.replace(config, family=found)
+        started = False
+        try:
+            async with asyncio.timeout_at(deadline), slots:
+                started = True
+                found, version = await identify(
+                    config.host, config.port, timeout_s=timeout_s,
+                    web_port=config.web_port if config.web_port != 80 else None)
+        except TimeoutError as exc:
+            if started:
+                raise Timeout(f"no answer on {config.address} within {timeout_s:g} s") from exc
+            raise Timeout(f"{config.address} was not tried within discovery's {timeout_s:g} s: "
+                          f"{at_once} identifications at once (what this process's file "
+                          f"descriptors allow) all waited on miners that did not answer") \
+                from exc
         config = _config(config.host, config.port, found,
                          {"username": config.username, "password": config.password,
                           "web_port": config.web_port, "grpc_port": config.grpc_port,
@@ -352,13 +408,29 @@ async def discover_async(options: Mapping[str, Any]) -> list[Device]:
                           "timeout_s": config.timeout_s}, options)
         return make_miner(found, config, version)
 
-    async def resolve_bounded(config: MinerConfig, family: str) -> Miner:
+    async def settled(config: MinerConfig, family: str) -> Miner | HalError:
         try:
             return await resolve(config, family)
-        except TimeoutError as exc:
-            raise Timeout(f"no answer on {config.address} within {timeout_s:g} s") from exc
+        except HalError as exc:
+            return exc
 
-    results = await gather_bounded([resolve_bounded(c, f) for c, f in entries], concurrency)
+    tasks: list[asyncio.Task[Miner | HalError]] = []
+    for config, family in entries:
+        tasks.append(asyncio.ensure_future(settled(config, family)))
+        if len(tasks) % 256 == 0:
+            await asyncio.sleep(0)  # let the first ones' connections start meanwhile
+    if tasks:
+        # Every identification ends at the deadline by itself, but on a busy core thousands
+        # of them take a while to unwind: return at the deadline, and let them close their
+        # sockets after.
+        await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) + 0.05)
+    results: list[Miner | HalError] = []
+    for task, (config, _family) in zip(tasks, entries, strict=True):
+        if task.done():
+            results.append(task.result())
+        else:
+            task.cancel()
+            results.append(Timeout(f"no answer on {config.address} within {timeout_s:g} s"))
     found: list[Device] = []
     for (config, _family), result in zip(entries, results, strict=True):
         if isinstance(result, Miner):
@@ -369,21 +441,21 @@ async def discover_async(options: Mapping[str, Any]) -> list[Device]:
 
 
 def discovery_budget_s(options: Mapping[str, Any]) -> float:
-    """How long discovery may take: one identify timeout per wave of `concurrency` miners."""
-    count = len(options.get("miners") or []) + len(_subnet_hosts(options.get("subnets") or []))
-    concurrency = int(options.get("concurrency", DEFAULT_DISCOVER_CONCURRENCY))
-    timeout_s = float(options.get("timeout_s", DEFAULT_DISCOVER_TIMEOUT_S))
-    return math.ceil(max(count, 1) / concurrency) * (timeout_s + 1.0) + 5.0
+    """How long a blocking discover() may wait: one identify timeout, and a safety margin."""
+    return float(options.get("timeout_s", DEFAULT_DISCOVER_TIMEOUT_S)) + 5.0
 
 
 class UnidentifiedMiner(Device):
     """A configured miner that did not answer identification yet.
 
     It stays in inventory (unhealthy, with the reason) instead of vanishing, and tries to
-    identify its firmware again on every poll; once that works it becomes the family's device.
+    identify its firmware again when read (one identification in flight at a time, on the
+    caller's event loop with telemetry_async); once that works it becomes the family's
+    device.
     """
 
     kind = DeviceKind.ASIC
+    async_io = True
 
     def __init__(self, config: MinerConfig, reason: str, timeout_s: float) -> None:
         self.config = config
@@ -391,21 +463,31 @@ class UnidentifiedMiner(Device):
         self.reason = reason
         self._timeout_s = timeout_s
         self._miner: Miner | None = None
+        self._identifying: SingleFlight[Miner] = SingleFlight(f"{self.id}: identification")
         self.capabilities = frozenset({Capability.TELEMETRY})
 
+    async def _identify(self) -> Miner:
+        try:
+            family, version = await identify(self.config.host, self.config.port,
+                                             timeout_s=self._timeout_s)
+        except HalError as exc:
+            self.reason = f"not identified: {exc}"
+            raise DeviceLost(f"{self.id}: {self.reason}") from exc
+        miner = make_miner(family, dataclasses.replace(self.config, family=family), version)
+        self._miner = miner
+        self.capabilities = miner.capabilities
+        return miner
+
     def _resolve(self) -> Miner:
-        if self._miner is None:
-            try:
-                family, version = run_sync(
-                    lambda: identify(self.config.host, self.config.port,
-                                     timeout_s=self._timeout_s), self._timeout_s * 4 + 1)
-            except HalError as exc:
-                self.reason = f"not identified: {exc}"
-                raise DeviceLost(f"{self.id}: {self.reason}") from exc
-            config = dataclasses.replace(self.config, family=family)
-            self._miner = make_miner(family, config, version)
-            self.capabilities = self._miner.capabilities
-        return self._miner
+        if self._miner is not None:
+            return self._miner
+        return self._identifying.run_blocking(self._identify, self._timeout_s + 1.0)
+
+    async def telemetry_async(self) -> Telemetry:
+        miner = self._miner
+        if miner is None:
+            miner = await self._identifying.run_async(self._identify, self._timeout_s + 1.0)
+        return await miner.telemetry_async()
 
     def info(self) -> DeviceInfo:
         if self._miner is not None:

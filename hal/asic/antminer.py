@@ -6,7 +6,11 @@ no power reading and no watt target: power_w is the model's nameplate estimate
 (PowerSource.ESTIMATED, hal.asic.power) and set_power_limit raises NotSupported. Control goes
 through `/cgi-bin/set_miner_conf.cgi` with HTTP digest auth; the firmware replaces its whole
 config with what we send, so we read `get_miner_conf.cgi` first and send what its own web page
-sends, with the new `miner-mode` (0 normal, 1 sleep, 3 low power).
+sends, with the new `miner-mode` (0 normal, 1 sleep, 3 low power); a wake puts back the mode
+the miner ran in before its sleep.
+
+Units follow the model (`Type`): bmminer's "GHS" keys count GH/s of SHA-256d, but MH/s on
+scrypt, X11 and Ethash models and kSol/s on Equihash ones (hal.asic.power.RATE_UNIT_HS).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from hal.asic import webclient
-from hal.asic.base import Miner, build_telemetry, reply_errors, usable
-from hal.asic.power import algorithm_of, estimate_power_w
+from hal.asic.base import Miner, MinerConfig, build_telemetry, reply_errors, usable
+from hal.asic.power import RATE_UNIT_HS, algorithm_of, estimate_power_w
 from hal.asic.transport import Reply, dash_list, to_float, to_int
 from hal.device import AsicBoard, AsicTelemetry, Capability, PoolStatus, PowerSource, Telemetry
 from hal.errors import InvalidArgument, ProtocolError
@@ -46,47 +50,70 @@ def model_of(*replies: Reply | None) -> str:
 
 
 def ghs_scale(algorithm: str) -> float:
-    """What bmminer's "GHS" keys really count: scrypt (L3+, L7) and X11 (D3) miners put MH/s
-    under the same names ("GHS 5s":"504.56" on an L3+)."""
-    return 1e9 if algorithm == "sha256d" else 1e6
+    """What bmminer's "GHS" keys really count, in the algorithm's own hashes per second: GH/s
+    on SHA-256d miners, MH/s on scrypt (L3+: "GHS 5s":"504.56"), X11 and Ethash (E3) miners,
+    kSol/s on Equihash ones (Z11)."""
+    return RATE_UNIT_HS.get(algorithm, RATE_UNIT_HS["sha256d"])
+
+
+MAX_FAN_SLOTS = 8  # bmminer reports fan1..fan8; an S9 or E3 spins its two fans in slots 5 and 6
 
 
 def antminer_boards(stats: Reply | None, algorithm: str = "sha256d"
                     ) -> tuple[list[AsicBoard], list[int], float | None, list[float]]:
-    """Boards, fans, expected hashrate and all temps from a bmminer-style `stats` reply."""
+    """Boards, fans, expected hashrate and all temps from a bmminer-style `stats` reply.
+
+    Per chain N: the PCB sensors (`temp_pcbN`, else `tempN`) and the chip sensors
+    (`temp_chipN` and `temp2_N`: an S9 or a Z11 reports its chips only as `temp2_N`, 10-30 °C
+    above the PCB)."""
     detail = stats_detail(stats)
     if detail is None:
         return [], [], None, []
-    unit = str(detail.get("rate_unit") or ("GH" if algorithm == "sha256d" else "MH"))
+    unit = detail.get("rate_unit")
+    scale = ghs_scale(algorithm)
+
+    def rate(value: Any) -> float | None:
+        return rate_to_hs(value, str(unit)) if unit else _scaled(value, scale)
+
     boards: list[AsicBoard] = []
     temps: list[float] = []
     for index in range(1, 17):
         if f"chain_acn{index}" not in detail and f"chain_rate{index}" not in detail:
             continue
         chips = to_int(detail.get(f"chain_acn{index}"))
-        rate = rate_to_hs(detail.get(f"chain_rate{index}"), unit)
-        if not chips and not rate:
+        board_rate = rate(detail.get(f"chain_rate{index}"))
+        if not chips and not board_rate:
             continue  # empty slot ("chain_acn4": 0, "chain_rate4": "")
         chip_temps = [t for t in dash_list(detail.get(f"temp_chip{index}")) if t > 0]
+        chip_temps += [t for t in (to_float(detail.get(f"temp2_{index}")),) if t and t > 0]
         pcb_temps = [t for t in dash_list(detail.get(f"temp_pcb{index}")) if t > 0]
         if not pcb_temps and to_float(detail.get(f"temp{index}")):
             pcb_temps = [float(detail[f"temp{index}"])]
         temps += chip_temps + pcb_temps
         boards.append(AsicBoard(
             index=index - 1,
-            hashrate_hs=rate,
+            hashrate_hs=board_rate,
             temp_board_c=max(pcb_temps) if pcb_temps else None,
             temp_chip_c=max(chip_temps) if chip_temps else None,
             chips=chips,
         ))
-    fan_count = to_int(detail.get("fan_num")) or 0
-    fans = []
-    for index in range(1, max(fan_count, 4) + 1):
-        rpm = to_int(detail.get(f"fan{index}"))
-        if rpm is not None and (index <= fan_count or rpm > 0):
-            fans.append(rpm)
-    expected = rate_to_hs(detail.get("total_rateideal"), unit)
-    return boards, fans, expected, temps
+    expected = rate(detail.get("total_rateideal"))
+    return boards, bmminer_fans(detail), expected, temps
+
+
+def _scaled(value: Any, scale: float) -> float | None:
+    number = to_float(value)
+    return None if number is None else number * scale
+
+
+def bmminer_fans(detail: Mapping[str, Any]) -> list[int]:
+    """The fans bmminer reports: every slot (fan1..fan8) that spins, in slot order, then a 0
+    for each fan `fan_num` counts that does not (a stopped fan is news, not noise). An S9
+    says fan_num 2 with fan1..fan4 at 0 and its fans in slots 5 and 6."""
+    spinning = [rpm for index in range(1, MAX_FAN_SLOTS + 1)
+                if (rpm := to_int(detail.get(f"fan{index}"))) is not None and rpm > 0]
+    counted = to_int(detail.get("fan_num")) or 0
+    return spinning + [0] * max(0, counted - len(spinning))
 
 
 def cgminer_pools(reply: Reply | None) -> tuple[PoolStatus, ...]:
@@ -170,6 +197,10 @@ class AntminerMiner(Miner):
     capabilities = frozenset({Capability.TELEMETRY, Capability.HASHING, Capability.SLEEP_WAKE,
                               Capability.RESTART})
 
+    def __init__(self, config: MinerConfig, version: Reply | None = None) -> None:
+        super().__init__(config, version)
+        self._mode_before_sleep: str | None = None  # what async_wake puts back
+
     @classmethod
     def parse_telemetry(cls, device_id: str, replies: Mapping[str, Reply]) -> Telemetry:
         stats = usable(replies, "stats")
@@ -179,8 +210,13 @@ class AntminerMiner(Miner):
         if hashrate is None and (detail := stats_detail(stats)) is not None:
             hashrate, uptime = record_hashrate(detail, algorithm)
         boards, fans, expected, temps = antminer_boards(stats, algorithm)
+        board_sum = sum(b.hashrate_hs or 0.0 for b in boards)
         if hashrate is None and boards:
-            hashrate = sum(b.hashrate_hs or 0.0 for b in boards)
+            hashrate = board_sum
+        elif hashrate and board_sum and 500 <= hashrate / board_sum <= 2000:
+            # Some Z11 firmware ("Chipless") sends its total in Sol/s under "GHS 5s" and its
+            # chain rates in kSol/s: the boards say which unit the total is in.
+            hashrate /= 1000
         is_mining = None if hashrate is None else hashrate > 0
         asic = bmminer_detail(replies, boards, fans, expected, uptime, is_mining)
         # Stock firmware measures no power: estimate it from the model's nameplate.
@@ -209,6 +245,13 @@ class AntminerMiner(Miner):
             raise InvalidArgument(f"{self.id}: unknown Antminer mode {mode!r}; "
                                   f"use {sorted(MINER_MODES)}")
         conf = await self.get_miner_conf()
+        if mode == "sleep":
+            # Sleep replaces the mode; wake puts back the one the miner had (low stays low).
+            current = conf_mode(conf)
+            if current is not None and current != "sleep":
+                self._mode_before_sleep = current
+        else:
+            self._mode_before_sleep = None
         body = web_page_conf(conf, MINER_MODES[mode])
         _status, reply = await self._web().request(
             "POST", "/cgi-bin/set_miner_conf.cgi", json.dumps(body).encode(),
@@ -222,21 +265,28 @@ class AntminerMiner(Miner):
         await self.set_mode("sleep")
 
     async def async_wake(self) -> None:
-        await self.set_mode("normal")
+        """Wake into the mode the miner ran in before this object put it to sleep ("low"
+        stays "low"); "normal" when that is not known (it slept before we met it)."""
+        await self.set_mode(self._mode_before_sleep or "normal")
 
     async def async_power_modes(self) -> tuple[str, ...]:
         return tuple(MINER_MODES)
 
     async def async_power_mode(self) -> str | None:
-        conf = await self.get_miner_conf()
-        number = str(conf.get("bitmain-work-mode", conf.get("miner-mode", "")))
-        return next((name for name, value in MINER_MODES.items() if str(value) == number), None)
+        return conf_mode(await self.get_miner_conf())
 
     async def async_set_power_mode(self, mode: str) -> None:
         await self.set_mode(mode)
 
     async def async_restart(self) -> None:
         await self._web().request("GET", "/cgi-bin/reboot.cgi")
+
+
+def conf_mode(conf: Mapping[str, Any]) -> str | None:
+    """The mode get_miner_conf.cgi says the miner runs in (`bitmain-work-mode`, else
+    `miner-mode`), as a MINER_MODES name; None for a number we do not know."""
+    number = str(conf.get("bitmain-work-mode", conf.get("miner-mode", "")))
+    return next((name for name, value in MINER_MODES.items() if str(value) == number), None)
 
 
 def web_page_conf(conf: Mapping[str, Any], miner_mode: int) -> dict[str, Any]:

@@ -60,12 +60,20 @@ def _module_hashrate_gh(mm: dict[str, str]) -> float | None:
 
 
 def _module_power_w(mm: dict[str, str]) -> float | None:
-    """WALLPOWER, else the last PS field; a controller that does not measure sends
-    PS[0 0 0 0 0 0], which is unknown, not 0 W."""
+    """WALLPOWER, else the power supply's own figure in PS: the 7th field where there are
+    seven (the wall power, as WALLPOWER: PS[0 1209 1187 297 3526 1188 3731] on an A1566), the
+    5th where there are six (an A1047's PS[0 1212 1315 174 2288 1320] ends in a voltage); a
+    controller that does not measure sends PS[0 0 0 0 0 0], which is unknown, not 0 W."""
     if (wall := to_float(mm.get("WALLPOWER"))) is not None and wall > 0:
         return wall
     ps = _numbers(mm.get("PS"))
-    return ps[-1] if ps and ps[-1] > 0 else None
+    if len(ps) >= 7:
+        watts = ps[6]
+    elif len(ps) == 6:
+        watts = ps[4]
+    else:
+        watts = ps[-1] if ps else 0.0
+    return watts if watts > 0 else None
 
 
 def _total(values: list[float | None]) -> float | None:

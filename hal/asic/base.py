@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from hal.asic.transport import (
-    DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_PORT,
     DEFAULT_TIMEOUT_S,
     Reply,
     RpcClient,
+    as_control,
+    fd_headroom,
     gather_bounded,
 )
 from hal.device import (
@@ -93,52 +96,181 @@ def reply_errors(replies: Mapping[str, Reply]) -> tuple[str, ...]:
     )
 
 
+# How long a reading may wait in its event loop's request line, on top of its own budget.
+LINE_ALLOWANCE_S = 10.0
+
 # ---------------------------------------------------------------------------------------------
-# Sync bridge: one background event loop serves every blocking call, from any thread.
+# Sync bridge: one background event loop runs the blocking API's calls, from any thread.
+# Nothing on it is rationed: a hung miner's call waits on its own socket and holds no place
+# another miner's call needs; every call ends at its own deadline, its sockets closed.
 
 _loop_lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
-_sync_semaphore: asyncio.Semaphore | None = None
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _sync_semaphore
+    global _loop
     with _loop_lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="hal-asic-io", daemon=True)
             thread.start()
             _loop = loop
-            _sync_semaphore = None
         return _loop
 
 
-def run_sync(factory: Callable[[], Awaitable[T]], timeout_s: float) -> T:
-    """Run a coroutine on the shared I/O loop and wait at most `timeout_s` (plus slack)."""
-    loop = _background_loop()
+def _refuse_own_loop(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if running is loop:
+        raise RuntimeError("a blocking hal.asic call from the HAL's own I/O loop would wait "
+                           "for itself; use the async API (telemetry_async, async_*) there")
 
-    async def bounded() -> T:
-        global _sync_semaphore
-        if _sync_semaphore is None:
-            _sync_semaphore = asyncio.Semaphore(DEFAULT_CONCURRENCY)
-        async with _sync_semaphore:
+
+async def _within(factory: Callable[[], Awaitable[T]], timeout_s: float, what: str) -> T:
+    """`factory()` cut off at `timeout_s`: cancelled, so its connections close, and Timeout."""
+    try:
+        async with asyncio.timeout(timeout_s):
             return await factory()
+    except TimeoutError as exc:
+        raise Timeout(f"{what} did not finish within {timeout_s:g} s") from exc
 
-    future = asyncio.run_coroutine_threadsafe(bounded(), loop)
+
+def run_sync(factory: Callable[[], Awaitable[T]], timeout_s: float,
+             what: str = "operation") -> T:
+    """Run a coroutine on the shared I/O loop; at `timeout_s` it is cancelled (its sockets
+    closed) and this raises Timeout."""
+    loop = _background_loop()
+    _refuse_own_loop(loop)
+    future = asyncio.run_coroutine_threadsafe(_within(factory, timeout_s, what), loop)
     try:
         return future.result(timeout=timeout_s + 1.0)
-    except concurrent.futures.TimeoutError as exc:
+    except concurrent.futures.TimeoutError as exc:  # the loop itself is stalled
         future.cancel()
-        raise Timeout(f"operation did not finish within {timeout_s:g} s") from exc
+        raise Timeout(f"{what} did not finish within {timeout_s:g} s") from exc
+
+
+@dataclass(slots=True)
+class _Flight(Generic[T]):
+    future: concurrent.futures.Future[T]
+    loop: asyncio.AbstractEventLoop
+    generation: int
+    ends_at: float  # monotonic: its deadline, plus a second for the loop to settle it
+    handle: object  # keeps its task referenced while it runs
+
+    def alive(self) -> bool:
+        return (not self.future.done() and not self.loop.is_closed()
+                and time.monotonic() < self.ends_at)
+
+
+class SingleFlight(Generic[T]):
+    """At most one run of an operation in flight, which any thread or event loop may join.
+
+    A run starts on the event loop of the caller that finds none in flight (the HAL's I/O
+    loop for blocking callers) and ends at its own deadline, cancelled there so its sockets
+    close; a caller that gives up earlier does not cancel it for the others. `advance()` marks
+    the runs in flight as begun before a change (a control sent to the device): a caller after
+    it waits such a run out and starts a fresh one, so it never gets a reading from before."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._lock = threading.Lock()
+        self._flight: _Flight[T] | None = None
+        self._generation = 0
+
+    def advance(self) -> None:
+        with self._lock:
+            self._generation += 1
+
+    @property
+    def in_flight(self) -> bool:
+        with self._lock:
+            return self._flight is not None and self._flight.alive()
+
+    def _join_or_start(self, run: Callable[[], Awaitable[T]], budget_s: float,
+                       loop: asyncio.AbstractEventLoop) -> tuple[concurrent.futures.Future[T],
+                                                                 bool]:
+        """(the run to wait for, whether it is fresh: begun after the last change)."""
+        with self._lock:
+            flight = self._flight
+            if flight is not None and flight.alive():
+                return flight.future, flight.generation == self._generation
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()  # no joiner can cancel it for the others
+            settle = self._settle(run, budget_s, future)
+            handle: object
+            if _running_loop() is loop:
+                handle = loop.create_task(settle)
+            else:
+                handle = asyncio.run_coroutine_threadsafe(settle, loop)
+            self._flight = _Flight(future, loop, self._generation,
+                                   time.monotonic() + budget_s + 1.0, handle)
+            return future, True
+
+    async def _settle(self, run: Callable[[], Awaitable[T]], budget_s: float,
+                      future: concurrent.futures.Future[T]) -> None:
+        try:
+            result = await _within(run, budget_s, self.what)
+        except asyncio.CancelledError:
+            future.set_exception(Timeout(f"{self.what} abandoned: its event loop stopped"))
+            raise
+        except Exception as exc:  # every error is the joiners' to see
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    async def run_async(self, run: Callable[[], Awaitable[T]], budget_s: float) -> T:
+        loop = asyncio.get_running_loop()
+        while True:
+            future, fresh = self._join_or_start(run, budget_s, loop)
+            if fresh:
+                return await asyncio.wrap_future(future)
+            with contextlib.suppress(Exception):  # begun before a change: wait it out
+                await asyncio.wrap_future(future)
+
+    def run_blocking(self, run: Callable[[], Awaitable[T]], budget_s: float) -> T:
+        loop = _background_loop()
+        _refuse_own_loop(loop)
+        give_up = time.monotonic() + 2 * (budget_s + 1.0)  # a stale run, then a fresh one
+        while True:
+            future, fresh = self._join_or_start(run, budget_s, loop)
+            try:
+                result = future.result(timeout=max(0.0, give_up - time.monotonic()))
+            except concurrent.futures.TimeoutError as exc:
+                raise Timeout(f"{self.what} did not finish within {budget_s:g} s") from exc
+            except Exception:
+                if fresh:
+                    raise
+                continue
+            if fresh:
+                return result
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 class Miner(Device):
-    """An ASIC miner reached over its firmware API. Families override the class attributes."""
+    """An ASIC miner reached over its firmware API. Families override the class attributes.
+
+    I/O: a reading is one `poll()` on an event loop: the caller's with `telemetry_async()`
+    (async_io), the HAL's own I/O loop with the blocking `telemetry()`. A miner has at most one
+    reading in flight: a caller finding one joins it, unless a control was sent since it began;
+    it ends at its deadline (`read_budget_s()`), cancelled so its connections close. Controls
+    (sleep, wake, limits, modes) never wait for a reading, nor for any other miner: the
+    blocking ones skip the event loop's request line (hal.asic.transport.request_slot); a
+    caller of the async_* controls on its own loop does so within `as_control()`."""
 
     kind = DeviceKind.ASIC
+    async_io = True
     family: ClassVar[str] = "cgminer"
     vendor: ClassVar[str] = ""
     data_sources: ClassVar[DataSources] = {}
@@ -156,6 +288,7 @@ class Miner(Device):
         )
         self._version = version
         self._last: Telemetry | None = None
+        self._reading: SingleFlight[Telemetry] = SingleFlight(f"{self.id}: reading")
 
     # --- parsing: families implement this pure function -----------------------------------
     @classmethod
@@ -237,19 +370,51 @@ class Miner(Device):
     async def async_restart(self) -> None:
         raise NotSupported(f"{self.id}: restart is not supported by {self.family}")
 
-    # --- sync Device API ------------------------------------------------------------------
-    def _sync(self, factory: Callable[[], Awaitable[T]], budget_s: float | None = None) -> T:
-        return run_sync(factory, budget_s if budget_s is not None else self._budget_s())
+    # --- readings ---------------------------------------------------------------------------
+    def read_budget_s(self) -> float:
+        """A reading's deadline, a safety net: each request already ends `timeout_s` after it
+        gets its place in the loop's line (request_slot); a poll may fall back to one
+        request per command, and with thousands of miners read at once the line itself may
+        take seconds, which is no fault of the miner's."""
+        return self.config.timeout_s * max(1, len(commands_for(self.data_sources))) \
+            + LINE_ALLOWANCE_S
 
-    def _budget_s(self) -> float:
-        # A poll may fall back to one connection per command.
-        return self.config.timeout_s * max(1, len(commands_for(self.data_sources)))
-
-    def info(self) -> DeviceInfo:
-        return self._sync(self.async_info, self.config.timeout_s)
+    async def telemetry_async(self) -> Telemetry:
+        """One reading on the calling event loop, or the one in flight (see the class)."""
+        return await self._reading.run_async(self.poll, self.read_budget_s())
 
     def telemetry(self) -> Telemetry:
-        return self._sync(self.poll)
+        return self._reading.run_blocking(self.poll, self.read_budget_s())
+
+    @property
+    def reading_in_flight(self) -> bool:
+        return self._reading.in_flight
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a control: readings begun before or during it are not joined after it."""
+        self._reading.advance()
+        try:
+            yield
+        finally:
+            self._reading.advance()
+
+    # --- sync Device API ------------------------------------------------------------------
+    def _sync(self, factory: Callable[[], Awaitable[T]], budget_s: float,
+              what: str = "operation") -> T:
+        """A control, or a read that decides one: its requests skip the readings' line."""
+        async def first() -> T:
+            with as_control():
+                return await factory()
+
+        return run_sync(first, budget_s, f"{self.id}: {what}")
+
+    def _control(self, factory: Callable[[], Awaitable[T]], what: str) -> T:
+        with self._changing():
+            return self._sync(factory, self._control_budget_s(), what)
+
+    def info(self) -> DeviceInfo:
+        return self._sync(self.async_info, self.config.timeout_s, "info")
 
     def health(self) -> Health:
         last = self._last
@@ -258,10 +423,10 @@ class Miner(Device):
         return last.health
 
     def sleep(self) -> None:
-        self._sync(self.async_sleep, self._control_budget_s())
+        self._control(self.async_sleep, "sleep")
 
     def wake(self) -> None:
-        self._sync(self.async_wake, self._control_budget_s())
+        self._control(self.async_wake, "wake")
 
     def set_power_limit(self, watts: float) -> None:
         """Refused (InvalidArgument naming the range) unless within power_limit_range_w();
@@ -277,27 +442,28 @@ class Miner(Device):
             check_range(self.id, watts, await self.async_power_limit_range_w())
             await self.async_set_power_limit(watts)
 
-        self._sync(apply, self._control_budget_s())
+        self._control(apply, "power limit")
 
     def power_limit_range_w(self) -> tuple[float, float] | None:
-        return self._sync(self.async_power_limit_range_w, self._control_budget_s())
+        return self._sync(self.async_power_limit_range_w, self._control_budget_s(),
+                          "power limit range")
 
     def power_modes(self) -> tuple[str, ...]:
-        return self._sync(self.async_power_modes, self._control_budget_s())
+        return self._sync(self.async_power_modes, self._control_budget_s(), "power modes")
 
     def set_power_mode(self, mode: str) -> None:
-        self._sync(lambda: self.async_set_power_mode(mode), self._control_budget_s())
+        self._control(lambda: self.async_set_power_mode(mode), "power mode")
 
     def power_mode(self) -> str | None:
-        return self._sync(self.async_power_mode, self._control_budget_s())
+        return self._sync(self.async_power_mode, self._control_budget_s(), "power mode")
 
     def switch_pool(self, index: int) -> None:
         if index < 0:
             raise InvalidArgument(f"{self.id}: pool index must be >= 0")
-        self._sync(lambda: self.async_switch_pool(index), self._control_budget_s())
+        self._control(lambda: self.async_switch_pool(index), "pool switch")
 
     def restart(self) -> None:
-        self._sync(self.async_restart, self._control_budget_s())
+        self._control(self.async_restart, "restart")
 
     def _control_budget_s(self) -> float:
         return self.config.timeout_s * 4
@@ -348,14 +514,24 @@ def build_telemetry(
     )
 
 
+# A reading holds at most this many connections at once (Whatsminer: its cgminer multi-command
+# and its own commands side by side); poll_all reads as many miners at once as the process's
+# file descriptors allow.
+CONNECTIONS_PER_READ = 2
+
+
 async def poll_all(
-    miners: Sequence[Miner], concurrency: int = DEFAULT_CONCURRENCY
+    miners: Sequence[Miner], concurrency: int | None = None
 ) -> list[Telemetry | HalError]:
-    """Poll a fleet concurrently; one miner's failure is its entry, never the whole call's."""
-    results = await gather_bounded([m.poll() for m in miners], concurrency)
+    """Read a fleet on the calling loop (each miner's telemetry_async); one miner's failure is
+    its entry, never the whole call's. `concurrency`: at most that many readings at once;
+    None: every miner at once, as far as file descriptors allow (fd_headroom), so that a hung
+    miner, which holds its connection until its deadline, delays no other."""
+    limit = concurrency or max(1, fd_headroom() // CONNECTIONS_PER_READ)
+    results = await gather_bounded([m.telemetry_async() for m in miners], limit)
     return [r if isinstance(r, (Telemetry, HalError)) else HalError(str(r)) for r in results]
 
 
-def poll_all_sync(miners: Sequence[Miner], concurrency: int = DEFAULT_CONCURRENCY,
+def poll_all_sync(miners: Sequence[Miner], concurrency: int | None = None,
                   timeout_s: float = 30.0) -> list[Telemetry | HalError]:
-    return run_sync(lambda: poll_all(miners, concurrency), timeout_s)
+    return run_sync(lambda: poll_all(miners, concurrency), timeout_s, "poll_all")

@@ -20,6 +20,7 @@ gRPC is tried again; control needs gRPC and raises DeviceLost naming its port.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from google.protobuf.message import Message
 from hal.asic import bos_v1_pb2 as pb
 from hal.asic.antminer import cgminer_pools, summary_hashrate
 from hal.asic.base import (
+    LINE_ALLOWANCE_S,
     Miner,
     MinerConfig,
     build_telemetry,
@@ -38,7 +40,7 @@ from hal.asic.base import (
     reply_errors,
     usable,
 )
-from hal.asic.transport import Reply, to_float, to_int
+from hal.asic.transport import Reply, request_slot, to_float, to_int
 from hal.device import (
     AsicBoard,
     AsicTelemetry,
@@ -115,6 +117,7 @@ class _Session:
         refused: str | None = None
         for attempt in range(2):
             token = await self._token(refused)
+            error: HalError | None = None
             try:
                 reply: Message = await self._invoke(path, request, reply_type,
                                                     (("authorization", token),))
@@ -122,7 +125,12 @@ class _Session:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
                     refused = token  # the miner forgot the session: log in again, once
                     continue
-                raise self.miner.error(exc, path.rsplit("/", 1)[-1]) from exc
+                error = self.miner.error(exc, path.rsplit("/", 1)[-1])
+            if error is not None:
+                # Raised outside the except: a gRPC error holds its call, and the call the
+                # channel's connection, which would outlive the channel's close() for as
+                # long as the caller keeps this error (its __context__).
+                raise error
             self.miner.token_used_at = time.monotonic()
             return reply
         raise PermissionDenied(f"{self.miner.id}: Braiins OS session could not be renewed")
@@ -151,6 +159,7 @@ class _Session:
                                   password=miner.config.password or DEFAULT_PASSWORD)
         method = self.channel.unary_unary(_LOGIN, request_serializer=_serialize,
                                           response_deserializer=pb.LoginResponse.FromString)
+        error: HalError | None = None
         try:
             call = method(request, timeout=miner.config.timeout_s)
             reply: pb.LoginResponse = await call
@@ -158,10 +167,13 @@ class _Session:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
                               grpc.StatusCode.PERMISSION_DENIED):
-                raise PermissionDenied(
+                error = PermissionDenied(
                     f"{miner.id}: Braiins OS refused the login of {request.username!r} "
-                    f"(wrong password?): {exc.details()}") from exc
-            raise miner.error(exc, "Login") from exc
+                    f"(wrong password?): {exc.details()}")
+            else:
+                error = miner.error(exc, "Login")
+        if error is not None:
+            raise error  # outside the except, as in call()
         # The token is in the body; older firmware sent it only as a header.
         token = reply.token or (header if isinstance(header, str) else "")
         if not token:
@@ -170,6 +182,13 @@ class _Session:
         miner.token = token
         miner.token_timeout_s = float(reply.timeout_s or 3600)
         miner.token_used_at = time.monotonic()
+
+
+def _running(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _serialize(message: Message) -> bytes:
@@ -200,8 +219,15 @@ class BraiinsMiner(Miner):
         self.token_timeout_s = 0.0
         self.token_used_at = 0.0
         self._grpc_refused_at: float | None = None
-        self._grpc_channel: Any = None  # grpc.aio.Channel, bound to _channel_loop
-        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        # A grpc.aio channel belongs to the event loop it was made on: one per loop this miner
+        # is used on (the agent's for readings, the HAL's I/O loop for blocking controls).
+        self._channels: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._channels_lock = threading.Lock()
+
+    def read_budget_s(self) -> float:
+        """The reads go out at once over one connection: a login and the calls, or the RPC
+        (and the line: see Miner.read_budget_s)."""
+        return self.config.timeout_s * 3 + LINE_ALLOWANCE_S
 
     def token_fresh(self) -> bool:
         idle_s = time.monotonic() - self.token_used_at
@@ -213,39 +239,68 @@ class BraiinsMiner(Miner):
     # --- gRPC -------------------------------------------------------------------------------
     def _channel(self) -> Any:
         """The miner's channel on the running loop: one HTTP/2 connection carries every call
-        of a poll, and is kept between polls while the loop lives (a channel belongs to the
-        loop it was made on)."""
+        of a poll, and is kept between polls while the loop lives."""
         loop = asyncio.get_running_loop()
-        if self._channel_loop is not loop:
-            self._grpc_channel = grpc.aio.insecure_channel(self.grpc_address,
-                                                           options=_CHANNEL_OPTIONS)
-            self._channel_loop = loop
-        return self._grpc_channel
+        with self._channels_lock:
+            for old in [other for other in self._channels if other.is_closed()]:
+                del self._channels[old]  # its loop is gone, and its connection with it
+            channel = self._channels.get(loop)
+            if channel is None:
+                channel = grpc.aio.insecure_channel(self.grpc_address, options=_CHANNEL_OPTIONS)
+                self._channels[loop] = channel
+            return channel
 
     async def _drop_channel(self) -> None:
-        """Forget the channel after a failure: a fresh one connects at once, where the old
-        one would wait out gRPC's reconnect backoff (up to minutes) after the miner is back
-        (the channel's connections are its own: no shared subchannel keeps the backoff)."""
-        channel, self._grpc_channel, self._channel_loop = self._grpc_channel, None, None
+        """Forget this loop's channel after a failure: a fresh one connects at once, where the
+        old one would wait out gRPC's reconnect backoff (up to minutes) after the miner is
+        back (the channel's connections are its own: no shared subchannel keeps the
+        backoff)."""
+        with self._channels_lock:
+            channel = self._channels.pop(asyncio.get_running_loop(), None)
         if channel is not None:
             await channel.close(None)
+
+    def close(self) -> None:
+        """Close every loop's channel, on its own loop."""
+        with self._channels_lock:
+            channels, self._channels = self._channels, {}
+        for loop, channel in channels.items():
+            if loop.is_closed():
+                continue
+            if _running(loop):
+                loop.create_task(channel.close(None))
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(channel.close(None), loop)
 
     async def _with_session(self, calls: Sequence[tuple[str, Message, type[Message]]]
                             ) -> list[Message | HalError]:
         """Run `calls` concurrently on the miner's channel; an error that stops the whole
         miner (unreachable, no answer, refused login) raises, others come back in place."""
         session = _Session(self, self._channel())
-        results = await asyncio.gather(*(session.call(*call) for call in calls),
-                                       return_exceptions=True)
+        try:
+            async with request_slot():
+                results = await asyncio.gather(*(session.call(*call) for call in calls),
+                                               return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cut off at a deadline: the calls are cancelled, and the connection, which may be
+            # to a hung miner, goes with them.
+            await asyncio.shield(self._drop_channel())
+            raise
         for result in results:
-            if isinstance(result, (DeviceLost, Timeout)):
-                await self._drop_channel()
-                raise result
-            if isinstance(result, PermissionDenied):
-                raise result
             if isinstance(result, BaseException) and not isinstance(result, HalError):
                 raise result
-        return [r for r in results if isinstance(r, (Message, HalError))]
+        stop = next((r for r in results if isinstance(r, (DeviceLost, Timeout,
+                                                         PermissionDenied))), None)
+        if stop is None:
+            return [r for r in results if isinstance(r, (Message, HalError))]
+        if isinstance(stop, (DeviceLost, Timeout)):
+            await self._drop_channel()
+        # A fresh error, without the failed calls' tracebacks: their frames hold the gRPC calls,
+        # and a call holds its connection open after the channel's close() for as long as
+        # whoever catches this error keeps it.
+        error = type(stop)(str(stop))
+        del results, stop, session
+        raise error
 
     async def grpc_call(self, path: str, request: Message, reply_type: type[Message]) -> Any:
         """One call (control, info, constraints)."""

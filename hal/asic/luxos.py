@@ -21,6 +21,7 @@ from hal.errors import InvalidArgument, NotSupported, PermissionDenied
 
 class LuxosMiner(Miner):
     family = "luxos"
+    limit_sets_mode = True  # a power limit is the fastest profile under it
     vendor = "Bitmain (LuxOS)"
     data_sources: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "hashrate": ("summary",),

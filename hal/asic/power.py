@@ -6,8 +6,9 @@ what the miner hashes right now, or a standby figure when it hashes nothing (con
 fans idling). Telemetry marks it `PowerSource.ESTIMATED` so nobody mistakes it for a sensor.
 
 Figures: Bitmain's published nameplate specifications (power at the wall and hashrate at 25 °C,
-from the product spec sheets on shop.bitmain.com and the model's user manual); scrypt models
-in W per MH/s, X11 models in W per GH/s, SHA-256d in W per TH/s.
+from the product spec sheets on shop.bitmain.com and the model's user manual). Hashrates are in
+hashes per second of the model's own algorithm (Equihash: solutions per second), never as
+SHA-256d: an E3's 190 MH/s of Ethash is 190e6, not a SHA-256d figure.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Nameplate:
 
 
 TH, GH, MH = 1e12, 1e9, 1e6
+KSOL = 1e3  # Equihash: a thousand solutions per second
 
 # Model name as the firmware's `Type` says it, upper-case -> nameplate (Bitmain spec sheets).
 NAMEPLATES: dict[str, Nameplate] = {
@@ -49,6 +51,8 @@ NAMEPLATES: dict[str, Nameplate] = {
     "ANTMINER L3+": Nameplate("scrypt", 504 * MH, 800.0),
     "ANTMINER L7": Nameplate("scrypt", 9500 * MH, 3425.0),
     "ANTMINER D3": Nameplate("x11", 19.3 * GH, 1350.0),
+    "ANTMINER E3": Nameplate("ethash", 190 * MH, 760.0),
+    "ANTMINER Z11": Nameplate("equihash", 135 * KSOL, 1418.0),
 }
 
 
@@ -62,13 +66,20 @@ def nameplate(model: str) -> Nameplate | None:
     return NAMEPLATES.get(model_key(model))
 
 
-# Model-name prefixes of miners that do not hash SHA-256d (their "GHS" keys count MH/s).
-ALGORITHM_PREFIXES = (("ANTMINER L", "scrypt"), ("ANTMINER D", "x11"), ("HAMMER D", "scrypt"))
+# Model-name prefixes of miners that do not hash SHA-256d (bmminer's "GHS" keys then count
+# another unit: RATE_UNIT_HS).
+ALGORITHM_PREFIXES = (("ANTMINER L", "scrypt"), ("ANTMINER D", "x11"), ("HAMMER D", "scrypt"),
+                      ("ANTMINER E", "ethash"), ("ANTMINER Z", "equihash"))
+
+# What one unit of bmminer's "GHS 5s", "GHS av" and chain_rateN counts, per algorithm, in that
+# algorithm's hashes (solutions) per second: GH/s on SHA-256d miners; the same keys carry MH/s
+# on scrypt (L3+, L7), X11 (D3) and Ethash (E3) miners and kSol/s on Equihash ones (Z11).
+RATE_UNIT_HS = {"sha256d": GH, "scrypt": MH, "x11": MH, "ethash": MH, "equihash": KSOL}
 
 
 def algorithm_of(model: str) -> str:
-    """The algorithm a model hashes: Antminer L* and Hammer D* scrypt, Antminer D* X11, the
-    rest SHA-256d."""
+    """The algorithm a model hashes: Antminer L* and Hammer D* scrypt, Antminer D* X11,
+    Antminer E* Ethash, Antminer Z* Equihash, the rest SHA-256d."""
     plate = nameplate(model)
     if plate is not None:
         return plate.algorithm

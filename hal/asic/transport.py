@@ -9,8 +9,14 @@ Every request is bounded: connect timeout, total read deadline and a reply-size 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
+import os
 import re
+import resource
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +33,6 @@ DEFAULT_PORT = 4028
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
-DEFAULT_CONCURRENCY = 64
 
 MAX_REPAIR_CHARS = 512 * 1024  # real replies are < 100 KB; repair costs ~0.3 s per MB
 
@@ -332,7 +337,12 @@ class RpcClient:
         return f"{self.host}:{self.port}"
 
     async def exchange(self, payload: bytes) -> bytes:
-        """Send `payload`, read until EOF or the trailing NUL, within the deadline."""
+        """Send `payload`, read until EOF or the trailing NUL, within the deadline (counted
+        from when the request may start: see `request_slot`)."""
+        async with request_slot():
+            return await self._exchange(payload)
+
+    async def _exchange(self, payload: bytes) -> bytes:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         connect_s = min(self.connect_timeout_s, self.timeout_s)
@@ -437,6 +447,113 @@ class RpcClient:
             data, raw = await self.request_raw(command)
             results[command] = Reply(command, data, raw, self.address)
         return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Request pacing: requests start as fast as an event loop (and the miners) can serve them,
+# never held by a hung miner.
+#
+# Started all at once, thousands of requests share one core: each waits for all the others'
+# parsing, so every one of them runs past its timeout and a healthy fleet reads as dead. At most
+# YOUNG_REQUESTS per event loop are young; a request holds its place until it ends or grows old,
+# whichever comes first, so a hung miner holds one for a moment and then waits out its deadline
+# holding nothing. "Old" follows how long requests take now, like a TCP retransmission timer:
+# four times the recent average of answered requests, within YOUTH_S; on a loaded machine
+# answers come later and requests stay young longer, so the line does not open to everyone at
+# once just when it matters. A request's timeout starts when it gets its place. Controls (and
+# the reads that decide them) skip the line: `as_control()`.
+
+YOUNG_REQUESTS = 64
+YOUTH_S = (0.1, 2.0)  # bounds of how long a request stays young
+_YOUTH_FACTOR = 4.0
+_EWMA_WEIGHT = 0.05
+
+_control: contextvars.ContextVar[bool] = contextvars.ContextVar("hal_asic_control",
+                                                                  default=False)
+
+
+class _Pace:
+    """One event loop's line: its places and how long its answered requests take."""
+
+    def __init__(self) -> None:
+        self.places = asyncio.Semaphore(YOUNG_REQUESTS)
+        self.typical_s = YOUTH_S[0] / _YOUTH_FACTOR
+
+    def youth_s(self) -> float:
+        return min(YOUTH_S[1], max(YOUTH_S[0], _YOUTH_FACTOR * self.typical_s))
+
+    def answered(self, took_s: float) -> None:
+        self.typical_s += _EWMA_WEIGHT * (took_s - self.typical_s)
+
+
+_paces: dict[asyncio.AbstractEventLoop, _Pace] = {}
+_paces_lock = threading.Lock()
+
+
+def _pace(loop: asyncio.AbstractEventLoop) -> _Pace:
+    with _paces_lock:
+        pace = _paces.get(loop)
+        if pace is None:
+            for old in [other for other in _paces if other.is_closed()]:
+                del _paces[old]
+            pace = _paces[loop] = _Pace()
+        return pace
+
+
+class _Place:
+    __slots__ = ("held", "semaphore")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = True
+
+    def give_up(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
+
+
+@contextlib.asynccontextmanager
+async def request_slot() -> AsyncIterator[None]:
+    """A place among the young requests of this event loop (see above); none for controls."""
+    if _control.get():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    pace = _pace(loop)
+    await pace.places.acquire()
+    place = _Place(pace.places)
+    began = loop.time()
+    aging = loop.call_later(pace.youth_s(), place.give_up)
+    try:
+        yield
+        pace.answered(loop.time() - began)
+    finally:
+        aging.cancel()
+        place.give_up()
+
+
+@contextlib.contextmanager
+def as_control() -> Iterator[None]:
+    """Within this block (and the tasks it starts), requests skip the pacing line."""
+    token = _control.set(True)
+    try:
+        yield
+    finally:
+        _control.reset(token)
+
+
+def fd_headroom(reserve: int = 64) -> int:
+    """File descriptors this process may still open: its soft RLIMIT_NOFILE less those open
+    now and `reserve` (for everything else the process does)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no procfs: assume the usual few
+        used = 16
+    return max(0, soft - used - reserve)
 
 
 async def gather_bounded(coros: list[Any], concurrency: int) -> list[Any]:

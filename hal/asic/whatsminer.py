@@ -224,6 +224,25 @@ class WhatsminerMiner(Miner):
             raise InvalidArgument(f"{self.id}: Whatsminer power modes are {sorted(POWER_MODES)}")
         await self.privileged({"cmd": POWER_MODES[mode]})
 
+    async def async_power_mode(self) -> str | None:
+        return self.parse_power_mode(await self.fetch(["summary", "status"]))
+
+    @classmethod
+    def parse_power_mode(cls, replies: Mapping[str, Reply]) -> str | None:
+        """The mode in force: summary's "Power Mode" ("Low", "Normal", "High"), else status's
+        "power_mode" ("low"); None where neither names one of POWER_MODES."""
+        summary = usable(replies, "summary")
+        status = usable(replies, "status")
+        named: list[object] = [r.get("Power Mode") for r in
+                               (summary.section("SUMMARY") if summary is not None else [])]
+        if status is not None and isinstance(status.data.get("Msg"), dict):
+            named.append(status.data["Msg"].get("power_mode"))
+        for name in named:
+            mode = str(name or "").strip().lower()
+            if mode in POWER_MODES:
+                return mode
+        return None
+
     async def async_switch_pool(self, index: int) -> None:
         await self.privileged({"cmd": "switch_pool", "pool_id": index})
 

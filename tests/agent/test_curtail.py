@@ -54,6 +54,11 @@ def build_rig(tmp: Path, pool: PoolThread, fleet: SimFleet, order: list[str] | N
         + "[inference.profiles.busy]\n"
         f'argv = ["{sys.executable}", "{FAKE}", "--port", "{{port}}", "--gpu-load", "80"]\n'
         'devices = ["gpu"]\ngrace_s = 2.0\n'
+        # the same, 2 s to finish its requests once told to stop (a switch away drains it)
+        + "[inference.profiles.slow-stop]\n"
+        f'argv = ["{sys.executable}", "{FAKE}", "--port", "{{port}}", "--gpu-load", "80", '
+        f'"--term-takes", "2", "--done-file", "{tmp}/slow-stop.done"]\n'
+        'devices = ["gpu"]\ngrace_s = 5.0\n'
     )
     settings: dict[str, dict[str, object]] = {
         "pool": {"urls": [f"stratum+tcp://127.0.0.1:{pool.port}"], "user": "curtail.test"},

@@ -18,6 +18,7 @@ import pytest
 
 from agent.demo.pool import PoolThread
 from hal.sim.asic import SimFleet
+from hal.sim.asic.server import Fault
 from rigapi import pb
 from tests.agent.test_curtail import (
     Rig,
@@ -101,12 +102,18 @@ def test_curtail_right_after_a_restore_sheds_the_miners_still_waking(
 
 
 def test_a_switch_admitted_before_a_curtail_waits_for_it_to_end(rig: Rig) -> None:
-    """GPU 1 serves inference; a switch to hashing is admitted; a Curtail follows before the
-    worker starts: the switch waits at its start while the curtailment holds (its operation says
-    so), the rig stays below target, and the switch completes once the curtailment ends."""
+    """GPU 1 serves inference from a runtime that takes 2 s to finish its requests; a switch
+    to hashing is admitted; a Curtail follows while it drains, before the worker starts: the
+    switch waits at its start while the curtailment holds (its operation says so), the rig stays
+    below target, and the switch completes once the curtailment ends."""
     before = state(rig)
     gpu = rig.gpus[1]
     stub = rig.rigd.stub()
+    slow = follow(rig, stub.SetWorkload(pb.SetWorkloadRequest(
+        device_ids=[gpu], workload=pb.Workload(kind=pb.WORKLOAD_KIND_INFERENCE,
+                                               inference=pb.InferenceSpec(profile="slow-stop"))),
+        timeout=10).operation.operation_id)
+    assert slow.state == pb.OPERATION_STATE_SUCCEEDED, slow.error
     switch = stub.SetWorkload(pb.SetWorkloadRequest(
         device_ids=[gpu], workload=pb.Workload(kind=pb.WORKLOAD_KIND_HASHING)),
         timeout=10).operation
@@ -180,4 +187,31 @@ def test_a_confirmed_curtailment_is_confirmed_after_a_crash(rig: Rig) -> None:
     assert after.below_target_after_s == pytest.approx(confirmed.below_target_after_s)
     holds(rig, target, time.monotonic() + RAMP_S + 1.0)
     assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
+    restored(rig, before)
+
+
+def test_a_miner_that_accepts_sleep_and_ignores_it_is_found_out(rig: Rig) -> None:
+    """The LuxOS miner answers every command as done and changes nothing (Fault.IGNORE): its
+    sleep is sent again after curtail.verify_s, then counted failed with what its own reading
+    showed, and the plan sheds elsewhere; the operation says what it was asked and what it did."""
+    before = state(rig)
+    luxos_sim, luxos = rig.fleet.miners[1], rig.asics[1]
+    luxos_sim.fault = Fault.IGNORE
+    try:
+        target = floor_target(rig)
+        op = follow(rig, ask_curtail(rig, target, deadline_s=10).operation_id)
+        said = [p.detail for p in op.phases if p.device_id == luxos]
+        assert any("sent again" in d for d in said), said
+        assert any("accepted but never took effect" in d and "mining" in d for d in said), said
+        readings, power = telemetry(rig)
+        assert readings[luxos].asic.is_mining, "it really ignored the sleep"
+        shed = {p.device_id for p in op.phases if p.device_id and p.device_id != luxos}
+        assert rig.gpus[1] in shed, "the plan shed elsewhere, down to inference"
+        c = curtailment(rig)
+        assert c is not None
+        if power.total_w > target:
+            assert c.state == "target_not_met" and luxos in op.error and "no effect" in op.error
+        assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
+    finally:
+        luxos_sim.fault = Fault.NONE
     restored(rig, before)

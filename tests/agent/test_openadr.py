@@ -283,6 +283,21 @@ def follows(rig: Rig, target_w: float, what: str, watch_s: float = 3.0,
     return c
 
 
+def test_a_target_rigd_refuses_is_opted_out_of(rig: Rig) -> None:
+    """A LOAD_DISPATCH delta deeper than the rig draws gives a target below zero: rigd refuses
+    it, and the utility hears optOut with rigd's reason instead of keeping an optIn for an event
+    the rig will not follow."""
+    before = settled(rig)
+    rig.vtn.add_event("too-deep-1", "LOAD_DISPATCH", "delta", -(rig_w(rig) + 2000.0),
+                      duration_s=600)
+    answer = wait_for(lambda: (a := rig.vtn.answer("too-deep-1")) is not None
+                      and a["opt_type"] == "optOut" and a, "the VEN's optOut", 30)
+    assert "rigd refused the target" in answer["response_description"]
+    assert curtailment(rig) is None, "nothing is curtailed for it"
+    rig.vtn.cancel("too-deep-1")
+    back_as(rig, before)
+
+
 def test_an_event_modified_to_a_higher_then_a_lower_target_is_followed(rig: Rig) -> None:
     """Level 3 (the lowest target), then 1 (gives load back: the miners woken are counted at
     what they will draw, so the new curtailment holds as they wake), then 3 again."""

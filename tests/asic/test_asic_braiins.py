@@ -132,6 +132,30 @@ def test_sleep_is_pause_and_wake_resumes(sim_fleet: Any) -> None:
         "PauseMining", "Restart", "PauseMining", "ResumeMining"]
 
 
+def _wait_hashrate(miner: BraiinsMiner, hashing: bool) -> None:
+    deadline = time.monotonic() + 10
+    while ((miner.telemetry().hashrate_hs or 0) > 0) is not hashing:
+        assert time.monotonic() < deadline, f"hashing never became {hashing}"
+        time.sleep(0.05)
+
+
+def test_every_sleep_pauses_again_after_a_wake(sim_fleet: Any) -> None:
+    """Issue 19: the simulator answered an empty PauseMining from its read cache after the
+    first wake, so every later sleep "succeeded" and changed nothing."""
+    fleet = sim_fleet()
+    sim = fleet.miners[0]
+    miner = _braiins(fleet)
+    full = miner.telemetry().power_w
+    for _round in range(3):
+        miner.sleep()
+        asleep = miner.telemetry()
+        assert sim.paused and asleep.hashrate_hs == 0 and asleep.power_w == 30
+        miner.wake()
+        _wait_hashrate(miner, True)
+        assert miner.telemetry().power_w == full
+    assert sim.grpc_calls.count("PauseMining") == 3
+
+
 def test_wrong_password_is_refused_and_changes_nothing(sim_fleet: Any) -> None:
     fleet = sim_fleet()
     miner = _braiins(fleet, password="not-root")

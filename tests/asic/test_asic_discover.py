@@ -49,6 +49,19 @@ def test_identification_from_replies(fleet_factory) -> None:
     assert found == ["antminer", "luxos", "whatsminer", "avalon", "cgminer", "whatsminer_v3"]
 
 
+def test_identification_asks_more_only_where_the_first_round_names_no_family(
+        fleet_factory) -> None:
+    """`version` names most firmware: the other probes (a connection each, the cost of
+    identifying thousands) go only to a miner it does not name (Whatsminer v2)."""
+    fleet = fleet_factory(["luxos", "avalon", "braiins", "whatsminer"])
+    for sim in fleet.miners:
+        asyncio.run(identify(sim.host, sim.port, timeout_s=2))
+    luxos, avalon, braiins, whatsminer = (set(sim.requests) for sim in fleet.miners)
+    for asked in (luxos, avalon, braiins):
+        assert "version" in asked and not {"devdetails", "get_version"} & asked
+    assert "version" in whatsminer and {"devdetails", "get_version"} & whatsminer
+
+
 def test_whatsminer_api_v3_reads_over_framed_tcp(fleet_factory) -> None:
     fleet = fleet_factory(["whatsminer_v3"])
     (miner,) = hal.asic.discover({"miners": fleet.addresses, "simulated": True})
@@ -185,38 +198,36 @@ def test_unreachable_subnet_hosts_are_not_listed() -> None:
     assert hal.asic.discover({"subnets": ["127.0.0.250/31"], "port": 9, "timeout_s": 0.3}) == []
 
 
+@pytest.mark.processes  # a fleet of 1,000 simulated miners in a process of its own
 def test_hung_miners_do_not_hide_the_healthy_ones() -> None:
-    """1,000 listed miners, 100 of them hung (they accept and never answer): every healthy one
-    is identified, and discovery ends within one identify timeout plus a margin."""
+    """1,000 listed miners, 100 of them hung (they accept and never answer), simulated in a
+    process of their own: every healthy one is identified, and discovery returns by one
+    identify timeout plus 0.5 s (bench/asic.py prints the figure; the bound here is a safety
+    net for two busy shared cores)."""
     from hal.asic import UnidentifiedMiner
+    from hal.sim.asic.fleet import fleet_process
 
-    # 900 healthy miners' four probes each (3,600 connections) are answered by one simulator
-    # process on one shared core: 3 s leaves room for a busy machine.
-    timeout_s = 3.0
+    timeout_s = 5.0  # 3 s is the default; the cores here are shared with other work
     families = ["cgminer", "luxos", "avalon", "antminer", "whatsminer"]
-    fleet = SimFleet.of([families[i % len(families)] for i in range(1000)],
-                        warmup_s=0.1).start()
-    try:
-        hung = set(range(5, 1000, 10))
-        for index in hung:
-            fleet.set_fault(index, Fault.HANG)
-        options = {"miners": [m.address for m in fleet.miners], "timeout_s": timeout_s}
+    with fleet_process(1000, families, faults=["hang:10%"], warmup_s=0.1) as fleet:
+        hung = set(fleet.faults)
+        assert len(hung) == 100
+        addresses = [m["address"] for m in fleet.options["miners"]]
+        options = {"miners": addresses, "timeout_s": timeout_s}
         start = time.monotonic()
         devices = hal.asic.discover(options)
         elapsed = time.monotonic() - start
-        assert len(devices) == 1000
-        for index, device in enumerate(devices):
-            if index in hung:
-                assert isinstance(device, UnidentifiedMiner)
-                assert device.health().reason == (
-                    f"not identified: no answer on {fleet.addresses[index]} within 3 s")
-            else:
-                assert isinstance(device, Miner), (index, device.health())
-                assert type(device).family == families[index % len(families)]
-        # One timeout for the hung ones (all in flight at once) plus a margin for 2 busy cores.
-        assert elapsed < timeout_s + 8.0
-    finally:
-        fleet.stop()
+    print(f"discover: 1,000 miners, 100 hung: {elapsed:.2f} s (identify timeout {timeout_s:g} s)")
+    assert len(devices) == 1000
+    for index, device in enumerate(devices):
+        if index in hung:
+            assert isinstance(device, UnidentifiedMiner)
+            assert device.health().reason == (
+                f"not identified: no answer on {addresses[index]} within 5 s")
+        else:
+            assert isinstance(device, Miner), (index, device.health())
+            assert type(device).family == families[index % len(families)]
+    assert elapsed < timeout_s + 3.0  # target timeout + 0.5 s; generous for shared cores
 
 
 def test_check_options_names_the_key() -> None:

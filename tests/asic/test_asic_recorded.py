@@ -51,7 +51,7 @@ def test_3_avalon_1047_hashrate_from_ghsavg() -> None:
     assert t.asic is not None
     assert [b.hashrate_hs for b in t.asic.boards] == pytest.approx(
         [12210.42e9, 12150.87e9, 12169.98e9])
-    assert t.power_w == 2284  # last PS field
+    assert t.power_w == 2284  # 5th of the six PS fields (the 6th is a voltage)
     assert t.power_limit_w == 2550  # MPO
     assert t.asic.env_temp_c == 30  # Temp
     assert [b.chips for b in t.asic.boards] == [120, 120, 120]  # TA[360] over 3 boards

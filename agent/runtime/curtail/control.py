@@ -676,7 +676,7 @@ class Curtailer:
                     done.append(f"{mode} mode")
                 case ActionKind.ASIC_LIMIT if device_id not in self.power.pending \
                         and before is not None:  # (an operator's pending limit: below)
-                    if before.asic_mode:  # the firmware's own setting: its named profile
+                    if before.asic_mode and device.limit_sets_mode:  # its named profile
                         await self.power.write(device, device.set_power_mode, before.asic_mode)
                         done.append(f"{before.asic_mode} profile")
                     elif before.asic_limit_w is not None:

@@ -2,6 +2,9 @@
 
 One class per family (AntminerSim, LuxosSim, WhatsminerSim, AvalonSim, BraiinsSim, CgminerSim), a
 `SimFleet` that runs many in one background loop, and `start_demo_fleet()` for the demo rig.
+Each can fail as real miners do (`Fault`: hang, refuse, slow, ignore commands, malformed
+replies); `hal.sim.asic.fleet.fleet_process(count, families, faults=["hang:10%"])` runs a fleet
+with such faults in a process of its own (for benches and tests).
 """
 
 from hal.sim.asic.antminer import AntminerSim

@@ -84,13 +84,16 @@ class AntminerSim(FirmwareServer):
         if self._web is not None:
             self.requested_web_port = self.web_port
             self._web.close()
+        await super().stop()  # ends the connections' tasks, the web port's too
+        if self._web is not None:
             await self._web.wait_closed()
             self._web = None
-        await super().stop()
 
     @property
     def web_port(self) -> int:
         if self._web is None:
+            if self.requested_web_port:
+                return self.requested_web_port  # stopped (refusing): the port it binds again
             raise RuntimeError("server not started")
         return int(self._web.sockets[0].getsockname()[1])
 
@@ -115,26 +118,38 @@ class AntminerSim(FirmwareServer):
 
     # --- web CGI ---------------------------------------------------------------------------
     async def _on_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # stop() ends it (a hung one waits on its client)
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = ([*lines[0].split(" "), "", "", ""])[:3]
-            headers = {k.strip().lower(): v.strip()
-                       for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-            length = int(headers.get("content-length", "0") or 0)
-            body = await reader.readexactly(min(length, 1 << 20)) if length else b""
-            status, payload, extra = self.handle_http(method, path, headers, body)
-            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
-            out = [f"HTTP/1.1 {status} {reason.get(status, 'OK')}",
-                   "Content-Type: application/json", f"Content-Length: {len(payload)}",
-                   "Connection: close", *extra]
-            writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + payload)
-            await writer.drain()
+            with self.track():
+                await self._serve_http(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 TimeoutError, ValueError):
             pass
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             writer.close()
+
+    async def _serve_http(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = ([*lines[0].split(" "), "", "", ""])[:3]
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        length = int(headers.get("content-length", "0") or 0)
+        body = await reader.readexactly(min(length, 1 << 20)) if length else b""
+        await self.hang(reader)
+        status, payload, extra = self.handle_http(method, path, headers, body)
+        await self.delay()
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+        out = [f"HTTP/1.1 {status} {reason.get(status, 'OK')}",
+               "Content-Type: application/json", f"Content-Length: {len(payload)}",
+               "Connection: close", *extra]
+        writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + payload)
+        await writer.drain()
 
     def _authorised(self, method: str, headers: dict[str, str]) -> bool:
         header = headers.get("authorization", "")
@@ -170,6 +185,8 @@ class AntminerSim(FirmwareServer):
                 # The firmware writes what it gets: a partial body would wipe the pools.
                 return 200, b'{"stats":"error","code":"M002","msg":"pools missing"}', []
             self.posted.append(conf)
+            if self.ignores_commands:  # Fault.IGNORE: "success", and nothing changes
+                return 200, b'{"stats":"success","code":"M000","msg":"OK!"}', []
             mode = int(conf.get("miner-mode", 0))
             # The firmware keeps its own fields and reports the mode it now runs in.
             self.miner_conf = {**self.miner_conf, **conf, "bitmain-work-mode": str(mode)}

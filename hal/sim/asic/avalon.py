@@ -85,14 +85,18 @@ class AvalonSim(FirmwareServer):
         if args[0] != "0":
             return json.dumps({"STATUS": [{"STATUS": "E", "Code": 120, "Msg":
                                            f"Invalid ASC id {args[0]}"}], "id": 1}).encode()
+        ignored = self.ignores_commands  # Fault.IGNORE: the firmware's answer, nothing done
         if action == "softoff":
-            self.state.sleep()
+            if not ignored:
+                self.state.sleep()
             return load_capture(f"{ASCSET}/ascset_softoff.json")
         if action == "softon":
-            self.state.wake()
+            if not ignored:
+                self.state.wake()
             return load_capture(f"{ASCSET}/ascset_softon.json")
         if action == "worklevel" and len(args) >= 4 and args[2] == "set":
-            self.work_level = int(args[3])
+            if not ignored:
+                self.work_level = int(args[3])
             return load_capture(f"{ASCSET}/ascset_workmode.json")
         if action == "reboot":
             self.state.sleeping = True

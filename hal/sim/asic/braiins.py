@@ -152,14 +152,16 @@ class BraiinsSim(FirmwareServer):
     @property
     def grpc_port(self) -> int:
         if self._grpc is None:
+            if self.requested_grpc_port and self.grpc_enabled:
+                return self.requested_grpc_port  # stopped (refusing): the port it binds again
             raise RuntimeError("gRPC not started")
         return self._grpc_port
 
     def discover_entry(self) -> dict[str, Any]:
         entry = {**super().discover_entry(), "username": self.username,
                  "password": self.password}
-        if self._grpc is not None:
-            entry["grpc_port"] = self._grpc_port
+        if self._grpc is not None or (self.requested_grpc_port and self.grpc_enabled):
+            entry["grpc_port"] = self.grpc_port
         return entry
 
     def expire_sessions(self) -> None:
@@ -426,6 +428,9 @@ class _Handlers(grpc.GenericRpcHandler):
 
     def __init__(self, sim: BraiinsSim) -> None:
         self.sim = sim
+        # Reads answer from the miner's state, so a rendered reply may be remembered under
+        # that state; actions change the state and run on every call (an empty PauseMining
+        # looks like a read, but answering it from the cache would skip the pause).
         reads: dict[str, Handler] = {
             "MinerService/GetMinerDetails": sim.miner_details,
             "MinerService/GetMinerStats": sim.miner_stats,
@@ -437,13 +442,16 @@ class _Handlers(grpc.GenericRpcHandler):
             "ConfigurationService/GetMinerConfiguration": sim.configuration,
             "PoolService/GetPoolGroups": sim.pool_groups,
             "ActionsService/GetLocateDeviceStatus": sim.locate_status,
+        }
+        actions: dict[str, Handler] = {
             "ActionsService/SetLocateDeviceStatus": self._locate,
             "ActionsService/PauseMining": self._pause,
             "ActionsService/ResumeMining": self._resume,
             "ActionsService/Restart": self._restart,
             "ActionsService/Reboot": self._reboot,
         }
-        self.authorised = {f"/braiins.bos.v1.{name}": fn for name, fn in reads.items()}
+        self.reads = {f"/braiins.bos.v1.{name}": fn for name, fn in reads.items()}
+        self.actions = {f"/braiins.bos.v1.{name}": fn for name, fn in actions.items()}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails
                 ) -> grpc.RpcMethodHandler | None:
@@ -454,28 +462,40 @@ class _Handlers(grpc.GenericRpcHandler):
             return grpc.unary_unary_rpc_method_handler(self._api_version)
         if method == "/braiins.bos.v1.PerformanceService/SetPowerTarget":
             return grpc.unary_unary_rpc_method_handler(self._set_power_target)
-        if method in self.authorised:
+        if method in self.reads:
             return grpc.unary_unary_rpc_method_handler(functools.partial(self._read, method))
+        if method in self.actions:
+            return grpc.unary_unary_rpc_method_handler(functools.partial(self._act, method))
         self.sim.refused.append(method)
         return None  # grpc answers UNIMPLEMENTED
 
     async def _check(self, method: str, context: Any) -> None:
-        """Count the call; abort it UNAUTHENTICATED without a live token."""
+        """Count the call; hang it if the miner hangs; abort it UNAUTHENTICATED without a
+        live token."""
         self.sim.grpc_calls.append(method.rsplit("/", 1)[-1])
+        await self.sim.hang(rpc_context=context)
         token = dict(context.invocation_metadata() or ()).get("authorization")
         if not self.sim.authorised(token if isinstance(token, str) else None):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
 
     async def _read(self, method: str, request: bytes, context: Any) -> bytes:
         await self._check(method, context)
-        if request:  # a request with fields (SetLocateDeviceStatus) is never remembered
-            return self.authorised[method](w.decode(request))
-        return self.sim.rendered((method, *self.sim.state_key(method)),
-                                 lambda: self.authorised[method]({}))
+        reply = self.sim.rendered((method, *self.sim.state_key(method)),
+                                  lambda: self.reads[method](w.decode(request)))
+        await self.sim.delay()
+        return reply
+
+    async def _act(self, method: str, request: bytes, context: Any) -> bytes:
+        await self._check(method, context)
+        reply = self.actions[method](w.decode(request))
+        await self.sim.delay()
+        return reply
 
     async def _login(self, request: bytes, context: Any) -> bytes:
         self.sim.grpc_calls.append("Login")
+        await self.sim.hang(rpc_context=context)
         result = self.sim.login(w.decode(request))
+        await self.sim.delay()
         if result is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Invalid username or password")
             raise AssertionError("unreachable")
@@ -483,8 +503,10 @@ class _Handlers(grpc.GenericRpcHandler):
         await context.send_initial_metadata((("authorization", token),))
         return body
 
-    async def _api_version(self, request: bytes, _context: Any) -> bytes:
+    async def _api_version(self, request: bytes, context: Any) -> bytes:
         self.sim.grpc_calls.append("GetApiVersion")
+        await self.sim.hang(rpc_context=context)
+        await self.sim.delay()
         return self.sim.api_version(w.decode(request))
 
     async def _set_power_target(self, request: bytes, context: Any) -> bytes:
@@ -496,7 +518,9 @@ class _Handlers(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"Power target {watts} W is out of range "
                                 f"{CONSTRAINT_MIN_W}-{CONSTRAINT_MAX_W} W")
-        self.sim.apply_power_target(watts, int(w.first(fields, 1, 0)))
+        if not self.sim.ignores_commands:  # Fault.IGNORE: answered as set, nothing changes
+            self.sim.apply_power_target(watts, int(w.first(fields, 1, 0)))
+        await self.sim.delay()
         return w.message(1, _power(watts))
 
     def _locate(self, request: w.Fields) -> bytes:
@@ -505,12 +529,14 @@ class _Handlers(grpc.GenericRpcHandler):
 
     def _pause(self, _request: w.Fields) -> bytes:
         already = self.sim.paused
-        self.sim.state.sleep()
+        if not self.sim.ignores_commands:
+            self.sim.state.sleep()
         return w.uint(1, already)
 
     def _resume(self, _request: w.Fields) -> bytes:
         already = not self.sim.paused
-        self.sim.state.wake()
+        if not self.sim.ignores_commands:
+            self.sim.state.wake()
         return w.uint(1, already)
 
     def _restart(self, _request: w.Fields) -> bytes:

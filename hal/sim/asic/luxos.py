@@ -152,6 +152,8 @@ class LuxosSim(FirmwareServer):
             return self._err(45, f"{command} refused: miner busy")
         if command == "curtail":
             mode = args[0] if args else ""
+            if self.ignores_commands and mode in ("sleep", "wakeup"):
+                return self._ok(354, f"Curtail {mode}")  # Fault.IGNORE: nothing happens
             if mode == "sleep":
                 self.state.sleep()
             elif mode == "wakeup":
@@ -163,6 +165,8 @@ class LuxosSim(FirmwareServer):
             name = args[0] if args else ""
             if name not in self.profiles:
                 return self._err(341, f"Invalid profile '{name}'")
+            if self.ignores_commands:
+                return self._ok(340, f"Profile set to {name}")  # Fault.IGNORE
             self.profile = name
             base_watts = self.profiles[self.base_profile][0]
             ratio = self.profiles[name][0] / base_watts

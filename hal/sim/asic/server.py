@@ -3,12 +3,17 @@
 Captures are static, so state (sleep, warm-up, power target) is applied by rewriting the
 relevant numeric fields of the capture text at serve time (`rewrite_numbers`): the bytes are
 otherwise exactly what the real firmware sent. Replies get cgminer's trailing NUL unless the
-family (Whatsminer) does not send one. Faults are injected per server on demand.
+family (Whatsminer) does not send one. Faults are injected per server on demand (`Fault`):
+the malformed replies real firmware sends, and the ways a miner fails a fleet: it hangs
+(accepts the connection, never answers), refuses (nothing listens), answers slowly, or
+accepts a control command and does nothing. Hang and slow apply to every port the miner
+serves (RPC, and the web CGI or gRPC API where the family has one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import itertools
@@ -18,7 +23,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +34,10 @@ LOOPBACK = "127.0.0.1"
 
 class Fault(enum.StrEnum):
     NONE = "none"
-    HANG = "hang"  # accept, read the request, never answer
+    HANG = "hang"  # accept, read the request, never answer (closing when the client does)
+    REFUSE = "refuse"  # nothing listens: connection refused (apply_fault closes the ports)
+    SLOW = "slow"  # answer every request after `slow_s` seconds
+    IGNORE = "ignore"  # answer success to sleep/wake/power-limit/mode commands, change nothing
     RESET = "reset"  # answer with a TCP RST
     HALF = "half"  # write half the reply, then close
     HUGE = "huge"  # a 10 MB reply
@@ -248,6 +256,8 @@ class FirmwareServer:
         self.requested_port = port
         self.warmup_s = warmup_s
         self.fault = Fault.NONE
+        self.slow_s = 0.0  # the delay of Fault.SLOW
+        self.open_connections = 0  # client connections open now, on every port (for tests)
         self.requests: list[str] = []
         self.refused: list[str] = []  # commands answered "invalid command", for tests
         self._rendered: dict[tuple[Any, ...], bytes] = {}
@@ -273,11 +283,66 @@ class FirmwareServer:
             self._server = None
 
     @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    @property
     def port(self) -> int:
+        """The RPC port; while stopped (refusing), the one it had and binds again."""
         if self._server is None:
+            if self.requested_port:
+                return self.requested_port
             raise RuntimeError("server not started")
         sockname: tuple[Any, ...] = self._server.sockets[0].getsockname()
         return int(sockname[1])
+
+    async def apply_fault(self, fault: Fault, slow_s: float | None = None) -> None:
+        """Set the fault; REFUSE closes every port (a later fault opens them again)."""
+        before = self.fault
+        self.fault = fault
+        if slow_s is not None:
+            self.slow_s = slow_s
+        if fault is Fault.REFUSE and self.listening:
+            await self.stop()
+        elif before is Fault.REFUSE and fault is not Fault.REFUSE and not self.listening:
+            await self.start()
+
+    @property
+    def ignores_commands(self) -> bool:
+        """Fault.IGNORE: a control command is answered as done and changes nothing."""
+        return self.fault is Fault.IGNORE
+
+    async def hang(self, reader: asyncio.StreamReader | None = None,
+                   rpc_context: Any = None) -> None:
+        """Fault.HANG, before a request is looked at: wait until the client gives up (its
+        end of the connection closes, or its gRPC call ends), so a hung miner holds no
+        socket longer than the client does, and never answers."""
+        if self.fault is not Fault.HANG:
+            return
+        if reader is not None:
+            while await reader.read(4096):
+                pass
+            raise ConnectionResetError("the client gave up on a hung miner")
+        ended = asyncio.Event()
+        if rpc_context is not None:
+            rpc_context.add_done_callback(lambda _context: ended.set())
+        await ended.wait()
+        raise ConnectionResetError("the client gave up on a hung miner")
+
+    async def delay(self) -> None:
+        """Fault.SLOW, between a reply and its sending: the answer is the miner's state when
+        the request came, arriving `slow_s` later."""
+        if self.fault is Fault.SLOW:
+            await asyncio.sleep(self.slow_s)
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count a client connection as open while the block runs."""
+        self.open_connections += 1
+        try:
+            yield
+        finally:
+            self.open_connections -= 1
 
     @property
     def address(self) -> str:
@@ -294,10 +359,12 @@ class FirmwareServer:
         if task is not None:
             self._tasks.add(task)
         try:
-            request = await self._read_request(reader)
-            if request is None:
-                return
-            await self._answer(request, writer)
+            with self.track():
+                request = await self._read_request(reader)
+                if request is None:
+                    return
+                await self.hang(reader)
+                await self._answer(request, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
@@ -325,9 +392,6 @@ class FirmwareServer:
 
     async def _answer(self, request: bytes, writer: asyncio.StreamWriter) -> None:
         fault = self.fault
-        if fault is Fault.HANG:
-            await asyncio.sleep(3600)
-            return
         if fault is Fault.RESET:
             sock = writer.get_extra_info("socket")
             if sock is not None:
@@ -349,6 +413,7 @@ class FirmwareServer:
             return
         reply = self.dispatch(request)
         reply = apply_quirk(reply, fault)
+        await self.delay()
         if fault is Fault.HALF:
             writer.write(reply[: len(reply) // 2])
             await writer.drain()

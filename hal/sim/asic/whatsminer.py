@@ -40,6 +40,9 @@ CAPTURES = "whatsminer_api_v2_asicrs"
 _READS = {"summary", "devs", "pools", "get_version", "get_psu", "status", "get_miner_info",
           "get_error_code"}
 MH = 1e6
+# The control commands Fault.IGNORE answers as done without doing them.
+_CONTROLS = frozenset({"power_off", "power_on", "adjust_power_limit", "set_low_power",
+                       "set_normal_power", "set_high_power"})
 _WINDOWS = ("MHS av", "MHS 5s", "MHS 1m", "MHS 5m", "MHS 15m")  # summary and each devs record
 
 
@@ -105,6 +108,8 @@ class WhatsminerSim(FirmwareServer):
         self.salt = "BQ5hoXV9"
         self._tokens: dict[str, tuple[bytes, float]] = {}  # sign -> (aes key, expiry)
         self.active_pool = 0
+        # set_low/normal/high_power; summary "Power Mode" and status "power_mode" say it.
+        self.power_mode = "normal"
         self._texts = {"summary": _with_windows("summary", "SUMMARY"),
                        "devs": _with_windows("devs", "DEVS")}
         boards = json.loads(self._texts["devs"])["DEVS"]
@@ -165,6 +170,8 @@ class WhatsminerSim(FirmwareServer):
 
     def _write(self, command: dict[str, Any]) -> bytes:
         name = command.get("cmd")
+        if self.ignores_commands and name in _CONTROLS:
+            return _plain("S", 131, "API command OK")  # Fault.IGNORE: nothing happens
         if name == "power_off":
             self.state.sleep()
         elif name == "power_on":
@@ -182,6 +189,7 @@ class WhatsminerSim(FirmwareServer):
         elif name in ("set_low_power", "set_normal_power", "set_high_power"):
             share = {"set_low_power": 0.8, "set_normal_power": 1.0, "set_high_power": 1.1}[name]
             self.state.set_target(self.state.nominal_power_w * share)
+            self.power_mode = name.split("_")[1]
         elif name == "switch_pool":
             self.active_pool = int(command.get("pool_id", 0))
         elif name in ("restart_btminer", "reboot"):
@@ -197,7 +205,7 @@ class WhatsminerSim(FirmwareServer):
         if command not in _READS:
             return None
         key = (command, self.state.hash_factor, self.state.power_w(), self.state.sleeping,
-               self.power_limit_w)
+               self.power_limit_w, self.power_mode)
         return self.rendered(key, lambda: self._render(command))
 
     def _render(self, command: str) -> str:
@@ -209,11 +217,13 @@ class WhatsminerSim(FirmwareServer):
             text = set_numbers(text, {"Power": power, "Power Limit": limit,
                                       **dict.fromkeys(("HS RT", *_WINDOWS),
                                                       self.rate.total(factor, MH))})
+            text = rewrite_string(text, "Power Mode", self.power_mode.capitalize())
         if command == "devs":
             for key in _WINDOWS:
                 text = rewrite_sequence(text, key, self.rate.boards(factor, MH))
         if command == "status":
             text = rewrite_string(text, "mineroff", "true" if self.state.sleeping else "false")
+            text = rewrite_string(text, "power_mode", self.power_mode)
             if self.power_limit_w is not None:
                 text = rewrite_string(text, "power_limit_set", str(int(self.power_limit_w)))
         return text
