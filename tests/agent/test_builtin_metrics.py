@@ -15,8 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent.conftest import free_port
 
-pytestmark = [pytest.mark.processes, pytest.mark.model]  # the builtin runtime, real weights
-
 MODEL = "all-MiniLM-L6-v2"
 
 

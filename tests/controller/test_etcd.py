@@ -15,7 +15,6 @@ import pytest
 from controller.etcd import Election, Etcd, EtcdError
 from tests.controller.etcd_cluster import EtcdCluster
 
-pytestmark = pytest.mark.processes
 TTL_S = 2
 NAME = "/rigsite/test/leader"
 

@@ -39,8 +39,7 @@ from tests.controller.live_site import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.processes, pytest.mark.nvml_sim, pytest.mark.opencl,
-              pytest.mark.model, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)  # its tiers: conftest.py
 
 WINDOW_S = 2.0  # a price window, compressed from ERCOT's 5 minutes
 INTERVAL_S = 0.5  # a decision round

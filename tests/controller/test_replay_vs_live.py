@@ -29,8 +29,7 @@ from tests.controller.live_site import (
     write_prices,
 )
 
-pytestmark = [pytest.mark.processes, pytest.mark.nvml_sim, pytest.mark.opencl,
-              pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)  # its tiers: conftest.py
 
 WINDOW_S = 10.0  # the trace's 5-minute windows, compressed
 PRICES = [-5.0, 100.0, 200.0, 100.0, -5.0, -5.0]  # $/MWh: 30 minutes
