@@ -185,6 +185,7 @@ class Election:
         self.lease: int | None = None
         self.key: LeaderKey | None = None
         self.valid_until = 0.0  # monotonic: the lease counts as alive until then
+        self.renewed_at = 0.0  # monotonic: when the last renewal etcd granted was sent
         self.lost_reason = ""
         self._keeper: asyncio.Task[None] | None = None
         self.lost = asyncio.Event()
@@ -202,6 +203,7 @@ class Election:
         sent = time.monotonic()
         self.lease = await self.etcd.grant(self.ttl_s)
         self.valid_until = sent + self.ttl_s
+        self.renewed_at = sent
         self.lost.clear()
         self.lost_reason = ""
         self._keeper = asyncio.create_task(self._keep(self.lease), name="etcd-keepalive")
@@ -225,6 +227,7 @@ class Election:
                 await asyncio.sleep(min(0.2, every))
                 continue
             self.valid_until = sent + ttl
+            self.renewed_at = sent
 
     def _lose(self, reason: str) -> None:
         if not self.lost.is_set():

@@ -364,12 +364,14 @@ def test_with_the_quorum_lost_the_leader_stops_acting_and_the_rigs_keep_their_st
     site.wait("every miner hashing", lambda: site.all_mining(True), 60)
     leader = site.leader()
     site.etcd.stop(1)
+    lost = time.time()  # the quorum goes with the next member
     site.etcd.stop(2)
-    lost = time.time()
     try:
         deposed = site.wait("the leader to stop", lambda: site.records(
             "leader", since=lost, event="deposed", replica=leader), 30)[0]
-        assert deposed["t"] - lost <= LEASE_TTL_S + INTERVAL_S + 1.0, \
+        # within the TTL of etcd's last renewal, which etcd's leader grants until it notices
+        # it lost its peers (its election timeout, 0.5 s here), and a round's interval
+        assert deposed["t"] - lost <= LEASE_TTL_S + 0.5 + INTERVAL_S + 1.0, \
             f"acted {deposed['t'] - lost:.2f} s after the quorum was lost"
         # A spike the controller would act on at once: nobody leads, nothing is sent.
         spike = site.prices.phase([SPIKE] * (N + 20))
