@@ -67,6 +67,11 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     "tests/agent/test_startup.py": ("processes",),
     "tests/agent/test_streams.py": ("processes", "nvml_sim"),
     "tests/agent/test_switch.py": ("processes", "nvml_sim", "opencl"),
+    "tests/agent/test_builtin_metrics.py": ("processes", "model"),
+    # the live site controller: real etcd members, rigds, replicas (and the builtin runtime)
+    "tests/controller/test_etcd.py": ("processes",),
+    "tests/controller/test_live_site.py": ("processes", "nvml_sim", "opencl", "model"),
+    "tests/controller/test_replay_vs_live.py": ("processes", "nvml_sim", "opencl"),
 }
 
 assert all(set(marks) & set(TIERS) for marks in PATH_MARKERS.values())  # none is in `unit`

@@ -291,6 +291,9 @@ def decide(snapshot: Snapshot, memory: PolicyMemory,
                            np.where(np.isfinite(f.rated_power_w), f.rated_power_w,
                                     unknown_w(f, config.power)))
 
+    with np.errstate(invalid="ignore"):
+        pays = price_ok & np.isfinite(m_hash) & (m_hash > m_rest)
+
     # 2. Inference demand first.
     model_numbers: dict[str, dict[str, float | str]] = {}
     low_windows = dict(mem.low_windows)
@@ -331,15 +334,22 @@ def decide(snapshot: Snapshot, memory: PolicyMemory,
             numbers["low_windows"] = float(low_windows[name])
             if low_windows[name] >= config.give_back_windows:
                 # Warm GPUs go back first (they return in a fraction of a second), then the
-                # borrowed, then those whose hashing earns most.
-                give = np.flatnonzero(serving & actionable & d_ok)
+                # borrowed, then those whose hashing earns most; each once its dwell allows
+                # (one in line within its dwell waits for it: another is not given back in its
+                # place, and the counter stays so that it goes when its dwell ends).
+                give = np.flatnonzero(serving & actionable)
                 warm = f.warm_standby[give] & (f.profile[give] == code)
                 order = np.lexsort((-hash_value[give], ~borrowed[give], ~warm))
                 give = give[order[:count - need]]
+                waiting = give[~d_ok[give]]
+                give = give[d_ok[give]]
                 released[give] = True
                 borrowed[give] = False
-                low_windows[name] = 0
+                if not len(waiting):
+                    low_windows[name] = 0
                 plan.why[serving & actionable & ~released] = Why.INFER_SERVE
+                plan.why[waiting] = Why.HOLD_DWELL
+                plan.wanted[waiting] = np.where(pays[waiting], W_HASHING, rest[waiting])
             else:
                 plan.why[serving & actionable] = Why.INFER_WAIT_RETURN
         else:
@@ -353,8 +363,6 @@ def decide(snapshot: Snapshot, memory: PolicyMemory,
     borrowed &= (plan.desired == W_INFERENCE) | (cur == W_INFERENCE)
 
     # Given back: to hashing where it pays now, else to rest. Never to hashing on a bad price.
-    with np.errstate(invalid="ignore"):
-        pays = price_ok & np.isfinite(m_hash) & (m_hash > m_rest)
     back_hash = released & pays
     back_rest = released & ~pays
     plan.desired[back_hash] = W_HASHING

@@ -149,3 +149,84 @@ def check_value(s: Setting, value: Any, where: str) -> None:
             raise ConfigError(f"{where} must be within {low:g} .. {high:g}, got {value!r}")
     if s.choices is not None and value not in s.choices:
         raise ConfigError(f"{where} must be one of {', '.join(s.choices)}, got {value!r}")
+
+
+def document(cls: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A whole TOML document's values for `cls`'s declarations (field name -> value): top-level
+    keys, and one [section] table per section; every key known (did-you-mean otherwise), every
+    value of its declared type. Ranges are checked on the built object (`check_all`)."""
+    known: dict[str, dict[str, Setting]] = {}
+    for s in declarations(cls):
+        known.setdefault(s.section, {})[s.key] = s
+    sections = {name for name in known if name}
+    values: dict[str, Any] = {}
+
+    def take(s: Setting, value: Any) -> None:
+        where = f"{source}: {s.path}"
+        values[s.name] = s.parse(value, where) if s.parse else coerce(value, s.hint, where)
+
+    for key, value in data.items():
+        if key in known.get("", {}):
+            take(known[""][key], value)
+        elif key not in sections:
+            raise unknown_key(key, source, [*known.get("", {}), *sections])
+    for section in sorted(sections):
+        if section not in data:
+            continue
+        raw = data[section]
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in raw.items():
+            if key not in known[section]:
+                raise unknown_key(key, f"{source} [{section}]", set(known[section]))
+            take(known[section][key], value)
+    return values
+
+
+def check_all(item: Any, source: str) -> None:
+    """Every declared setting of `item` within its bounds and choices."""
+    for s in declarations(type(item)):
+        check_value(s, getattr(item, s.name), f"{source}: {s.path}")
+
+
+def toml_default(s: Setting, placeholders: dict[str, str] | None = None) -> str:
+    """A setting's default as TOML text (`placeholders`: field name -> text, for defaults made
+    at run time such as a hostname)."""
+    if placeholders and s.name in placeholders:
+        return placeholders[s.name]
+    value = s.default
+    if s.parse is octal:
+        return f'"{value:04o}"'
+    if value is None:
+        return "<required>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {v!r}' for k, v in value.items()) + " }" \
+            if value else "{}"
+    return repr(value)
+
+
+def describe(tables: list[tuple[type, str]], *, skip: set[str] | frozenset[str] = frozenset(),
+             placeholders: dict[str, str] | None = None) -> str:
+    """Every setting as commented TOML with its default and meaning. `tables`: the document's
+    class with prefix "", then each array-of-tables entry class with its header ("[[x]]");
+    `skip`: fields that are tables of their own (described by their entries)."""
+    lines: list[str] = []
+    current = None
+    for cls, prefix in tables:
+        for s in declarations(cls):
+            if s.name in skip:
+                continue
+            header = prefix or (f"[{s.section}]" if s.section else "")
+            if header != current:
+                # An array-of-tables header is commented out too: one with its required keys
+                # commented would be an entry lacking them, and the output a config that fails.
+                lines += ["", f"# {header}" if prefix else header] if header else []
+                current = header
+            lines.append(f"# {s.key} = {toml_default(s, placeholders)}  # {s.help}")
+    return "\n".join(lines).strip() + "\n"

@@ -33,8 +33,10 @@ from rigapi.schema import (
     declarations,
     octal,
     setting,
+    toml_default,
     unknown_key,
 )
+from rigapi.schema import describe as schema_describe
 
 ROLES = ("viewer", "operator", "admin")
 DEFAULT_CONFIG_PATH = "/etc/rigd/rigd.toml"
@@ -502,38 +504,14 @@ def load(path: str | os.PathLike[str] | None) -> Config:
 def describe() -> str:
     """Every setting as commented TOML with its default and meaning (for the README and
     `rigd --print-config`); tests/agent/test_config.py checks the README against it."""
-    lines: list[str] = []
-    current = None
-    for cls, prefix in ((Config, ""), (TokenGrant, "[[auth.tokens]]"),
-                        (HashingConfig, "[[hashing]]")):
-        for s in declarations(cls):
-            if s.name in ("tokens", "hashing", "backend_options"):
-                continue  # tables of their own, described by their entries
-            header = prefix or (f"[{s.section}]" if s.section else "")
-            if header != current:
-                # An array-of-tables header is commented out too: one with its required keys
-                # commented would be an entry lacking them, and the output a config that fails.
-                lines += ["", f"# {header}" if prefix else header] if header else []
-                current = header
-            lines.append(f"# {s.key} = {_toml_default(s)}  # {s.help}")
-    return "\n".join(lines).strip() + "\n"
+    return schema_describe([(Config, ""), (TokenGrant, "[[auth.tokens]]"),
+                            (HashingConfig, "[[hashing]]")],
+                           skip={"tokens", "hashing", "backend_options"},
+                           placeholders=_PLACEHOLDERS)
+
+
+_PLACEHOLDERS = {"rig_id": '"<hostname>"'}
 
 
 def _toml_default(s: Setting) -> str:
-    value = s.default
-    if s.name == "rig_id":
-        return '"<hostname>"'
-    if s.parse is octal:
-        return f'"{value:04o}"'
-    if value is None:
-        return "<required>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f'"{k}" = {v!r}' for k, v in value.items()) + " }" \
-            if value else "{}"
-    return repr(value)
+    return toml_default(s, _PLACEHOLDERS)

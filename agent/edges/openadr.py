@@ -25,34 +25,19 @@ curtailment in force with a lower target is left alone; the event's, if lower, r
 ends with the event). An operator's CancelCurtailment of an event's curtailment wins: the VTN hears
 optOut. A curtailment journaled before a restart is left to its expiry until its event comes again.
 
-The session with the VTN: register, offer the reports, fetch the events, then poll. Three polls
-in a row without a good answer (no answer, a reply that is not OpenADR, an error code, a request
-to register again) end the session; registering again waits 1 s, 2 s, 4 s ... up to
-`retry_max_s`. Events already accepted keep running on rigd's clock meanwhile.
-
-Plain http on loopback without signatures is for tests; a real VTN takes https with a client
-certificate (`cert_file`, `key_file`, `ca_file`), which openleadr also uses to sign messages, and
-`vtn_fingerprint` to check the VTN's signatures.
-
-openleadr 0.5.36 is pinned: besides its public API this drives its client's `_poll`,
-`_perform_request` (to tell a good answer from none), `_create_message` (to put the opt-out reason
-into the response) and `_report_queue_worker`/`_event_cleanup` (as its own `run` does), so that
-rigd, not openleadr, decides when to retry.
+The session with the VTN (registration, reports, polls, retries, signatures) is
+rigapi.openadr_ven's, shared with the site controller's VEN; what an event asks for is
+rigapi.openadr_events' `plan_event`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import math
-import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 import structlog
 
@@ -61,26 +46,27 @@ from agent.core.errors import Refused
 from agent.edges.auth import AuditLog
 from agent.runtime.curtail import MAX_EXPIRY_S, MAX_REASON_CHARS, Curtailer
 from rigapi.model import Operation, RigPower
+from rigapi.openadr_events import (
+    SOURCE_PREFIX,
+    EventPlan,
+    Interval,
+    NotHonoured,
+    Target,
+    plan_event,
+)
+from rigapi.openadr_ven import PowerReport, VenSession, VenSettings
 
 log = structlog.get_logger("rigd.openadr")
 
-SOURCE_PREFIX = "openadr:"
-LOST_AFTER_POLLS = 3
-MAX_POLL_S = 86400.0  # a VTN asking for rarer polls is polled once a day
 REPORT_SPECIFIER_ID = "rigd-power"
-REPORT_BUFFER = timedelta(hours=1)
-REASONS_KEPT = 256  # opt-out reasons remembered for the VTN (re-sent if it asks again)
 RECONCILE_MAX_WAIT_S = 60.0  # look again at least this often (a wall clock that jumps)
 STOP_TIMEOUT_S = 5.0
-SI_SCALE = {"none": 1.0, "": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+__all__ = ["EventPlan", "Interval", "NotHonoured", "OpenleadrMissing", "Target", "Ven",
+           "load_openleadr", "plan_event"]
 
 
 class OpenleadrMissing(Exception):
     """openleadr cannot be imported; the message is one line an operator can act on."""
-
-
-class NotHonoured(Exception):
-    """Why an event is opted out of (logged and told to the VTN)."""
 
 
 def load_openleadr() -> Any:
@@ -92,187 +78,7 @@ def load_openleadr() -> Any:
     return openleadr
 
 
-# ---- events as plans -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A rig power target, possibly relative to the rig's power when the event starts."""
-
-    kind: str  # "watts" | "fraction" | "delta_w"
-    value: float
-
-    @property
-    def needs_baseline(self) -> bool:
-        return self.kind != "watts"
-
-    def watts(self, baseline_w: float | None) -> float:
-        if self.kind == "watts":
-            return self.value
-        assert baseline_w is not None
-        if self.kind == "fraction":
-            return self.value * baseline_w
-        return baseline_w + self.value
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    start_unix_s: float
-    end_unix_s: float
-    target: Target | None  # None: no curtailment during this interval
-
-
-@dataclass(slots=True)
-class EventPlan:
-    event_id: str
-    modification_number: int
-    market_context: str
-    start_unix_s: float
-    end_unix_s: float
-    intervals: list[Interval]
-    baseline_w: float | None = None  # the rig's power when the event started
-    refused: str = ""  # the Curtailer refused its target: opted out late
-
-    @property
-    def source(self) -> str:
-        return SOURCE_PREFIX + self.event_id
-
-    def targets_at(self, now: float) -> list[Target]:
-        return [i.target for i in self.intervals
-                if i.start_unix_s <= now < i.end_unix_s and i.target is not None]
-
-    def next_change(self, now: float) -> float | None:
-        times = [t for i in self.intervals for t in (i.start_unix_s, i.end_unix_s) if t > now]
-        return min(times, default=None)
-
-
-def _unix(value: Any) -> float:
-    if not isinstance(value, datetime):
-        raise NotHonoured(f"a start time that is not a time: {value!r}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-def _seconds(value: Any) -> float:
-    if not isinstance(value, timedelta):
-        raise NotHonoured(f"a duration that is not a duration: {value!r}")
-    return value.total_seconds()
-
-
-def _payload(interval: dict[str, Any]) -> float:
-    value = interval.get("signal_payload")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value):
-        raise NotHonoured(f"a signal payload that is not a number: {value!r}")
-    return float(value)
-
-
-def _simple_target(value: float, levels: dict[str, float]) -> Target | None:
-    if not value.is_integer() or not 0 <= value <= 3:
-        raise NotHonoured(f"SIMPLE level {value:g}: levels are 0, 1, 2 and 3")
-    level = str(int(value))
-    if level == "0":
-        return None
-    if level not in levels:
-        raise NotHonoured(f"SIMPLE level {level} has no target in [openadr] simple_levels")
-    return Target("fraction", levels[level])
-
-
-def _dispatch_target(signal_type: str, value_w: float) -> Target | None:
-    if signal_type == "setpoint":
-        if value_w <= 0:
-            raise NotHonoured(f"LOAD_DISPATCH setpoint {value_w:g} W: a target must be a "
-                              f"positive number of watts")
-        return Target("watts", value_w)
-    if value_w > 0:
-        raise NotHonoured(f"LOAD_DISPATCH delta +{value_w:g} W asks for more load; rigd only "
-                          f"sheds")
-    return Target("delta_w", value_w) if value_w < 0 else None
-
-
-def _signal_scale(signal: dict[str, Any]) -> float:
-    """Watts per unit of the payload (LOAD_DISPATCH may say kW through its itemBase)."""
-    measurement = signal.get("measurement") or {}
-    unit = measurement.get("unit", "W") if isinstance(measurement, dict) else "W"
-    scale = measurement.get("scale", "none") if isinstance(measurement, dict) else "none"
-    if unit != "W" or scale not in SI_SCALE:
-        raise NotHonoured(f"LOAD_DISPATCH in {scale}{unit}: rigd understands watts")
-    return SI_SCALE[scale or "none"]
-
-
-def _signal_intervals(signal: dict[str, Any], start: float, end: float,
-                      levels: dict[str, float]) -> list[Interval]:
-    name, kind = signal.get("signal_name"), signal.get("signal_type")
-    if name in ("SIMPLE", "simple") and kind == "level":
-        def target(value: float) -> Target | None:
-            return _simple_target(value, levels)
-    elif name == "LOAD_DISPATCH" and kind in ("setpoint", "delta"):
-        scale = _signal_scale(signal)
-
-        def target(value: float) -> Target | None:
-            return _dispatch_target(kind, value * scale)
-    else:
-        raise NotHonoured(f"signal {name} ({kind}) is not understood: rigd acts on SIMPLE "
-                          f"levels and LOAD_DISPATCH setpoint or delta")
-    intervals, cursor = [], start
-    for raw in sorted(signal.get("intervals") or [], key=lambda i: i.get("uid") or 0):
-        begin = _unix(raw["dtstart"]) if raw.get("dtstart") else cursor
-        length = _seconds(raw.get("duration", timedelta(0)))
-        finish = begin + length if length > 0 else end  # no duration: to the event's end
-        cursor = finish
-        intervals.append(Interval(max(begin, start), min(finish, end), target(_payload(raw))))
-    if not intervals:
-        raise NotHonoured(f"signal {name} has no intervals")
-    return intervals
-
-
-def plan_event(event: dict[str, Any], levels: dict[str, float]) -> EventPlan:
-    """What the event asks of the rig, interval by interval; NotHonoured says why not."""
-    try:
-        descriptor = event["event_descriptor"]
-        period = event["active_period"]
-        start = _unix(period["dtstart"])
-        duration = _seconds(period["duration"])
-        if duration <= 0:
-            raise NotHonoured("an event without an end: a curtailment needs one")
-        if duration > MAX_EXPIRY_S:
-            raise NotHonoured(f"an event of {duration:g} s: a curtailment lasts at most "
-                              f"{MAX_EXPIRY_S:g} s")
-        signals = event.get("event_signals") or []
-        if isinstance(signals, dict):
-            signals = signals.get("event_signals") or []
-        if not signals:
-            raise NotHonoured("an event without a signal")
-        intervals = [i for s in signals
-                     for i in _signal_intervals(s, start, start + duration, levels)]
-        return EventPlan(str(descriptor["event_id"]), int(descriptor["modification_number"]),
-                         str(descriptor.get("market_context") or ""), start, start + duration,
-                         intervals)
-    except NotHonoured:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise NotHonoured(f"a malformed event ({type(exc).__name__}: {exc})") from None
-
-
 # ---- the VEN -------------------------------------------------------------------------------
-
-
-class _ToLog(logging.Handler):
-    """openleadr's and APScheduler's own log records, as rigd log lines."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        log.log(record.levelno, "openleadr", logger=record.name,
-                message=record.getMessage()[:2000])
-
-
-@dataclass(slots=True)
-class _Exchanges:
-    """What the VTN answered, for deciding whether a poll reached it."""
-
-    reply: str | None = None  # the last raw reply, if any came
-    problem: str = ""
-    poll_answered: bool = False  # the last oadrPoll got an answer that was not "register again"
 
 
 class Ven:
@@ -286,32 +92,41 @@ class Ven:
         self.audit = audit
         self.openleadr = openleadr
         self.ven_name = config.openadr_ven_name or config.rig_id
-        self.ven_id: str | None = config.openadr_ven_id or None
         self.plans: dict[str, EventPlan] = {}
-        self.reasons: dict[str, str] = {}  # event id -> why it was opted out of
         self.endings: dict[str, str] = {}  # event id -> how it ended, for the restore's reason
-        self.client: Any = None  # the registered openleadr client, while there is one
-        self.exchanges = _Exchanges()
+        self.session = VenSession(
+            VenSettings(vtn_url=config.openadr_vtn_url, ven_name=self.ven_name,
+                        ven_id=config.openadr_ven_id,
+                        poll_interval_s=config.openadr_poll_interval_s,
+                        report_interval_s=config.openadr_report_interval_s,
+                        retry_max_s=config.openadr_retry_max_s,
+                        report_specifier_id=REPORT_SPECIFIER_ID,
+                        cert_file=config.openadr_cert_file, key_file=config.openadr_key_file,
+                        ca_file=config.openadr_ca_file,
+                        vtn_fingerprint=config.openadr_vtn_fingerprint),
+            openleadr, self._on_event,
+            [PowerReport(self.ven_name if part == "total" else f"{self.ven_name}/{part}",
+                         f"rig_power_{part}_w", self._report(part))
+             for part in ("total", "measured", "estimated")],
+            log, kept=lambda: list(self.plans))
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._power: tuple[float, RigPower] | None = None
         self._applied: str | None = None  # the event whose curtailment this VEN put in force
 
+    @property
+    def reasons(self) -> dict[str, str]:
+        """Event id -> why it was opted out of."""
+        return self.session.reasons
+
     def start(self) -> None:
-        handler = _ToLog()
-        for name in ("openleadr", "apscheduler"):
-            logger = logging.getLogger(name)
-            logger.setLevel(logging.WARNING)
-            logger.handlers = [handler]
-            logger.propagate = False
-        self._spawn(self._session_loop(), "openadr-session")
+        self.session.route_logs()
+        self._spawn(self.session.run(), "openadr-session")
         self._spawn(self._reconcile_loop(), "openadr-events")
         log.info("openadr_started", vtn_url=self.config.openadr_vtn_url, ven_name=self.ven_name,
                  signed=bool(self.config.openadr_cert_file))
         if self.config.openadr_cert_file:  # what the VTN's operator must be given out of band
-            with open(self.config.openadr_cert_file, encoding="ascii") as f:
-                fingerprint = self.openleadr.utils.certificate_fingerprint(f.read())
-            log.info("openadr_ven_fingerprint", fingerprint=fingerprint)
+            log.info("openadr_ven_fingerprint", fingerprint=self.session.fingerprint())
 
     async def stop(self) -> None:
         """Bounded: a VTN that hangs does not hold rigd's shutdown. Curtailments stay to their
@@ -328,149 +143,6 @@ class Ven:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- the session with the VTN -------------------------------------------------------------
-
-    async def _session_loop(self) -> None:
-        attempt = 0
-        while True:
-            client = self._new_client()
-            try:
-                if await self._register(client):
-                    attempt = 0
-                    await self._poll_until_lost(client)
-            except Exception as exc:  # whatever a VTN's reply did to openleadr
-                log.error("openadr_session_failed", error=f"{type(exc).__name__}: {exc}",
-                          reply=self._reply_excerpt())
-            finally:
-                self.client = None
-                await self._close(client)
-            attempt += 1
-            wait_s = min(self.config.openadr_retry_max_s, 2.0 ** (attempt - 1))
-            log.warning("openadr_retrying", in_s=wait_s, attempt=attempt,
-                        vtn_url=self.config.openadr_vtn_url)
-            await asyncio.sleep(wait_s)
-
-    def _new_client(self) -> Any:
-        c = self.config
-        client = self.openleadr.OpenADRClient(
-            ven_name=self.ven_name, vtn_url=c.openadr_vtn_url, ven_id=self.ven_id,
-            cert=c.openadr_cert_file or None, key=c.openadr_key_file or None,
-            ca_file=c.openadr_ca_file or None, vtn_fingerprint=c.openadr_vtn_fingerprint or None,
-            show_fingerprint=False)
-        client.add_handler("on_event", self._on_event)
-        client.add_handler("on_update_event", self._on_event)
-        client.add_hook("after_receive_xml", self._received)
-        perform, create = client._perform_request, client._create_message
-
-        async def perform_counted(service: str, message: Any) -> Any:
-            return await self._exchange(perform, service, message)
-
-        client._perform_request = perform_counted
-        client._create_message = lambda kind, **payload: create(kind, **self._with_reasons(
-            kind, payload))
-        rate = self.openleadr.objects.SamplingRate(
-            min_period=timedelta(seconds=c.openadr_report_interval_s),
-            max_period=max(REPORT_BUFFER, timedelta(seconds=c.openadr_report_interval_s)),
-            on_change=False)
-        for part in ("total", "measured", "estimated"):
-            resource = self.ven_name if part == "total" else f"{self.ven_name}/{part}"
-            client.add_report(self._report(part), resource_id=resource, measurement="REAL_POWER",
-                              unit="W", scale="none", r_id=f"rig_power_{part}_w",
-                              report_specifier_id=REPORT_SPECIFIER_ID, sampling_rate=rate,
-                              report_duration=REPORT_BUFFER)
-        return client
-
-    async def _register(self, client: Any) -> bool:
-        """openleadr's `run` up to polling: register, offer reports, fetch events."""
-        client.loop = asyncio.get_running_loop()
-        _, query = await client.query_registration()
-        response: dict[str, Any] = (query or {}).get("response") or {}
-        request_id = response.get("request_id")
-        await client.create_party_registration(ven_id=self.ven_id, request_id=request_id)
-        if not client.registration_id:
-            log.error("openadr_registration_failed", vtn_url=self.config.openadr_vtn_url,
-                      problem=self.exchanges.problem or "the VTN did not register this VEN")
-            return False
-        self.ven_id = client.ven_id
-        self.client = client
-        log.info("openadr_registered", vtn_url=self.config.openadr_vtn_url, ven_id=client.ven_id,
-                 registration_id=client.registration_id, poll_s=self._poll_interval_s(client))
-        await client.register_reports(client.reports)
-        client.report_queue_task = asyncio.create_task(client._report_queue_worker())
-        await client.sync_events()
-        client.scheduler.add_job(client._event_cleanup, trigger="interval",
-                                 seconds=client.events_clean_up_period)
-        client.scheduler.start()
-        return True
-
-    def _poll_interval_s(self, client: Any) -> float:
-        asked = client.poll_frequency.total_seconds() if client.poll_frequency else 10.0
-        return self.config.openadr_poll_interval_s or min(asked, MAX_POLL_S)
-
-    async def _poll_until_lost(self, client: Any) -> None:
-        interval_s, bad = self._poll_interval_s(client), 0
-        while bad < LOST_AFTER_POLLS:
-            await asyncio.sleep(interval_s)
-            self.exchanges.poll_answered = False
-            try:
-                await client._poll()
-            except Exception as exc:  # a reply openleadr could not handle
-                self.exchanges.problem = f"{type(exc).__name__}: {exc}"
-                log.warning("openadr_poll_failed", problem=self.exchanges.problem)
-            if client.registration_id is None:
-                log.warning("openadr_registration_lost", vtn_url=self.config.openadr_vtn_url)
-                return
-            bad = 0 if self.exchanges.poll_answered else bad + 1
-        log.warning("openadr_vtn_lost", vtn_url=self.config.openadr_vtn_url, polls=bad,
-                    problem=self.exchanges.problem, events_kept=sorted(self.plans))
-
-    async def _exchange(self, perform: Callable[..., Any], service: str, message: Any) -> Any:
-        """One request to the VTN; a poll counts as answered only if a valid OpenADR answer
-        with code 200 came back; otherwise `exchanges.problem` says what came instead."""
-        self.exchanges.reply = None
-        result = await perform(service, message)
-        if not isinstance(result, tuple):  # openleadr's answer to an empty reply: make it usual
-            result = (None, {})
-        message_type, payload = result
-        response = payload.get("response") if isinstance(payload, dict) else None
-        code = (response or {}).get("response_code", 200)
-        if message_type == "oadrRequestReregistration":
-            # openleadr registers again at once; a VTN that asks at every poll does not know
-            # this VEN (and sends it no events): that is a lost session, said in the log
-            self.exchanges.problem = f"{service}: the VTN asks this VEN to register again"
-            return result
-        if message_type is not None and str(code) == "200":
-            self.exchanges.poll_answered |= service == "OadrPoll"
-            return result
-        if message_type is not None:
-            description = (response or {}).get("response_description")
-            problem = f"{message_type} with code {code}: {description}"
-        elif self.exchanges.reply is None:
-            problem = "no answer"
-        else:
-            problem = f"a reply that is not valid OpenADR: {self._reply_excerpt()}"
-        self.exchanges.problem = f"{service}: {problem}"
-        # debug: openleadr's own line says what failed, and the session's lines sum it up
-        log.debug("openadr_bad_exchange", problem=self.exchanges.problem)
-        return result
-
-    def _received(self, content: str) -> None:
-        self.exchanges.reply = content
-
-    def _reply_excerpt(self) -> str:
-        reply = self.exchanges.reply
-        return "" if reply is None else repr(reply[:200]) if reply else "an empty reply"
-
-    @staticmethod
-    async def _close(client: Any) -> None:
-        with contextlib.suppress(Exception):
-            if client.scheduler.running:
-                client.scheduler.shutdown(wait=False)
-        if client.report_queue_task is not None:
-            client.report_queue_task.cancel()
-        if client.client_session is not None:
-            await client.client_session.close()
-
     # -- events -------------------------------------------------------------------------------
 
     async def _on_event(self, event: dict[str, Any]) -> str:
@@ -482,9 +154,10 @@ class Ven:
             self._drop(event_id, f"{status} by the VTN")
             return "optIn"
         try:
-            plan = plan_event(event, self.config.openadr_simple_levels)
+            plan = plan_event(event, self.config.openadr_simple_levels,
+                              max_duration_s=MAX_EXPIRY_S)
         except NotHonoured as exc:
-            self._remember_reason(event_id, str(exc))
+            self.session.remember_reason(event_id, str(exc))
             self._drop(event_id, "modified beyond what rigd can honour")
             log.warning("openadr_opt_out", event_id=event_id, reason=str(exc))
             return "optOut"
@@ -500,34 +173,16 @@ class Ven:
         self._wake.set()
         return "optIn"
 
-    def _remember_reason(self, event_id: str, reason: str) -> None:
-        self.reasons[event_id] = reason
-        while len(self.reasons) > REASONS_KEPT:
-            del self.reasons[next(iter(self.reasons))]
-
     def _drop(self, event_id: str, how: str) -> None:
         if self.plans.pop(event_id, None) is not None:
             self.endings[event_id] = how
             log.info("openadr_event_ended", event_id=event_id, how=how)
             self._wake.set()
 
-    def _with_reasons(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """An opt-out's oadrCreatedEvent carries its reason as the responseDescription."""
-        if kind == "oadrCreatedEvent":
-            for response in payload.get("event_responses") or []:
-                reason = self.reasons.get(str(response.get("event_id")))
-                if reason and response.get("opt_type") == "optOut":
-                    response["response_description"] = escape(reason[:MAX_REASON_CHARS])
-        return payload
-
     def _opt_out_late(self, plan: EventPlan, reason: str) -> None:
         """After an optIn: tell the VTN the target could not be applied after all."""
         plan.refused = reason
-        self._remember_reason(plan.event_id, reason)
-        client = self.client
-        if client is not None:
-            self._spawn(client.created_event(secrets.token_hex(8), plan.event_id, "optOut",
-                                             plan.modification_number), "openadr-opt-out")
+        self.session.opt_out_late(plan.event_id, plan.modification_number, reason)
 
     # -- from plans to the Curtailer --------------------------------------------------------
 
@@ -672,9 +327,9 @@ class Ven:
 
     # -- reports ------------------------------------------------------------------------------
 
-    def _report(self, part: str) -> Callable[[], Any]:
+    def _report(self, part: str) -> Callable[[], Awaitable[float]]:
         async def value() -> float:
-            return round(float(getattr(await self._rig_power(), f"{part}_w")), 1)
+            return float(getattr(await self._rig_power(), f"{part}_w"))
 
         return value
 

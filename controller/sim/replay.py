@@ -7,6 +7,7 @@ numbers crosses a process boundary, and the result does not depend on how many t
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from controller.anchors import (
 )
 from controller.policy import PolicyConfig, decide
 from controller.sim.engine import PolicySpec, RunResult, SimOptions, replay
-from controller.sim.site import Site, SiteSpec, build_site
+from controller.sim.site import Site, SiteSpec, build_site, site_from_json
 from controller.sim.traces import DemandShape, Traces, generate, load_csv
 
 DEMAND_RPS_PER_GPU = 0.75  # the demand trace's mean: 300 req/s for the full site's 400 GPUs
@@ -37,13 +38,21 @@ class ReplayJob:
     traces_dir: Path | None = None
     step_s: float = 300.0
     options: SimOptions = field(default_factory=SimOptions)
+    site_file: Path | None = None  # a measured site (site_from_json) instead of `site`
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # the controller's knobs
 
 
 def build(job: ReplayJob) -> tuple[Site, Traces]:
-    site = build_site(job.site, job.seed)
+    if job.site_file is not None:
+        site = site_from_json(json.loads(job.site_file.read_text(encoding="utf-8")))
+        profiles = site.fleet.profiles
+    else:
+        site = build_site(job.site, job.seed)
+        profiles = (job.site.served.profile,)
     gpus = int(site.is_gpu.sum())
-    demand = DemandShape(profile=job.site.served.profile, mean_rps=DEMAND_RPS_PER_GPU * gpus)
-    traces = generate(job.days, job.seed, site.max_power_w, job.step_s, demand=(demand,))
+    demand = tuple(DemandShape(profile=p, mean_rps=DEMAND_RPS_PER_GPU * gpus)
+                   for p in profiles)
+    traces = generate(job.days, job.seed, site.max_power_w, job.step_s, demand=demand)
     if job.traces_dir is not None:
         traces = load_csv(job.traces_dir, traces)
     return site, traces
@@ -62,8 +71,10 @@ def fleet_strike_usd_per_mwh(site: Site, traces: Traces) -> float:
     return 5.0 * round(hashprice * 1e6 / (24.0 * j_per_th) / 5.0)
 
 
-def policies(site: Site, traces: Traces) -> list[PolicySpec]:
-    """The anchors and the controller, configured as README's table says."""
+def policies(site: Site, traces: Traces, controller: PolicyConfig | None = None
+             ) -> list[PolicySpec]:
+    """The anchors and the controller, configured as README's table says (the controller's
+    knobs may be a live site's: `rigsite replay -c site.toml`)."""
     strike_usd = fleet_strike_usd_per_mwh(site, traces)
     split = AnchorConfig(strike_usd_per_mwh=strike_usd, high_strike_usd_per_mwh=2 * strike_usd,
                          gpu_inference_share=STATIC_SHARE)
@@ -73,14 +84,14 @@ def policies(site: Site, traces: Traces) -> list[PolicySpec]:
         PolicySpec("strike+windows (Foreman)", strike_windows, split),
         PolicySpec("least efficient first (OptiFleet)", least_efficient_first, split),
         PolicySpec("static split", static_split, split),
-        PolicySpec("controller", decide, PolicyConfig()),
+        PolicySpec("controller", decide, controller or PolicyConfig()),
     ]
 
 
 def _run_one(args: tuple[ReplayJob, int]) -> RunResult:
     job, index = args
     site, traces = build(job)
-    return replay(site, traces, policies(site, traces)[index], job.options)
+    return replay(site, traces, policies(site, traces, job.policy)[index], job.options)
 
 
 def run_all(job: ReplayJob, jobs: int = 2, only: Sequence[str] = ()) -> list[RunResult]:

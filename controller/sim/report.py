@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ def rows(results: Sequence[RunResult]) -> list[dict[str, float | str]]:
         # One profile in the default site; with several, the first is reported.
         w = next(iter(r.waits.values()), None)
         nan = math.nan
-        violations = sum(x.sla_violations for x in r.waits.values())
+        violations = float(sum(x.sla_violations for x in r.waits.values()))
         out.append({
             "policy": r.policy, "energy_mwh": r.energy_mwh,
             "energy_cost_usd": r.energy_cost_usd, "mining_revenue_usd": r.mining_revenue_usd,
@@ -39,7 +40,7 @@ def rows(results: Sequence[RunResult]) -> list[dict[str, float | str]]:
             "wait_mean_s": w.mean_wait_s if w else nan, "jct_mean_s": w.mean_jct_s if w else nan,
             "sla_violations": violations,
             "sla_violations_pct": 100.0 * violations / arrived if arrived else nan,
-            "dropped": sum(x.dropped for x in r.waits.values()),
+            "dropped": float(sum(x.dropped for x in r.waits.values())),
             "switches_per_device_day": r.switches_per_device_day,
             "grid_events_met": float(sum(e.met for e in r.events)),
             "grid_events_missed": float(sum(not e.met for e in r.events))})
@@ -177,3 +178,25 @@ def plot_week(results: Sequence[RunResult], traces: Traces, path: Path,
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return start
+
+
+def write_record(result: RunResult, path: Path) -> None:
+    """One policy's run as JSON lines: each round's changes (`{"round", "time_s", "changes":
+    [[device, from, to], ...]}`) in the order decided, then each window's site power
+    (`{"window", "site_power_w"}`): what a live run's journal is compared with."""
+    from controller.model import WORKLOADS
+
+    with path.open("w", encoding="utf-8") as f:
+        for n, decision in enumerate(result.decisions):
+            fleet = decision.fleet
+            changes = []
+            for i in decision.changed().tolist():
+                desired = str(WORKLOADS[int(decision.desired[i])])
+                if desired == "inference":
+                    desired += f":{decision.profile_name(i)}"
+                changes.append([fleet.device_ids[i], str(WORKLOADS[int(fleet.workload[i])]),
+                                desired])
+            f.write(json.dumps({"round": n, "time_s": decision.time_s, "changes": changes})
+                    + "\n")
+        for k, watts in enumerate(result.series["site_power_w"].tolist()):
+            f.write(json.dumps({"window": k, "site_power_w": watts}) + "\n")

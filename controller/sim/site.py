@@ -222,3 +222,82 @@ def build_site(spec: SiteSpec, seed: int) -> Site:
     return Site(spec=spec, fleet=fleet, th=th, hash_w=hash_w, rest_w=rest_w, is_gpu=is_gpu,
                 algorithm=algorithm, response_s=curtail_response_s(device_counts),
                 rig_base_w=base.astype(np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# A measured site from a file
+
+
+def site_from_json(data: dict[str, object], spec: SiteSpec | None = None) -> Site:
+    """A site described device by device, from measured figures (what `rigsite replay --site`
+    reads: a live site's rigs as rigd reported them):
+
+        {"miner_wake_s": 1.0, "profiles": ["builtin"],
+         "rigs": [{"rig_id": "rig-a", "base_w": 0.0,
+                   "devices": [{"device_id": "asic/10.0.0.5:4028", "kind": "asic",
+                                "model": "Antminer S19 Pro", "algorithm": "sha256d",
+                                "th": 110.6, "hash_w": 3266.7, "rest_w": 15.0,
+                                "workload": "hashing", "profile": "",
+                                "warm_standby": false}, ...]}, ...]}
+
+    `th` and `hash_w` are the device hashing (TH/s, W), `rest_w` asleep or idle; the nameplate
+    the policy may fall back on is the same measurement."""
+    from controller.model import WORKLOADS, Workload
+
+    def number(value: object, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"site file: {where} must be a number ≥ 0, got {value!r}")
+        return float(value)
+
+    rigs = data.get("rigs")
+    if not isinstance(rigs, list) or not rigs:
+        raise ValueError("site file: 'rigs' must be a non-empty list")
+    profiles = tuple(str(p) for p in data.get("profiles") or ())  # type: ignore[attr-defined]
+    wake_s = number(data.get("miner_wake_s", MINER_WAKE_S), "miner_wake_s")
+    spec = spec or SiteSpec(miner_rigs=0, gpu_rigs=0, miner_wake_s=wake_s,
+                            served=ServedModel(profile=profiles[0]) if profiles
+                            else ServedModel())
+    rows: list[tuple[int, dict[str, object]]] = []
+    rig_ids, base = [], []
+    for r, rig in enumerate(rigs):
+        if not isinstance(rig, dict) or not isinstance(rig.get("devices"), list):
+            raise ValueError(f"site file: rigs[{r}] needs rig_id and devices")
+        rig_ids.append(str(rig["rig_id"]))
+        base.append(number(rig.get("base_w", 0.0), f"rigs[{r}].base_w"))
+        rows += [(r, d) for d in rig["devices"]]
+    kinds = np.array([KIND_GPU if d.get("kind") == "gpu" else KIND_ASIC for _, d in rows],
+                     dtype=np.int8)
+    is_gpu = kinds == KIND_GPU
+    th = np.array([number(d.get("th"), f"{d.get('device_id')}.th") for _, d in rows])
+    hash_w = np.array([number(d.get("hash_w"), f"{d.get('device_id')}.hash_w") for _, d in rows])
+    rest_w = np.array([number(d.get("rest_w"), f"{d.get('device_id')}.rest_w") for _, d in rows])
+    models = tuple(dict.fromkeys(str(d.get("model", "")) for _, d in rows))
+    algorithms = tuple(dict.fromkeys(str(d.get("algorithm", "sha256d")) for _, d in rows))
+    workload = np.array([WORKLOADS.index(Workload(str(d.get("workload", "hashing"))))
+                         for _, d in rows], dtype=np.int8)
+    profile = np.array([profiles.index(str(d["profile"])) if d.get("profile") else NO_PROFILE
+                        for _, d in rows], dtype=np.int32)
+    warm = np.array([bool(d.get("warm_standby")) for _, d in rows], dtype=np.bool_)
+    n = len(rows)
+    nan = np.full(n, np.nan)
+    rig = np.array([r for r, _ in rows], dtype=np.int32)
+    fleet = Fleet(
+        rig_ids=tuple(rig_ids), rig_reachable=np.ones(len(rig_ids), bool),
+        rig_base_power_w=np.array(base, dtype=np.float64), rig_errors=MappingProxyType({}),
+        device_ids=tuple(str(d["device_id"]) for _, d in rows), rig=rig, kind=kinds,
+        models=models, model=np.array([models.index(str(d.get("model", ""))) for _, d in rows],
+                                      dtype=np.int32),
+        workload=workload, profiles=profiles, profile=profile, algorithms=algorithms,
+        algorithm=np.array([algorithms.index(str(d.get("algorithm", "sha256d")))
+                            for _, d in rows], dtype=np.int32),
+        power_w=nan, hashrate_hs=nan, power_limit_min_w=nan, power_limit_max_w=nan,
+        rated_power_w=hash_w.copy(), rated_hashrate_hs=th * 1e12,
+        switch_cold_s=np.where(is_gpu, sum(COLD_START_S) / 2, np.nan),
+        switch_warm_s=np.where(is_gpu, WARM_WAKE_S + HASHING_DRAIN_S, np.nan),
+        switch_to_hashing_s=np.where(is_gpu, TO_HASHING_S, wake_s),
+        requests_per_s=nan, tokens_per_s=nan, warm_standby=warm, healthy=np.ones(n, bool),
+        health_reasons=MappingProxyType({}))
+    device_counts = np.bincount(rig, minlength=len(rig_ids))
+    return Site(spec=spec, fleet=fleet, th=th, hash_w=hash_w, rest_w=rest_w, is_gpu=is_gpu,
+                algorithm=fleet.algorithm, response_s=curtail_response_s(device_counts),
+                rig_base_w=np.array(base, dtype=np.float64))

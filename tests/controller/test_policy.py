@@ -486,3 +486,23 @@ def test_bad_fleet_input_is_refused_clearly() -> None:
         GridCap(cap_w=math.inf, deadline_s=0.0)
     with pytest.raises(ValueError, match="needs an id"):
         DeviceState(device_id="", kind=DeviceKind.GPU, model="", workload=HASHING)
+
+
+def test_the_borrowed_gpu_goes_back_after_its_dwell_not_another_in_its_place() -> None:
+    """Demand fell while the GPU borrowed for it is still within its dwell: the GPU that served
+    before stays; the borrowed one goes back once its dwell ends."""
+    cfg = PolicyConfig(give_back_windows=1, min_dwell_s=600.0)
+    rigs = [rig(gpu("served", INFERENCE, profile=PROFILE), gpu("lent"))]
+    burst = [demand(waiting=40.0, arrivals_rps=3.0)]
+    d, mem = decide(snapshot(300, 30.0, rigs, demands=burst), EMPTY, cfg)
+    assert d.device("gpu/lent").desired == INFERENCE  # borrowed, over the bound
+    rigs = follow(rigs, d)
+    calm = [demand(arrivals_rps=1.0)]  # one GPU's worth
+    d, mem = decide(snapshot(600, 30.0, rigs, demands=calm), mem, cfg)
+    assert [d.device(g).desired for g in ("gpu/served", "gpu/lent")] == [INFERENCE, INFERENCE]
+    assert d.explain("gpu/lent") == ("stays inference (hashing wanted): switched 300 s ago, "
+                                     "minimum dwell 600 s")
+    d, mem = decide(snapshot(900, 30.0, rigs, demands=calm), mem, cfg)
+    assert d.device("gpu/served").desired == INFERENCE
+    assert d.device("gpu/lent").desired == HASHING
+    assert d.explain("gpu/lent").startswith("given back to hashing: fewer GPUs needed")

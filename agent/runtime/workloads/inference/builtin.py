@@ -12,6 +12,10 @@ machine without one. Like vLLM it opens its port before the model is loaded: GET
     POST /v1/embeddings   {"input": "text" | ["text", ...]} -> OpenAI's embeddings response
     POST /sleep           release device memory, stay loaded in host memory (warm standby)
     POST /wake_up         back on the device, serving
+    GET  /metrics         Prometheus text, with vLLM's names for what a site controller reads:
+                          vllm:num_requests_running, vllm:num_requests_waiting (the model
+                          encodes one request at a time; the others wait for it),
+                          vllm:request_success_total, vllm:prompt_tokens_total
 
 On a simulated GPU it registers its device memory with the NVML simulator while awake.
 """
@@ -35,10 +39,36 @@ MAX_BODY_BYTES = 4 << 20
 DEVICE_MEM_BYTES = 1 << 30  # weights, activations and the CUDA context on a GPU
 
 
+class Queue:
+    """Requests waiting for the model and running on it, and those served, as vLLM counts them
+    (its metric names, labelled with the model's name)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        labels = {"model_name": MODEL_ID}
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting to be processed",
+                             ["model_name"], registry=self.registry).labels(**labels)
+        self.running = Gauge("vllm:num_requests_running", "Requests being processed",
+                             ["model_name"], registry=self.registry).labels(**labels)
+        self.success = Counter("vllm:request_success", "Requests served",
+                               ["model_name", "finished_reason"],
+                               registry=self.registry).labels(finished_reason="stop", **labels)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed",
+                                     ["model_name"], registry=self.registry).labels(**labels)
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+
 class Model:
     """The loaded model and where it lives; loads in the background."""
 
     def __init__(self) -> None:
+        self.queue = Queue()
         self.lock = threading.Lock()
         self.encoder: Any = None
         self.device = "cpu"
@@ -97,8 +127,17 @@ class Model:
         self._hold_device_memory(True)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
+        queue = self.queue
+        queue.waiting.inc()
         with self.lock:
-            vectors = self.encoder.encode(texts, normalize_embeddings=True)
+            queue.waiting.dec()
+            queue.running.inc()
+            try:
+                vectors = self.encoder.encode(texts, normalize_embeddings=True)
+            finally:
+                queue.running.dec()
+        queue.success.inc()
+        queue.prompt_tokens.inc(sum(len(t.split()) for t in texts))
         return [[float(x) for x in vector] for vector in vectors]
 
 
@@ -146,6 +185,13 @@ def make_handler(model: Model) -> type[BaseHTTPRequestHandler]:
                 else:
                     state = model.error or ("asleep" if model.asleep else "loading")
                     self._error(HTTPStatus.SERVICE_UNAVAILABLE, state, "unavailable")
+            elif self.path == "/metrics":
+                text = model.queue.exposition()
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
             elif self.path == "/v1/models":
                 data = [{"id": MODEL_ID, "object": "model", "owned_by": "rigd"}] \
                     if model.encoder is not None else []
