@@ -17,6 +17,7 @@ from hal.lazy import exports
 
 if TYPE_CHECKING:
     from client.blocking import BlockingFleet, BlockingRig
+    from client.deadline import deadline
     from client.endpoint import Endpoint
     from client.errors import (
         EndpointError,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     )
     from client.fleet import Fleet, Results, Row
     from client.lease import Lease
-    from client.rig import Rig, deadline
+    from client.rig import Rig
 
 _HOME = {
     "BlockingFleet": "client.blocking", "BlockingRig": "client.blocking",
@@ -43,7 +44,7 @@ _HOME = {
                      "Unreachable"), "client.errors"),
     "Fleet": "client.fleet", "Results": "client.fleet", "Row": "client.fleet",
     "Lease": "client.lease",
-    "Rig": "client.rig", "deadline": "client.rig",
+    "Rig": "client.rig", "deadline": "client.deadline",
 }
 
 

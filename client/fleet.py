@@ -22,10 +22,11 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from client.deadline import deadline
 from client.endpoint import Endpoint
 from client.errors import EndpointError, RigError, Timeout
 from client.model import Device, Inventory, PowerLimit, Snapshot
-from client.rig import Rig, deadline
+from client.rig import Rig
 from hal.device import Capability
 from rigapi import FRESH_STREAM_OPTIONS
 from rigapi.model import Operation, WorkloadKind, WorkloadSpec

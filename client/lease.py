@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from client.backoff import Backoff
+from client.deadline import without_deadline
 from client.errors import InvalidArgument, LeaseLost, NotAllowed, NotFound, RigError
 from client.model import LeaseInfo
 
@@ -48,9 +49,10 @@ class Lease:
         self.renewals = 0
         self.failed_renewals = 0
         self._task: asyncio.Task[None] | None = None
-        if keep:
+        if keep:  # outside any caller's deadline (Fleet.map's): the renewals outlive the call
             self._task = asyncio.get_running_loop().create_task(
-                self._keep(), name=f"lease {info.lease_id[:8]} on {rig.name}")
+                self._keep(), name=f"lease {info.lease_id[:8]} on {rig.name}",
+                context=without_deadline())
 
     @property
     def lease_id(self) -> str:

@@ -16,15 +16,14 @@ lease is lost they are refused here, before reaching rigd (`LeaseLost`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from client.backoff import Backoff
+from client.deadline import current_deadline
 from client.endpoint import Endpoint
 from client.errors import (
     RETRYABLE,
@@ -43,24 +42,6 @@ if TYPE_CHECKING:
     from client.lease import Lease
     from client.streams import TelemetryStream
 
-_DEADLINE: ContextVar[float | None] = ContextVar("rig_call_deadline", default=None)
-ACTIONS = {"sleep": pb.DEVICE_ACTION_KIND_SLEEP, "wake": pb.DEVICE_ACTION_KIND_WAKE,
-           "restart": pb.DEVICE_ACTION_KIND_RESTART,
-           "pool_switch": pb.DEVICE_ACTION_KIND_POOL_SWITCH}
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Every call made in this block, on any rig, ends within `seconds` from now (the fleet's
-    per-rig deadline); nested blocks keep the earlier end."""
-    at = time.monotonic() + seconds
-    current = _DEADLINE.get()
-    token = _DEADLINE.set(at if current is None else min(at, current))
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
 
 def _workload(workload: WorkloadSpec | WorkloadKind | str) -> WorkloadSpec:
     if isinstance(workload, WorkloadSpec):
@@ -70,6 +51,11 @@ def _workload(workload: WorkloadSpec | WorkloadKind | str) -> WorkloadSpec:
         raise ValueError("an inference workload names its runtime profile: "
                          "WorkloadSpec(WorkloadKind.INFERENCE, inference=InferenceSpec(profile))")
     return WorkloadSpec(kind)
+
+
+ACTIONS = {"sleep": pb.DEVICE_ACTION_KIND_SLEEP, "wake": pb.DEVICE_ACTION_KIND_WAKE,
+           "restart": pb.DEVICE_ACTION_KIND_RESTART,
+           "pool_switch": pb.DEVICE_ACTION_KIND_POOL_SWITCH}
 
 
 class Rig:
@@ -122,7 +108,7 @@ class Rig:
 
     def _timeout(self, timeout_s: float | None) -> float:
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        at = _DEADLINE.get()
+        at = current_deadline()
         if at is not None:
             left = at - time.monotonic()
             if left <= 0:
@@ -134,7 +120,7 @@ class Rig:
 
     def _stream_timeout(self) -> float | None:
         """A stream's deadline: none, unless the calling block has one."""
-        at = _DEADLINE.get()
+        at = current_deadline()
         if at is None:
             return None
         left = at - time.monotonic()

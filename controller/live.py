@@ -338,9 +338,8 @@ class Controller:
                                    error=lease.lost_reason)
             return lost
 
-        # Not through Fleet.map: a lease's renewals run in a task that inherits the context it
-        # was acquired in, and map's per-rig deadline there would end every renewal (the
-        # lease would be lost one TTL later). Each acquisition has its own timeout instead.
+        # One acquisition per rig, each with its own timeout and journaled as it ends (a
+        # lease's renewals run outside the acquiring call's deadline: client.deadline).
         async def one(name: str) -> None:
             rig = fleet.rigs[name]
             try:

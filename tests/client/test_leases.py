@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from client import BlockingRig, Endpoint, Lease, Rig
+from client import BlockingRig, Endpoint, Fleet, Lease, Rig
 from client.errors import LeaseLost, NotAllowed, Refused
 from tests.agent.conftest import ADMIN_TOKEN, OPERATOR_TOKEN
 from tests.client.conftest import RealRig
@@ -53,6 +53,21 @@ def test_a_lease_is_kept_for_many_ttls_by_its_renewals(rig: RealRig) -> None:
             assert client.lease is None
             taken = await other.acquire_lease("next", 5, keep=False)
             await other.release_lease(taken.lease_id)
+
+    asyncio.run(body())
+
+
+def test_a_lease_taken_under_a_fleets_deadline_outlives_it(rig: RealRig) -> None:
+    """Fleet.acquire_leases takes each lease within the fleet's per-rig deadline; the renewals
+    run on after it (they once inherited it, and every lease was lost one TTL later)."""
+    async def body() -> None:
+        async with Fleet([rig.endpoint()], deadline_s=1.0) as fleet:
+            lost: list[Lease] = []
+            rows = await fleet.acquire_leases("fleet-keeper", ttl_s=1, on_lost=lost.append)
+            (lease,) = [row.value for row in rows]
+            await until(lambda: lease.renewals >= 4, 30, "renewals past the deadline")
+            assert not lost and not lease.is_lost and lease.failed_renewals == 0
+            await lease.release()
 
     asyncio.run(body())
 
