@@ -339,6 +339,14 @@ class NvmlGpu(Device):
             self._mark_lost()
         return self._health()
 
+    def _answers(self) -> bool:
+        """Whether NVML answers for this GPU now (not GPU_IS_LOST)."""
+        try:
+            self._field(pynvml.nvmlDeviceGetPowerUsage, self._handle)
+        except pynvml.NVMLError_GpuIsLost:
+            return False
+        return True
+
     def _health(self) -> Health:
         with self._lock:
             if self._lost_reason:
@@ -384,15 +392,17 @@ class NvmlGpu(Device):
         self._handle = handle
 
     def on_xid(self, xid: int) -> None:
-        """Called by the watcher thread for each XID event on this GPU."""
+        """Called by the watcher thread for each XID event on this GPU. Fallen off the bus
+        (XID 79) is GPU_IS_LOST seen from the event side: the GPU is asked at once, and an event
+        that arrives after it answers again (the watcher polls) does not mark it lost anew."""
         application = xid in APPLICATION_XIDS
+        lost = xid == XID_FALLEN_OFF_BUS and not self._answers()
         with self._lock:
             self._last_xid = xid
             self.xid_history.append((time.time(), xid))
-            if xid == XID_FALLEN_OFF_BUS:
-                # same as GPU_IS_LOST: cleared as soon as NVML answers for this GPU again
+            if lost:  # cleared as soon as NVML answers for this GPU again
                 self._lost_reason = f"GPU is lost (XID {xid}: fallen off the bus)"
-            elif not application:
+            elif not application and xid != XID_FALLEN_OFF_BUS:
                 self._xid_reason = f"XID {xid} (hardware/driver fault)"
         if application:
             log.info("nvml.xid", device=self.id, xid=xid, application=True)
