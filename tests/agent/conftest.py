@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,17 +22,12 @@ import pytest
 from agent.demo.pool import LocalPool, PoolThread
 from hal.sim.nvml import SimControl
 from rigapi import pb, pb_grpc
+from tests.ports import free_port
 
 OPERATOR_TOKEN = "op-secret-token"
 TEST_DRAIN_S = 0.1  # [server] drain_s of a test rigd
 DRAIN_OBSERVED_S = 1.0  # ... of one whose test watches NOT_SERVING arrive during the drain
 ADMIN_TOKEN = "admin-secret-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -89,10 +86,22 @@ def write_config(path: Path, socket_path: str, port: int, audit: Path, extra: st
     path.write_text("\n".join(lines) + "\n" + extra + "\n")
 
 
+def short_dir(tmp: Path) -> Path:
+    """A directory of a short path for `tmp`'s sockets (a symlink would not shorten the path
+    the kernel is given): under the system's temporary directory, removed when the tests end."""
+    directory = Path(tempfile.gettempdir()) / f"rigd-{abs(hash(str(tmp))) % 10**8:08d}"
+    if not directory.exists():
+        directory.mkdir()
+        atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
 def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = (),
                backends: tuple[str, ...] = ("host",),
                settings: dict[str, dict[str, object]] | None = None) -> RigdProcess:
     socket_path = str(tmp / "rigd.sock")
+    if len(os.fsencode(socket_path)) > 80:  # rigd's limit: a deep pytest directory is too long
+        socket_path = str(short_dir(tmp) / "rigd.sock")
     port = free_port()
     audit = tmp / "audit.jsonl"
     config = tmp / "rigd.toml"

@@ -185,6 +185,10 @@ class TwoControllers(RuleBasedStateMachine):
                         "b": BlockingRig(self.rig.endpoint(ADMIN_TOKEN))}
         self.holder: str | None = None  # who rigd's live lease belongs to, by the model
         self.tokens: list[int] = []
+        # From a rig with no live lease: one an earlier test or example left (one with a short
+        # TTL, not released, still live for a moment) would be a holder the model never saw.
+        clean = self.clients["b"].acquire_lease("start-clean", 5, preempt=True, keep=False)
+        self.clients["b"].release_lease(clean.lease_id)
 
     def _lease(self, who: str) -> Lease | None:
         return self.clients[who].lease

