@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agent.conftest import free_port
+from tests.ports import free_port
 
 MODEL = "all-MiniLM-L6-v2"
 

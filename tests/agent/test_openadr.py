@@ -38,8 +38,9 @@ from hal.registry import discover
 from hal.sim.asic import SimFleet
 from hal.sim.nvml import SimControl, demo_setup
 from rigapi import pb
-from tests.agent.conftest import RigdProcess, free_port, start_rigd
+from tests.agent.conftest import RigdProcess, start_rigd
 from tests.agent.test_asic_rigd import asic_section
+from tests.ports import free_port
 
 if TYPE_CHECKING:  # openleadr (agent.demo.vtn) is imported by the tests that start a VTN
     from agent.demo.vtn import Vtn

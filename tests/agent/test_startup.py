@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from agent.core import certs
-from tests.agent.conftest import free_port, write_config
+from tests.agent.conftest import write_config
 from tests.agent.test_daemon import assert_one_clean_error
+from tests.ports import free_port
 
 RIGD = str(Path(sys.executable).with_name("rigd"))
 

@@ -23,7 +23,7 @@ import pytest
 
 from controller.policy import Why
 from rigapi import pb
-from tests.agent.conftest import ADMIN_TOKEN, OPERATOR_TOKEN, free_port
+from tests.agent.conftest import ADMIN_TOKEN, OPERATOR_TOKEN
 from tests.controller.etcd_cluster import EtcdCluster
 from tests.controller.live_site import (
     Load,
@@ -38,6 +38,7 @@ from tests.controller.live_site import (
     start_rigs,
     wait_for,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(900)  # its tiers: conftest.py
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from stratum_helpers import TEST_DIFFICULTY, find_bad_nonce, find_share, free_port, url, wait_until
+from stratum_helpers import TEST_DIFFICULTY, find_bad_nonce, find_share, url, wait_until
 
 from agent.core.job import Job, Share, target_for_difficulty
 from agent.core.pool_url import parse_pool_url
 from agent.demo.pool import PoolThread
 from agent.runtime.workloads.hashing.stratum import StratumClient, backoff_delay_s
 from hal.errors import InvalidArgument
+from tests.ports import free_port
 
 StartPool = Callable[..., PoolThread]
 MakeClient = Callable[..., StratumClient]

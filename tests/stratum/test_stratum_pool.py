@@ -13,13 +13,13 @@ from stratum_helpers import (
     RawStratum,
     find_bad_nonce,
     find_share,
-    free_port,
     wait_until,
 )
 
 from agent.core.header import Notify, build_header, roll_version
 from agent.core.job import Job, target_for_difficulty
 from agent.demo.pool import PoolThread
+from tests.ports import free_port
 
 Connect = Callable[[int], RawStratum]
 
