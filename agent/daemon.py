@@ -35,19 +35,20 @@ from agent.config.settings import (
     parse_address,
 )
 from agent.core.power import PowerModel
-from agent.edges.auth import AuditLog, Authenticator, AuthInterceptor
+from agent.edges.auth import AuditLog, Authenticator
+from agent.edges.gate import Gate, StreamBudget
 from agent.edges.health import SERVING, HealthService
 from agent.edges.metrics import MetricsError, MetricsListener, OperationTally
 from agent.edges.openadr import OpenleadrMissing, Ven, load_openleadr
 from agent.edges.service import RigAgentService, rpc_handler
 from agent.edges.unixfront import UnixFront
-from agent.runtime.parts import Runtime
 from agent.runtime.changes import DeviceChanges
 from agent.runtime.curtail import Curtailer
 from agent.runtime.diagnostics import Diagnostics
 from agent.runtime.journal import Journal
 from agent.runtime.leases import LeaseManager
 from agent.runtime.operations import Operations
+from agent.runtime.parts import Runtime
 from agent.runtime.powerwrite import PowerWriter
 from agent.runtime.sampler import Sampler
 from agent.runtime.switcher import Switcher
@@ -159,7 +160,9 @@ class Agent:
             raise StartupError(f"cannot open the audit log {config.audit_path}: "
                                f"{_os_reason(Path(config.audit_path), exc)}") from None
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(Authenticator(config, self.front.lookup), self.audit)],
+            interceptors=[Gate(Authenticator(config, self.front.lookup), self.audit,
+                               StreamBudget(config.max_streams,
+                                            config.max_streams_per_identity))],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_request_bytes),
@@ -287,7 +290,7 @@ class Agent:
         self.service = RigAgentService(
             config.rig_id, discovery, runtime.sampler, runtime.manager, runtime.operations,
             runtime.switcher, runtime.curtailer, runtime.power, runtime.leases,
-            runtime.diagnostics, config.stream_queue_max, config.max_streams,
+            runtime.diagnostics,
         )
         self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

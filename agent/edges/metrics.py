@@ -47,8 +47,8 @@ from prometheus_client.metrics_core import (
 from agent import __version__
 from agent.config.settings import Config, parse_address
 from agent.core.power import rig_power
-from agent.runtime.parts import Runtime
 from agent.runtime.curtail import Curtailment
+from agent.runtime.parts import Runtime
 from hal.device import DeviceInfo, DeviceKind, GpuTelemetry, HealthState, PowerSource, Telemetry
 from hal.registry import BackendStatus
 from rigapi.model import IDLE, Operation, Reading, WorkloadKind, WorkloadSpec

@@ -5,10 +5,9 @@ miner or lost GPU delays nobody: its reading says why it failed and the others c
 whose previous read still hangs is not read again (no thread pile-up).
 
 Each device is read at the configured interval, or faster while a stream that covers it asks for
-a shorter one (never below MIN_INTERVAL_S). Each stream has its own bounded queue: while its
-reader is slow the stream's writes wait (back-pressure), the queue drops the oldest readings and
-counts them, so a reader that catches up gets the newest readings and a true count of what it
-lost.
+a shorter one (never below MIN_INTERVAL_S). Each stream keeps only the newest readings it has
+not sent (agent/runtime/subscriptions.py): while its reader is slow the older ones are replaced
+and counted, so what it sends is the newest, with a true count of what it lost.
 """
 
 from __future__ import annotations
@@ -187,9 +186,8 @@ class Sampler:
 
     # -- streaming -------------------------------------------------------------------------
 
-    def subscribe(self, device_ids: Iterable[str], interval_s: float, queue_max: int
-                  ) -> Subscription:
-        sub = Subscription(frozenset(device_ids), max(interval_s, MIN_INTERVAL_S), queue_max)
+    def subscribe(self, device_ids: Iterable[str], interval_s: float) -> Subscription:
+        sub = Subscription(frozenset(device_ids), max(interval_s, MIN_INTERVAL_S))
         self._subs.add(sub)
         now = time.monotonic()
         current = {d: r for d, r in self._latest.items() if sub.covers(d)}

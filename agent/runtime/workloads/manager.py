@@ -187,11 +187,12 @@ class WorkloadManager:
                                   detail=f"exited; restart in {wait:.0f} s")
         return None
 
-    def health(self, device: Device) -> Health:
-        """The device's own health, or unhealthy when a failed switch left it running nothing
-        it should (until supervision brings its workload back)."""
-        reason = self.unhealthy.get(device.id)
-        return Health(HealthState.UNHEALTHY, reason) if reason else device.health()
+    def health(self, device_id: str, latest: Health) -> Health:
+        """The device's health as its latest reading says (success or not), or unhealthy when
+        a failed switch left it running nothing it should (until supervision brings its
+        workload back)."""
+        reason = self.unhealthy.get(device_id)
+        return Health(HealthState.UNHEALTHY, reason) if reason else latest
 
     def annotate(self, reading: Reading) -> Reading:
         """The device's workload in its reading (and its hashrate, where the device itself
