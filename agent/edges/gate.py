@@ -3,7 +3,8 @@
 In order: who calls (auth.Authenticator); the request body, decoded here (bytes that are not the
 message are INVALID_ARGUMENT naming the RPC, not gRPC's own UNKNOWN); the role the RPC needs;
 for a server stream (telemetry, operations, diagnostics, health Watch alike), a place in the
-streams budget, per identity and in total; then the servicer, given a CallContext that carries
+streams budget, per identity and in total, and its messages paced so that calls are read between
+them (StreamPacer); then the servicer, given a CallContext that carries
 the caller's identity explicitly. What the servicer raises becomes its status through one table
 (agent/edges/status.py), with the ErrorInfo detail that names the party at fault.
 
@@ -16,6 +17,7 @@ asyncio context, where a ContextVar token cannot be reset.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -71,6 +73,49 @@ def caller(context: Any) -> Identity:
     return identity if isinstance(identity, Identity) else NOBODY
 
 
+class StreamPacer:
+    """Server streams' messages go out at most `per_turn` in one turn of the event loop.
+
+    asyncio reads its sockets once per turn and then runs every callback ready at that moment:
+    the hundreds of streams one sampler tick wakes would make one long turn, and a control call
+    arriving meanwhile would wait all of it. Paced, the loop reads its sockets (and so takes new
+    calls and their next steps) between every `per_turn` stream messages; a stream's rate is
+    unchanged, its message leaves a turn or a few later."""
+
+    def __init__(self, per_turn: int = 16) -> None:
+        self.per_turn = per_turn
+        self._left = per_turn
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._refill_due = False
+
+    async def turn(self) -> None:
+        """Wait for this message's place in a turn."""
+        if self._left > 0 and not self._waiting:
+            self._left -= 1
+            self._schedule_refill()
+            return
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(place)
+        self._schedule_refill()
+        await place
+
+    def _schedule_refill(self) -> None:
+        if not self._refill_due:
+            self._refill_due = True
+            asyncio.get_running_loop().call_soon(self._refill)
+
+    def _refill(self) -> None:  # runs in the next turn, after the sockets were read
+        self._refill_due = False
+        self._left = self.per_turn
+        while self._left > 0 and self._waiting:
+            place = self._waiting.popleft()
+            if not place.done():  # not cancelled with its stream
+                place.set_result(None)
+                self._left -= 1
+        if self._waiting or self._left < self.per_turn:
+            self._schedule_refill()
+
+
 class StreamBudget:
     """Server streams open at once: at most `total`, at most `per_identity` for one caller."""
 
@@ -124,6 +169,7 @@ class Gate(grpc.aio.ServerInterceptor):
         self._auth = authenticator
         self._audit = audit
         self.streams = streams
+        self.pacer = StreamPacer()
 
     async def intercept_service(
         self,
@@ -260,6 +306,7 @@ class Gate(grpc.aio.ServerInterceptor):
             try:
                 try:
                     async for item in inner(request, call):
+                        await self.pacer.turn()
                         yield item
                 except Exception as exc:
                     await self._fail(call, exc)

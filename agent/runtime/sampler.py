@@ -13,6 +13,7 @@ and counted, so what it sends is the newest, with a true count of what it lost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -76,6 +77,9 @@ class Sampler:
         self._read_begun: dict[str, float] = {}  # ... and the time that read began
         self._due: dict[str, float] = dict.fromkeys(self.devices, 0.0)
         self._subs: set[Subscription] = set()
+        # device id -> how many open streams ask for each interval (the shortest one applies)
+        self._stream_intervals: dict[str, collections.Counter[float]] = {
+            d: collections.Counter() for d in self.devices}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.samples_taken = 0
@@ -196,12 +200,19 @@ class Sampler:
             sub.next_due = now + sub.interval_s
         for device_id in self.devices:
             if sub.covers(device_id):
+                self._stream_intervals[device_id][sub.interval_s] += 1
                 self._due[device_id] = min(self._due[device_id], now + sub.interval_s)
         self._wake.set()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        if sub in self._subs:
+            self._subs.discard(sub)
+            for device_id, intervals in self._stream_intervals.items():
+                if sub.covers(device_id):
+                    intervals[sub.interval_s] -= 1
+                    if intervals[sub.interval_s] <= 0:
+                        del intervals[sub.interval_s]
         sub.close()
 
     @property
@@ -210,7 +221,8 @@ class Sampler:
 
     def _interval_of(self, device_id: str) -> float:
         """The configured interval, or the shortest of the streams that cover the device."""
-        return min([self.interval_s, *(s.interval_s for s in self._subs if s.covers(device_id))])
+        intervals = self._stream_intervals[device_id]
+        return min(self.interval_s, min(intervals)) if intervals else self.interval_s
 
     async def _run(self) -> None:
         while True:
@@ -226,9 +238,10 @@ class Sampler:
                     self._due[device_id] = max(self._due[device_id] + self._interval_of(device_id),
                                                tick)
             now = time.monotonic()
+            current = dict(self._latest)  # one snapshot for every stream due now
             for sub in list(self._subs):
                 if now + 0.001 >= sub.next_due:
-                    sub.push(self._latest)
+                    sub.push(current)
                     sub.next_due = max(sub.next_due + sub.interval_s, now)
             next_at = min([*self._due.values(), *(s.next_due for s in self._subs)])
             self._wake.clear()

@@ -31,10 +31,13 @@ class Subscription:
         return not self.device_ids or device_id in self.device_ids
 
     def push(self, readings: dict[str, Reading]) -> None:
+        """The newest readings (a dict nobody changes afterwards: it may be shared)."""
         self.produced += 1
         if self._waiting is not None:
             self.dropped += 1
-        self._waiting = (self.produced, {d: r for d, r in readings.items() if self.covers(d)})
+        covered = readings if not self.device_ids else {
+            d: r for d, r in readings.items() if d in self.device_ids}
+        self._waiting = (self.produced, covered)
         self._ready.set()
 
     async def get(self) -> dict[str, Reading] | None:
