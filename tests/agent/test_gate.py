@@ -3,6 +3,8 @@ server stream, bounded strings, and statuses that name the party at fault."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
 import re
@@ -305,3 +307,39 @@ def test_a_bad_pool_url_is_refused_before_anything_starts(rigd: RigdProcess, url
     assert "HashingSpec.pool_urls[0]" in details and why in details, details
     assert len(details) < 600, "the caller's text is not echoed whole"
     assert not stub.ListOperations(pb.ListOperationsRequest(), timeout=10).operations
+
+
+# ---- pacing ---------------------------------------------------------------------------------
+
+
+def test_stream_messages_are_paced_a_few_per_turn_and_none_is_lost() -> None:
+    """A hundred streams woken at once go out at most per_turn in each turn of the loop, in
+    order, every one of them (a cancelled one gives its place to the next)."""
+    from agent.edges.gate import StreamPacer
+
+    async def body() -> None:
+        pacer = StreamPacer(per_turn=8)
+        turn, done = 0, []
+
+        async def count_turns() -> None:
+            nonlocal turn
+            while len(done) < 99:
+                turn += 1
+                await asyncio.sleep(0)
+
+        async def stream(index: int) -> None:
+            await pacer.turn()
+            done.append((index, turn))
+
+        counter = asyncio.ensure_future(count_turns())
+        tasks = [asyncio.ensure_future(stream(i)) for i in range(100)]
+        await asyncio.sleep(0)
+        tasks[50].cancel()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        await counter
+        assert [i for i, _ in done] == [i for i in range(100) if i != 50]
+        per_turn = collections.Counter(t for _, t in done)
+        assert max(per_turn.values()) <= 8, per_turn
+        assert len(per_turn) >= 99 // 8, "spread over turns"
+
+    asyncio.run(body())
