@@ -4,11 +4,12 @@ rigd sends each stream the newest readings when the transport has taken the prev
 and counts what it replaced meanwhile. What the transport then holds (the reader's HTTP/2
 window, which gRPC grows to megabytes by default) it cannot take back: a reader that paused
 finds older messages waiting. `fresh()` skips each message that waited in the transport longer
-than one interval, judged by its `sent_time` against this reader's clock (the offset between the
-two clocks is learnt as the least lag seen, so they need not agree), and counts it in
-`dropped_count`. It never skips a message it had to wait for: that one is the newest. So the
-reader sees only readings younger than two intervals plus its own pause, and after any silence
-its first message is fresh; `dropped_count` stays `sequence` minus the messages it got.
+than one interval, or holds a reading older than two, judged by its `sent_time` and reading
+times against this reader's clock (the offset between the two clocks is learnt as the least lag
+seen, so they need not agree), and counts it in `dropped_count`. It never skips a message it had
+to wait for: that one is the newest there is. So the reader sees only readings younger than two
+intervals plus its own pause, and after any silence its first message is fresh; `dropped_count`
+stays `sequence` minus the messages it got.
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ class Freshness:
         raised by the messages skipped so far."""
         if message.HasField("sent_time") and message.interval_ms:
             interval_s = message.interval_ms / 1000
-            lag_s = arrived_at - message.sent_time.ToNanoseconds() / 1e9
+            sent_s = message.sent_time.ToNanoseconds() / 1e9
+            lag_s = arrived_at - sent_s
             self.offset_s = lag_s if self.offset_s is None else min(self.offset_s, lag_s)
-            waited_s = lag_s - self.offset_s  # in the transport, beyond the least lag
+            now_s = arrived_at - self.offset_s  # on rigd's clock
+            oldest_s = min((d.time.ToNanoseconds() / 1e9 for d in message.devices
+                            if d.HasField("time")), default=sent_s)
+            stale = now_s - sent_s > interval_s or now_s - oldest_s > 2 * interval_s
             buffered = arrived_at - asked_at < interval_s / 2  # there before it was asked for
-            if buffered and waited_s > interval_s:
+            if buffered and stale:
                 self.skipped += 1
                 return False
         message.dropped_count += self.skipped

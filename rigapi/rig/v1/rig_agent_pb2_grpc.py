@@ -169,11 +169,11 @@ class RigAgentServicer:
         and replaces it while the transport still holds the previous message, counting each one
         replaced in dropped_count. Messages can still wait in transport buffers (the reader's
         HTTP/2 window, as large as its channel allows). The freshness promise is made at the
-        application level, whatever those buffers hold: a reader that skips each message that
-        waited longer than one interval after its sent_time (counting it as dropped) sees only
-        readings younger than two intervals plus its own pause, with dropped_count equal to what it
-        missed; after any silence, its first message is fresh. rigapi.streams.fresh() is that
-        reader.
+        application level, whatever those buffers hold: a reader that skips each message found
+        waiting that waited longer than one interval after its sent_time or holds a reading older
+        than two (counting it as dropped) sees only readings younger than two intervals plus its own
+        pause, with dropped_count equal to what it missed; after any silence, its first message is
+        fresh. rigapi.streams.fresh() is that reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
