@@ -18,8 +18,12 @@ import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from agent.edges import limits
+from agent.edges.gate import StreamBudget
 from rigapi import pb, pb_grpc
 from rigapi.status import error_info
 from tests.agent.conftest import OPERATOR_TOKEN, RigdProcess, bearer, start_rigd
@@ -343,3 +347,46 @@ def test_stream_messages_are_paced_a_few_per_turn_and_none_is_lost() -> None:
         assert len(per_turn) >= 99 // 8, "spread over turns"
 
     asyncio.run(body())
+
+
+# ---- the streams budget as a state machine --------------------------------------------------
+
+
+class BudgetMachine(RuleBasedStateMachine):
+    """Streams opened and closed by a few identities in any order: the budget admits exactly
+    what the limits allow, refuses naming the limit that is full, and gives back what closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.budget = StreamBudget(total=5, per_identity=3)
+        self.open: collections.Counter[str] = collections.Counter()
+
+    @rule(who=st.sampled_from(["anonymous", "token:a", "unix:uid=0:pid=1"]))
+    def open_one(self, who: str) -> None:
+        refusal = self.budget.take(who)
+        if self.open[who] >= 3:
+            assert refusal is not None and refusal.extra["limit"] == \
+                "server.max_streams_per_identity"
+        elif sum(self.open.values()) >= 5:
+            assert refusal is not None and refusal.extra["limit"] == "server.max_streams"
+            assert refusal.party == "rigd"
+        else:
+            assert refusal is None
+            self.open[who] += 1
+        if refusal is not None:
+            assert refusal.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    @precondition(lambda self: sum(self.open.values()) > 0)
+    @rule(data=st.data())
+    def close_one(self, data: st.DataObject) -> None:
+        who = data.draw(st.sampled_from(sorted(w for w, n in self.open.items() if n)))
+        self.budget.give_back(who)
+        self.open[who] -= 1
+
+    @invariant()
+    def counts_agree(self) -> None:
+        assert self.budget.open == sum(self.open.values()) <= 5
+
+
+TestStreamBudget = BudgetMachine.TestCase
+TestStreamBudget.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
