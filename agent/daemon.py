@@ -35,7 +35,8 @@ from agent.config.settings import (
     parse_address,
 )
 from agent.core.power import PowerModel
-from agent.edges.auth import AuditLog, Authenticator, AuthInterceptor
+from agent.edges.auth import AuditLog, Authenticator
+from agent.edges.gate import Gate, StreamBudget
 from agent.edges.health import SERVING, HealthService
 from agent.edges.metrics import MetricsError, MetricsListener, OperationTally
 from agent.edges.openadr import OpenleadrMissing, Ven, load_openleadr
@@ -161,7 +162,9 @@ class Agent:
             raise StartupError(f"cannot open the audit log {config.audit_path}: "
                                f"{_os_reason(Path(config.audit_path), exc)}") from None
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(Authenticator(config, self.front.lookup), self.audit)],
+            interceptors=[Gate(Authenticator(config, self.front.lookup), self.audit,
+                               StreamBudget(config.max_streams,
+                                            config.max_streams_per_identity))],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_request_bytes),
@@ -289,7 +292,7 @@ class Agent:
         self.service = RigAgentService(
             config.rig_id, discovery, runtime.sampler, runtime.manager, runtime.operations,
             runtime.switcher, runtime.curtailer, runtime.power, runtime.leases,
-            runtime.diagnostics, config.stream_queue_max, config.max_streams,
+            runtime.diagnostics,
         )
         self.server.add_generic_rpc_handlers((rpc_handler(self.service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

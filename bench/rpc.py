@@ -3,14 +3,16 @@
 1. Sequential unary latency: GetInventory and GetTelemetry over TCP loopback and the Unix socket,
    p50/p99, beside Health.Check (the cheapest call gRPC can make) on the same connection.
 2. Load: N streams at 1 Hz plus M at 10 Hz for S seconds (from a separate client process), while
-   this process loops unary GetTelemetry and Health.Check: delivered rate per stream, unary and
-   health p50/p99, rigd's CPU and RSS. Baseline in the same run: an empty grpc.aio health
-   server's Check p99, measured the same way.
-3. A slow reader: one 10 Hz stream that reads nothing for R seconds: rigd's RSS before and after,
-   and what the reader gets when it drains (stale messages in flight, drops counted).
+   this process loops Health.Check, GetTelemetry and SetPowerLimit (a mutating call, with an
+   operator's token) one after another: each stream's delivered rate, each call's p50/p99,
+   rigd's CPU and RSS. Baseline in the same run: an empty grpc.aio health server's Check p99,
+   measured the same way just before; each p99 is given as a ratio to it.
+3. A slow reader: one 10 Hz stream that reads nothing for R seconds, through rigapi.streams.fresh
+   on gRPC's default channel and on small windows: rigd's RSS before and after, the age of the
+   first message it gets, and the drops counted.
 
-Targets (issue 9): every stream at its interval; unary p99 < 5 ms; health always answering;
-RSS growth < 50 MB.
+Targets (issue 21): unary p99 under 3x the empty server's, every stream within 5% of its rate;
+health always answering; RSS growth < 50 MB; after the silence the first message is fresh.
 
     python bench/rpc.py [--calls 2000] [--streams 1000 --fast-streams 50 --load-s 30]
                         [--slow-s 60]
@@ -20,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -41,8 +46,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._machine import describe
 from rigapi import FRESH_STREAM_OPTIONS, pb, pb_grpc
+from rigapi.streams import fresh
 
 STREAM_METHOD = "/rig.v1.RigAgent/StreamTelemetry"
+OPERATOR_TOKEN = "bench-operator-token"
+PROBES = ("Health.Check", "GetTelemetry", "SetPowerLimit")
+BASELINE = "empty server Health.Check"
 
 
 def _free_port() -> int:
@@ -133,31 +142,55 @@ class ProcessSampler:
         return cpu / (time.monotonic() - self.t_start), self.rss_start, self.proc.memory_info().rss
 
 
-def _probe_loop(target: str, stop: threading.Event) -> dict[str, list[float]]:
-    """Unary GetTelemetry and Health.Check, alternately, until stopped."""
-    channel = grpc.insecure_channel(target)
+def _probe_loop(target: str, empty: str, stop: threading.Event) -> dict[str, list[float]]:
+    """One call after another until stopped: the empty server's Health.Check (the baseline,
+    measured in the same loop, so under the same load of the machine), then rigd's
+    Health.Check, GetTelemetry and SetPowerLimit (a mutating call, with an operator's token)."""
+    channel, baseline = grpc.insecure_channel(target), grpc.insecure_channel(empty)
     stub = pb_grpc.RigAgentStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
-    samples: dict[str, list[float]] = {"unary": [], "health": [], "health_failures": []}
+    base = health_pb2_grpc.HealthStub(baseline)
+    gpu = next(d.id for d in stub.GetInventory(pb.GetInventoryRequest(), timeout=30).devices
+               if d.id.startswith("gpu/"))
+    token = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
+    watts = itertools.cycle([250.0, 300.0])
+    calls: dict[str, Callable[[], object]] = {
+        BASELINE: lambda: base.Check(health_pb2.HealthCheckRequest(), timeout=5),
+        "Health.Check": lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5),
+        "GetTelemetry": lambda: stub.GetTelemetry(pb.GetTelemetryRequest(), timeout=5),
+        "SetPowerLimit": lambda: stub.SetPowerLimit(pb.SetPowerLimitRequest(
+            device_id=gpu, power_limit_w=next(watts)), metadata=token, timeout=5),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in (*calls, "failures")}
     while not stop.is_set():
-        for name, call in (("unary", lambda: stub.GetTelemetry(pb.GetTelemetryRequest(),
-                                                               timeout=5)),
-                           ("health", lambda: health.Check(health_pb2.HealthCheckRequest(),
-                                                           timeout=5))):
+        for name, call in calls.items():
             start = time.perf_counter()
             try:
                 call()
             except grpc.RpcError:
-                samples["health_failures"].append(1.0)
+                samples["failures"].append(1.0)
                 continue
             samples[name].append(time.perf_counter() - start)
         time.sleep(0.005)
     channel.close()
+    baseline.close()
     return samples
 
 
-def _empty_health_server_p99(calls: int) -> tuple[float, float]:
-    """Baseline: Health.Check against an empty grpc.aio server in its own process."""
+def _probe_for(target: str, empty: str, seconds: float) -> dict[str, list[float]]:
+    stop = threading.Event()
+    result: dict[str, dict[str, list[float]]] = {}
+    prober = threading.Thread(
+        target=lambda: result.update(probe=_probe_loop(target, empty, stop)))
+    prober.start()
+    time.sleep(seconds)
+    stop.set()
+    prober.join()
+    return result["probe"]
+
+
+def _empty_server() -> tuple[subprocess.Popen[bytes], str]:
+    """An empty grpc.aio server with only the health service, in its own process."""
     port = _free_port()
     code = (
         "import asyncio, grpc\n"
@@ -172,23 +205,19 @@ def _empty_health_server_p99(calls: int) -> tuple[float, float]:
         "asyncio.run(main())\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(channel).result(timeout=30)
-        health = health_pb2_grpc.HealthStub(channel)
-        figures = _measure(lambda: health.Check(health_pb2.HealthCheckRequest()), calls)
-        channel.close()
-        return figures
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    target = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    channel.close()
+    return proc, target
 
 
-def _summary(rates: list[float]) -> str:
+def _summary(rates: list[float], target: float) -> str:
     if not rates:
         return "-"
+    within = sum(1 for r in rates if abs(r - target) <= 0.05 * target)
     return (f"min {min(rates):.2f}  median {statistics.median(rates):.2f}  "
-            f"max {max(rates):.2f} msg/s")
+            f"max {max(rates):.2f} msg/s; {within} of {len(rates)} within 5% of {target:g}")
 
 
 def _unary_latency(targets: dict[str, str], calls: int) -> None:
@@ -215,61 +244,74 @@ def _unary_latency(targets: dict[str, str], calls: int) -> None:
 
 def _load(target: str, rigd_pid: int, args: argparse.Namespace) -> None:
     print(f"\n2. load: {args.streams} streams at 1 Hz + {args.fast_streams} at 10 Hz for "
-          f"{args.load_s:g} s, unary GetTelemetry and Health.Check in a loop beside them")
-    base_p50, base_p99 = _empty_health_server_p99(2000)
-    rigd = ProcessSampler(rigd_pid)
-    client = subprocess.Popen(
-        [sys.executable, __file__, "--worker", target, "--streams", str(args.streams),
-         "--fast-streams", str(args.fast_streams), "--load-s", str(args.load_s)],
-        stdout=subprocess.PIPE)
-    time.sleep(3.0)  # the streams are opening: probe once they run
-    stop = threading.Event()
-    result: dict[str, dict[str, list[float]]] = {}
-    prober = threading.Thread(target=lambda: result.update(probe=_probe_loop(target, stop)))
-    prober.start()
-    out, _ = client.communicate(timeout=args.load_s + 120)
-    stop.set()
-    prober.join()
-    cpu_share, rss_start, rss_end = rigd.finish()
+          f"{args.load_s:g} s; Health.Check, GetTelemetry, SetPowerLimit in a loop beside them, "
+          f"each p99 also as a ratio to an empty grpc.aio server's Health.Check p99 measured "
+          f"in the same loop")
+    empty_proc, empty = _empty_server()
+    try:
+        quiet = _probe_for(target, empty, args.quiet_s)  # the same loop, no streams open
+        rigd = ProcessSampler(rigd_pid)
+        client = subprocess.Popen(
+            [sys.executable, __file__, "--worker", target, "--streams", str(args.streams),
+             "--fast-streams", str(args.fast_streams), "--load-s", str(args.load_s)],
+            stdout=subprocess.PIPE)
+        time.sleep(3.0)  # the streams are opening: probe once they run
+        profiler = None
+        if args.profile:  # where rigd's time goes under this load (py-spy, from PyPI)
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            profiler = subprocess.Popen(
+                [py_spy, "record", "--pid", str(rigd_pid), "--duration",
+                 str(max(1, int(args.load_s - 6))), "--format", "raw", "--output",
+                 args.profile, "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        loaded = _probe_for(target, empty, max(1.0, args.load_s - 6))
+        out, _ = client.communicate(timeout=args.load_s + 120)
+        if profiler is not None:
+            profiler.wait(timeout=60)
+        cpu_share, rss_start, rss_end = rigd.finish()
+    finally:
+        empty_proc.terminate()
+        empty_proc.wait(timeout=30)
     rates = json.loads(out)
-    probe = result["probe"]
-    u50, u99 = _percentiles(probe["unary"])
-    h50, h99 = _percentiles(probe["health"])
-    print(f"   1 Hz streams delivered:  {_summary(rates['slow_rates'])}")
-    print(f"   10 Hz streams delivered: {_summary(rates['fast_rates'])}")
-    print(f"   unary GetTelemetry: p50 {u50:.2f} ms, p99 {u99:.2f} ms "
-          f"({len(probe['unary'])} calls)")
-    print(f"   Health.Check:       p50 {h50:.2f} ms, p99 {h99:.2f} ms "
-          f"({len(probe['health'])} calls, {len(probe['health_failures'])} failed)")
-    print(f"   baseline, empty grpc.aio health server (idle): p50 {base_p50:.3f} ms, "
-          f"p99 {base_p99:.3f} ms -> rigd's health p99 under load is {h99 / base_p99:.1f}x")
+    print(f"   1 Hz streams delivered:  {_summary(rates['slow_rates'], 1.0)}")
+    print(f"   10 Hz streams delivered: {_summary(rates['fast_rates'], 10.0)}")
+    print(f"   {'call':<27}{'no streams p50/p99 ms':>22}{'streams p50/p99 ms':>21}"
+          f"{'p99 ratio':>11}")
+    base_p99 = _percentiles(loaded[BASELINE])[1]
+    for name in (BASELINE, *PROBES):
+        q50, q99 = _percentiles(quiet[name])
+        l50, l99 = _percentiles(loaded[name])
+        print(f"   {name:<27}{q50:>12.2f} /{q99:>7.2f}{l50:>12.2f} /{l99:>7.2f}"
+              f"{l99 / base_p99:>10.1f}x")
+    print(f"   {len(quiet['failures']) + len(loaded['failures'])} calls failed; "
+          f"{len(loaded['Health.Check'])} rounds under load, {len(quiet['Health.Check'])} "
+          f"without streams; ratio: the p99 under load over the empty server's in the same loop")
     print(f"   rigd CPU {cpu_share * 100:.0f}% of one core; RSS {rss_start / 2**20:.1f} -> "
           f"{rss_end / 2**20:.1f} MiB ({(rss_end - rss_start) / 2**20:+.1f} MiB)")
 
 
 def _slow_reader(target: str, rigd_pid: int, seconds: float) -> None:
-    print(f"\n3. slow reader: one 10 Hz stream that reads nothing for {seconds:g} s")
+    print(f"\n3. slow reader: one 10 Hz stream, read through rigapi.streams.fresh, silent for "
+          f"{seconds:g} s")
     for label, options in (("gRPC default channel", []),
                            ("FRESH_STREAM_OPTIONS (rigctl)", FRESH_STREAM_OPTIONS)):
         rigd = ProcessSampler(rigd_pid)
         channel = grpc.insecure_channel(target, options=options)
         stream = pb_grpc.RigAgentStub(channel).StreamTelemetry(
             pb.StreamTelemetryRequest(interval_ms=100), timeout=seconds + 120)
-        size = next(stream).ByteSize()
+        reader = fresh(stream)
+        first = next(reader)
+        size = first.ByteSize()
         time.sleep(seconds)
         _cpu, rss_start, rss_end = rigd.finish()
-        resumed = time.time()
-        stale = 0
-        for message in stream:
-            if message.devices[0].time.ToNanoseconds() / 1e9 >= resumed:
-                break
-            stale += 1
+        message = next(reader)
+        age_s = time.time() - min(d.time.ToNanoseconds() for d in message.devices) / 1e9
         stream.cancel()
         channel.close()
         print(f"   {label}: rigd RSS {rss_start / 2**20:.1f} -> {rss_end / 2**20:.1f} MiB "
-              f"({(rss_end - rss_start) / 2**20:+.1f} MiB); on draining {stale} stale messages "
-              f"of {size} B ({stale * size / 1024:.0f} KiB held by the transport), then fresh "
-              f"readings with dropped_count {message.dropped_count} of ~{round(seconds * 10)}")
+              f"({(rss_end - rss_start) / 2**20:+.1f} MiB); messages of {size} B; the first "
+              f"after the silence is {age_s * 1000:.0f} ms old (sequence {message.sequence}, "
+              f"dropped_count {message.dropped_count} = {message.sequence} - 2 received)")
 
 
 def main() -> int:
@@ -280,7 +322,11 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--fast-streams", type=int, default=50)
     parser.add_argument("--load-s", type=float, default=30.0)
+    parser.add_argument("--quiet-s", type=float, default=10.0,
+                        help="the same probe loop, no streams open, before the load")
     parser.add_argument("--slow-s", type=float, default=60.0)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record rigd under load with py-spy (collapsed stacks) to FILE")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -296,8 +342,10 @@ def main() -> int:
         nvml = demo_setup(Path(tmp) / "nvml", count=args.gpus)
         nvml_lines = "\n".join(f'{key} = "{value}"' for key, value in nvml.items())
         config = Path(tmp, "rigd.toml")
+        digest = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
         config.write_text(f'[server]\nunix_socket = "{sock}"\ntcp_address = "127.0.0.1:{port}"\n'
-                          f'drain_s = 0\n[hal]\nbackends = ["host", "nvml"]\n'
+                          f'drain_s = 0\n[[auth.tokens]]\nname = "bench"\nrole = "operator"\n'
+                          f'sha256 = "{digest}"\n[hal]\nbackends = ["host", "nvml"]\n'
                           f"[hal.nvml]\n{nvml_lines}\n")
         proc = subprocess.Popen([sys.executable, "-m", "agent.main", "--config", str(config)],
                                 stderr=subprocess.DEVNULL)

@@ -51,8 +51,19 @@ class ProtocolError(HalError):
         return f"{base} (raw {len(self.raw)} bytes: {preview!r}{suffix})"
 
 
+class FirmwareRefused(ProtocolError):
+    """The firmware understood the request and said no (a cgminer-API `STATUS=E` reply, e.g.
+    "Invalid pool id 5 - range is 0 - 0", "No ASCs"): not garbled bytes. `firmware_says` is
+    the firmware's own message."""
+
+    def __init__(self, message: str, firmware_says: str, raw: bytes = b"") -> None:
+        super().__init__(message, raw)
+        self.firmware_says = firmware_says
+
+
 __all__ = [
     "DeviceLost",
+    "FirmwareRefused",
     "HalError",
     "InvalidArgument",
     "NotSupported",

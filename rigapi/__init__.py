@@ -7,10 +7,10 @@ from rigapi.rig.v1 import rig_agent_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RigAgent"].full_name
 
-# Channel options for a reader of telemetry streams that wants the newest readings after a
-# pause. rigd waits for each message to be taken by the transport and drops the oldest of what
-# piles up behind; what the transport holds unread is the reader's HTTP/2 stream window, which
-# gRPC grows to hundreds of kilobytes (BDP probing) unless told otherwise. rigctl uses these.
+# Channel options for a reader of telemetry streams: small HTTP/2 windows, so that the transport
+# holds a few messages unread instead of the megabytes gRPC grows its window to (BDP probing).
+# Freshness itself does not depend on them: rigapi.streams.fresh() skips what went stale in the
+# transport, whatever it holds; with these, less is sent only to be skipped. rigctl uses them.
 FRESH_STREAM_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 16384),

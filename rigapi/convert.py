@@ -231,8 +231,12 @@ def encode_stream_device(value: Reading) -> bytes:
 
 
 def encode_stream_message(devices: list[bytes], sequence: int, dropped_count: int,
-                          power: RigPower | None = None) -> bytes:
-    tail = pb.StreamTelemetryResponse(sequence=sequence, dropped_count=dropped_count)
+                          power: RigPower | None = None, sent_unix_s: float | None = None,
+                          interval_ms: int = 0) -> bytes:
+    tail = pb.StreamTelemetryResponse(sequence=sequence, dropped_count=dropped_count,
+                                      interval_ms=interval_ms)
+    if sent_unix_s is not None:
+        tail.sent_time.CopyFrom(timestamp(sent_unix_s))
     if power is not None:
         tail.rig_power.CopyFrom(rig_power(power))
     return b"".join(devices) + tail.SerializeToString()

@@ -93,7 +93,11 @@ class Config:
     max_request_bytes: int = setting(65536, section="server", bounds=(1024, 4 << 20),
                                      help="largest request message accepted")
     max_streams: int = setting(4096, section="server", bounds=(1, 100_000),
-                               help="concurrent telemetry and operation streams")
+                               help="server streams open at once, all callers together "
+                                    "(telemetry, operations, diagnostics, health Watch)")
+    max_streams_per_identity: int = setting(
+        2048, section="server", bounds=(1, 100_000),
+        help="server streams one caller identity may hold open at once")
     # [auth]
     anonymous_role: str = setting("viewer", section="auth", choices=(*ROLES, "none"),
                                   help="role of TCP callers without a token or certificate")
@@ -129,8 +133,6 @@ class Config:
                                           help="how often every device is read")
     device_timeout_s: float = setting(2.0, section="telemetry", bounds=(0.1, 60),
                                       help="a device read that takes longer is reported failed")
-    stream_queue_max: int = setting(16, section="telemetry", bounds=(1, 10_000),
-                                    help="readings a slow stream keeps before dropping the oldest")
     # [metrics]: Prometheus /metrics on a listener of its own (agent/edges/metrics.py)
     metrics_address: str = setting(
         "", section="metrics", key="address",

@@ -1,7 +1,7 @@
 """The agent's one refusal: a request rigd will not carry out, with the status that says why.
 
 Every layer raises `Refused(Code.X, message)`; the gRPC edge turns it into a status through one
-table (agent/edges/service.py). Errors from devices stay the HAL's own (hal.errors); they are
+table (agent/edges/status.py). Errors from devices stay the HAL's own (hal.errors); they are
 mapped at the same edge. Code names are gRPC's, so a controller can act on the code alone.
 """
 
@@ -21,8 +21,13 @@ class Code(enum.Enum):
 
 
 class Refused(Exception):
-    """rigd refuses the request; nothing has changed. `code` says which kind of refusal."""
+    """rigd refuses the request; nothing has changed. `code` says which kind of refusal.
 
-    def __init__(self, code: Code, message: str) -> None:
+    Optionally `reason`, an UPPER_SNAKE word a program can switch on (default: the code's
+    name), and `party`, who must act ("caller" by default; "rigd" for UNAVAILABLE)."""
+
+    def __init__(self, code: Code, message: str, *, reason: str = "", party: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason or code.value
+        self.party = party

@@ -6,33 +6,30 @@ socket caller's credentials (uid and pid from SO_PEERCRED, see agent/edges/unixf
 anonymity on loopback TCP. Roles are ordered viewer < operator < admin; every RPC names the least
 role it needs. Every mutating call is written to the audit log whatever its outcome, refusals
 included, with each field and each line bounded so a caller cannot make the log grow faster than it
-sends."""
+sends. The gate (agent/edges/gate.py) applies all this to every call."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import hashlib
 import hmac
 import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import grpc
 import structlog
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from agent.config.settings import ROLES, Config
+from agent.edges.status import clip
 
 log = structlog.get_logger("rigd.audit")
 
-_SERVICE = "/rig.v1.RigAgent/"
 # The least role each RPC needs. Anything not listed (health, reflection) is open to all.
 METHOD_ROLES: dict[str, str] = {
     "GetInventory": "viewer",
@@ -77,21 +74,6 @@ class Identity:
 
     def at_least(self, role: str) -> bool:
         return self.role in ROLES and ROLES.index(self.role) >= ROLES.index(role)
-
-
-_current: contextvars.ContextVar[Identity] = contextvars.ContextVar("rigd_identity")
-
-
-def current_identity() -> Identity:
-    """The caller of the RPC being served (set by the interceptor)."""
-    return _current.get(Identity("internal", "admin"))
-
-
-def clip(text: str, limit: int = MAX_FIELD_CHARS) -> str:
-    """Caller-supplied text as it may be echoed: at most `limit` characters, with the size."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…[truncated, {len(text)} chars]"
 
 
 class AuditLog:
@@ -194,123 +176,9 @@ def _bounded(value: Any) -> Any:
     return value
 
 
-def _summary(request: Any) -> dict[str, Any]:
+def audit_summary(request: Any) -> dict[str, Any]:
+    """A request as the audit log keeps it (secrets redacted, everything bounded)."""
     if not isinstance(request, Message):
         return {}
     summary: dict[str, Any] = _bounded(MessageToDict(request, preserving_proto_field_name=True))
     return summary
-
-
-def _text(value: str | bytes | None) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value or ""
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, audit: AuditLog) -> None:
-        self._auth = authenticator
-        self._audit = audit
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        full_method: str = handler_call_details.method
-        if handler is None or not full_method.startswith(_SERVICE):
-            return handler
-        method = full_method[len(_SERVICE):]
-        needed = METHOD_ROLES.get(method, "admin")
-        metadata = tuple(handler_call_details.invocation_metadata or ())
-        mutating = method in MUTATING
-        audit_log = self._audit
-
-        def audit(identity: Identity, request: Any, peer: str, outcome: str, detail: str,
-                  started: float | None) -> None:
-            if not mutating:
-                return
-            event: dict[str, Any] = {
-                "method": method, "identity": identity.name, "role": identity.role,
-                "peer": clip(peer, 128), "request": _summary(request),
-                "outcome": outcome, "detail": clip(detail, 512),
-            }
-            if started is not None:
-                event["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            audit_log.record(**event)
-
-        async def admit(request: Any, context: Any) -> Identity:
-            identity = self._auth.identify(metadata, context)
-            if identity.at_least(needed):
-                return identity
-            unauthenticated = identity.role == "none"
-            code = grpc.StatusCode.UNAUTHENTICATED if unauthenticated else \
-                grpc.StatusCode.PERMISSION_DENIED
-            audit(identity, request, context.peer(), code.name, "", None)
-            if unauthenticated:
-                await context.abort(code, f"{method} needs a valid token")
-            await context.abort(
-                code, f"{method} needs role {needed}; {identity.name} has {identity.role}")
-            raise AssertionError("unreachable")
-
-        def finished(identity: Identity, request: Any, context: Any, peer: str,
-                     started: float, error: BaseException | None) -> None:
-            if error is None:
-                audit(identity, request, peer, "OK", "", started)
-                return
-            code = context.code()
-            if isinstance(code, grpc.StatusCode):
-                outcome = code.name
-            elif isinstance(error, asyncio.CancelledError):
-                outcome = "CANCELLED"
-            else:
-                outcome = "INTERNAL"
-            audit(identity, request, peer, outcome, _text(context.details()), started)
-
-        if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
-
-            async def unary(request: Any, context: Any) -> Any:
-                identity = await admit(request, context)
-                peer = context.peer()
-                token = _current.set(identity)
-                started = time.perf_counter()
-                try:
-                    response = await inner_unary(request, context)
-                except BaseException as exc:
-                    finished(identity, request, context, peer, started, exc)
-                    raise
-                finally:
-                    _current.reset(token)
-                finished(identity, request, context, peer, started, None)
-                return response
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                identity = await admit(request, context)
-                # The peer is read now: once a stream is cancelled, grpc.aio frees the call,
-                # and context.peer() on it crashes the process (seen: SIGSEGV on a cancelled
-                # RunDiagnostics).
-                peer = context.peer()
-                started = time.perf_counter()
-                token = _current.set(identity)
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                except BaseException as exc:
-                    finished(identity, request, context, peer, started, exc)
-                    raise
-                finally:
-                    _current.reset(token)
-                finished(identity, request, context, peer, started, None)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        return handler

@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.edges.status import abort, by_caller
+
 Status = int  # health_pb2.HealthCheckResponse.ServingStatus
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -43,8 +45,9 @@ class HealthService(health_pb2_grpc.HealthServicer):
                     ) -> health_pb2.HealthCheckResponse:
         status = self._status.get(request.service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"unknown service {request.service[:100]!r}")
+            await abort(context, by_caller(
+                grpc.StatusCode.NOT_FOUND, f"unknown service {request.service[:100]!r}",
+                "UNKNOWN_SERVICE"))
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any

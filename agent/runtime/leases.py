@@ -15,23 +15,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-
-class LeaseError(Exception):
-    """Base: the lease request cannot be honoured. `code` is the gRPC status name to use."""
-
-    code = "FAILED_PRECONDITION"
-
-
-class LeaseNotFound(LeaseError):
-    code = "NOT_FOUND"
-
-
-class LeaseNotYours(LeaseError):
-    code = "PERMISSION_DENIED"
-
+from agent.core.errors import Code, Refused
 
 MIN_TTL_S = 1
 MAX_TTL_S = 3600
+MAX_HOLDER_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +45,22 @@ class LeaseManager:
     @staticmethod
     def _check_ttl(ttl_s: int) -> None:
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
-            raise ValueError(f"ttl_s must be within {MIN_TTL_S} .. {MAX_TTL_S}, got {ttl_s}")
+            raise Refused(Code.INVALID_ARGUMENT,
+                          f"ttl_s must be within {MIN_TTL_S} .. {MAX_TTL_S}, got {ttl_s}")
 
     def acquire(self, holder: str, owner: str, ttl_s: int, preempt: bool = False) -> Lease:
         self._check_ttl(ttl_s)
-        if not holder or len(holder) > 200:
-            raise ValueError("holder must be 1 .. 200 characters")
+        if not holder or len(holder) > MAX_HOLDER_CHARS:
+            raise Refused(Code.INVALID_ARGUMENT,
+                          f"holder must be 1 .. {MAX_HOLDER_CHARS} characters")
         with self._lock:
             live = self._live()
             if live is not None and not preempt and live.owner != owner:
                 remaining = live.expire_unix_s - time.time()
-                raise LeaseError(
-                    f"rig is leased by {live.holder} ({live.owner}) for {remaining:.0f} s more"
-                )
+                raise Refused(
+                    Code.FAILED_PRECONDITION,
+                    f"rig is leased by {live.holder} ({live.owner}) for {remaining:.0f} s more",
+                    reason="LEASE_HELD")
             self._last_token += 1 + secrets.randbelow(1 << 20)
             self._lease = Lease(
                 lease_id=secrets.token_hex(16),
@@ -83,9 +74,11 @@ class LeaseManager:
     def _own(self, lease_id: str, owner: str) -> Lease:
         live = self._live()
         if live is None or live.lease_id != lease_id:
-            raise LeaseNotFound(f"lease {lease_id!r} is not live (expired, released or unknown)")
+            raise Refused(Code.NOT_FOUND, f"lease {lease_id!r} is not live (expired, released "
+                          "or unknown)", reason="LEASE_NOT_FOUND")
         if live.owner != owner:
-            raise LeaseNotYours(f"lease {lease_id!r} belongs to {live.owner}")
+            raise Refused(Code.PERMISSION_DENIED, f"lease {lease_id!r} belongs to {live.owner}",
+                          reason="LEASE_NOT_YOURS")
         return live
 
     def renew(self, lease_id: str, owner: str, ttl_s: int) -> Lease:
@@ -110,17 +103,21 @@ class LeaseManager:
             live = self._live()
             if live is None:
                 if fencing_token:
-                    raise LeaseError(
-                        f"fencing token {fencing_token} is stale: no lease is live (expired?)"
-                    )
+                    raise Refused(
+                        Code.FAILED_PRECONDITION,
+                        f"fencing token {fencing_token} is stale: no lease is live (expired?)",
+                        reason="FENCING_TOKEN_STALE")
                 return
             if fencing_token != live.fencing_token:
                 given = f"token {fencing_token}" if fencing_token else "no fencing token"
-                raise LeaseError(f"rig is leased by {live.holder} ({live.owner}); {given} refused")
+                raise Refused(Code.FAILED_PRECONDITION,
+                              f"rig is leased by {live.holder} ({live.owner}); {given} refused",
+                              reason="LEASE_HELD")
             if caller != live.owner:
-                raise LeaseNotYours(
-                    f"the fencing token belongs to {live.holder} ({live.owner}), not {caller}"
-                )
+                raise Refused(
+                    Code.PERMISSION_DENIED,
+                    f"the fencing token belongs to {live.holder} ({live.owner}), not {caller}",
+                    reason="LEASE_NOT_YOURS")
 
     def current(self) -> Lease | None:
         with self._lock:

@@ -5,15 +5,15 @@ miner or lost GPU delays nobody: its reading says why it failed and the others c
 whose previous read still hangs is not read again (no thread pile-up).
 
 Each device is read at the configured interval, or faster while a stream that covers it asks for
-a shorter one (never below MIN_INTERVAL_S). Each stream has its own bounded queue: while its
-reader is slow the stream's writes wait (back-pressure), the queue drops the oldest readings and
-counts them, so a reader that catches up gets the newest readings and a true count of what it
-lost.
+a shorter one (never below MIN_INTERVAL_S). Each stream keeps only the newest readings it has
+not sent (agent/runtime/subscriptions.py): while its reader is slow the older ones are replaced
+and counted, so what it sends is the newest, with a true count of what it lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,6 +78,9 @@ class Sampler:
         self._read_begun: dict[str, float] = {}  # ... and the time that read began
         self._due: dict[str, float] = dict.fromkeys(self.devices, 0.0)
         self._subs: set[Subscription] = set()
+        # device id -> how many open streams ask for each interval (the shortest one applies)
+        self._stream_intervals: dict[str, collections.Counter[float]] = {
+            d: collections.Counter() for d in self.devices}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.samples_taken = 0
@@ -198,9 +201,8 @@ class Sampler:
 
     # -- streaming -------------------------------------------------------------------------
 
-    def subscribe(self, device_ids: Iterable[str], interval_s: float, queue_max: int
-                  ) -> Subscription:
-        sub = Subscription(frozenset(device_ids), max(interval_s, MIN_INTERVAL_S), queue_max)
+    def subscribe(self, device_ids: Iterable[str], interval_s: float) -> Subscription:
+        sub = Subscription(frozenset(device_ids), max(interval_s, MIN_INTERVAL_S))
         self._subs.add(sub)
         now = time.monotonic()
         current = {d: r for d, r in self._latest.items() if sub.covers(d)}
@@ -209,12 +211,19 @@ class Sampler:
             sub.next_due = now + sub.interval_s
         for device_id in self.devices:
             if sub.covers(device_id):
+                self._stream_intervals[device_id][sub.interval_s] += 1
                 self._due[device_id] = min(self._due[device_id], now + sub.interval_s)
         self._wake.set()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        if sub in self._subs:
+            self._subs.discard(sub)
+            for device_id, intervals in self._stream_intervals.items():
+                if sub.covers(device_id):
+                    intervals[sub.interval_s] -= 1
+                    if intervals[sub.interval_s] <= 0:
+                        del intervals[sub.interval_s]
         sub.close()
 
     @property
@@ -223,7 +232,8 @@ class Sampler:
 
     def _interval_of(self, device_id: str) -> float:
         """The configured interval, or the shortest of the streams that cover the device."""
-        return min([self.interval_s, *(s.interval_s for s in self._subs if s.covers(device_id))])
+        intervals = self._stream_intervals[device_id]
+        return min(self.interval_s, min(intervals)) if intervals else self.interval_s
 
     async def _run(self) -> None:
         while True:
@@ -239,9 +249,10 @@ class Sampler:
                     self._due[device_id] = max(self._due[device_id] + self._interval_of(device_id),
                                                tick)
             now = time.monotonic()
+            current = dict(self._latest)  # one snapshot for every stream due now
             for sub in list(self._subs):
                 if now + 0.001 >= sub.next_due:
-                    sub.push(self._latest)
+                    sub.push(current)
                     sub.next_due = max(sub.next_due + sub.interval_s, now)
             next_at = min([*self._due.values(), *(s.next_due for s in self._subs)])
             self._wake.clear()

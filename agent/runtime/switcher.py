@@ -20,6 +20,7 @@ from typing import Protocol
 
 import structlog
 
+from agent.core.errors import Code, Refused
 from agent.runtime.operations import Operations
 from agent.runtime.workloads import WorkloadError
 from agent.runtime.workloads.manager import WorkloadManager
@@ -28,14 +29,6 @@ from rigapi.model import Operation, OperationState, Phase, WorkloadKind, Workloa
 log = structlog.get_logger("rigd.switch")
 
 MAX_DEVICES_PER_REQUEST = 64
-
-
-class Refused(Exception):
-    """The request is refused before anything changes; `code` names the gRPC status."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class StartGate(Protocol):
@@ -79,13 +72,13 @@ class Switcher:
             earlier = self.ops.by_request(request.request_id)
             if earlier is not None:
                 if earlier.fingerprint != request.fingerprint():
-                    raise Refused("ALREADY_EXISTS", (
+                    raise Refused(Code.ALREADY_EXISTS, (
                         f"request_id {request.request_id[:80]!r} was used for another request "
-                        f"(operation {earlier.operation_id}); use a new request_id"))
+                        f"(operation {earlier.operation_id}); use a new request_id"),
+                        reason="REQUEST_ID_REUSED")
                 return earlier
         if not 1 <= len(request.specs) <= MAX_DEVICES_PER_REQUEST:
-            raise Refused("INVALID_ARGUMENT",
-                          f"name 1 .. {MAX_DEVICES_PER_REQUEST} devices")
+            raise Refused(Code.INVALID_ARGUMENT, f"name 1 .. {MAX_DEVICES_PER_REQUEST} devices")
         for device_id, spec in request.specs.items():
             self._check_device(device_id, spec, request.ignore_dwell)
         return None
@@ -94,24 +87,26 @@ class Switcher:
         manager = self.manager
         running = self.ops.running_for(device_id)
         if running is not None:
-            raise Refused("FAILED_PRECONDITION", (
+            raise Refused(Code.FAILED_PRECONDITION, (
                 f"{device_id} is being changed by operation {running.operation_id} "
-                f"({running.kind}); wait for it (rigctl ops watch {running.operation_id})"))
+                f"({running.kind}); wait for it (rigctl ops watch {running.operation_id})"),
+                reason="DEVICE_BUSY")
         reason = ""  # idle: whatever runs stops
         if spec.kind == WorkloadKind.HASHING:
             reason = manager.hashing_unavailable(device_id)
         elif spec.inference is not None:
             reason = manager.inference_unavailable(device_id, spec.inference.profile)
         if reason:
-            raise Refused("FAILED_PRECONDITION", reason)
+            raise Refused(Code.FAILED_PRECONDITION, reason, reason="WORKLOAD_UNAVAILABLE")
         gate = self.gate.blocks_start(spec)
         if gate:
-            raise Refused("FAILED_PRECONDITION", gate)
+            raise Refused(Code.FAILED_PRECONDITION, gate, reason="CURTAILMENT_IN_FORCE")
         dwell = manager.dwell_left_s(device_id)
         if dwell > 0 and not ignore_dwell:
-            raise Refused("FAILED_PRECONDITION", (
+            raise Refused(Code.FAILED_PRECONDITION, (
                 f"{device_id} switched less than {manager.config.min_dwell_s:g} s ago; the "
-                f"next switch is allowed in {dwell:.0f} s (workloads.min_dwell_s)"))
+                f"next switch is allowed in {dwell:.0f} s (workloads.min_dwell_s)"),
+                reason="MIN_DWELL")
 
     # -- running -------------------------------------------------------------------------------
 

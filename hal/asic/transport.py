@@ -22,6 +22,7 @@ from typing import Any
 
 from hal.errors import (
     DeviceLost,
+    FirmwareRefused,
     HalError,
     NotSupported,
     PermissionDenied,
@@ -91,7 +92,7 @@ class Reply:
         if code == CODE_INVALID_COMMAND or "invalid cmd" in msg.lower() \
                 or "invalid command" in msg.lower():
             raise NotSupported(f"{where}{self.command}: {msg}")
-        raise ProtocolError(f"{where}{self.command}: firmware error: {msg}", self.raw)
+        raise FirmwareRefused(f"{where}{self.command}: firmware error: {msg}", msg, self.raw)
 
 
 def _status_ok(status: dict[str, Any]) -> bool:

@@ -67,7 +67,7 @@ def write_config(path: Path, socket_path: str, port: int, audit: Path, extra: st
                    "drain_s": TEST_DRAIN_S},
         "auth": {"anonymous_role": "viewer"},
         "audit": {"path": str(audit)},
-        "telemetry": {"interval_s": 0.2, "stream_queue_max": 2},
+        "telemetry": {"interval_s": 0.2},
         "workloads": {"state_dir": str(Path(socket_path).parent / "state")},
         "hal": {"backends": list(backends)},
     }

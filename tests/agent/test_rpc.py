@@ -281,11 +281,17 @@ def test_a_huge_field_grows_the_audit_by_one_bounded_line(rigd: RigdProcess) -> 
 
 def test_echoed_input_is_clipped(shared_rigd: RigdProcess) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        shared_rigd.stub().GetTelemetry(pb.GetTelemetryRequest(device_ids=["g" * 60_000]),
+        shared_rigd.stub().GetTelemetry(pb.GetTelemetryRequest(device_ids=["g" * 250]),
                                         timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     details = info.value.details() or ""
-    assert "truncated, 60000 chars" in details and len(details) < 500
+    assert "truncated, 250 chars" in details and len(details) < 500
+    with pytest.raises(grpc.RpcError) as info:  # beyond the field's limit: not even looked up
+        shared_rigd.stub().GetTelemetry(pb.GetTelemetryRequest(device_ids=["g" * 60_000]),
+                                        timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details() or ""
+    assert "at most 300 characters, got 60000" in details and len(details) < 500
 
 
 def test_every_rpc_names_its_role_and_viewers_cannot_mutate(rigd: RigdProcess) -> None:

@@ -195,11 +195,12 @@ class WorkloadManager:
         workload.set_intensity(intensity)
         self.changes.mark(device_id)
 
-    def health(self, device: Device) -> Health:
-        """The device's own health, or unhealthy when a failed switch left it running nothing
-        it should (until supervision brings its workload back)."""
-        reason = self.unhealthy.get(device.id)
-        return Health(HealthState.UNHEALTHY, reason) if reason else device.health()
+    def health(self, device_id: str, latest: Health) -> Health:
+        """The device's health as its latest reading says (success or not), or unhealthy when
+        a failed switch left it running nothing it should (until supervision brings its
+        workload back)."""
+        reason = self.unhealthy.get(device_id)
+        return Health(HealthState.UNHEALTHY, reason) if reason else latest
 
     def annotate(self, reading: Reading) -> Reading:
         """The device's workload in its reading (and its hashrate, where the device itself

@@ -440,16 +440,20 @@ class StreamTelemetryRequest(_message.Message):
     def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
 
 class StreamTelemetryResponse(_message.Message):
-    __slots__ = ("devices", "sequence", "dropped_count", "rig_power")
+    __slots__ = ("devices", "sequence", "dropped_count", "rig_power", "sent_time", "interval_ms")
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DROPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
     RIG_POWER_FIELD_NUMBER: _ClassVar[int]
+    SENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[DeviceTelemetry]
     sequence: int
     dropped_count: int
     rig_power: RigPower
-    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceTelemetry, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_count: _Optional[int] = ..., rig_power: _Optional[_Union[RigPower, _Mapping]] = ...) -> None: ...
+    sent_time: _timestamp_pb2.Timestamp
+    interval_ms: int
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceTelemetry, _Mapping]]] = ..., sequence: _Optional[int] = ..., dropped_count: _Optional[int] = ..., rig_power: _Optional[_Union[RigPower, _Mapping]] = ..., sent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "holder", "fencing_token", "expire_time")

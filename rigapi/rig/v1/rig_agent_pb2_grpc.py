@@ -28,6 +28,22 @@ if _version_not_supported:
 class RigAgentStub:
     """RigAgent is served by rigd on a Unix socket (local rigctl) and optionally on TCP.
     Mutating calls need the operator role (admin for leases held by others) and are audit-logged.
+
+    Errors: every non-OK status carries, in its standard google.rpc.Status details
+    (grpc-status-details-bin), one google.rpc.ErrorInfo with domain "rig.v1", an UPPER_SNAKE
+    reason, and metadata "party" (who caused it and must act: rigd, caller, device, firmware,
+    pool), "device_id" where a device is involved, "firmware_says" (the firmware's own words,
+    clipped) and "limit" (the setting a RESOURCE_EXHAUSTED refusal hit). A miner that refuses the
+    connection or does not answer is UNAVAILABLE (party device); a firmware that understood and
+    said no is FAILED_PRECONDITION (party firmware); INTERNAL is only ever rigd's own fault. A
+    request body that is not its message is INVALID_ARGUMENT (reason MALFORMED_REQUEST).
+
+    Limits: every string field of every request is bounded and shape-checked before anything
+    else (INVALID_ARGUMENT naming the field, reason FIELD_TOO_LONG or FIELD_MALFORMED); each
+    field's comment gives its limit. Server streams (StreamTelemetry, WatchOperation,
+    RunDiagnostics and grpc.health.v1 Health.Watch) share one budget: server.max_streams in
+    total and server.max_streams_per_identity per caller; beyond it a new stream is
+    RESOURCE_EXHAUSTED (reason STREAM_LIMIT, metadata "limit" names the setting).
     """
 
     def __init__(self, channel):
@@ -116,6 +132,22 @@ class RigAgentStub:
 class RigAgentServicer:
     """RigAgent is served by rigd on a Unix socket (local rigctl) and optionally on TCP.
     Mutating calls need the operator role (admin for leases held by others) and are audit-logged.
+
+    Errors: every non-OK status carries, in its standard google.rpc.Status details
+    (grpc-status-details-bin), one google.rpc.ErrorInfo with domain "rig.v1", an UPPER_SNAKE
+    reason, and metadata "party" (who caused it and must act: rigd, caller, device, firmware,
+    pool), "device_id" where a device is involved, "firmware_says" (the firmware's own words,
+    clipped) and "limit" (the setting a RESOURCE_EXHAUSTED refusal hit). A miner that refuses the
+    connection or does not answer is UNAVAILABLE (party device); a firmware that understood and
+    said no is FAILED_PRECONDITION (party firmware); INTERNAL is only ever rigd's own fault. A
+    request body that is not its message is INVALID_ARGUMENT (reason MALFORMED_REQUEST).
+
+    Limits: every string field of every request is bounded and shape-checked before anything
+    else (INVALID_ARGUMENT naming the field, reason FIELD_TOO_LONG or FIELD_MALFORMED); each
+    field's comment gives its limit. Server streams (StreamTelemetry, WatchOperation,
+    RunDiagnostics and grpc.health.v1 Health.Watch) share one budget: server.max_streams in
+    total and server.max_streams_per_identity per caller; beyond it a new stream is
+    RESOURCE_EXHAUSTED (reason STREAM_LIMIT, metadata "limit" names the setting).
     """
 
     def GetInventory(self, request, context):
@@ -133,8 +165,15 @@ class RigAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamTelemetry(self, request, context):
-        """Readings at a fixed interval. A slow reader loses the oldest readings, never the newest;
-        each message counts what was dropped.
+        """Readings at a fixed interval, always the newest: rigd keeps one set of readings per stream
+        and replaces it while the transport still holds the previous message, counting each one
+        replaced in dropped_count. Messages can still wait in transport buffers (the reader's
+        HTTP/2 window, as large as its channel allows). The freshness promise is made at the
+        application level, whatever those buffers hold: a reader that skips each message found
+        waiting that waited longer than one interval after its sent_time or holds a reading older
+        than two (counting it as dropped) sees only readings younger than two intervals plus its own
+        pause, with dropped_count equal to what it missed; after any silence, its first message is
+        fresh. rigapi.streams.fresh() is that reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -311,6 +350,22 @@ def add_RigAgentServicer_to_server(servicer, server):
 class RigAgent:
     """RigAgent is served by rigd on a Unix socket (local rigctl) and optionally on TCP.
     Mutating calls need the operator role (admin for leases held by others) and are audit-logged.
+
+    Errors: every non-OK status carries, in its standard google.rpc.Status details
+    (grpc-status-details-bin), one google.rpc.ErrorInfo with domain "rig.v1", an UPPER_SNAKE
+    reason, and metadata "party" (who caused it and must act: rigd, caller, device, firmware,
+    pool), "device_id" where a device is involved, "firmware_says" (the firmware's own words,
+    clipped) and "limit" (the setting a RESOURCE_EXHAUSTED refusal hit). A miner that refuses the
+    connection or does not answer is UNAVAILABLE (party device); a firmware that understood and
+    said no is FAILED_PRECONDITION (party firmware); INTERNAL is only ever rigd's own fault. A
+    request body that is not its message is INVALID_ARGUMENT (reason MALFORMED_REQUEST).
+
+    Limits: every string field of every request is bounded and shape-checked before anything
+    else (INVALID_ARGUMENT naming the field, reason FIELD_TOO_LONG or FIELD_MALFORMED); each
+    field's comment gives its limit. Server streams (StreamTelemetry, WatchOperation,
+    RunDiagnostics and grpc.health.v1 Health.Watch) share one budget: server.max_streams in
+    total and server.max_streams_per_identity per caller; beyond it a new stream is
+    RESOURCE_EXHAUSTED (reason STREAM_LIMIT, metadata "limit" names the setting).
     """
 
     @staticmethod

@@ -6,6 +6,14 @@ message (bad JSON, wrong types, oversized line, bad hex, silence mid-line) is lo
 connection dropped and retried with capped, jittered exponential backoff, failing over along the
 configured pool list (the first pool is preferred again after every round). Every share is
 re-checked with hashlib against its job's target before it is sent.
+
+Version rolling (BIP 310) "auto": `mining.configure` is asked first in each session. A pool is
+taken as refusing it only when it answered it with an error, or closed a session in which the
+request had been sent and not yet answered (ckpool 0.9.4 hangs up on it); a session that ended
+before the request went out proves nothing. The verdict is not for good: the pool is asked again
+in the first session after a backoff (twice the reconnect backoff's cap, doubling with each
+refusal up to CONFIGURE_RETRY_MAX_S, jittered), so a pool that restarted or a proxy that reset
+once gets version rolling back; an answer clears the verdict.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ log = structlog.get_logger(__name__)
 
 MAX_REASONS = 32  # distinct rejection reasons kept; a hostile pool cannot grow our memory
 MAX_RECONNECT_WAIT_S = 300.0
+CONFIGURE_RETRY_MAX_S = 3600.0
 CLIENT_AGENT = "rigd/0.1"
 
 
@@ -57,6 +66,15 @@ def backoff_delay_s(failures: int, initial_s: float, max_s: float) -> float:
     """Exponential backoff, capped, with jitter so a fleet of rigs does not reconnect in step."""
     base = min(max_s, initial_s * 2 ** min(max(failures, 1) - 1, 30))
     return base * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A pool refused or dropped `mining.configure` `strikes` times in a row; it is not asked
+    again before `retry_at` (monotonic)."""
+
+    strikes: int
+    retry_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +106,8 @@ class _Session:
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     pending: dict[int, tuple[str, Share | None]] = field(default_factory=dict)
     extranonce1: bytes | None = None
-    configure_pending: bool = False
+    configure_pending: bool = False  # asked, not answered
+    configure_sent: bool = False  # ... and the request went out whole
     extranonce2_size: int = 0
     version_mask: int = 0
     difficulty: float = 1.0
@@ -134,10 +153,11 @@ class StratumClient:
             raise InvalidArgument(
                 f"version_rolling must be true, false or \"auto\", got {version_rolling!r:.40}")
         # "auto": negotiate BIP 310 where the pool answers, fall back without it where the pool
-        # refuses or drops `mining.configure` (remembered per pool); True: always ask.
+        # refuses or drops `mining.configure` (asked again after a backoff, see the module's
+        # docstring); True: always ask.
         self._version_rolling = version_rolling
         self._requested_mask = version_mask if version_rolling else 0
-        self._configure_refused: set[PoolAddress] = set()
+        self._configure_refused: dict[PoolAddress, _Refusal] = {}
         self._connect_timeout_s = connect_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._line_timeout_s = line_timeout_s
@@ -298,22 +318,22 @@ class StratumClient:
         log.info("stratum.connected", pool=address.url)
         sender = asyncio.create_task(self._send_shares(session))
         try:
-            if self._requested_mask and address not in self._configure_refused:
+            if self._requested_mask and self._ask_configure(address):
                 session.configure_pending = True
                 await self._request(session, "mining.configure", [
                     ["version-rolling"],
                     {"version-rolling.mask": f"{self._requested_mask:08x}",
                      "version-rolling.min-bit-count": 2},
                 ])
+                session.configure_sent = True
             await self._request(session, "mining.subscribe", [CLIENT_AGENT])
             await self._request(session, "mining.authorize", [self._user, self._password])
             while True:
                 await self._handle_line(session, await self._read_line(session))
         finally:
-            if session.configure_pending and self._version_rolling == "auto":
-                # The pool hung up on `mining.configure` (ckpool 0.9.4 does): next time, without.
-                self._configure_refused.add(address)
-                log.warning("stratum.configure_dropped", pool=address.url)
+            if session.configure_pending and session.configure_sent:
+                # The pool hung up on `mining.configure` (ckpool 0.9.4 does): without, a while.
+                self._configure_struck(address, "dropped")
             self._end_session(session)
             sender.cancel()
             writer.close()
@@ -442,8 +462,10 @@ class StratumClient:
         result, error = message.get("result"), message.get("error")
         if kind == "mining.configure":
             session.configure_pending = False
-            if error is not None and self._version_rolling == "auto":
-                self._configure_refused.add(session.address)
+            if error is not None:
+                self._configure_struck(session.address, "refused")
+            else:
+                self._configure_refused.pop(session.address, None)
             self._configured(session, result if error is None else None)
         elif kind == "mining.subscribe":
             if error is not None or not isinstance(result, list) or len(result) < 3:
@@ -464,8 +486,27 @@ class StratumClient:
             self._count(accepted, reason)
 
     def configure_refused(self) -> list[str]:
-        """The pools that refused or dropped `mining.configure` (asked no more, in "auto")."""
+        """The pools that refused or dropped `mining.configure` when last asked (in "auto":
+        asked again after a backoff)."""
         return sorted(address.url for address in self._configure_refused)
+
+    def _ask_configure(self, address: PoolAddress) -> bool:
+        refusal = self._configure_refused.get(address)
+        return refusal is None or self._version_rolling is True \
+            or time.monotonic() >= refusal.retry_at
+
+    def _configure_struck(self, address: PoolAddress, how: str) -> None:
+        if self._version_rolling != "auto":
+            return
+        previous = self._configure_refused.get(address)
+        strikes = 1 if previous is None else previous.strikes + 1
+        # At least twice the reconnect backoff's cap: the reconnect that follows a drop at once
+        # goes without; later ones ask again.
+        wait_s = min(CONFIGURE_RETRY_MAX_S,
+                     2 * self._backoff_max_s * 2 ** min(strikes - 1, 30)) * random.uniform(1, 1.5)
+        self._configure_refused[address] = _Refusal(strikes, time.monotonic() + wait_s)
+        log.warning("stratum.configure_" + how, pool=address.url, strikes=strikes,
+                    ask_again_in_s=round(wait_s, 1))
 
     def _configured(self, session: _Session, result: Any) -> None:
         mask = 0
