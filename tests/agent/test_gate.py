@@ -118,6 +118,7 @@ def unanswering_port() -> Iterator[int]:
         server.close()
 
 
+@pytest.mark.processes  # a rigd of its own
 def test_a_cancelled_stream_is_audited_cancelled_without_a_traceback(tmp_path: Path) -> None:
     with unanswering_port() as port:
         # The quick diagnostics try the configured pool: it takes seconds not to answer, so
@@ -143,6 +144,7 @@ def test_a_cancelled_stream_is_audited_cancelled_without_a_traceback(tmp_path: P
 # ---- one budget for every server stream -----------------------------------------------------
 
 
+@pytest.mark.processes  # a rigd of its own
 def test_every_server_stream_counts_against_one_budget(tmp_path: Path) -> None:
     rigd = start_rigd(tmp_path, settings={"server": {"max_streams": 4,
                                                      "max_streams_per_identity": 3}})
