@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo,inference,openadr,site]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,inference,openadr,site,srv]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
