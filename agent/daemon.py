@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -54,7 +55,7 @@ from agent.runtime.switcher import Switcher
 from agent.runtime.workloads.manager import WorkloadManager
 from hal import errors as hal_errors
 from hal.device import DeviceKind
-from hal.registry import Discovery, discover
+from hal.registry import Discovery, descriptors_needed, discover
 from rigapi import SERVICE_NAME
 
 log = structlog.get_logger("rigd")
@@ -62,6 +63,10 @@ WATCHDOG_SLACK_S = 2.0
 # asyncio.to_thread's pool: blocking device calls (a curtailment turns down a hundred miners at
 # once); Python's default is cpu_count + 4 threads, which would queue them six at a time here.
 DEVICE_CALL_THREADS = 64
+# File descriptors rigd holds besides its devices' readings: listeners and their clients, logs,
+# GPUs, workloads' pipes, and the device calls in flight (DEVICE_CALL_THREADS at once, a
+# control holding up to two connections).
+OWN_DESCRIPTORS = 256 + 2 * DEVICE_CALL_THREADS
 
 
 class StartupError(Exception):
@@ -123,6 +128,28 @@ def _check_port_free(host: str, port: int, address: str) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise StartupError(f"cannot listen on {address}: {exc.strerror}") from None
+
+
+def check_descriptors(devices_need: int) -> None:
+    """The configured devices' readings may hold `devices_need` file descriptors at once (every
+    miner, when all of them hang): with rigd's own, that is the `ulimit -n` it needs. A lower
+    soft limit is raised to the hard limit where that is enough; else rigd refuses to start."""
+    if not devices_need:
+        return
+    need = devices_need + OWN_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        log.info("file_descriptors", needed=need, limit=soft)
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise StartupError(
+            f"the configured devices need `ulimit -n` {need} ({devices_need} for their "
+            f"readings + {OWN_DESCRIPTORS} for rigd itself), and this process may open at most "
+            f"{hard} (its hard limit): raise it (systemd: LimitNOFILE={need}) or configure "
+            f"fewer miners")
+    raised = hard if hard != resource.RLIM_INFINITY else need
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    log.info("file_descriptor_limit_raised", needed=need, soft_limit_was=soft, limit=raised)
 
 
 def build_runtime(config: Config, discovery: Discovery, operations: Operations) -> Runtime:
@@ -433,6 +460,8 @@ async def serve(config: Config, signals: SignalWatcher,
         ThreadPoolExecutor(DEVICE_CALL_THREADS, thread_name_prefix="device-call"))
     stop = asyncio.Event()
     signals.notify(asyncio.get_running_loop(), stop)
+    check_descriptors(descriptors_needed(
+        config.backends, {**config.backend_options, **(extra_backend_options or {})}))
     agent = Agent(config, extra_backend_options)
     agent.bind()
     try:
