@@ -50,6 +50,9 @@ T = TypeVar("T")
 MIN_INTERVAL_S = 0.1  # the fastest a stream may ask for; documented in the API
 MAX_BACKOFF_S = 30.0  # a failing device is tried at least this often
 BATCH_S = 0.01  # reads due this close together start together
+# Reads started in one turn of the event loop, at most: a loop with more to do than it can
+# (a busy machine) turns more slowly, so reads start later rather than all time out.
+READS_PER_TURN = 32
 Enrich = Callable[[Reading], Reading]
 _Inflight = dict[str, tuple[Future[T], float]]  # device id -> (read, monotonic start)
 
@@ -126,6 +129,7 @@ class Sampler:
             self._all_read.set()
         self._task: asyncio.Task[None] | None = None
         self.samples_taken = 0
+        self.reads = 0  # reads ended (answered, failed or abandoned), for benchmarks
 
     # -- one device's read -------------------------------------------------------------------
 
@@ -157,6 +161,7 @@ class Sampler:
         finally:
             if self._reads.get(device_id) is read:
                 del self._reads[device_id]
+        self.reads += 1
         self._settle(device_id, result, read.begun, started)
         if (self.changes.changed_at(device_id) >= read.begun and self._task is not None
                 and not self._task.done() and device_id not in self._reads):
@@ -434,15 +439,17 @@ class Sampler:
             self._due[device_id] = at
             heapq.heappush(self._queue, (at, device_id))
 
-    def _pass(self, device_id: str, now: float) -> None:
-        """The device's turn: read it, unless a read is in flight or it waits out a failure."""
+    def _pass(self, device_id: str, now: float) -> bool:
+        """The device's turn: read it, unless a read is in flight or it waits out a failure.
+        Whether a read started."""
         if device_id in self._reads:
-            return
+            return False
         failing = self._failing.get(device_id)
         if failing is not None and now < failing.retry_at:
             self._mark_stale(device_id, failing, now)
-        else:
-            self._start(device_id)
+            return False
+        self._start(device_id)
+        return True
 
     def _push(self, sub: Subscription) -> None:
         """The stream's readings, once the reads begun for this message have ended (reads
@@ -471,13 +478,13 @@ class Sampler:
                 if device_id in self.devices and device_id not in self._reads:
                     self._start(device_id)
             now = time.monotonic()
-            started = False
-            while self._queue and self._queue[0][0] <= now + BATCH_S:
+            started = 0
+            while self._queue and self._queue[0][0] <= now + BATCH_S \
+                    and started < READS_PER_TURN:
                 at, device_id = heapq.heappop(self._queue)
                 if self._due.get(device_id) != at:
                     continue  # superseded by a later entry
-                self._pass(device_id, now)
-                started = True
+                started += self._pass(device_id, now)
                 step = self._interval_of(device_id)
                 later = at + step
                 if later <= now:  # fallen behind (a stalled loop): its next place in the pass
@@ -490,6 +497,9 @@ class Sampler:
                 if now + BATCH_S >= sub.next_due:
                     self._push(sub)
                     sub.next_due = max(sub.next_due + sub.interval_s, now)
+            if started == READS_PER_TURN:  # more due: after the loop's next turn
+                await asyncio.sleep(0)
+                continue
             next_at = min([self._queue[0][0] if self._queue else now + self.interval_s,
                            *(s.next_due for s in self._subs)])
             self._wake.clear()
