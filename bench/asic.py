@@ -24,20 +24,22 @@ hashing, at its family's rate), CPU seconds per pass and peak RSS. Baseline, sam
 pass with at most 64 readings at once, the rationing the HAL's shared loop used to impose.
 
 Part 3 (`--mode rigd`): the same fleets through rigd itself (a rigd process reading them with
-its sampler at `--interval-s`, 2 s; GetTelemetry served from its readings). After two warm-up
-passes, per pass (one GetTelemetry per interval): the share of healthy miners read fresh (a
-good reading at most 1.25 intervals old when served), the pass span (the first to the last
-healthy reading of the pass: a pass spread over its interval spans just under it), the oldest
-healthy reading, rigd's CPU seconds in the pass and its RSS and threads (psutil on rigd's pid),
-and a DeviceAction (sleep, then wake) on a healthy LuxOS miner while the hung miners' reads are
-in flight. Baseline, same run: the library alone reading the same fleet once (every miner at
-once on one loop, as part 2), its CPU seconds per pass. Targets (issue 20): every healthy
-miner fresh in every pass at 5,000 with 10% hung; rigd under one core on average (CPU per pass
-under the interval); RSS under 400 MiB at 5,000.
+its sampler at `--interval-s`, 2 s; GetTelemetry served from its readings). After
+`--warmup-passes` (10: at start the curtailer reads every miner's controls), per pass (one
+GetTelemetry per interval): the share of healthy miners read fresh (a good reading at most 1.25
+intervals old when served), the pass span (the first to the last healthy reading served: a
+pass spread over its interval spans just under it; longer, the passes stretch), the oldest
+healthy reading, the time GetTelemetry took, rigd's CPU seconds in the pass, the share of a
+core, its CPU milliseconds per good reading taken in the pass, its RSS and threads (psutil on
+rigd's pid), and a DeviceAction (sleep, then wake) on a healthy LuxOS miner while the hung
+miners' reads are in flight. Baseline, same run: the library alone reading the same fleet
+once (every miner at once on one loop), its CPU milliseconds per miner (hung ones included).
+Targets (issue 20): every healthy miner fresh in every pass at 5,000 with 10% hung; rigd under
+one core on average (CPU per pass under the interval); RSS under 400 MiB at 5,000.
 
     .venv/bin/python bench/asic.py [--mode all|pyasic|scale|rigd] [--miners 500] [--runs 5]
         [--pyasic-runs 3] [--sizes 1000,2000,5000] [--hung 0,10] [--passes 3]
-        [--interval-s 2]
+        [--interval-s 2] [--warmup-passes 10]
 
 Each client runs in a process of its own and raises its soft RLIMIT_NOFILE to the hard limit
 (5,000 miners read at once need about 8,000 descriptors), as does the fleet process.
@@ -311,7 +313,6 @@ def run_scale(args: argparse.Namespace) -> None:
 
 # --- the fleet through rigd ---------------------------------------------------------------------
 
-RIGD_WARMUP_PASSES = 2
 FRESH_FACTOR = 1.25  # a reading at most this many intervals old when served is this pass's
 
 
@@ -412,17 +413,21 @@ def rigd_fleet(size: int, share: int, args: argparse.Namespace) -> dict[str, Any
             actions: list[float] = []
             begin = time.monotonic()
             cpu = sum(rigd.cpu_times()[:2])
-            for n in range(RIGD_WARMUP_PASSES + args.passes):
+            seen: dict[str, float] = {}
+            for n in range(args.warmup_passes + args.passes):
                 time.sleep(max(0.0, begin + (n + 1) * args.interval_s - time.monotonic()))
-                _stamps, row = _rigd_pass(stub, rigd, healthy, args.interval_s)
+                stamps, row = _rigd_pass(stub, rigd, healthy, args.interval_s)
                 now_cpu = sum(rigd.cpu_times()[:2])
                 row["cpu_s"], cpu = now_cpu - cpu, now_cpu
-                if n >= RIGD_WARMUP_PASSES:
+                # good readings taken since the last pass (a healthy miner read afresh)
+                row["read"] = sum(1 for d, t in stamps.items() if t > 0 and t != seen.get(d))
+                seen = stamps
+                if n >= args.warmup_passes:
                     rows.append(row)
                     actions.append(_act(stub, luxos, sleep=len(actions) % 2 == 0))
             return {"start_s": start_s, "passes": rows, "actions": actions,
-                    "healthy": len(healthy), "library_cpu_s": baseline["cpu_s"],
-                    "library_good": baseline["good"]}
+                    "healthy": len(healthy), "library_ms_per_read":
+                    baseline["cpu_s"] * 1000 / size, "library_good": baseline["good"]}
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -438,26 +443,29 @@ def run_rigd(args: argparse.Namespace) -> None:
     shares = [int(v) for v in args.hung.split(",")]
     print(f"fleets through rigd (its sampler at {args.interval_s:g} s, device and miner "
           f"timeout {args.timeout_s:g} s; GetTelemetry once per pass; fleets of "
-          f"{args.families.replace(',', ', ')} in their own process; {RIGD_WARMUP_PASSES} "
+          f"{args.families.replace(',', ', ')} in their own process; {args.warmup_passes} "
           f"warm-up passes not shown):")
     print(f"{'miners':>7}{'hung':>6}{'start':>7}  {'pass':>4}{'fresh':>8}{'span':>7}"
-          f"{'oldest':>8}{'served':>8}{'CPU/pass':>9}{'core':>6}{'RSS':>9}{'threads':>8}"
-          f"{'sleep/wake':>11}  baseline: library CPU/pass")
+          f"{'oldest':>8}{'served':>8}{'CPU/pass':>9}{'core':>6}{'ms/read':>8}{'RSS':>9}"
+          f"{'threads':>8}{'sleep/wake':>11}  baseline: the library's ms/read")
     for size in sizes:
         for share in shares:
             r = rigd_fleet(size, share, args)
             for n, (row, act) in enumerate(zip(r["passes"], r["actions"], strict=True)):
                 head = (f"{size:>7}{share:>5}%{r['start_s']:>6.1f}s" if n == 0
                         else " " * 20)
+                per_read = row["cpu_s"] * 1000 / max(row["read"], 1)
                 tail = ""
                 if n == 0:
-                    mean_cpu = statistics.fmean(p["cpu_s"] for p in r["passes"])
-                    tail = (f"  {r['library_cpu_s']:.2f}s (rigd "
-                            f"{mean_cpu / max(r['library_cpu_s'], 1e-9):.2f}x)")
+                    ours = sum(p["cpu_s"] for p in r["passes"]) * 1000 / max(
+                        1, sum(p["read"] for p in r["passes"]))
+                    tail = (f"  {r['library_ms_per_read']:.2f} (rigd "
+                            f"{ours / max(r['library_ms_per_read'], 1e-9):.2f}x)")
                 print(f"{head}  {n + 1:>4}{row['fresh']:>8.1%}{row['span_s']:>6.2f}s"
                       f"{row['oldest_s']:>7.2f}s{row['served_s']:>7.3f}s{row['cpu_s']:>8.2f}s"
-                      f"{row['cpu_s'] / args.interval_s:>6.2f}{row['rss_mib']:>5.0f} MiB"
-                      f"{row['threads']:>8.0f}{act * 1000:>9.0f}ms{tail}")
+                      f"{row['cpu_s'] / args.interval_s:>6.2f}{per_read:>8.2f}"
+                      f"{row['rss_mib']:>5.0f} MiB{row['threads']:>8.0f}{act * 1000:>9.0f}ms"
+                      f"{tail}")
     print(f"targets: 100% fresh in every pass at 5,000 with 10% hung; under 1 core on average "
           f"(CPU/pass under {args.interval_s:g} s); RSS under 400 MiB at 5,000")
 
@@ -537,6 +545,9 @@ def main() -> int:
                         help="scale: each miner's timeout (identification's too)")
     parser.add_argument("--interval-s", type=float, default=2.0,
                         help="rigd: its sampling interval")
+    parser.add_argument("--warmup-passes", type=int, default=10,
+                        help="rigd: passes not shown (start-up: the curtailer reads every "
+                             "miner's controls then)")
     parser.add_argument("--worker", choices=("rigd", "pyasic", "scale", "library"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--options", type=Path, help=argparse.SUPPRESS)

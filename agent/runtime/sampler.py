@@ -53,6 +53,12 @@ BATCH_S = 0.01  # reads due this close together start together
 # Reads started in one turn of the event loop, at most: a loop with more to do than it can
 # (a busy machine) turns more slowly, so reads start later rather than all time out.
 READS_PER_TURN = 32
+# The schedule's reads begun less than YOUTH_S ago and not ended, at most: on a machine too busy
+# to finish them in time the passes stretch (fewer devices read per interval, each read
+# good) rather than every read running past its deadline. A hung miner's read holds its place
+# for YOUTH_S only. Reads a request or a change asks for are not held.
+YOUNG_READS = 64
+YOUTH_S = 0.5
 Enrich = Callable[[Reading], Reading]
 _Inflight = dict[str, tuple[Future[T], float]]  # device id -> (read, monotonic start)
 
@@ -78,6 +84,7 @@ class _Read:
 
     begun: float  # monotonic
     task: asyncio.Task[None] | None = None
+    aging: asyncio.TimerHandle | None = None  # while it holds a place among the young reads
 
 
 @dataclass(slots=True)
@@ -128,17 +135,29 @@ class Sampler:
         if not self.devices:
             self._all_read.set()
         self._task: asyncio.Task[None] | None = None
+        self._young = 0  # scheduled reads holding a place (YOUNG_READS)
         self.samples_taken = 0
         self.reads = 0  # reads ended (answered, failed or abandoned), for benchmarks
 
     # -- one device's read -------------------------------------------------------------------
 
-    def _start(self, device_id: str) -> _Read:
+    def _start(self, device_id: str, scheduled: bool = False) -> _Read:
         read = _Read(time.monotonic())
+        if scheduled:
+            self._young += 1
+            read.aging = asyncio.get_running_loop().call_later(YOUTH_S, self._grown, read)
         read.task = asyncio.create_task(self._read(device_id, read),
                                         name=f"read {device_id}")
         self._reads[device_id] = read
         return read
+
+    def _grown(self, read: _Read) -> None:
+        """The read ended or grew old: its place among the young reads is free."""
+        if read.aging is not None:
+            read.aging.cancel()
+            read.aging = None
+            self._young -= 1
+            self._wake.set()
 
     async def _read(self, device_id: str, read: _Read) -> None:
         device = self.devices[device_id]
@@ -159,6 +178,7 @@ class Sampler:
                 log.error("device_read_failed", device_id=device_id, error=repr(exc))
             result = describe_error(exc)
         finally:
+            self._grown(read)
             if self._reads.get(device_id) is read:
                 del self._reads[device_id]
         self.reads += 1
@@ -448,7 +468,7 @@ class Sampler:
         if failing is not None and now < failing.retry_at:
             self._mark_stale(device_id, failing, now)
             return False
-        self._start(device_id)
+        self._start(device_id, scheduled=True)
         return True
 
     def _push(self, sub: Subscription) -> None:
@@ -480,7 +500,7 @@ class Sampler:
             now = time.monotonic()
             started = 0
             while self._queue and self._queue[0][0] <= now + BATCH_S \
-                    and started < READS_PER_TURN:
+                    and started < READS_PER_TURN and self._young < YOUNG_READS:
                 at, device_id = heapq.heappop(self._queue)
                 if self._due.get(device_id) != at:
                     continue  # superseded by a later entry
@@ -500,8 +520,10 @@ class Sampler:
             if started == READS_PER_TURN:  # more due: after the loop's next turn
                 await asyncio.sleep(0)
                 continue
-            next_at = min([self._queue[0][0] if self._queue else now + self.interval_s,
-                           *(s.next_due for s in self._subs)])
+            due_at = self._queue[0][0] if self._queue else now + self.interval_s
+            if self._young >= YOUNG_READS:  # until a place is free (_wake)
+                due_at = max(due_at, now + YOUTH_S)
+            next_at = min([due_at, *(s.next_due for s in self._subs)])
             self._wake.clear()
             waits = [asyncio.ensure_future(self._wake.wait()),
                      asyncio.ensure_future(self.changes.wait())]
