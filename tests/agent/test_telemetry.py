@@ -453,3 +453,57 @@ def test_a_miner_never_read_says_so_and_inventory_does_not_wait_for_it(
             await sampler.stop()
 
     run(body)
+
+
+class SlowMiner(Device):
+    """Reads on the loop and answers after `delay_s`; counts the reads in flight (all of them,
+    across instances) and the most there ever were."""
+
+    kind = DeviceKind.ASIC
+    async_io = True
+    in_flight = 0
+    most = 0
+
+    def __init__(self, index: int, delay_s: float) -> None:
+        self.id = f"asic/127.0.0.1:{10000 + index}"
+        self.delay_s = delay_s
+        self.reads = 0
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(self.id, self.kind, "slow")
+
+    async def telemetry_async(self) -> Telemetry:
+        SlowMiner.in_flight += 1
+        SlowMiner.most = max(SlowMiner.most, SlowMiner.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            SlowMiner.in_flight -= 1
+        self.reads += 1
+        return Telemetry(self.id, self.kind, hashrate_hs=1.0)
+
+
+def test_more_reads_than_can_finish_stretch_the_passes_instead_of_all_timing_out() -> None:
+    """300 miners that take 0.3 s each, every 0.1 s: far more than YOUNG_READS (64) at once
+    would take. The schedule keeps 64 young reads at most: the passes stretch, and every
+    read still ends well within its deadline (none fails)."""
+    from agent.runtime.sampler import YOUNG_READS
+
+    miners = [SlowMiner(i, delay_s=0.3) for i in range(300)]
+    SlowMiner.in_flight = SlowMiner.most = 0
+
+    async def body() -> None:
+        sampler = sampler_of(miners, interval_s=0.1, device_timeout_s=1.0)
+        await sampler.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not all(m.reads >= 3 for m in miners):  # every miner read again, twice
+                assert time.monotonic() < deadline, "the passes do not go round"
+                await asyncio.sleep(0.05)
+            readings = await sampler.latest(max_age_s=60)
+            assert all(r.error == "" for r in readings.values())
+            assert SlowMiner.most <= YOUNG_READS, SlowMiner.most
+        finally:
+            await sampler.stop()
+
+    run(body)
