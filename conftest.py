@@ -49,6 +49,7 @@ PATH_MARKERS: dict[str, tuple[str, ...]] = {
     # the client library against real rigd processes and simulated rigs, rigctl as a command
     "tests/client/": ("processes",),
     "tests/agent/test_asic_rigd.py": ("processes",),
+    "tests/agent/test_miners_at_scale.py": ("processes",),
     "tests/agent/test_cli.py": ("processes", "nvml_sim", "opencl"),
     "tests/agent/test_crash.py": ("processes",),
     "tests/agent/test_curtail.py": ("processes", "nvml_sim", "opencl"),

@@ -23,8 +23,23 @@ hung ones abandoned at their deadline), the share of healthy miners read correct
 hashing, at its family's rate), CPU seconds per pass and peak RSS. Baseline, same run: one
 pass with at most 64 readings at once, the rationing the HAL's shared loop used to impose.
 
-    .venv/bin/python bench/asic.py [--mode all|pyasic|scale] [--miners 500] [--runs 5]
+Part 3 (`--mode rigd`): the same fleets through rigd itself (a rigd process reading them with
+its sampler at `--interval-s`, 2 s; GetTelemetry served from its readings). After
+`--warmup-passes` (10: at start the curtailer reads every miner's controls), per pass (one
+GetTelemetry per interval): the share of healthy miners read fresh (a good reading at most 1.25
+intervals old when served), the pass span (the first to the last healthy reading served: a
+pass spread over its interval spans just under it; longer, the passes stretch), the oldest
+healthy reading, the time GetTelemetry took, rigd's CPU seconds in the pass, the share of a
+core, its CPU milliseconds per good reading taken in the pass, its RSS and threads (psutil on
+rigd's pid), and a DeviceAction (sleep, then wake) on a healthy LuxOS miner while the hung
+miners' reads are in flight. Baseline, same run: the library alone reading the same fleet
+once (every miner at once on one loop), its CPU milliseconds per miner (hung ones included).
+Targets (issue 20): every healthy miner fresh in every pass at 5,000 with 10% hung; rigd under
+one core on average (CPU per pass under the interval); RSS under 400 MiB at 5,000.
+
+    .venv/bin/python bench/asic.py [--mode all|pyasic|scale|rigd] [--miners 500] [--runs 5]
         [--pyasic-runs 3] [--sizes 1000,2000,5000] [--hung 0,10] [--passes 3]
+        [--interval-s 2] [--warmup-passes 10]
 
 Each client runs in a process of its own and raises its soft RLIMIT_NOFILE to the hard limit
 (5,000 miners read at once need about 8,000 descriptors), as does the fleet process.
@@ -37,6 +52,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -232,6 +248,29 @@ def scale_worker(options: dict[str, Any], hung: list[int], passes: int,
             "rss_mib": _rss_mib()}
 
 
+def library_worker(options: dict[str, Any], hung: list[int], timeout_s: float
+                   ) -> dict[str, Any]:
+    """The baseline of the rigd mode: the library alone reads the fleet (configured with its
+    families, as rigd has it) once, every miner at once on one loop; its CPU seconds."""
+    import hal.asic
+    from hal.asic import Miner, poll_all
+    from hal.device import Telemetry
+    from hal.sim.asic.fleet import raise_fd_limit
+
+    raise_fd_limit()
+    miners: list[Miner] = hal.asic.discover(  # type: ignore[assignment]
+        {"miners": [{**m, "timeout_s": timeout_s} for m in options["miners"]]})
+    runner = asyncio.Runner()
+    runner.run(poll_all(miners))  # warm-up: imports, first connections, logins
+    cpu = time.process_time()
+    results = runner.run(poll_all(miners))
+    cpu_s = time.process_time() - cpu
+    runner.close()
+    hung_set = set(hung)
+    return {"cpu_s": cpu_s, "good": sum(isinstance(r, Telemetry) for i, r in enumerate(results)
+                                        if i not in hung_set)}
+
+
 def run_scale(args: argparse.Namespace) -> None:
     from hal.sim.asic.fleet import fleet_process
 
@@ -270,6 +309,171 @@ def run_scale(args: argparse.Namespace) -> None:
                       f"{head[4]:>10}{tail}")
     print("discover target: within the identify timeout + 0.5 s; every healthy miner read "
           "correctly in every pass")
+
+
+# --- the fleet through rigd ---------------------------------------------------------------------
+
+FRESH_FACTOR = 1.25  # a reading at most this many intervals old when served is this pass's
+
+
+def _rigd_config(tmp: Path, options: dict[str, Any], interval_s: float, timeout_s: float
+                 ) -> Path:
+    miners = ",\n  ".join("{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in m.items())
+                          + " }" for m in options["miners"])
+    path = tmp / "rigd.toml"
+    path.write_text(f"""[server]
+unix_socket = "{tmp}/rigd.sock"
+drain_s = 0
+[telemetry]
+interval_s = {interval_s}
+device_timeout_s = {timeout_s}
+[workloads]
+state_dir = "{tmp}/state"
+[audit]
+path = "{tmp}/audit.jsonl"
+[hal]
+backends = ["host", "asic"]
+[hal.asic]
+timeout_s = {timeout_s}
+miners = [
+  {miners},
+]
+""")
+    return path
+
+
+def _rigd_pass(stub: Any, proc: Any, healthy: set[str], interval_s: float
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """One GetTelemetry of what rigd has read: (each healthy miner's reading time or -1 for a
+    failed one, the pass's figures)."""
+    from rigapi import pb
+
+    began = time.perf_counter()
+    response = stub.GetTelemetry(pb.GetTelemetryRequest(max_age_ms=600_000), timeout=60)
+    served_s = time.perf_counter() - began
+    now = time.time()
+    stamps = {r.device_id: (r.time.ToNanoseconds() / 1e9 if not r.error else -1.0)
+              for r in response.devices if r.device_id in healthy}
+    good = [t for t in stamps.values() if t > 0]
+    fresh = sum(1 for t in good if now - t <= FRESH_FACTOR * interval_s)
+    memory = proc.memory_info()
+    return stamps, {"fresh": fresh / max(1, len(healthy)),
+                    "span_s": (max(good) - min(good)) if good else float("nan"),
+                    "oldest_s": (now - min(good)) if good else float("nan"),
+                    "served_s": served_s, "rss_mib": memory.rss / 2**20,
+                    "threads": proc.num_threads()}
+
+
+def _act(stub: Any, device_id: str, sleep: bool) -> float:
+    from rigapi import pb
+
+    action = pb.DEVICE_ACTION_KIND_SLEEP if sleep else pb.DEVICE_ACTION_KIND_WAKE
+    began = time.perf_counter()
+    stub.DeviceAction(pb.DeviceActionRequest(device_id=device_id, action=action), timeout=60)
+    return time.perf_counter() - began
+
+
+def rigd_fleet(size: int, share: int, args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+    import psutil
+
+    from hal.sim.asic.fleet import fleet_process
+    from rigapi import pb_grpc
+
+    faults = [f"hang:{share}%"] if share else []
+    with fleet_process(size, args.families.split(","), faults=faults, warmup_s=1.0) as fleet, \
+            tempfile.TemporaryDirectory(prefix="rigd-bench-asic-") as tmp:
+        miners = fleet.options["miners"]
+        healthy = {f"asic/{miners[i]['address']}" for i in fleet.healthy()}
+        luxos = next(f"asic/{miners[i]['address']}" for i in fleet.healthy()
+                     if miners[i]["family"] == "luxos")
+        baseline = _run_worker("library", _scale_options(Path(tmp), fleet), args)
+        config = _rigd_config(Path(tmp), fleet.options, args.interval_s, args.timeout_s)
+        log = open(Path(tmp) / "rigd.log", "w")
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "agent.main", "-c", str(config)],
+                                stderr=log, stdout=subprocess.DEVNULL, cwd=REPO)
+        try:
+            sock = Path(tmp) / "rigd.sock"
+            deadline = time.monotonic() + 300
+            stub = pb_grpc.RigAgentStub(grpc.insecure_channel(f"unix:{sock}"))
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"rigd did not start: {(Path(tmp) / 'rigd.log').read_text()}")
+                if sock.exists():
+                    try:
+                        _rigd_pass(stub, psutil.Process(proc.pid), healthy, args.interval_s)
+                        break
+                    except grpc.RpcError:
+                        pass
+                time.sleep(0.1)
+            start_s = time.perf_counter() - started
+            rigd = psutil.Process(proc.pid)
+            rows: list[dict[str, float]] = []
+            actions: list[float] = []
+            begin = time.monotonic()
+            cpu = sum(rigd.cpu_times()[:2])
+            seen: dict[str, float] = {}
+            for n in range(args.warmup_passes + args.passes):
+                time.sleep(max(0.0, begin + (n + 1) * args.interval_s - time.monotonic()))
+                stamps, row = _rigd_pass(stub, rigd, healthy, args.interval_s)
+                now_cpu = sum(rigd.cpu_times()[:2])
+                row["cpu_s"], cpu = now_cpu - cpu, now_cpu
+                # good readings taken since the last pass (a healthy miner read afresh)
+                row["read"] = sum(1 for d, t in stamps.items() if t > 0 and t != seen.get(d))
+                seen = stamps
+                if n >= args.warmup_passes:
+                    rows.append(row)
+                    actions.append(_act(stub, luxos, sleep=len(actions) % 2 == 0))
+            return {"start_s": start_s, "passes": rows, "actions": actions,
+                    "healthy": len(healthy), "library_ms_per_read":
+                    baseline["cpu_s"] * 1000 / size, "library_good": baseline["good"]}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def run_rigd(args: argparse.Namespace) -> None:
+    sizes = [int(v) for v in args.sizes.split(",")]
+    shares = [int(v) for v in args.hung.split(",")]
+    print(f"fleets through rigd (its sampler at {args.interval_s:g} s, device and miner "
+          f"timeout {args.timeout_s:g} s; GetTelemetry once per pass; fleets of "
+          f"{args.families.replace(',', ', ')} in their own process; {args.warmup_passes} "
+          f"warm-up passes not shown):")
+    print(f"{'miners':>7}{'hung':>6}{'start':>7}  {'pass':>4}{'fresh':>8}{'span':>7}"
+          f"{'oldest':>8}{'served':>8}{'CPU/pass':>9}{'core':>6}{'ms/read':>8}{'RSS':>9}"
+          f"{'threads':>8}{'sleep/wake':>11}  baseline: the library's ms/read")
+    for size in sizes:
+        for share in shares:
+            r = rigd_fleet(size, share, args)
+            for n, (row, act) in enumerate(zip(r["passes"], r["actions"], strict=True)):
+                head = (f"{size:>7}{share:>5}%{r['start_s']:>6.1f}s" if n == 0
+                        else " " * 20)
+                per_read = row["cpu_s"] * 1000 / max(row["read"], 1)
+                tail = ""
+                if n == 0:
+                    ours = sum(p["cpu_s"] for p in r["passes"]) * 1000 / max(
+                        1, sum(p["read"] for p in r["passes"]))
+                    tail = (f"  {r['library_ms_per_read']:.2f} (rigd "
+                            f"{ours / max(r['library_ms_per_read'], 1e-9):.2f}x)")
+                print(f"{head}  {n + 1:>4}{row['fresh']:>8.1%}{row['span_s']:>6.2f}s"
+                      f"{row['oldest_s']:>7.2f}s{row['served_s']:>7.3f}s{row['cpu_s']:>8.2f}s"
+                      f"{row['cpu_s'] / args.interval_s:>6.2f}{per_read:>8.2f}"
+                      f"{row['rss_mib']:>5.0f} MiB{row['threads']:>8.0f}{act * 1000:>9.0f}ms"
+                      f"{tail}")
+    print(f"targets: 100% fresh in every pass at 5,000 with 10% hung; under 1 core on average "
+          f"(CPU/pass under {args.interval_s:g} s); RSS under 400 MiB at 5,000")
+
+
+def _scale_options(tmp: Path, fleet: Any) -> Path:
+    path = tmp / "options.json"
+    path.write_text(json.dumps({"options": fleet.options, "hung": sorted(fleet.faults)}))
+    return path
 
 
 def _run_worker(which: str, options_path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -326,7 +530,7 @@ def run_pyasic(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("all", "pyasic", "scale"), default="all")
+    parser.add_argument("--mode", choices=("all", "pyasic", "scale", "rigd"), default="all")
     parser.add_argument("--miners", type=int, default=500, help="pyasic side-by-side size")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pyasic-runs", type=int, default=3)
@@ -339,7 +543,13 @@ def main() -> int:
     parser.add_argument("--passes", type=int, default=3, help="scale: poll passes per fleet")
     parser.add_argument("--timeout-s", type=float, default=2.0,
                         help="scale: each miner's timeout (identification's too)")
-    parser.add_argument("--worker", choices=("rigd", "pyasic", "scale"), help=argparse.SUPPRESS)
+    parser.add_argument("--interval-s", type=float, default=2.0,
+                        help="rigd: its sampling interval")
+    parser.add_argument("--warmup-passes", type=int, default=10,
+                        help="rigd: passes not shown (start-up: the curtailer reads every "
+                             "miner's controls then)")
+    parser.add_argument("--worker", choices=("rigd", "pyasic", "scale", "library"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--options", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -349,6 +559,8 @@ def main() -> int:
             result = rigd_worker(options, args.runs, args.concurrency, args.serial_sample)
         elif args.worker == "pyasic":
             result = pyasic_worker(options, args.runs)
+        elif args.worker == "library":
+            result = library_worker(options["options"], options["hung"], args.timeout_s)
         else:
             result = scale_worker(options["options"], options["hung"], args.passes,
                                   args.timeout_s)
@@ -362,6 +574,8 @@ def main() -> int:
         run_pyasic(args)
     if args.mode in ("all", "scale"):
         run_scale(args)
+    if args.mode in ("all", "rigd"):
+        run_rigd(args)
     print(f"load average (1 min) {os.getloadavg()[0]:.2f} at the end")
     return 0
 

@@ -208,14 +208,14 @@ class Device:
     never probes a device with getattr. Blocking calls must bound their own time (they raise
     Timeout).
     A device reached over the network (a miner) also reads natively on the caller's event
-    loop: `async_io` True and its own `telemetry_async()`.
+    loop: `async_io` True and its own `telemetry_async()` and `info_async()`.
     """
 
     id: str
     kind: DeviceKind
     capabilities: frozenset[Capability] = frozenset({Capability.TELEMETRY})
-    # True when telemetry_async() does its own non-blocking I/O on the calling event loop
-    # (network devices); False: callers run the blocking telemetry() in a thread.
+    # True when telemetry_async() and info_async() do their own non-blocking I/O on the calling
+    # event loop (network devices); False: callers run the blocking calls in a thread.
     async_io: ClassVar[bool] = False
     # True where set_power_limit works by choosing one of power_modes() (LuxOS profiles): a
     # limit is then undone by its mode. Elsewhere (Whatsminer) the power mode and the power
@@ -234,6 +234,10 @@ class Device:
     async def telemetry_async(self) -> Telemetry:
         """telemetry() for an event loop. Default: the blocking call in a thread."""
         return await asyncio.to_thread(self.telemetry)
+
+    async def info_async(self) -> DeviceInfo:
+        """info() for an event loop. Default: the blocking call in a thread."""
+        return await asyncio.to_thread(self.info)
 
     def health(self) -> Health:
         return HEALTHY

@@ -107,6 +107,26 @@ def check_options(
         module.check_options(backend_options)
 
 
+def descriptors_needed(
+    backends: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None
+) -> int:
+    """File descriptors the configured devices may hold at once, as each built-in backend
+    that talks to many devices over the network says (`descriptors_needed(options)`)."""
+    total = 0
+    for name in backends:
+        module_name = _BUILTIN.get(name)
+        if module_name is None or name in _registered:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue  # unavailable; discovery says why
+        needs = getattr(module, "descriptors_needed", None)
+        if needs is not None:
+            total += int(needs((options or {}).get(name) or {}))
+    return total
+
+
 def _unknown_backend(name: str, where: str) -> str:
     hint = difflib.get_close_matches(name, known_backends(), n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""

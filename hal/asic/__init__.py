@@ -34,6 +34,7 @@ from typing import Any
 from hal.asic.antminer import AntminerMiner
 from hal.asic.avalon import AvalonMiner
 from hal.asic.base import (
+    CONNECTIONS_PER_READ,
     Miner,
     MinerConfig,
     SingleFlight,
@@ -78,6 +79,7 @@ __all__ = [
     "WhatsminerMiner",
     "WhatsminerV3Miner",
     "check_options",
+    "descriptors_needed",
     "discover",
     "family_from_version",
     "identify",
@@ -345,6 +347,20 @@ def _config(host: str, port: int, family: str, entry: Mapping[str, Any],
     )
 
 
+def descriptors_needed(options: Mapping[str, Any]) -> int:
+    """File descriptors the configured fleet may hold at once: every miner listed, and every
+    address of the subnets scanned, reading at the same time (as when all of them hang),
+    CONNECTIONS_PER_READ each."""
+    if not options:
+        return 0
+    entries = options.get("miners") or []
+    listed = {str(e.get("address", "") if isinstance(e, Mapping) else e) for e in entries}
+    port = int(options.get("port", DEFAULT_PORT))
+    scanned = [h for h in _subnet_hosts(options.get("subnets") or [])
+               if f"{h}:{port}" not in listed]
+    return (len(entries) + len(scanned)) * CONNECTIONS_PER_READ
+
+
 def _subnet_hosts(subnets: Sequence[Any]) -> list[str]:
     hosts: list[str] = []
     for subnet in subnets:
@@ -488,6 +504,11 @@ class UnidentifiedMiner(Device):
         if miner is None:
             miner = await self._identifying.run_async(self._identify, self._timeout_s + 1.0)
         return await miner.telemetry_async()
+
+    async def info_async(self) -> DeviceInfo:
+        if self._miner is not None:
+            return await self._miner.info_async()
+        return self.info()
 
     def info(self) -> DeviceInfo:
         if self._miner is not None:

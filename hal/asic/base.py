@@ -159,6 +159,7 @@ class _Flight(Generic[T]):
     generation: int
     ends_at: float  # monotonic: its deadline, plus a second for the loop to settle it
     handle: object  # keeps its task referenced while it runs
+    waiters: int = 1  # callers waiting for it now
 
     def alive(self) -> bool:
         return (not self.future.done() and not self.loop.is_closed()
@@ -170,7 +171,9 @@ class SingleFlight(Generic[T]):
 
     A run starts on the event loop of the caller that finds none in flight (the HAL's I/O
     loop for blocking callers) and ends at its own deadline, cancelled there so its sockets
-    close; a caller that gives up earlier does not cancel it for the others. `advance()` marks
+    close; a caller that gives up earlier does not cancel it for the others, but once the
+    last async caller is cancelled (its own deadline, shorter than the run's) the run is
+    abandoned at once, its sockets closed, as nobody waits for it any more. `advance()` marks
     the runs in flight as begun before a change (a control sent to the device): a caller after
     it waits such a run out and starts a fresh one, so it never gets a reading from before."""
 
@@ -190,13 +193,14 @@ class SingleFlight(Generic[T]):
             return self._flight is not None and self._flight.alive()
 
     def _join_or_start(self, run: Callable[[], Awaitable[T]], budget_s: float,
-                       loop: asyncio.AbstractEventLoop) -> tuple[concurrent.futures.Future[T],
-                                                                 bool]:
-        """(the run to wait for, whether it is fresh: begun after the last change)."""
+                       loop: asyncio.AbstractEventLoop) -> tuple[_Flight[T], bool]:
+        """(the run to wait for, whether it is fresh: begun after the last change); the
+        caller counts among its waiters until it calls _leave."""
         with self._lock:
             flight = self._flight
             if flight is not None and flight.alive():
-                return flight.future, flight.generation == self._generation
+                flight.waiters += 1
+                return flight, flight.generation == self._generation
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
             future.set_running_or_notify_cancel()  # no joiner can cancel it for the others
             settle = self._settle(run, budget_s, future)
@@ -205,16 +209,34 @@ class SingleFlight(Generic[T]):
                 handle = loop.create_task(settle)
             else:
                 handle = asyncio.run_coroutine_threadsafe(settle, loop)
-            self._flight = _Flight(future, loop, self._generation,
-                                   time.monotonic() + budget_s + 1.0, handle)
-            return future, True
+            flight = self._flight = _Flight(future, loop, self._generation,
+                                            time.monotonic() + budget_s + 1.0, handle)
+            return flight, True
+
+    def _leave(self, flight: _Flight[T], cancelled: bool) -> None:
+        """A caller stops waiting; the last one, cancelled, abandons the run."""
+        with self._lock:
+            flight.waiters -= 1
+            if not (cancelled and flight.waiters == 0 and not flight.future.done()):
+                return
+            if self._flight is flight:
+                self._flight = None  # the next caller starts afresh
+        handle = flight.handle
+        if isinstance(handle, concurrent.futures.Future):
+            handle.cancel()
+        elif isinstance(handle, asyncio.Task) and not flight.loop.is_closed():
+            if _running_loop() is flight.loop:
+                handle.cancel()
+            else:
+                flight.loop.call_soon_threadsafe(handle.cancel)
 
     async def _settle(self, run: Callable[[], Awaitable[T]], budget_s: float,
                       future: concurrent.futures.Future[T]) -> None:
         try:
             result = await _within(run, budget_s, self.what)
         except asyncio.CancelledError:
-            future.set_exception(Timeout(f"{self.what} abandoned: its event loop stopped"))
+            future.set_exception(Timeout(f"{self.what} abandoned: nobody waits for it any "
+                                         f"more, or its event loop stopped"))
             raise
         except Exception as exc:  # every error is the joiners' to see
             future.set_exception(exc)
@@ -224,26 +246,35 @@ class SingleFlight(Generic[T]):
     async def run_async(self, run: Callable[[], Awaitable[T]], budget_s: float) -> T:
         loop = asyncio.get_running_loop()
         while True:
-            future, fresh = self._join_or_start(run, budget_s, loop)
-            if fresh:
-                return await asyncio.wrap_future(future)
-            with contextlib.suppress(Exception):  # begun before a change: wait it out
-                await asyncio.wrap_future(future)
+            flight, fresh = self._join_or_start(run, budget_s, loop)
+            cancelled = False
+            try:
+                if fresh:
+                    return await asyncio.wrap_future(flight.future)
+                with contextlib.suppress(Exception):  # begun before a change: wait it out
+                    await asyncio.wrap_future(flight.future)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            finally:
+                self._leave(flight, cancelled)
 
     def run_blocking(self, run: Callable[[], Awaitable[T]], budget_s: float) -> T:
         loop = _background_loop()
         _refuse_own_loop(loop)
         give_up = time.monotonic() + 2 * (budget_s + 1.0)  # a stale run, then a fresh one
         while True:
-            future, fresh = self._join_or_start(run, budget_s, loop)
+            flight, fresh = self._join_or_start(run, budget_s, loop)
             try:
-                result = future.result(timeout=max(0.0, give_up - time.monotonic()))
+                result = flight.future.result(timeout=max(0.0, give_up - time.monotonic()))
             except concurrent.futures.TimeoutError as exc:
                 raise Timeout(f"{self.what} did not finish within {budget_s:g} s") from exc
             except Exception:
                 if fresh:
                     raise
                 continue
+            finally:
+                self._leave(flight, cancelled=False)
             if fresh:
                 return result
 
@@ -416,6 +447,10 @@ class Miner(Device):
     def info(self) -> DeviceInfo:
         return self._sync(self.async_info, self.config.timeout_s, "info")
 
+    async def info_async(self) -> DeviceInfo:
+        """info() on the calling event loop (its first call asks the miner; then none do)."""
+        return await _within(self.async_info, self.config.timeout_s, f"{self.id}: info")
+
     def health(self) -> Health:
         last = self._last
         if last is None:
@@ -515,9 +550,9 @@ def build_telemetry(
 
 
 # A reading holds at most this many connections at once (Whatsminer: its cgminer multi-command
-# and its own commands side by side); poll_all reads as many miners at once as the process's
-# file descriptors allow.
-CONNECTIONS_PER_READ = 2
+# and its own two commands, status and get_error_code, side by side); poll_all reads as many
+# miners at once as the process's file descriptors allow.
+CONNECTIONS_PER_READ = 3
 
 
 async def poll_all(

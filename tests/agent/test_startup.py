@@ -3,18 +3,23 @@ reason and exit code 2; the file it reads without -c; colour only on a terminal.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
+import resource
 import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from agent import daemon
 from agent.core import certs
 from tests.agent.conftest import write_config
 from tests.agent.test_daemon import assert_one_clean_error
@@ -184,3 +189,59 @@ def test_console_log_colours_only_a_terminal(tmp_path: Path, terminal: bool) -> 
         os.close(read_fd)
     assert (b"\x1b[" in text) is terminal, text
     assert b"serving" in text and b'"event"' not in text, "console format, not JSON"
+
+
+def _miners_config(tmp_path: Path, count: int) -> Path:
+    """`count` miners listed with their family (nothing is identified), on loopback ports where
+    nothing listens."""
+    miners = ",\n  ".join(f'{{ address = "127.0.0.1:{port}", family = "luxos" }}'
+                          for port in range(40000, 40000 + count))
+    path = tmp_path / "rigd.toml"
+    write_config(path, str(tmp_path / "rigd.sock"), free_port(), tmp_path / "audit.jsonl",
+                 f"[hal.asic]\ntimeout_s = 1.0\nminers = [\n  {miners},\n]\n",
+                 backends=("host", "asic"))
+    return path
+
+
+def _with_nofile(soft: int, hard: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return limit
+
+
+def test_a_fleet_beyond_the_descriptor_limit_is_refused_in_one_line(tmp_path: Path) -> None:
+    """300 miners need 300 x 3 connections + rigd's own: with a hard limit of 600 rigd says
+    what `ulimit -n` it needs and does not start."""
+    need = 300 * 3 + daemon.OWN_DESCRIPTORS
+    result = subprocess.run([RIGD, "-c", str(_miners_config(tmp_path, 300))],
+                            capture_output=True, text=True, timeout=60,
+                            preexec_fn=_with_nofile(600, 600))
+    assert_one_clean_error(result, f"need `ulimit -n` {need}")
+    assert "hard limit" in result.stderr and f"LimitNOFILE={need}" in result.stderr
+    assert not (tmp_path / "rigd.sock").exists(), "refused before listening"
+
+
+def test_a_soft_limit_too_low_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+    """The same fleet where the hard limit allows it: the soft limit is raised (and logged),
+    rigd serves."""
+    log_path = tmp_path / "rigd.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([RIGD, "-c", str(_miners_config(tmp_path, 300))],
+                                stdout=subprocess.DEVNULL, stderr=log,
+                                preexec_fn=_with_nofile(600, 4096))
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "rigd did not start"
+            time.sleep(0.1)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        (line,) = [row for row in limits.splitlines() if row.startswith("Max open files")]
+        assert line.split()[3:5] == ["4096", "4096"], line
+        raised = [json.loads(row) for row in log_path.read_text().splitlines()
+                  if "file_descriptor_limit_raised" in row]
+        assert raised and raised[0]["soft_limit_was"] == 600 and raised[0]["limit"] == 4096
+        assert raised[0]["needed"] == 300 * 3 + daemon.OWN_DESCRIPTORS
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

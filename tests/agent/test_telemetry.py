@@ -7,14 +7,20 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pytest
+
+import hal.asic
 from agent.runtime.changes import DeviceChanges
 from agent.runtime.sampler import Sampler
+from hal.asic.base import CONNECTIONS_PER_READ
 from hal.device import Device, DeviceInfo, DeviceKind, HealthState, Telemetry
 from hal.errors import DeviceLost
 from hal.host import HostDevice
+from hal.sim.asic import Fault, SimFleet
 
 T = TypeVar("T")
 
@@ -310,6 +316,197 @@ def test_a_fresh_reading_is_never_one_begun_before_it_was_asked_for() -> None:
             assert reading.error == ""
         finally:
             slow.release.set()
+            await sampler.stop()
+
+    run(body)
+
+
+# ---- miners: read on the sampler's own loop, each in its place in the pass ------------------
+
+
+def simulated_miners(fleet: SimFleet, timeout_s: float) -> list[Device]:
+    options = fleet.discover_options()
+    for entry in options["miners"]:
+        entry["timeout_s"] = timeout_s
+    return hal.asic.discover(options)
+
+
+@pytest.fixture
+def mixed_fleet() -> Iterator[tuple[SimFleet, list[Device]]]:
+    """Nine simulated miners of three families, the first three hung."""
+    fleet = SimFleet.of(["luxos", "antminer", "whatsminer"] * 3, warmup_s=0.0).start()
+    try:
+        miners = simulated_miners(fleet, timeout_s=5.0)
+        for index in range(3):
+            fleet.set_fault(index, Fault.HANG)
+        yield fleet, miners
+    finally:
+        fleet.stop()
+
+
+def test_miners_are_read_on_the_loop_in_passes_that_wait_for_no_hung_one(
+        mixed_fleet: tuple[SimFleet, list[Device]]) -> None:
+    """Every healthy miner has a reading at most an interval (and its read) old whenever it is
+    asked, though a third of the fleet hangs for four intervals per read; the reads of a pass
+    are spread over the interval; a miner has one read in flight at most, and no thread
+    reads it."""
+    fleet, miners = mixed_fleet
+    hung, healthy = miners[:3], miners[3:]
+    interval_s = 0.3
+
+    async def body() -> tuple[float, float]:
+        sampler = sampler_of([HostDevice(), *miners], interval_s, device_timeout_s=1.2)
+        threads_before = {t.name for t in threading.enumerate()}
+        began = time.monotonic()
+        await sampler.start()
+        started_s = time.monotonic() - began
+        try:
+            first = [sampler.cached(m.id) for m in healthy]
+            stamps = [r.telemetry.timestamp_unix_s for r in first if r is not None]
+            assert len(stamps) == len(healthy)
+            spread_s = max(stamps) - min(stamps)
+            assert spread_s > interval_s / 3, "the first pass is spread over the interval"
+            for _ in range(8):
+                await asyncio.sleep(interval_s / 2)  # an observer, twice per interval
+                readings = await sampler.latest(max_age_s=60)
+                now = time.time()
+                for miner in healthy:
+                    reading = readings[miner.id]
+                    assert reading.error == "" and reading.telemetry.hashrate_hs
+                    assert now - reading.telemetry.timestamp_unix_s < interval_s + 0.25
+                for miner in hung:
+                    assert "timeout" in readings[miner.id].error
+                assert all(s.open_connections <= CONNECTIONS_PER_READ
+                           for s in fleet.miners[:3])
+            threads = {t.name for t in threading.enumerate()} - threads_before
+            assert len([t for t in threads if t.startswith("telemetry")]) <= 1, \
+                f"threads read miners: {sorted(threads)}"  # one for the host, none held
+            return started_s, spread_s
+        finally:
+            await sampler.stop()
+
+    started_s, spread_s = run(body)
+    print(f"\nstart {started_s:.2f} s (first pass spread over {spread_s:.2f} s of "
+          f"{interval_s} s; hung reads end at 1.2 s)")
+
+
+def test_a_failing_miner_is_stale_with_its_last_good_reading_and_tried_with_backoff(
+        mixed_fleet: tuple[SimFleet, list[Device]]) -> None:
+    fleet, miners = mixed_fleet
+    sim, miner = fleet.miners[3], miners[3]  # healthy at first
+    interval_s = 0.1
+
+    async def body() -> None:
+        sampler = sampler_of([miner], interval_s, device_timeout_s=0.2)
+        await sampler.start()
+        try:
+            good = sampler.last_good(miner.id)
+            assert good is not None and good.error == ""
+            fleet.set_fault(3, Fault.HANG)
+            tries_before = sim.connections
+            await asyncio.sleep(3.0)  # 30 passes
+            tries = sim.connections - tries_before
+            # backoff of 1, 2, 4, 8, 16 intervals after 0.2 s failures: 5 or 6 tries
+            assert 3 <= tries <= 8, f"tried {tries} times in 30 passes"
+            reading = sampler.cached(miner.id)
+            assert reading is not None
+            stamp = datetime.fromtimestamp(good.telemetry.timestamp_unix_s, UTC)
+            assert reading.error.startswith("timeout: no answer within 0.2 s; stale: "
+                                            "last good reading 3 s ago at "
+                                            f"{stamp.isoformat(timespec='seconds')[:19]}Z"), \
+                reading.error
+            assert sampler.last_good(miner.id) is good
+            assert reading.telemetry.health.state == HealthState.UNHEALTHY
+            assert reading.telemetry.timestamp_unix_s > good.telemetry.timestamp_unix_s
+            # a change to the miner (a power write) reads it at once, backoff or not
+            fleet.set_fault(3, Fault.NONE)
+            changed = time.monotonic()
+            sampler.changes.mark(miner.id)
+            while sampler.cached(miner.id).error:  # type: ignore[union-attr]
+                assert time.monotonic() - changed < 1.0, "not read at once after a change"
+                await asyncio.sleep(0.01)
+            assert sampler.last_good(miner.id) is sampler.cached(miner.id)
+        finally:
+            await sampler.stop()
+
+    run(body)
+
+
+def test_a_miner_never_read_says_so_and_inventory_does_not_wait_for_it(
+        mixed_fleet: tuple[SimFleet, list[Device]]) -> None:
+    _fleet, miners = mixed_fleet
+    hung, healthy = miners[0], miners[4]
+
+    async def body() -> None:
+        sampler = sampler_of([hung, healthy], interval_s=0.1, device_timeout_s=0.2)
+        await sampler.start()
+        try:
+            deadline = time.monotonic() + 5
+            while "next try" not in sampler.cached(hung.id).error:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert sampler.cached(hung.id).error.startswith(  # type: ignore[union-attr]
+                "timeout: no answer within 0.2 s; stale: never read, next try in ")
+            started = time.monotonic()
+            infos = await sampler.infos()
+            assert time.monotonic() - started < 0.15, "a failing miner's info is not waited for"
+            assert isinstance(infos[healthy.id], DeviceInfo) and infos[healthy.id].model
+            assert infos[hung.id] == "timeout: no answer within 0.2 s"
+        finally:
+            await sampler.stop()
+
+    run(body)
+
+
+class SlowMiner(Device):
+    """Reads on the loop and answers after `delay_s`; counts the reads in flight (all of them,
+    across instances) and the most there ever were."""
+
+    kind = DeviceKind.ASIC
+    async_io = True
+    in_flight = 0
+    most = 0
+
+    def __init__(self, index: int, delay_s: float) -> None:
+        self.id = f"asic/127.0.0.1:{10000 + index}"
+        self.delay_s = delay_s
+        self.reads = 0
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(self.id, self.kind, "slow")
+
+    async def telemetry_async(self) -> Telemetry:
+        SlowMiner.in_flight += 1
+        SlowMiner.most = max(SlowMiner.most, SlowMiner.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            SlowMiner.in_flight -= 1
+        self.reads += 1
+        return Telemetry(self.id, self.kind, hashrate_hs=1.0)
+
+
+def test_more_reads_than_can_finish_stretch_the_passes_instead_of_all_timing_out() -> None:
+    """300 miners that take 0.3 s each, every 0.1 s: far more than YOUNG_READS (64) at once
+    would take. The schedule keeps 64 young reads at most: the passes stretch, and every
+    read still ends well within its deadline (none fails)."""
+    from agent.runtime.sampler import YOUNG_READS
+
+    miners = [SlowMiner(i, delay_s=0.3) for i in range(300)]
+    SlowMiner.in_flight = SlowMiner.most = 0
+
+    async def body() -> None:
+        sampler = sampler_of(miners, interval_s=0.1, device_timeout_s=1.0)
+        await sampler.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not all(m.reads >= 3 for m in miners):  # every miner read again, twice
+                assert time.monotonic() < deadline, "the passes do not go round"
+                await asyncio.sleep(0.05)
+            readings = await sampler.latest(max_age_s=60)
+            assert all(r.error == "" for r in readings.values())
+            assert SlowMiner.most <= YOUNG_READS, SlowMiner.most
+        finally:
             await sampler.stop()
 
     run(body)

@@ -156,6 +156,35 @@ def test_a_caller_that_gives_up_does_not_cancel_the_reading_for_the_others(
     assert asyncio.run(scenario()).hashrate_hs
 
 
+def test_a_reading_its_last_caller_gave_up_on_is_abandoned_with_its_connection(
+        fleet_factory: Any) -> None:
+    """A reader with a shorter deadline than the miner's (rigd's sampler) cancels its wait:
+    nobody else waits, so the reading ends then, its connection closed, not at the miner's
+    own timeout; the next reading starts afresh."""
+    fleet: SimFleet = fleet_factory(["luxos", "antminer"])
+    miners = _miners(fleet, timeout_s=10.0)
+    for index in range(2):
+        fleet.set_fault(index, Fault.HANG)
+
+    async def scenario() -> float:
+        for miner in miners:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(miner.telemetry_async(), 0.3)
+        gave_up = time.perf_counter()
+        while any(s.open_connections for s in fleet.miners) or \
+                any(m.reading_in_flight for m in miners):
+            assert time.perf_counter() - gave_up < 5.0, "still open: not abandoned"
+            await asyncio.sleep(0.01)
+        closed_s = time.perf_counter() - gave_up
+        fleet.set_fault(0, Fault.NONE)
+        assert (await miners[0].telemetry_async()).hashrate_hs is not None
+        return closed_s
+
+    closed_s = asyncio.run(scenario())
+    print(f"\nabandoned readings' connections closed {closed_s * 1000:.0f} ms after their "
+          f"last caller gave up (the miners' own timeout: 10 s)")
+
+
 def test_a_reading_begun_before_a_control_is_never_joined_after_it(fleet_factory: Any) -> None:
     fleet: SimFleet = fleet_factory(["luxos"])
     (miner,) = _miners(fleet, timeout_s=5.0)

@@ -87,6 +87,9 @@ FRESH_S = 0.1  # the devices an action is under way on are read this fresh
 POLL_S = 0.2  # the loop's pace while a round sheds or an action's effect is awaited
 RETRIES = 1  # an action without effect is sent once more
 CONTROLS_TTL_S = 600.0  # a miner's limit range and modes, read again after this long
+# Threads the reads of miners' controls may hold at once, of the device calls' (rigd's
+# DEVICE_CALL_THREADS, 64): a fleet of hung miners never holds the ones a control needs.
+CONTROL_READS_AT_ONCE = 16
 RESTORE_ATTEMPTS = 3  # a miner that does not answer the wake command at once is asked again
 RESTORE_RETRY_S = 2.0  # times the attempt number
 STOP_LOOP_S = 10.0  # the longest the restore waits for actions under way to be answered
@@ -117,6 +120,7 @@ class Curtailer:
         self._lifted.set()
         self._controls: dict[str, tuple[float, MinerControls]] = {}  # monotonic read time
         self._warm: asyncio.Task[None] | None = None  # keeps _controls read ahead of need
+        self._control_reads = asyncio.Semaphore(CONTROL_READS_AT_ONCE)
 
     # -- asking ------------------------------------------------------------------------------
 
@@ -419,19 +423,26 @@ class Curtailer:
 
     async def _controls_of(self, miners: Iterable[str], max_age_s: float = CONTROLS_TTL_S
                            ) -> dict[str, MinerControls]:
-        """Each miner's limit range and modes, read from every miner at once (off the loop) where
-        not read since the device last changed, or not within max_age_s."""
+        """Each miner's limit range and modes, read off the loop (CONTROL_READS_AT_ONCE at a
+        time) where not read since the device last changed, or not within max_age_s. A miner
+        whose latest reading failed is not asked (it is once it reads again): none known."""
         now = time.monotonic()
         miners = list(miners)
         stale = [d for d in miners if d not in self._controls
                  or now - self._controls[d][0] > max_age_s
                  or self._controls[d][0] < self.sampler.changes.changed_at(d)]
+        failing = {d for d in stale if (r := self.sampler.cached(d)) is not None and r.error}
+        stale = [d for d in stale if d not in failing]
         if stale:
-            found = await asyncio.gather(*(asyncio.to_thread(_read_controls, self.devices[d])
-                                           for d in stale))
+            found = await asyncio.gather(*(self._read_controls_of(d) for d in stale))
             for device_id, controls in zip(stale, found, strict=True):
                 self._controls[device_id] = (now, controls)
-        return {d: self._controls[d][1] for d in miners}
+        return {d: self._controls[d][1] if d in self._controls and d not in failing
+                else MinerControls(None, (), None) for d in miners}
+
+    async def _read_controls_of(self, device_id: str) -> MinerControls:
+        async with self._control_reads:
+            return await asyncio.to_thread(_read_controls, self.devices[device_id])
 
     # -- acting --------------------------------------------------------------------------------
 

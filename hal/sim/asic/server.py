@@ -258,6 +258,7 @@ class FirmwareServer:
         self.fault = Fault.NONE
         self.slow_s = 0.0  # the delay of Fault.SLOW
         self.open_connections = 0  # client connections open now, on every port (for tests)
+        self.connections = 0  # ... and accepted in all
         self.requests: list[str] = []
         self.refused: list[str] = []  # commands answered "invalid command", for tests
         self._rendered: dict[tuple[Any, ...], bytes] = {}
@@ -339,6 +340,7 @@ class FirmwareServer:
     def track(self) -> Iterator[None]:
         """Count a client connection as open while the block runs."""
         self.open_connections += 1
+        self.connections += 1
         try:
             yield
         finally:
