@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Test processes for `make test` and `make test-fast` (pytest-xdist; 0 runs in this process).
+PYTEST_WORKERS ?= 3
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/system-deps.sh | sha256sum | cut -c1-12)
 
 .PHONY: demo test test-fast lint install clean protos bench mutate
@@ -28,10 +30,10 @@ lint: install
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-fast: install
-	$(BIN)/python -m pytest -m unit
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m unit
 
 # The curated mutants (scripts/mutants.toml), each against the tests that must catch it; slow,
 # not part of `make test`: run it before resolving an issue that touches the control paths.

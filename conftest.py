@@ -8,6 +8,8 @@ EXPR is not collected at all: `make test-fast` then imports none of the heavy te
 A unit test may not start a process: one that does fails and names it, so the fast tier stays
 fast and a new test that starts rigd, rigctl or any other program is put in its tier (here by
 its path or fixture, or with `@pytest.mark.processes` where its file mixes both kinds).
+
+`make test` runs on several pytest-xdist workers, a file's tests on one (worker_group).
 """
 
 from __future__ import annotations
@@ -142,12 +144,23 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    parallel = config.pluginmanager.hasplugin("xdist")
     for item in items:
         for name in sorted(tier_markers(item)):
             item.add_marker(name)
         if not any(item.get_closest_marker(name) for name in TIERS):
             item.add_marker("unit")
+        if parallel:
+            item.add_marker(pytest.mark.xdist_group(worker_group(item)))
+
+
+def worker_group(item: pytest.Item) -> str:
+    """The tests one pytest-xdist worker runs together (`--dist loadgroup`): a file's, so its
+    module fixtures (a shared rigd, an etcd cluster) start once; every FPGA test together, so
+    one worker compiles the simulated cores (fpga/tests/conftest.py starts them all at once)."""
+    path = item.nodeid.split("::", 1)[0]
+    return "fpga" if path.startswith("fpga/tests/") else path
 
 
 @contextmanager
