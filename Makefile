@@ -30,10 +30,10 @@ lint: install
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m unit
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m unit
 
 # The curated mutants (scripts/mutants.toml), each against the tests that must catch it; slow,
 # not part of `make test`: run it before resolving an issue that touches the control paths.

@@ -9,7 +9,7 @@ A unit test may not start a process: one that does fails and names it, so the fa
 fast and a new test that starts rigd, rigctl or any other program is put in its tier (here by
 its path or fixture, or with `@pytest.mark.processes` where its file mixes both kinds).
 
-`make test` runs on several pytest-xdist workers, a file's tests on one (worker_group).
+`make test` runs on several pytest-xdist workers, a file's tests on one (`--dist loadfile`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import itertools
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -144,23 +146,36 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    parallel = config.pluginmanager.hasplugin("xdist")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for name in sorted(tier_markers(item)):
             item.add_marker(name)
         if not any(item.get_closest_marker(name) for name in TIERS):
             item.add_marker("unit")
-        if parallel:
-            item.add_marker(pytest.mark.xdist_group(worker_group(item)))
 
 
-def worker_group(item: pytest.Item) -> str:
-    """The tests one pytest-xdist worker runs together (`--dist loadgroup`): a file's, so its
-    module fixtures (a shared rigd, an etcd cluster) start once; every FPGA test together, so
-    one worker compiles the simulated cores (fpga/tests/conftest.py starts them all at once)."""
-    path = item.nodeid.split("::", 1)[0]
-    return "fpga" if path.startswith("fpga/tests/") else path
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, a short temporary directory for the session: each worker's tmp_path
+    is below basetemp/popen-gwN/, and the Unix sockets tests put in their tmp_path must stay
+    within rigd's length limit (80 bytes). Removed after a session that passed."""
+    if (config.getoption("numprocesses", None) and config.option.basetemp is None
+            and not hasattr(config, "workerinput")):
+        config.option.basetemp = tempfile.mkdtemp(prefix="rigdt-")
+        config.stash[_SHORT_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    basetemp = config.stash.get(_SHORT_BASETEMP, None)
+    if basetemp is not None and config.stash.get(_PASSED, False):
+        shutil.rmtree(basetemp, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_PASSED] = exitstatus == 0
+
+
+_SHORT_BASETEMP = pytest.StashKey[str]()
+_PASSED = pytest.StashKey[bool]()
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import importlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from hal.device import Device, DeviceKind
@@ -97,14 +98,9 @@ def check_options(
             raise InvalidArgument(
                 f"[hal.{name}] has no effect: {name} is not in hal.backends ({', '.join(names)})"
             )
-        module_name = _BUILTIN.get(name)
-        if module_name is None or name in _registered:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue  # unavailable; discovery says why
-        module.check_options(backend_options)
+        module = _builtin_module(name)
+        if module is not None:
+            module.check_options(backend_options)
 
 
 def descriptors_needed(
@@ -114,17 +110,23 @@ def descriptors_needed(
     that talks to many devices over the network says (`descriptors_needed(options)`)."""
     total = 0
     for name in backends:
-        module_name = _BUILTIN.get(name)
-        if module_name is None or name in _registered:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue  # unavailable; discovery says why
-        needs = getattr(module, "descriptors_needed", None)
+        module = _builtin_module(name)
+        needs = getattr(module, "descriptors_needed", None) if module is not None else None
         if needs is not None:
             total += int(needs((options or {}).get(name) or {}))
     return total
+
+
+def _builtin_module(name: str) -> ModuleType | None:
+    """A built-in backend's module, None for a registered backend or one that cannot be
+    imported (unavailable: discovery says why)."""
+    module_name = _BUILTIN.get(name)
+    if module_name is None or name in _registered:
+        return None
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        return None
 
 
 def _unknown_backend(name: str, where: str) -> str:

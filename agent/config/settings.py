@@ -131,8 +131,9 @@ class Config:
     telemetry_interval_s: float = setting(1.0, section="telemetry", key="interval_s",
                                           bounds=(0.1, 3600),
                                           help="how often every device is read")
-    device_timeout_s: float = setting(2.0, section="telemetry", bounds=(0.1, 60),
-                                      help="a device read that takes longer is reported failed")
+    device_timeout_s: float = setting(
+        2.0, section="telemetry", bounds=(0.1, 60),
+        help="a device read that takes longer is abandoned and reported failed")
     # [metrics]: Prometheus /metrics on a listener of its own (agent/edges/metrics.py)
     metrics_address: str = setting(
         "", section="metrics", key="address",

@@ -59,6 +59,9 @@ READS_PER_TURN = 32
 # for YOUTH_S only. Reads a request or a change asks for are not held.
 YOUNG_READS = 64
 YOUTH_S = 0.5
+# The first pass is spread over the interval, or this long where the interval is longer (a
+# rig sampled hourly still has every reading within a second or two of its start).
+FIRST_PASS_S = 1.0
 Enrich = Callable[[Reading], Reading]
 _Inflight = dict[str, tuple[Future[T], float]]  # device id -> (read, monotonic start)
 
@@ -128,6 +131,7 @@ class Sampler:
         self._read_begun: dict[str, float] = {}  # ... and the time that read began
         self._due: dict[str, float] = dict.fromkeys(self.devices, 0.0)
         self._queue: list[tuple[float, str]] = []  # (due, device id); stale entries skipped
+        self._place: dict[str, float] = {}  # a device's place in the pass after the first
         self._subs: set[Subscription] = set()
         self._pushes: set[asyncio.Task[None]] = set()  # stream messages waiting for reads
         # device id -> how many open streams ask for each interval (the shortest one applies)
@@ -517,7 +521,7 @@ class Sampler:
                     continue  # superseded by a later entry
                 started += self._pass(device_id, now)
                 step = self._interval_of(device_id)
-                later = at + step
+                later = self._place.pop(device_id, at) + step
                 if later <= now:  # fallen behind (a stalled loop): its next place in the pass
                     later += step * math.ceil((now - later) / step)
                 self._set_due(device_id, later)
@@ -547,12 +551,14 @@ class Sampler:
                     waiter.cancel()
 
     async def start(self) -> None:
-        """The first pass, spread over one interval like every other; returns once every
+        """The first pass, spread over one interval (FIRST_PASS_S at most); returns once every
         device has a reading (each read ends at the device timeout)."""
         now = time.monotonic()
         count = max(1, len(self.devices))
+        spread_s = min(self.interval_s, FIRST_PASS_S)
         for k, device_id in enumerate(self.devices):
-            self._due[device_id] = now + k * self.interval_s / count
+            self._due[device_id] = now + k * spread_s / count
+            self._place[device_id] = now + k * self.interval_s / count  # in the next passes
             heapq.heappush(self._queue, (self._due[device_id], device_id))
         self._task = asyncio.create_task(self._run(), name="telemetry-sampler")
         all_read = asyncio.ensure_future(self._all_read.wait())

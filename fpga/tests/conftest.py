@@ -1,6 +1,7 @@
 """pytest fixtures for the FPGA testbenches: each core configuration is built once per session
-per simulator, then shared by every test that needs it. When the session will simulate on
-Verilator, its models start compiling at once, in the background, while other tests run."""
+per simulator, then shared by every test that needs it. When the first test asks for a build,
+every Verilator model the session will simulate starts compiling, in the background, while the
+tests run (a pytest-xdist worker that runs no simulation compiles nothing)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 _verilator_configs.append(config)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def sim_builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimBuilds]:
     builds = SimBuilds(tmp_path_factory.mktemp("sha256d_sim"))
     builds.prebuild("verilator", _verilator_configs)

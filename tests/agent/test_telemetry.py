@@ -510,3 +510,25 @@ def test_more_reads_than_can_finish_stretch_the_passes_instead_of_all_timing_out
             await sampler.stop()
 
     run(body)
+
+
+def test_a_long_interval_still_reads_every_device_at_start_then_spreads_the_passes() -> None:
+    """An hourly interval: start() returns with every device read within FIRST_PASS_S (not
+    an hour spread), and the second pass takes each device at its own place in the interval."""
+    from agent.runtime.sampler import FIRST_PASS_S
+
+    devices = [CountingDevice(f"opencl/{k}") for k in range(4)]
+
+    async def body() -> None:
+        sampler = sampler_of(devices, interval_s=3600.0, device_timeout_s=1.0)
+        begun = time.monotonic()
+        await asyncio.wait_for(sampler.start(), timeout=30)
+        try:
+            assert time.monotonic() - begun < FIRST_PASS_S + 5  # a safety net: not an hour
+            assert [d.reads for d in devices] == [1, 1, 1, 1]
+            places = sorted(sampler._due.values())
+            assert [round(b - a) for a, b in itertools.pairwise(places)] == [900, 900, 900]
+        finally:
+            await sampler.stop()
+
+    run(body)
