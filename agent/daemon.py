@@ -43,7 +43,7 @@ from agent.edges.health import SERVING, HealthService
 from agent.edges.metrics import MetricsError, MetricsListener, OperationTally
 from agent.edges.openadr import OpenleadrMissing, Ven, load_openleadr
 from agent.edges.service import RigAgentService, rpc_handler
-from agent.edges.unixfront import UnixFront
+from agent.edges.unixfront import MAX_SOCKET_PATH_BYTES, UnixFront
 from agent.runtime.changes import DeviceChanges
 from agent.runtime.curtail import Curtailer, WorkingDraw
 from agent.runtime.diagnostics import Diagnostics
@@ -98,8 +98,9 @@ def _make_dir(path: Path, what: str) -> None:
 def _prepare_socket_path(path: str) -> None:
     """Refuse a path another live process serves or that is not a socket; clear a stale one."""
     p = Path(path)
-    if len(os.fsencode(path)) > 80:
-        raise StartupError(f"unix socket path {path} is too long (at most 80 bytes)")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise StartupError(
+            f"unix socket path {path} is too long (at most {MAX_SOCKET_PATH_BYTES} bytes)")
     _make_dir(p.parent, "the unix socket")
     try:
         mode = p.lstat().st_mode

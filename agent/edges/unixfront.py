@@ -26,6 +26,12 @@ _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _CHUNK = 1 << 16
 
 
+SUN_PATH_BYTES = 107  # the longest path a Unix socket address holds (sockaddr_un, NUL aside)
+RELAY_NAME_BYTES = len("c-") + 24  # each connection's name in the private directory
+# The longest public socket path: its private directory's relay names must fit too.
+MAX_SOCKET_PATH_BYTES = SUN_PATH_BYTES - len(".d/") - RELAY_NAME_BYTES
+
+
 class UnixFront:
     def __init__(self, public_path: str, mode: int) -> None:
         self.public_path = public_path
@@ -40,9 +46,9 @@ class UnixFront:
         """The private directory (0700, emptied of a previous run's leftovers)."""
         shutil.rmtree(self.private_dir, ignore_errors=True)
         self.private_dir.mkdir(mode=0o700)
-        longest = len(os.fsencode(str(self.private_dir / ("c-" + "0" * 24))))
-        if longest > 107:
-            raise OSError(f"unix socket path {self.public_path} is too long for its relay names")
+        if len(os.fsencode(self.public_path)) > MAX_SOCKET_PATH_BYTES:
+            raise OSError(f"unix socket path {self.public_path} is too long for its relay names "
+                          f"(at most {MAX_SOCKET_PATH_BYTES} bytes)")
 
     def listen_socket(self) -> socket.socket:
         """Bind the public socket with the configured mode from the first instant."""
@@ -74,7 +80,7 @@ class UnixFront:
         sock: socket.socket = writer.get_extra_info("socket")
         pid, uid, _gid = _CRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
-        name = f"c-{secrets.token_hex(12)}"
+        name = f"c-{secrets.token_hex((RELAY_NAME_BYTES - 2) // 2)}"
         bound = self.private_dir / name
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         up_writer: asyncio.StreamWriter | None = None

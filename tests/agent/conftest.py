@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from agent.demo.pool import LocalPool, PoolThread
+from agent.edges.unixfront import MAX_SOCKET_PATH_BYTES
 from hal.sim.nvml import SimControl
 from rigapi import pb, pb_grpc
 from tests.ports import free_port
@@ -100,7 +101,7 @@ def start_rigd(tmp: Path, extra_config: str = "", args: tuple[str, ...] = (),
                backends: tuple[str, ...] = ("host",),
                settings: dict[str, dict[str, object]] | None = None) -> RigdProcess:
     socket_path = str(tmp / "rigd.sock")
-    if len(os.fsencode(socket_path)) > 80:  # rigd's limit: a deep pytest directory is too long
+    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH_BYTES:  # a deep pytest directory
         socket_path = str(short_dir(tmp) / "rigd.sock")
     port = free_port()
     audit = tmp / "audit.jsonl"

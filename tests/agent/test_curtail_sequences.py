@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -214,4 +215,38 @@ def test_a_miner_that_accepts_sleep_and_ignores_it_is_found_out(rig: Rig) -> Non
         assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
     finally:
         luxos_sim.fault = Fault.NONE
+    restored(rig, before)
+
+
+def test_rigd_killed_while_firmwares_answer_its_commands_puts_every_miner_back(
+        rig: Rig) -> None:
+    """Every miner takes a command at once and answers it 0.7 s later (Fault.SLOW): rigd is
+    SIGKILLed as soon as one firmware has changed, before any answer came. How each miner was
+    must be on disk before its command went out: the restarted rigd, cancelled, puts every
+    miner back as it was (journaled only after the answers, the restart took the changed
+    miner's setting for how it was, and left it so)."""
+    before = state(rig)
+    sims = rig.fleet.miners
+
+    def settings() -> list[tuple[Any, ...]]:
+        return [(m.state.sleeping, m.state.power_target_w, getattr(m, "low_power", None),
+                 getattr(m, "profile", None)) for m in sims]
+
+    was = settings()
+    _, power = telemetry(rig)
+    for miner in sims:
+        miner.slow_s, miner.fault = 0.7, Fault.SLOW  # within the 1 s a command may take
+    try:
+        ask_curtail(rig, round(power.total_w * 0.5), deadline_s=3, expiry_s=120)
+        deadline = time.monotonic() + 30
+        while settings() == was:
+            assert time.monotonic() < deadline, "no miner was sent a command"
+            time.sleep(0.005)
+        os.kill(rig.rigd.proc.pid, signal.SIGKILL)
+        rig.rigd.proc.wait(timeout=10)
+    finally:
+        for miner in sims:
+            miner.fault = Fault.NONE
+    rig.rigd = rig.rigd.restart()
+    assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
     restored(rig, before)

@@ -16,8 +16,10 @@ to shed. A rig that reads above target again for `curtail.settle_s` opens a new 
 
 What every device ran and how it was set is recorded just before the curtailment first touches
 it; expiry or CancelCurtailment puts each back exactly, asking a device that does not answer
-again before giving up on it. The curtailment is journaled: a rigd restarted in any state
-re-plans from the rig as it is and resumes, with its deadline and expiry unchanged.
+again before giving up on it. The curtailment is journaled, before each command goes out (how
+the device was, the command in flight) and after: a rigd restarted in any state, even killed
+while a firmware takes a command, re-plans from the rig as it is and resumes, with its
+deadline and expiry unchanged and every device's "as it was" from before its first command.
 
 A second Curtail while one is in force replaces it (target, deadline, expiry, reason): what is
 already shed stays shed, more is shed if the new target needs it. Raising a target (giving load
@@ -113,6 +115,7 @@ class Curtailer:
         self._wake = asyncio.Event()  # a new target: the loop looks at once
         self._applying: dict[str, asyncio.Task[None]] = {}  # device -> its actions under way
         self._first_round: list[Action] = []  # its dispatch time is measured (dispatched_after_s)
+        self._ahead: asyncio.Task[None] | None = None  # the journal write commands wait for
         self._expiry: asyncio.Task[None] | None = None
         self._restoring: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one curtail, replace or restore at a time
@@ -492,6 +495,7 @@ class Curtailer:
         action.state = ActionState.APPLYING
         if action.dispatched_unix_s is None:
             action.dispatched_unix_s = time.time()
+        await self._write_ahead()
         try:
             await self._do(action)
         except (HalError, WorkloadError) as exc:
@@ -719,6 +723,20 @@ class Curtailer:
     def _journal(self) -> None:
         c = self.current
         self.manager.journal.update(curtailment=c.to_json() if c else None)
+
+    async def _write_ahead(self) -> None:
+        """The journal written before a command goes to a device: how the device was and that a
+        command is in flight are on disk first, so a rigd killed while the firmware takes the
+        command puts the device back as it was (recover counts the command as taken). The
+        devices that ask in the same turn of the loop share one write."""
+        if self._ahead is None:
+            self._ahead = asyncio.create_task(self._write_soon(), name="curtail-journal")
+        await asyncio.shield(self._ahead)
+
+    async def _write_soon(self) -> None:
+        await asyncio.sleep(0)  # the other devices of the round join this write
+        self._ahead = None  # a device that asks from now on waits for a later write
+        self._journal()
 
     def recover(self) -> None:
         """At start, before workloads come back: a journaled curtailment holds again (an action
