@@ -86,6 +86,9 @@ def test_a_leader_without_quorum_stops_leading_within_its_ttl(cluster: EtcdClust
             await asyncio.wait_for(a.lost.wait(), TTL_S + 3.0)
             stopped = time.monotonic()
             assert not a.leading and not await a.still_leader()
+            # `leading` is the clock's: trusted until one TTL after the last renewal etcd
+            # granted, never longer, however late this loop wakes up to see the loss
+            assert a.valid_until - a.renewed_at <= TTL_S
             assert "TTL" in a.lost_reason or "lease" in a.lost_reason
             with pytest.raises(EtcdError):
                 await etcd.put_if_leader(a.key, "/rigsite/test/state", b"x")  # type: ignore
@@ -96,6 +99,9 @@ def test_a_leader_without_quorum_stops_leading_within_its_ttl(cluster: EtcdClust
 
     after_renewal, after_loss = asyncio.run(scenario())
     # It stops one TTL after the last renewal etcd granted (etcd's leader grants them until it
-    # notices it lost its peers: its election timeout, 0.5 s here).
-    assert after_renewal <= TTL_S + 0.3, f"still leading {after_renewal:.2f} s after its renewal"
-    assert after_loss <= TTL_S + 2.0, f"still leading {after_loss:.2f} s after the quorum went"
+    # notices it lost its peers: its election timeout, 0.5 s here); this loop sees the loss when
+    # it wakes, later on a busy machine: a safety net only, the bound is asserted above.
+    print(f"loss seen {after_renewal:.2f} s after the last renewal, {after_loss:.2f} s after "
+          "the quorum went")
+    assert after_renewal <= TTL_S + 2.0, f"still leading {after_renewal:.2f} s after its renewal"
+    assert after_loss <= TTL_S + 3.0, f"still leading {after_loss:.2f} s after the quorum went"
