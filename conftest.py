@@ -157,7 +157,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, a short temporary directory for the session: each worker's tmp_path
     is below basetemp/popen-gwN/, and the Unix sockets tests put in their tmp_path must stay
-    within rigd's length limit (80 bytes). Removed after a session that passed."""
+    within rigd's limit (MAX_SOCKET_PATH_BYTES in agent/edges/unixfront.py). Removed after a
+    session that passed."""
     if (config.getoption("numprocesses", None) and config.option.basetemp is None
             and not hasattr(config, "workerinput")):
         config.option.basetemp = tempfile.mkdtemp(prefix="rigdt-")

@@ -729,7 +729,7 @@ class Curtailer:
         command is in flight are on disk first, so a rigd killed while the firmware takes the
         command puts the device back as it was (recover counts the command as taken). The
         devices that ask in the same turn of the loop share one write."""
-        if self._ahead is None:
+        if self._ahead is None or self._ahead.done():  # (done: cancelled before it wrote)
             self._ahead = asyncio.create_task(self._write_soon(), name="curtail-journal")
         await asyncio.shield(self._ahead)
 
