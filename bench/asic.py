@@ -52,7 +52,6 @@ import asyncio
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -67,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._fleet import fleet_process  # noqa: E402
-from bench._machine import describe  # noqa: E402
+from bench._machine import describe, end_process  # noqa: E402
 
 FAMILIES = "antminer,luxos,whatsminer,avalon,braiins"
 TARGET_S_PER_500 = 1.0
@@ -429,12 +428,7 @@ def rigd_fleet(size: int, share: int, args: argparse.Namespace) -> dict[str, Any
                     "healthy": len(healthy), "library_ms_per_read":
                     baseline["cpu_s"] * 1000 / size, "library_good": baseline["good"]}
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_process(proc, 60)
             log.close()
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._machine import describe
+from bench._machine import describe, end_process
 from controller.anchors import always_mine
 from controller.model import (
     DeviceKind,
@@ -200,13 +200,7 @@ def failover(runs: int, ttl_s: int, interval_s: float, rigs: int) -> None:
               + ", ".join(f"{r:.2f}" for _, r in figures["SIGKILL"]) + " s)")
     finally:
         for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            end_process(proc, 30)
         sims.stop()
         cluster.stop()
 
