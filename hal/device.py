@@ -273,6 +273,11 @@ class Device:
     def set_power_mode(self, mode: str) -> None:
         raise NotSupported(f"{self.id}: it has no named power modes")
 
+    def mode_before_sleep(self) -> str | None:
+        """The mode it ran in when this object last put it to sleep, which its wake brings
+        back; None where it has no modes, or was not put to sleep here."""
+        return None
+
     def sleep(self) -> None:
         raise NotSupported(f"{self.id}: sleep is not supported")
 

@@ -542,6 +542,9 @@ class UnidentifiedMiner(Device):
     def power_mode(self) -> str | None:
         return self._resolve().power_mode()
 
+    def mode_before_sleep(self) -> str | None:
+        return self._resolve().mode_before_sleep()
+
     def set_power_mode(self, mode: str) -> None:
         self._resolve().set_power_mode(mode)
 

@@ -269,6 +269,9 @@ class AntminerMiner(Miner):
         stays "low"); "normal" when that is not known (it slept before we met it)."""
         await self.set_mode(self._mode_before_sleep or "normal")
 
+    def mode_before_sleep(self) -> str | None:
+        return self._mode_before_sleep
+
     async def async_power_modes(self) -> tuple[str, ...]:
         return tuple(MINER_MODES)
 

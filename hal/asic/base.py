@@ -489,6 +489,9 @@ class Miner(Device):
     def set_power_mode(self, mode: str) -> None:
         self._control(lambda: self.async_set_power_mode(mode), "power mode")
 
+    def mode_before_sleep(self) -> str | None:
+        return None
+
     def power_mode(self) -> str | None:
         return self._sync(self.async_power_mode, self._control_budget_s(), "power mode")
 

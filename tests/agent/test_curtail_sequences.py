@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import hal.asic
 from agent.demo.pool import PoolThread
 from hal.sim.asic import SimFleet
 from hal.sim.asic.server import Fault
@@ -250,3 +251,24 @@ def test_rigd_killed_while_firmwares_answer_its_commands_puts_every_miner_back(
     rig.rigd = rig.rigd.restart()
     assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
     restored(rig, before)
+
+
+def test_a_miner_asleep_across_a_restart_wakes_in_the_mode_it_had(rig: Rig) -> None:
+    """The Antminer runs in low mode when the curtailment puts it to sleep; rigd is SIGKILLed
+    and restarted, so the firmware client that wakes it never saw it go to sleep (an Antminer
+    wakes in normal mode): the restore reads its mode back and puts it in low mode again."""
+    antminer = next(m for m in hal.asic.discover(rig.fleet.discover_options())
+                    if m.id == rig.asics[0])
+    antminer.set_power_mode("low")
+    try:
+        wait_until(rig, lambda t: t[rig.asics[0]].asic.is_mining)
+        before = state(rig)
+        follow(rig, ask_curtail(rig, floor_target(rig), deadline_s=10).operation_id)
+        assert rig.fleet.miners[0].state.sleeping, "the plan put the Antminer to sleep"
+        os.kill(rig.rigd.proc.pid, signal.SIGKILL)
+        rig.rigd.proc.wait(timeout=10)
+        rig.rigd = rig.rigd.restart()
+        assert cancel(rig).state == pb.OPERATION_STATE_SUCCEEDED
+        restored(rig, before)
+    finally:
+        antminer.set_power_mode("normal")

@@ -479,6 +479,7 @@ class Curtailer:
                 self.ops.begin(op, device_id, Phase.SHEDDING, action.describe())
                 await self._send(op, action, c.before.get(device_id))
                 self.ops.end(op, device_id)
+                self._mode_seen_at_sleep(c, action)
         finally:
             self._applying.pop(device_id, None)
             first = self._first_round
@@ -488,6 +489,19 @@ class Curtailer:
                 self._first_round = []
             self._journal()
             self._wake.set()
+
+    def _mode_seen_at_sleep(self, c: Curtailment, action: Action) -> None:
+        """A miner's mode as its firmware client read it when putting it to sleep: fresher than
+        the controls read ahead of need (a mode changed on the miner itself since), and
+        journaled, so a restarted rigd, whose client never saw the sleep, wakes it into it."""
+        before = c.before.get(action.device_id)
+        if action.kind != ActionKind.ASIC_SLEEP or not action.state.accepted or before is None:
+            return
+        mode = None
+        with contextlib.suppress(HalError):
+            mode = self.devices[action.device_id].mode_before_sleep()
+        if mode is not None:
+            before.asic_mode = mode
 
     async def _send(self, op: Operation, action: Action, before: Before | None) -> None:
         """One attempt; the action's state says how it went."""
