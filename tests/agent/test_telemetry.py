@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -459,12 +459,15 @@ def test_a_miner_never_read_says_so_and_inventory_does_not_wait_for_it(
 
 
 class SlowMiner(Device):
-    """Reads on the loop and answers after `delay_s`; counts the reads in flight (all of them,
-    across instances) and the most there ever were."""
+    """Reads on the loop and answers after `delay_s`. Across instances: the reads in flight
+    (id -> when begun) and the most ever begun within half of YOUTH_S of each other and not
+    ended. YOUNG_READS bounds the reads younger than YOUTH_S; a read that outlives its youth (a
+    busy machine) holds no place, and half the youth leaves room for the time a read takes to
+    begin after the sampler starts it."""
 
     kind = DeviceKind.ASIC
     async_io = True
-    in_flight = 0
+    in_flight: ClassVar[dict[str, float]] = {}
     most = 0
 
     def __init__(self, index: int, delay_s: float) -> None:
@@ -476,12 +479,16 @@ class SlowMiner(Device):
         return DeviceInfo(self.id, self.kind, "slow")
 
     async def telemetry_async(self) -> Telemetry:
-        SlowMiner.in_flight += 1
-        SlowMiner.most = max(SlowMiner.most, SlowMiner.in_flight)
+        from agent.runtime.sampler import YOUTH_S
+
+        now = time.monotonic()
+        young = sum(1 for begun in SlowMiner.in_flight.values() if now - begun < YOUTH_S / 2)
+        SlowMiner.most = max(SlowMiner.most, young + 1)
+        SlowMiner.in_flight[self.id] = now
         try:
             await asyncio.sleep(self.delay_s)
         finally:
-            SlowMiner.in_flight -= 1
+            del SlowMiner.in_flight[self.id]
         self.reads += 1
         return Telemetry(self.id, self.kind, hashrate_hs=1.0)
 
@@ -493,7 +500,7 @@ def test_more_reads_than_can_finish_stretch_the_passes_instead_of_all_timing_out
     from agent.runtime.sampler import YOUNG_READS
 
     miners = [SlowMiner(i, delay_s=0.3) for i in range(300)]
-    SlowMiner.in_flight = SlowMiner.most = 0
+    SlowMiner.in_flight, SlowMiner.most = {}, 0
 
     async def body() -> None:
         sampler = sampler_of(miners, interval_s=0.1, device_timeout_s=1.0)
