@@ -44,14 +44,13 @@ import ipaddress
 import math
 import os
 import socket
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from controller.policy import PolicyConfig
 from controller.rules import PowerFigures, PriceLimits
-from rigapi.schema import ConfigError, check_all, document, setting
+from rigapi.schema import ConfigError, check_all, document, read_toml, setting
 from rigapi.schema import describe as schema_describe
 
 PRICE_SOURCES = ("file", "http", "openadr")
@@ -453,16 +452,7 @@ def validate(config: SiteConfig, source: str = "config") -> None:
 
 
 def load(path: str | os.PathLike[str], *, replica: str | None = None) -> SiteConfig:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return from_dict(data, source=str(path), replica=replica)
+    return from_dict(read_toml(path), source=str(path), replica=replica)
 
 
 def describe() -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import tomllib
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -65,6 +67,19 @@ class Setting:
     @property
     def path(self) -> str:
         return f"{self.section}.{self.key}" if self.section else self.key
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A configuration file's TOML; ConfigError saying why it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def declarations(cls: type) -> Iterator[Setting]:

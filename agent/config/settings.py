@@ -14,7 +14,6 @@ import ipaddress
 import os
 import re
 import socket
-import tomllib
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from rigapi.schema import (
     coerce,
     declarations,
     octal,
+    read_toml,
     setting,
     toml_default,
     unknown_key,
@@ -492,16 +492,7 @@ def load(path: str | os.PathLike[str] | None) -> Config:
     source = config_path(path)
     if source is None:
         return Config()
-    try:
-        with open(source, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {source} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
-    return from_dict(data, source=source)
+    return from_dict(read_toml(source), source=source)
 
 
 def describe() -> str:
